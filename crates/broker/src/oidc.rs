@@ -1,0 +1,1 @@
+//! OIDC push tokens (being written).

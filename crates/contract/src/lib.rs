@@ -1,0 +1,10 @@
+//! labrelay's wire contract: what crosses a process boundary.
+//!
+//! Every labrelay service depends on this crate and on nothing else of
+//! labrelay's, so the shapes on the wire are defined exactly once.
+//!
+//! Layout:
+//! - [`push`]: the Pub/Sub push envelope (the body of every push request),
+//!   written by the broker and read by the push receivers.
+
+pub mod push;
