@@ -19,8 +19,19 @@ struct Rpc {
     streaming: bool,
 }
 
-const fn rpc(name: &'static str, route: &'static str, input: &'static str, output: &'static str) -> Rpc {
-    Rpc { name, route, input, output, streaming: false }
+const fn rpc(
+    name: &'static str,
+    route: &'static str,
+    input: &'static str,
+    output: &'static str,
+) -> Rpc {
+    Rpc {
+        name,
+        route,
+        input,
+        output,
+        streaming: false,
+    }
 }
 
 fn service(name: &str, rpcs: &[Rpc]) -> tonic_build::manual::Service {
@@ -28,7 +39,13 @@ fn service(name: &str, rpcs: &[Rpc]) -> tonic_build::manual::Service {
         .name(name)
         .package("google.pubsub.v1");
     for rpc in rpcs {
-        let ty = |t: &str| if t == EMPTY { t.to_string() } else { format!("{PB}::{t}") };
+        let ty = |t: &str| {
+            if t == EMPTY {
+                t.to_string()
+            } else {
+                format!("{PB}::{t}")
+            }
+        };
         let mut method = tonic_build::manual::Method::builder()
             .name(rpc.name)
             .route_name(rpc.route)
@@ -51,7 +68,12 @@ fn main() {
             rpc("update_topic", "UpdateTopic", "UpdateTopicRequest", "Topic"),
             rpc("publish", "Publish", "PublishRequest", "PublishResponse"),
             rpc("get_topic", "GetTopic", "GetTopicRequest", "Topic"),
-            rpc("list_topics", "ListTopics", "ListTopicsRequest", "ListTopicsResponse"),
+            rpc(
+                "list_topics",
+                "ListTopics",
+                "ListTopicsRequest",
+                "ListTopicsResponse",
+            ),
             rpc(
                 "list_topic_subscriptions",
                 "ListTopicSubscriptions",
@@ -76,29 +98,89 @@ fn main() {
     let subscriber = service(
         "Subscriber",
         &[
-            rpc("create_subscription", "CreateSubscription", "Subscription", "Subscription"),
-            rpc("get_subscription", "GetSubscription", "GetSubscriptionRequest", "Subscription"),
-            rpc("update_subscription", "UpdateSubscription", "UpdateSubscriptionRequest", "Subscription"),
+            rpc(
+                "create_subscription",
+                "CreateSubscription",
+                "Subscription",
+                "Subscription",
+            ),
+            rpc(
+                "get_subscription",
+                "GetSubscription",
+                "GetSubscriptionRequest",
+                "Subscription",
+            ),
+            rpc(
+                "update_subscription",
+                "UpdateSubscription",
+                "UpdateSubscriptionRequest",
+                "Subscription",
+            ),
             rpc(
                 "list_subscriptions",
                 "ListSubscriptions",
                 "ListSubscriptionsRequest",
                 "ListSubscriptionsResponse",
             ),
-            rpc("delete_subscription", "DeleteSubscription", "DeleteSubscriptionRequest", EMPTY),
-            rpc("modify_ack_deadline", "ModifyAckDeadline", "ModifyAckDeadlineRequest", EMPTY),
+            rpc(
+                "delete_subscription",
+                "DeleteSubscription",
+                "DeleteSubscriptionRequest",
+                EMPTY,
+            ),
+            rpc(
+                "modify_ack_deadline",
+                "ModifyAckDeadline",
+                "ModifyAckDeadlineRequest",
+                EMPTY,
+            ),
             rpc("acknowledge", "Acknowledge", "AcknowledgeRequest", EMPTY),
             rpc("pull", "Pull", "PullRequest", "PullResponse"),
             Rpc {
                 streaming: true,
-                ..rpc("streaming_pull", "StreamingPull", "StreamingPullRequest", "StreamingPullResponse")
+                ..rpc(
+                    "streaming_pull",
+                    "StreamingPull",
+                    "StreamingPullRequest",
+                    "StreamingPullResponse",
+                )
             },
-            rpc("modify_push_config", "ModifyPushConfig", "ModifyPushConfigRequest", EMPTY),
-            rpc("get_snapshot", "GetSnapshot", "GetSnapshotRequest", "Snapshot"),
-            rpc("list_snapshots", "ListSnapshots", "ListSnapshotsRequest", "ListSnapshotsResponse"),
-            rpc("create_snapshot", "CreateSnapshot", "CreateSnapshotRequest", "Snapshot"),
-            rpc("update_snapshot", "UpdateSnapshot", "UpdateSnapshotRequest", "Snapshot"),
-            rpc("delete_snapshot", "DeleteSnapshot", "DeleteSnapshotRequest", EMPTY),
+            rpc(
+                "modify_push_config",
+                "ModifyPushConfig",
+                "ModifyPushConfigRequest",
+                EMPTY,
+            ),
+            rpc(
+                "get_snapshot",
+                "GetSnapshot",
+                "GetSnapshotRequest",
+                "Snapshot",
+            ),
+            rpc(
+                "list_snapshots",
+                "ListSnapshots",
+                "ListSnapshotsRequest",
+                "ListSnapshotsResponse",
+            ),
+            rpc(
+                "create_snapshot",
+                "CreateSnapshot",
+                "CreateSnapshotRequest",
+                "Snapshot",
+            ),
+            rpc(
+                "update_snapshot",
+                "UpdateSnapshot",
+                "UpdateSnapshotRequest",
+                "Snapshot",
+            ),
+            rpc(
+                "delete_snapshot",
+                "DeleteSnapshot",
+                "DeleteSnapshotRequest",
+                EMPTY,
+            ),
             rpc("seek", "Seek", "SeekRequest", "SeekResponse"),
         ],
     );

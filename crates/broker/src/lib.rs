@@ -36,9 +36,18 @@ pub(crate) type Empty = ();
 /// The protobuf messages of `google.pubsub.v1`.
 pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 
+mod config;
+mod engine;
 mod error;
+mod grpc;
 pub mod names;
 mod oidc;
+mod push;
 mod rest;
+mod retry;
+mod store;
+mod subscription;
 
+pub use engine::{Broker, BrokerConfig};
 pub use error::BrokerError;
+pub use grpc::PubSubService;

@@ -66,9 +66,19 @@ pub fn validate_resource_id(id: &str, what: &str, input: &str) -> Result<(), Bro
     Ok(())
 }
 
-fn parse_resource(input: &str, collection: &str, what: &str) -> Result<(String, usize), BrokerError> {
+fn parse_resource(
+    input: &str,
+    collection: &str,
+    what: &str,
+) -> Result<(String, usize), BrokerError> {
     let mut parts = input.split('/');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
         (Some("projects"), Some(project), Some(c), Some(id), None) if c == collection => {
             parse_project(project, what, input)?;
             validate_resource_id(id, what, input)?;

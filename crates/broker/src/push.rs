@@ -1,0 +1,233 @@
+//! Push delivery: one worker per subscription POSTs each message to the
+//! subscription's endpoint.
+//!
+//! A 102/200/201/202/204 answer acknowledges the message; any other status,
+//! a refused connection or no answer within the ack deadline is a nack, and
+//! the message is redelivered according to the retry policy. How many pushes
+//! are outstanding at once follows [`PushWindow`]'s slow start; without a
+//! retry policy, failures also pause the whole subscription
+//! ([`PushBackoff`]) so that a dead endpoint is not hammered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use labrelay_contract::push::{PushEnvelope, PushMessage};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use tokio::task::JoinSet;
+
+use crate::config::{PushSettings, SubscriptionSettings};
+use crate::engine::{Inner, settle_failures};
+use crate::retry::{PushBackoff, PushWindow, is_push_ack};
+use crate::subscription::{Delivery, Subscription};
+
+/// Leases outlive the push request a little, so that a request answered right
+/// at its timeout is not also expired by the timer.
+const LEASE_GRACE: Duration = Duration::from_secs(5);
+
+/// The outcome of one push request.
+#[derive(Debug)]
+enum Outcome {
+    Status(u16),
+    Failed(String),
+}
+
+/// The push worker of one subscription. Handles: messages becoming
+/// deliverable, push requests completing, configuration changes (a pull
+/// subscription just waits), and the end of a backoff pause. Stops when the
+/// subscription is deleted or the broker shuts down; pushes still in flight
+/// are abandoned and their leases expire into redeliveries.
+pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
+    let mut window = PushWindow::new(inner.config.max_push_window);
+    let mut backoff = PushBackoff::default();
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let mut in_flight: JoinSet<(Delivery, Outcome)> = JoinSet::new();
+    loop {
+        let changed = sub.changed.notified();
+        let reconfigured = sub.reconfigured.notified();
+        tokio::pin!(changed, reconfigured);
+        changed.as_mut().enable();
+        reconfigured.as_mut().enable();
+
+        let settings = sub.settings();
+        if paused_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            paused_until = None;
+        }
+        let mut want_more = false;
+        if let Some(push) = settings.push.as_ref().filter(|_| paused_until.is_none()) {
+            let room = (window.size() as usize).saturating_sub(in_flight.len());
+            if room > 0 {
+                let deliveries = sub.lease(
+                    room,
+                    None,
+                    settings.ack_deadline + LEASE_GRACE,
+                    Instant::now(),
+                );
+                want_more = deliveries.len() == room;
+                let idle = deliveries.is_empty();
+                for delivery in deliveries {
+                    let request = build_request(&inner, &sub, push, &settings, &delivery);
+                    in_flight.spawn(async move {
+                        let outcome = match request {
+                            Ok(request) => match request.send().await {
+                                Ok(response) => Outcome::Status(response.status().as_u16()),
+                                Err(error) => Outcome::Failed(describe(&error)),
+                            },
+                            Err(error) => Outcome::Failed(error),
+                        };
+                        (delivery, outcome)
+                    });
+                }
+                want_more |= idle;
+            }
+        }
+        if want_more && in_flight.len() < window.size() as usize && !in_flight.is_empty() {
+            // Room left and messages may be waiting: go round again at once.
+            continue;
+        }
+
+        tokio::select! {
+            Some(done) = in_flight.join_next() => {
+                if let Ok((delivery, outcome)) = done {
+                    settle(&inner, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await;
+                }
+            }
+            _ = &mut changed, if settings.push.is_some() && paused_until.is_none()
+                && in_flight.len() < window.size() as usize => {}
+            _ = &mut reconfigured => {}
+            _ = async { tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)).await },
+                if paused_until.is_some() => {}
+            _ = sub.closed.cancelled() => return,
+            _ = inner.shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    inner: &Arc<Inner>,
+    sub: &Arc<Subscription>,
+    settings: &SubscriptionSettings,
+    delivery: Delivery,
+    outcome: Outcome,
+    window: &mut PushWindow,
+    backoff: &mut PushBackoff,
+    paused_until: &mut Option<tokio::time::Instant>,
+) {
+    if matches!(outcome, Outcome::Status(code) if is_push_ack(code)) {
+        window.on_success();
+        backoff.on_success();
+        if sub.ack_lease(delivery.lease) {
+            inner
+                .store()
+                .ack_later(sub.id, vec![delivery.lease.seq])
+                .await;
+        }
+        return;
+    }
+    let reason = match &outcome {
+        Outcome::Status(code) => format!("HTTP {code}"),
+        Outcome::Failed(why) => why.clone(),
+    };
+    tracing::debug!(
+        subscription = %sub.name,
+        message_id = %delivery.message.pb.message_id,
+        attempt = delivery.attempt,
+        %reason,
+        "push not acknowledged"
+    );
+    window.on_failure();
+    if settings.retry.is_none() {
+        *paused_until = Some(tokio::time::Instant::now() + backoff.on_failure());
+    }
+    let failures = sub.nack(&[delivery.lease], Instant::now());
+    settle_failures(inner, sub, failures).await;
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connect() {
+        "connection failed".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+fn build_request(
+    inner: &Inner,
+    sub: &Subscription,
+    push: &PushSettings,
+    settings: &SubscriptionSettings,
+    delivery: &Delivery,
+) -> Result<reqwest::RequestBuilder, String> {
+    let message = &delivery.message.pb;
+    let publish_time = message
+        .publish_time
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let mut request = inner
+        .http
+        .post(&push.endpoint)
+        .timeout(settings.ack_deadline);
+    if let Some((email, audience)) = &push.oidc {
+        let token = inner
+            .signer
+            .token(email, audience)
+            .map_err(|e| format!("could not sign a push token: {e:#}"))?;
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    match push.no_wrapper {
+        None => {
+            let envelope = PushEnvelope {
+                message: PushMessage::new(
+                    &message.data,
+                    message
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<BTreeMap<_, _>>(),
+                    message.message_id.clone(),
+                    publish_time,
+                    Some(message.ordering_key.clone()),
+                ),
+                subscription: sub.name.to_string(),
+                delivery_attempt: settings.dead_letter.as_ref().map(|_| delivery.attempt),
+            };
+            let body = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
+            Ok(request.header(CONTENT_TYPE, "application/json").body(body))
+        }
+        Some(write_metadata) => {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if write_metadata {
+                let metadata = [
+                    ("x-goog-pubsub-subscription-name", sub.name.to_string()),
+                    ("x-goog-pubsub-message-id", message.message_id.clone()),
+                    ("x-goog-pubsub-publish-time", publish_time),
+                    ("x-goog-pubsub-ordering-key", message.ordering_key.clone()),
+                ];
+                let attributes = message
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()));
+                for (name, value) in metadata.into_iter().chain(attributes) {
+                    // Attributes that are not valid header names or values
+                    // cannot be carried; skipping them beats failing the push.
+                    if let (Ok(name), Ok(value)) =
+                        (HeaderName::try_from(name), HeaderValue::try_from(value))
+                        && !value.is_empty()
+                    {
+                        headers.insert(name, value);
+                    }
+                }
+            }
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+            }
+            Ok(request.headers(headers).body(message.data.clone()))
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! Durable state in SQLite.
+//!
+//! One writer thread owns the connection. Requests queue on a channel; the
+//! writer takes everything that is waiting, applies it in one transaction and
+//! commits once (WAL, `synchronous=FULL`: the commit is fsynced), then answers
+//! every request of the batch. Concurrent publishes therefore share one fsync
+//! (group commit), and a publish is answered only once it is on disk.
+//!
+//! Tables: `topics` and `subscriptions` hold the API's own protobuf encoding
+//! of each resource; `messages` holds each published message once;
+//! `deliveries` holds one row per (message, subscription) that is not yet
+//! acknowledged, with the number of failed delivery attempts. A message row
+//! is deleted with its last delivery row.
+
+use std::path::Path;
+use std::thread;
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OptionalExtension as _, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::BrokerError;
+
+/// How many queued requests one transaction takes at most.
+const MAX_BATCH: usize = 4096;
+
+/// Everything the broker had on disk when it started.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub topics: Vec<Vec<u8>>,
+    /// `(id, encoded pb::Subscription)`.
+    pub subscriptions: Vec<(i64, Vec<u8>)>,
+    /// `(subscription id, seq, failed attempts, encoded pb::PubsubMessage)` in
+    /// publish order; rows of one message are adjacent.
+    pub deliveries: Vec<(i64, u64, u32, Vec<u8>)>,
+    /// The next free message sequence number.
+    pub next_seq: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, BrokerError>>;
+
+enum Command {
+    Publish {
+        /// `(seq, encoded pb::PubsubMessage)`.
+        messages: Vec<(u64, Vec<u8>)>,
+        subscriptions: Vec<i64>,
+        reply: Reply<()>,
+    },
+    Ack {
+        subscription: i64,
+        seqs: Vec<u64>,
+        reply: Option<Reply<()>>,
+    },
+    Attempts {
+        subscription: i64,
+        seq: u64,
+        attempts: u32,
+    },
+    PutTopic {
+        name: String,
+        config: Vec<u8>,
+        reply: Reply<()>,
+    },
+    DeleteTopic {
+        name: String,
+        reply: Reply<()>,
+    },
+    PutSubscription {
+        name: String,
+        config: Vec<u8>,
+        reply: Reply<i64>,
+    },
+    DeleteSubscription {
+        id: i64,
+        reply: Reply<()>,
+    },
+    /// Commit what came before, then stop.
+    Close,
+}
+
+/// A handle on the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The writer thread, to be joined at shutdown.
+pub struct StoreThread(thread::JoinHandle<()>);
+
+impl StoreThread {
+    /// Waits until the writer has committed what was queued before
+    /// [`Store::close`] and closed the database.
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = OFF;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, config BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS subscriptions (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             name TEXT NOT NULL UNIQUE,
+             config BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, message BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS deliveries (
+             seq INTEGER NOT NULL,
+             sub INTEGER NOT NULL,
+             attempts INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (seq, sub)) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS deliveries_by_sub ON deliveries (sub);",
+    )
+    .context("creating the schema")?;
+    Ok(conn)
+}
+
+fn load(conn: &mut Connection) -> anyhow::Result<Snapshot> {
+    let tx = conn.transaction()?;
+    // Rows left behind by a subscription deleted while a publish was in
+    // flight, and messages nobody needs any more.
+    tx.execute_batch(
+        "DELETE FROM deliveries WHERE sub NOT IN (SELECT id FROM subscriptions);
+         DELETE FROM messages WHERE seq NOT IN (SELECT seq FROM deliveries);",
+    )?;
+    let mut snapshot = Snapshot::default();
+    {
+        let mut stmt = tx.prepare("SELECT config FROM topics ORDER BY name")?;
+        snapshot.topics = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = tx.prepare("SELECT id, config FROM subscriptions ORDER BY name")?;
+        snapshot.subscriptions = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = tx.prepare(
+            "SELECT d.sub, d.seq, d.attempts, m.message
+             FROM deliveries d JOIN messages m ON m.seq = d.seq ORDER BY d.seq",
+        )?;
+        snapshot.deliveries = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let max_message: Option<i64> =
+            tx.query_row("SELECT MAX(seq) FROM messages", [], |r| r.get(0))?;
+        let stored_next: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        snapshot.next_seq = max_message
+            .map(|m| m + 1)
+            .max(stored_next)
+            .unwrap_or(1)
+            .max(1) as u64;
+    }
+    tx.commit()?;
+    Ok(snapshot)
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, reads it back, and starts the
+    /// writer thread.
+    pub fn open(path: &Path) -> anyhow::Result<(Store, StoreThread, Snapshot)> {
+        let mut conn = open_connection(path)?;
+        let snapshot = load(&mut conn).context("reading the store")?;
+        let (tx, rx) = mpsc::channel(MAX_BATCH);
+        let handle = thread::Builder::new()
+            .name("broker-store".into())
+            .spawn(move || {
+                Writer {
+                    conn,
+                    rx,
+                    next_seq: snapshot.next_seq,
+                }
+                .run()
+            })
+            .context("starting the store thread")?;
+        Ok((Store { tx }, StoreThread(handle), snapshot))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, BrokerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?;
+        rx.await
+            .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?
+    }
+
+    /// Stores messages and one delivery row per subscription; returns once
+    /// they are on disk.
+    pub async fn publish(
+        &self,
+        messages: Vec<(u64, Vec<u8>)>,
+        subscriptions: Vec<i64>,
+    ) -> Result<(), BrokerError> {
+        self.call(|reply| Command::Publish {
+            messages,
+            subscriptions,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes acknowledged deliveries and returns once that is on disk.
+    pub async fn ack(&self, subscription: i64, seqs: Vec<u64>) -> Result<(), BrokerError> {
+        self.call(|reply| Command::Ack {
+            subscription,
+            seqs,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// Removes acknowledged deliveries without waiting: a lost ack only means
+    /// one more delivery.
+    pub async fn ack_later(&self, subscription: i64, seqs: Vec<u64>) {
+        let _ = self
+            .tx
+            .send(Command::Ack {
+                subscription,
+                seqs,
+                reply: None,
+            })
+            .await;
+    }
+
+    /// Records how many deliveries of a message have failed, so that dead
+    /// lettering survives a restart.
+    pub async fn record_attempts(&self, subscription: i64, seq: u64, attempts: u32) {
+        let _ = self
+            .tx
+            .send(Command::Attempts {
+                subscription,
+                seq,
+                attempts,
+            })
+            .await;
+    }
+
+    pub async fn put_topic(&self, name: String, config: Vec<u8>) -> Result<(), BrokerError> {
+        self.call(|reply| Command::PutTopic {
+            name,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn delete_topic(&self, name: String) -> Result<(), BrokerError> {
+        self.call(|reply| Command::DeleteTopic { name, reply })
+            .await
+    }
+
+    /// Inserts or replaces a subscription by name; returns its id.
+    pub async fn put_subscription(
+        &self,
+        name: String,
+        config: Vec<u8>,
+    ) -> Result<i64, BrokerError> {
+        self.call(|reply| Command::PutSubscription {
+            name,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    /// Asks the writer to stop after committing everything queued so far;
+    /// later requests fail as unavailable.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Command::Close).await;
+    }
+
+    /// Deletes a subscription and its backlog.
+    pub async fn delete_subscription(&self, id: i64) -> Result<(), BrokerError> {
+        self.call(|reply| Command::DeleteSubscription { id, reply })
+            .await
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Command>,
+    next_seq: u64,
+}
+
+impl Writer {
+    /// Handles every [`Command`] until all [`Store`] handles are dropped, then
+    /// returns (closing the database after the last commit).
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closing = false;
+        while !closing && let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if let Some(at) = batch.iter().position(|c| matches!(c, Command::Close)) {
+                closing = true;
+                batch.truncate(at);
+            }
+            if !batch.is_empty() {
+                self.commit_batch(std::mem::take(&mut batch));
+            }
+        }
+        self.rx.close();
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Command>) {
+        let ids = match self.apply_all(&batch) {
+            Ok(ids) => ids,
+            Err(error) if batch.len() > 1 => {
+                // One bad request must not fail the others: retry one by one.
+                tracing::warn!(
+                    cause = format!("{error:#}"),
+                    "group commit failed; retrying one by one"
+                );
+                for command in batch {
+                    self.commit_batch(vec![command]);
+                }
+                return;
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                for command in batch {
+                    fail(command, &message);
+                }
+                return;
+            }
+        };
+        for (command, id) in batch.into_iter().zip(ids) {
+            succeed(command, id);
+        }
+    }
+
+    /// Applies a batch in one transaction; returns the id each command
+    /// produced (only subscriptions get one).
+    fn apply_all(&mut self, batch: &[Command]) -> anyhow::Result<Vec<Option<i64>>> {
+        let tx = self.conn.transaction()?;
+        let mut max_seq = None;
+        let mut ids = Vec::with_capacity(batch.len());
+        for command in batch {
+            ids.push(apply(&tx, command, &mut max_seq)?);
+        }
+        if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![(max + 1) as i64],
+            )?;
+            self.next_seq = max + 1;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+}
+
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    command: &Command,
+    max_seq: &mut Option<u64>,
+) -> anyhow::Result<Option<i64>> {
+    match command {
+        Command::Publish {
+            messages,
+            subscriptions,
+            ..
+        } => {
+            let mut insert_message =
+                tx.prepare_cached("INSERT INTO messages (seq, message) VALUES (?1, ?2)")?;
+            let mut insert_delivery =
+                tx.prepare_cached("INSERT OR IGNORE INTO deliveries (seq, sub) VALUES (?1, ?2)")?;
+            for (seq, message) in messages {
+                *max_seq = Some(max_seq.unwrap_or(0).max(*seq));
+                if subscriptions.is_empty() {
+                    continue;
+                }
+                insert_message.execute(params![*seq as i64, message])?;
+                for sub in subscriptions {
+                    insert_delivery.execute(params![*seq as i64, sub])?;
+                }
+            }
+        }
+        Command::Ack {
+            subscription, seqs, ..
+        } => {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND sub = ?2")?;
+            let mut collect = tx.prepare_cached(
+                "DELETE FROM messages WHERE seq = ?1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+            )?;
+            for seq in seqs {
+                if delete.execute(params![*seq as i64, subscription])? > 0 {
+                    collect.execute(params![*seq as i64])?;
+                }
+            }
+        }
+        Command::Attempts {
+            subscription,
+            seq,
+            attempts,
+        } => {
+            tx.prepare_cached("UPDATE deliveries SET attempts = ?3 WHERE seq = ?1 AND sub = ?2")?
+                .execute(params![*seq as i64, subscription, attempts])?;
+        }
+        Command::PutTopic { name, config, .. } => {
+            tx.prepare_cached(
+                "INSERT INTO topics (name, config) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+            )?
+            .execute(params![name, config])?;
+        }
+        Command::DeleteTopic { name, .. } => {
+            tx.execute("DELETE FROM topics WHERE name = ?1", params![name])?;
+        }
+        Command::PutSubscription { name, config, .. } => {
+            tx.prepare_cached(
+                "INSERT INTO subscriptions (name, config) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+            )?
+            .execute(params![name, config])?;
+            let id = tx
+                .prepare_cached("SELECT id FROM subscriptions WHERE name = ?1")?
+                .query_row(params![name], |r| r.get(0))?;
+            return Ok(Some(id));
+        }
+        Command::Close => {}
+        Command::DeleteSubscription { id, .. } => {
+            tx.execute("DELETE FROM subscriptions WHERE id = ?1", params![id])?;
+            tx.execute("DELETE FROM deliveries WHERE sub = ?1", params![id])?;
+            tx.execute(
+                "DELETE FROM messages WHERE seq NOT IN (SELECT seq FROM deliveries)",
+                [],
+            )?;
+        }
+    }
+    Ok(None)
+}
+
+/// Answers a command whose transaction committed.
+fn succeed(command: Command, id: Option<i64>) {
+    match command {
+        Command::Publish { reply, .. }
+        | Command::PutTopic { reply, .. }
+        | Command::DeleteTopic { reply, .. }
+        | Command::DeleteSubscription { reply, .. }
+        | Command::Ack {
+            reply: Some(reply), ..
+        } => {
+            let _ = reply.send(Ok(()));
+        }
+        Command::PutSubscription { reply, .. } => {
+            let _ = reply.send(id.ok_or_else(|| anyhow::anyhow!("no subscription id").into()));
+        }
+        Command::Ack { reply: None, .. } | Command::Attempts { .. } | Command::Close => {}
+    }
+}
+
+fn fail(command: Command, message: &str) {
+    let error = || BrokerError::Unavailable(message.to_string());
+    match command {
+        Command::Publish { reply, .. }
+        | Command::PutTopic { reply, .. }
+        | Command::DeleteTopic { reply, .. }
+        | Command::DeleteSubscription { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Command::Ack {
+            reply: Some(reply), ..
+        } => {
+            let _ = reply.send(Err(error()));
+        }
+        Command::PutSubscription { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Command::Close => {}
+        Command::Ack { reply: None, .. } | Command::Attempts { .. } => {
+            tracing::warn!(
+                cause = message,
+                "could not record an acknowledgement or attempt count"
+            );
+        }
+    }
+}

@@ -1,0 +1,733 @@
+//! One subscription's backlog: which messages are ready, leased or waiting
+//! out a retry delay, and the bookkeeping of delivery attempts.
+//!
+//! Everything here is synchronous and takes the current time as an argument,
+//! so it is tested without a clock. The asynchronous parts (persisting acks,
+//! forwarding dead letters, the timer that expires leases) live in `engine`
+//! and drive these methods.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SubscriptionSettings;
+use crate::error::{BrokerError, Result};
+use crate::names::SubscriptionName;
+use crate::pb;
+use crate::retry::retry_delay;
+
+/// A published message, shared by every subscription that holds it.
+#[derive(Debug)]
+pub struct Message {
+    pub seq: u64,
+    /// With `message_id` and `publish_time` filled in.
+    pub pb: pb::PubsubMessage,
+    pub published_at: SystemTime,
+}
+
+impl Message {
+    /// The size that counts against flow-control byte limits.
+    pub fn size(&self) -> usize {
+        self.pb.data.len()
+            + self
+                .pb
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// A message handed to a subscriber under a lease.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub ack_id: String,
+    pub lease: LeaseId,
+    pub message: Arc<Message>,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+}
+
+/// Identifies one lease of one message; a later lease of the same message has
+/// a different `generation`, so a stale ack id cannot touch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseId {
+    pub seq: u64,
+    pub generation: u64,
+}
+
+impl LeaseId {
+    fn ack_id(self) -> String {
+        format!("{}-{}", self.seq, self.generation)
+    }
+
+    pub fn parse(ack_id: &str) -> Option<LeaseId> {
+        let (seq, generation) = ack_id.split_once('-')?;
+        Some(LeaseId {
+            seq: seq.parse().ok()?,
+            generation: generation.parse().ok()?,
+        })
+    }
+}
+
+/// A delivery that failed (nack or expired lease).
+#[derive(Debug)]
+pub struct Failure {
+    pub seq: u64,
+    pub attempts: u32,
+    /// Set when the failure used up the dead-letter policy's attempts: the
+    /// message must now be forwarded to the dead-letter topic.
+    pub dead_letter: Option<Arc<Message>>,
+}
+
+/// What a timer tick found.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub failures: Vec<Failure>,
+    /// Messages past the retention period, dropped from the backlog.
+    pub expired: Vec<u64>,
+    pub next_wake: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Ready,
+    Delayed(Instant),
+    Leased {
+        generation: u64,
+        deadline: Instant,
+    },
+    /// Being forwarded to the dead-letter topic.
+    Parked,
+}
+
+#[derive(Debug)]
+struct Entry {
+    message: Arc<Message>,
+    attempts: u32,
+    state: State,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    entries: HashMap<u64, Entry>,
+    /// Deliverable now, oldest first.
+    ready: BTreeSet<u64>,
+    /// Retry delays; an item is stale once its entry's state moved on.
+    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Lease deadlines; stale like `delayed`.
+    leases: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    next_generation: u64,
+    /// When the timer will look next; earlier deadlines must wake it.
+    next_wake: Option<Instant>,
+    next_retention_check: Option<Instant>,
+}
+
+/// How often the timer drops messages past their retention.
+const RETENTION_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// A subscription: its configuration and its backlog.
+pub struct Subscription {
+    pub name: SubscriptionName,
+    /// The store's id for this subscription.
+    pub id: i64,
+    config: RwLock<pb::Subscription>,
+    settings: RwLock<Arc<SubscriptionSettings>>,
+    queue: Mutex<Queue>,
+    /// Signalled whenever messages become deliverable or leases end, for
+    /// pullers, streams and the push worker waiting for work.
+    pub changed: Notify,
+    /// Signalled when a deadline earlier than the timer's next wake appears.
+    pub timer: Notify,
+    /// Signalled when the configuration changes (push worker restarts).
+    pub reconfigured: Notify,
+    /// Cancelled when the subscription is deleted or detached.
+    pub closed: CancellationToken,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    pub fn new(name: SubscriptionName, id: i64, config: pb::Subscription) -> Self {
+        let settings = Arc::new(SubscriptionSettings::from_config(&config));
+        let epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        Subscription {
+            name,
+            id,
+            config: RwLock::new(config),
+            settings: RwLock::new(settings),
+            queue: Mutex::new(Queue {
+                next_generation: epoch,
+                ..Queue::default()
+            }),
+            changed: Notify::new(),
+            timer: Notify::new(),
+            reconfigured: Notify::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    pub fn config(&self) -> pb::Subscription {
+        self.config.read().expect("config lock").clone()
+    }
+
+    pub fn settings(&self) -> Arc<SubscriptionSettings> {
+        self.settings.read().expect("settings lock").clone()
+    }
+
+    pub fn set_config(&self, config: pb::Subscription) {
+        let settings = Arc::new(SubscriptionSettings::from_config(&config));
+        *self.config.write().expect("config lock") = config;
+        *self.settings.write().expect("settings lock") = settings;
+        self.reconfigured.notify_waiters();
+        self.changed.notify_waiters();
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().expect("queue lock")
+    }
+
+    /// Number of unacknowledged messages.
+    pub fn backlog(&self) -> usize {
+        self.queue().entries.len()
+    }
+
+    /// Adds newly published messages (or, at start-up, restored ones with
+    /// their failed-attempt counts).
+    pub fn enqueue(&self, messages: impl IntoIterator<Item = (Arc<Message>, u32)>) {
+        let mut queue = self.queue();
+        for (message, attempts) in messages {
+            let seq = message.seq;
+            queue.entries.insert(
+                seq,
+                Entry {
+                    message,
+                    attempts,
+                    state: State::Ready,
+                },
+            );
+            queue.ready.insert(seq);
+        }
+        drop(queue);
+        self.changed.notify_waiters();
+    }
+
+    /// Leases up to `max_messages` ready messages (and, when given, up to
+    /// `max_bytes`, always at least one), oldest first.
+    pub fn lease(
+        &self,
+        max_messages: usize,
+        max_bytes: Option<usize>,
+        lease_for: Duration,
+        now: Instant,
+    ) -> Vec<Delivery> {
+        let mut queue = self.queue();
+        let deadline = now + lease_for;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < max_messages {
+            let Some(&seq) = queue.ready.first() else {
+                break;
+            };
+            let size = queue.entries.get(&seq).map_or(0, |e| e.message.size());
+            if let Some(limit) = max_bytes
+                && !out.is_empty()
+                && bytes + size > limit
+            {
+                break;
+            }
+            queue.ready.pop_first();
+            let generation = queue.next_generation;
+            queue.next_generation += 1;
+            let Some(entry) = queue.entries.get_mut(&seq) else {
+                continue;
+            };
+            entry.attempts += 1;
+            entry.state = State::Leased {
+                generation,
+                deadline,
+            };
+            let lease = LeaseId { seq, generation };
+            bytes += size;
+            out.push(Delivery {
+                ack_id: lease.ack_id(),
+                lease,
+                message: entry.message.clone(),
+                attempt: entry.attempts,
+            });
+            queue.leases.push(Reverse((deadline, seq, generation)));
+        }
+        if !out.is_empty() && queue.next_wake.is_none_or(|w| deadline < w) {
+            queue.next_wake = Some(deadline);
+            self.timer.notify_one();
+        }
+        out
+    }
+
+    /// Whether a lease is still held (not acked, nacked or expired).
+    pub fn is_leased(&self, lease: LeaseId) -> bool {
+        matches!(
+            self.queue().entries.get(&lease.seq).map(|e| e.state),
+            Some(State::Leased { generation, .. }) if generation == lease.generation
+        )
+    }
+
+    /// Acknowledges by ack id; returns the sequence numbers that left the
+    /// backlog. An ack id of an expired lease still acknowledges the message
+    /// unless another lease holds it now.
+    pub fn ack(&self, ack_ids: &[String]) -> Result<Vec<u64>> {
+        let leases = parse_ack_ids(ack_ids)?;
+        let mut queue = self.queue();
+        let acked = leases
+            .into_iter()
+            .filter(|lease| queue.remove_for_ack(*lease))
+            .map(|lease| lease.seq)
+            .collect::<Vec<_>>();
+        drop(queue);
+        if !acked.is_empty() {
+            self.changed.notify_waiters();
+        }
+        Ok(acked)
+    }
+
+    /// Acknowledges one lease (a successful push).
+    pub fn ack_lease(&self, lease: LeaseId) -> bool {
+        let acked = self.queue().remove_for_ack(lease);
+        if acked {
+            self.changed.notify_waiters();
+        }
+        acked
+    }
+
+    /// `ModifyAckDeadline`: extends the leases, or with 0 seconds nacks them.
+    pub fn modify_deadline(
+        &self,
+        ack_ids: &[String],
+        seconds: i32,
+        now: Instant,
+    ) -> Result<Vec<Failure>> {
+        if !(0..=600).contains(&seconds) {
+            return Err(BrokerError::invalid(format!(
+                "ack_deadline_seconds must be between 0 and 600 (got {seconds})"
+            )));
+        }
+        let leases = parse_ack_ids(ack_ids)?;
+        if seconds == 0 {
+            return Ok(self.nack(&leases, now));
+        }
+        let deadline = now + Duration::from_secs(seconds as u64);
+        let mut queue = self.queue();
+        for lease in leases {
+            if let Some(entry) = queue.entries.get_mut(&lease.seq)
+                && let State::Leased { generation, .. } = entry.state
+                && generation == lease.generation
+            {
+                entry.state = State::Leased {
+                    generation,
+                    deadline,
+                };
+                queue
+                    .leases
+                    .push(Reverse((deadline, lease.seq, generation)));
+            }
+        }
+        if queue.next_wake.is_none_or(|w| deadline < w) {
+            queue.next_wake = Some(deadline);
+            self.timer.notify_one();
+        }
+        Ok(Vec::new())
+    }
+
+    /// Ends leases as failed deliveries: each message is redelivered after its
+    /// retry delay or, with its attempts used up, handed back for dead
+    /// lettering.
+    pub fn nack(&self, leases: &[LeaseId], now: Instant) -> Vec<Failure> {
+        let settings = self.settings();
+        let mut queue = self.queue();
+        let mut failures = Vec::new();
+        for lease in leases {
+            if queue.holds(*lease)
+                && let Some(failure) = queue.fail(lease.seq, &settings, now)
+            {
+                failures.push(failure);
+            }
+        }
+        self.after_failures(queue, !failures.is_empty());
+        failures
+    }
+
+    /// Expires overdue leases, releases messages whose retry delay is over,
+    /// drops messages past retention, and says when to look again.
+    pub fn tick(&self, now: Instant, wall: SystemTime) -> Tick {
+        let settings = self.settings();
+        let mut queue = self.queue();
+        let mut tick = Tick::default();
+        while let Some(&Reverse((deadline, seq, generation))) = queue.leases.peek() {
+            if deadline > now {
+                break;
+            }
+            queue.leases.pop();
+            let current = queue.entries.get(&seq).map(|e| e.state);
+            if current
+                == Some(State::Leased {
+                    generation,
+                    deadline,
+                })
+                && let Some(failure) = queue.fail(seq, &settings, now)
+            {
+                tick.failures.push(failure);
+            }
+        }
+        let mut released = false;
+        while let Some(&Reverse((at, seq))) = queue.delayed.peek() {
+            if at > now {
+                break;
+            }
+            queue.delayed.pop();
+            if let Some(entry) = queue.entries.get_mut(&seq)
+                && entry.state == State::Delayed(at)
+            {
+                entry.state = State::Ready;
+                queue.ready.insert(seq);
+                released = true;
+            }
+        }
+        if queue.next_retention_check.is_none_or(|t| t <= now) {
+            queue.next_retention_check = Some(now + RETENTION_CHECK_EVERY);
+            let horizon = wall
+                .checked_sub(settings.retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let old: Vec<u64> = queue
+                .entries
+                .iter()
+                .filter(|(_, e)| e.message.published_at < horizon && e.state != State::Parked)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in &old {
+                queue.entries.remove(seq);
+                queue.ready.remove(seq);
+            }
+            tick.expired = old;
+        }
+        tick.next_wake = [
+            queue.leases.peek().map(|r| r.0.0),
+            queue.delayed.peek().map(|r| r.0.0),
+            queue.next_retention_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        queue.next_wake = tick.next_wake;
+        let wake = released || !tick.failures.is_empty() || !tick.expired.is_empty();
+        self.after_failures(queue, wake);
+        tick
+    }
+
+    /// Puts a parked message back (its dead-letter forwarding failed) to be
+    /// tried again after `delay`.
+    pub fn unpark(&self, seq: u64, delay: Duration, now: Instant) {
+        let mut queue = self.queue();
+        let at = now + delay;
+        if let Some(entry) = queue.entries.get_mut(&seq)
+            && entry.state == State::Parked
+        {
+            entry.state = State::Delayed(at);
+            queue.delayed.push(Reverse((at, seq)));
+            if queue.next_wake.is_none_or(|w| at < w) {
+                queue.next_wake = Some(at);
+                self.timer.notify_one();
+            }
+        }
+    }
+
+    /// Removes a parked message once it reached the dead-letter topic.
+    pub fn remove_parked(&self, seq: u64) {
+        let mut queue = self.queue();
+        if queue
+            .entries
+            .get(&seq)
+            .is_some_and(|e| e.state == State::Parked)
+        {
+            queue.entries.remove(&seq);
+        }
+    }
+
+    fn after_failures(&self, queue: std::sync::MutexGuard<'_, Queue>, wake: bool) {
+        let earliest_delay = queue.delayed.peek().map(|r| r.0.0);
+        let wake_timer = matches!((earliest_delay, queue.next_wake), (Some(d), Some(w)) if d < w)
+            || (earliest_delay.is_some() && queue.next_wake.is_none());
+        drop(queue);
+        if wake_timer {
+            self.timer.notify_one();
+        }
+        if wake {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+impl Queue {
+    fn holds(&self, lease: LeaseId) -> bool {
+        matches!(
+            self.entries.get(&lease.seq).map(|e| e.state),
+            Some(State::Leased { generation, .. }) if generation == lease.generation
+        )
+    }
+
+    fn remove_for_ack(&mut self, lease: LeaseId) -> bool {
+        let Some(entry) = self.entries.get(&lease.seq) else {
+            return false;
+        };
+        match entry.state {
+            State::Leased { generation, .. } if generation != lease.generation => false,
+            State::Parked => false,
+            _ => {
+                self.entries.remove(&lease.seq);
+                self.ready.remove(&lease.seq);
+                true
+            }
+        }
+    }
+
+    /// A delivery of `seq` failed: schedule the retry or park it for the
+    /// dead-letter topic.
+    fn fail(&mut self, seq: u64, settings: &SubscriptionSettings, now: Instant) -> Option<Failure> {
+        let entry = self.entries.get_mut(&seq)?;
+        let attempts = entry.attempts;
+        if let Some(dead_letter) = &settings.dead_letter
+            && attempts >= dead_letter.max_delivery_attempts
+        {
+            entry.state = State::Parked;
+            return Some(Failure {
+                seq,
+                attempts,
+                dead_letter: Some(entry.message.clone()),
+            });
+        }
+        let delay = retry_delay(settings.retry.as_ref(), attempts, rand::random());
+        if delay.is_zero() {
+            entry.state = State::Ready;
+            self.ready.insert(seq);
+        } else {
+            let at = now + delay;
+            entry.state = State::Delayed(at);
+            self.delayed.push(Reverse((at, seq)));
+        }
+        Some(Failure {
+            seq,
+            attempts,
+            dead_letter: None,
+        })
+    }
+}
+
+fn parse_ack_ids(ack_ids: &[String]) -> Result<Vec<LeaseId>> {
+    ack_ids
+        .iter()
+        .map(|id| {
+            LeaseId::parse(id)
+                .ok_or_else(|| BrokerError::invalid(format!("\"{id}\" is not a valid ack id")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::normalize_subscription;
+
+    fn subscription(edit: impl FnOnce(&mut pb::Subscription)) -> Subscription {
+        let mut config = pb::Subscription {
+            name: "projects/p/subscriptions/sub".into(),
+            topic: "projects/p/topics/topic".into(),
+            ..Default::default()
+        };
+        edit(&mut config);
+        let (name, config) = normalize_subscription(config).unwrap();
+        Subscription::new(name, 1, config)
+    }
+
+    fn message(seq: u64) -> (Arc<Message>, u32) {
+        let pb = pb::PubsubMessage {
+            data: vec![b'x'; 10],
+            message_id: seq.to_string(),
+            ..Default::default()
+        };
+        (
+            Arc::new(Message {
+                seq,
+                pb,
+                published_at: SystemTime::now(),
+            }),
+            0,
+        )
+    }
+
+    fn secs(s: i64) -> Option<prost_types::Duration> {
+        Some(prost_types::Duration {
+            seconds: s,
+            nanos: 0,
+        })
+    }
+
+    #[test]
+    fn lease_ack_and_stale_ack_ids() {
+        let sub = subscription(|_| {});
+        sub.enqueue((1..=3).map(message));
+        let now = Instant::now();
+        let first = sub.lease(2, None, Duration::from_secs(10), now);
+        assert_eq!(
+            first.iter().map(|d| d.message.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(first[0].attempt, 1);
+        assert_eq!(sub.ack(&[first[0].ack_id.clone()]).unwrap(), [1]);
+        // Acking twice is harmless and removes nothing.
+        assert!(sub.ack(&[first[0].ack_id.clone()]).unwrap().is_empty());
+        assert!(sub.ack(&["garbage".into()]).is_err());
+        assert_eq!(sub.backlog(), 2);
+    }
+
+    #[test]
+    fn expired_lease_is_redelivered_and_old_ack_id_no_longer_acks() {
+        let sub = subscription(|_| {});
+        sub.enqueue([message(1)]);
+        let now = Instant::now();
+        let first = sub.lease(10, None, Duration::from_secs(10), now);
+        assert!(sub.lease(10, None, Duration::from_secs(10), now).is_empty());
+        let tick = sub.tick(now + Duration::from_secs(11), SystemTime::now());
+        assert_eq!(tick.failures.len(), 1);
+        let second = sub.lease(
+            10,
+            None,
+            Duration::from_secs(10),
+            now + Duration::from_secs(11),
+        );
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].attempt, 2);
+        assert!(
+            sub.ack(&[first[0].ack_id.clone()]).unwrap().is_empty(),
+            "stale lease"
+        );
+        assert_eq!(sub.ack(&[second[0].ack_id.clone()]).unwrap(), [1]);
+    }
+
+    #[test]
+    fn modify_deadline_extends_and_zero_nacks() {
+        let sub = subscription(|_| {});
+        sub.enqueue([message(1), message(2)]);
+        let now = Instant::now();
+        let leased = sub.lease(2, None, Duration::from_secs(10), now);
+        sub.modify_deadline(&[leased[0].ack_id.clone()], 60, now)
+            .unwrap();
+        let tick = sub.tick(now + Duration::from_secs(11), SystemTime::now());
+        assert_eq!(tick.failures.iter().map(|f| f.seq).collect::<Vec<_>>(), [2]);
+        assert!(sub.is_leased(leased[0].lease));
+        let nacked = sub
+            .modify_deadline(&[leased[0].ack_id.clone()], 0, now)
+            .unwrap();
+        assert_eq!(nacked.len(), 1);
+        assert_eq!(sub.lease(10, None, Duration::from_secs(10), now).len(), 2);
+        assert!(sub.modify_deadline(&[], 601, now).is_err());
+    }
+
+    #[test]
+    fn retry_policy_delays_redelivery() {
+        let sub = subscription(|s| {
+            s.retry_policy = Some(pb::RetryPolicy {
+                minimum_backoff: secs(5),
+                maximum_backoff: secs(60),
+            })
+        });
+        sub.enqueue([message(1)]);
+        let now = Instant::now();
+        let leased = sub.lease(1, None, Duration::from_secs(10), now);
+        sub.nack(&[leased[0].lease], now);
+        assert!(sub.lease(1, None, Duration::from_secs(10), now).is_empty());
+        let tick = sub.tick(now + Duration::from_millis(4_999), SystemTime::now());
+        assert!(tick.next_wake.unwrap() <= now + Duration::from_secs(5));
+        assert!(sub.lease(1, None, Duration::from_secs(10), now).is_empty());
+        sub.tick(now + Duration::from_secs(5), SystemTime::now());
+        assert_eq!(
+            sub.lease(
+                1,
+                None,
+                Duration::from_secs(10),
+                now + Duration::from_secs(5)
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn dead_letter_after_max_attempts() {
+        let sub = subscription(|s| {
+            s.dead_letter_policy = Some(pb::DeadLetterPolicy {
+                dead_letter_topic: "projects/p/topics/dead".into(),
+                max_delivery_attempts: 5,
+            })
+        });
+        sub.enqueue([message(1)]);
+        let now = Instant::now();
+        for attempt in 1..=5 {
+            let leased = sub.lease(1, None, Duration::from_secs(10), now);
+            assert_eq!(leased[0].attempt, attempt);
+            let failures = sub.nack(&[leased[0].lease], now);
+            assert_eq!(
+                failures[0].dead_letter.is_some(),
+                attempt == 5,
+                "attempt {attempt}"
+            );
+        }
+        assert!(
+            sub.lease(1, None, Duration::from_secs(10), now).is_empty(),
+            "parked"
+        );
+        sub.remove_parked(1);
+        assert_eq!(sub.backlog(), 0);
+    }
+
+    #[test]
+    fn byte_limit_still_delivers_one() {
+        let sub = subscription(|_| {});
+        sub.enqueue((1..=3).map(message));
+        let now = Instant::now();
+        assert_eq!(
+            sub.lease(10, Some(1), Duration::from_secs(10), now).len(),
+            1
+        );
+        assert_eq!(
+            sub.lease(10, Some(20), Duration::from_secs(10), now).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn retention_drops_old_messages() {
+        let sub = subscription(|_| {});
+        let (old, _) = message(1);
+        let old = Arc::new(Message {
+            published_at: SystemTime::now() - Duration::from_secs(8 * 24 * 3600),
+            seq: old.seq,
+            pb: old.pb.clone(),
+        });
+        sub.enqueue([(old, 0), message(2)]);
+        let tick = sub.tick(Instant::now(), SystemTime::now());
+        assert_eq!(tick.expired, [1]);
+        assert_eq!(sub.backlog(), 1);
+    }
+}
