@@ -4,7 +4,12 @@
 //! labrelay's, so the shapes on the wire are defined exactly once.
 //!
 //! Layout:
+//! - [`report`]: the lab report a lab POSTs, validated once at ingest and
+//!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
 
 pub mod push;
+pub mod report;
+
+pub use report::{LabReport, ReportError, ReportId};

@@ -76,8 +76,24 @@ impl PushMessage {
 /// Why a push body could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    #[error("the body is not a Pub/Sub push envelope: {0}")]
+    Envelope(String),
     #[error("message.data is not valid base64")]
     Base64,
+    #[error("message.data is not a lab report: {0}")]
+    Report(#[from] crate::report::ReportError),
+}
+
+impl PushEnvelope {
+    /// Parses a wrapped push body.
+    pub fn parse(body: &[u8]) -> Result<PushEnvelope, DecodeError> {
+        serde_json::from_slice(body).map_err(|e| DecodeError::Envelope(e.to_string()))
+    }
+
+    /// The lab report this push carries.
+    pub fn report(&self) -> Result<crate::report::LabReport, DecodeError> {
+        Ok(crate::report::LabReport::parse(&self.message.decode_data()?)?)
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +133,23 @@ mod tests {
         let back: PushEnvelope = serde_json::from_value(json).unwrap();
         assert_eq!(back.message.decode_data().unwrap(), b"Hello");
         assert_eq!(back.delivery_attempt, Some(5));
+    }
+
+    #[test]
+    fn decodes_the_report_a_push_carries() {
+        let body = serde_json::json!({
+            "message": {"data": STANDARD.encode(br#"{"id": 12}"#), "messageId": "1", "publishTime": "t"},
+            "subscription": "projects/p/subscriptions/email-service-sub"
+        });
+        let envelope = PushEnvelope::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(envelope.report().unwrap().id.to_string(), "12");
+
+        assert!(matches!(PushEnvelope::parse(b"{}"), Err(DecodeError::Envelope(_))));
+        let mut bad = envelope.clone();
+        bad.message.data = Some("***".into());
+        assert_eq!(bad.report().unwrap_err(), DecodeError::Base64);
+        bad.message.data = Some(STANDARD.encode(b"not json"));
+        assert!(matches!(bad.report(), Err(DecodeError::Report(_))));
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! The lab report: what a lab POSTs and what travels, unchanged, as the
+//! Pub/Sub message data.
+//!
+//! Only `id` is required (a JSON integer, or a non-empty string of at most
+//! 128 characters); the seed's test reports are exactly `{"id": 12}`. The
+//! other fields are optional, but when present they must have the documented
+//! types, so that a report accepted at ingest can always be rendered. Fields
+//! this crate does not know are kept as sent.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The longest string id accepted.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Why a body is not a lab report. The message names the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("`id` is required")]
+    MissingId,
+    #[error("`id` must be a JSON integer or a non-empty string of at most {MAX_ID_CHARS} characters")]
+    InvalidId,
+    #[error("`{field}` {problem}")]
+    InvalidField { field: String, problem: String },
+}
+
+/// A report's id, as the lab sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReportId {
+    Number(i64),
+    Text(String),
+}
+
+impl ReportId {
+    pub fn parse(value: &Value) -> Result<ReportId, ReportError> {
+        match value {
+            Value::Number(n) => n.as_i64().map(ReportId::Number).ok_or(ReportError::InvalidId),
+            Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {
+                Ok(ReportId::Text(s.clone()))
+            }
+            _ => Err(ReportError::InvalidId),
+        }
+    }
+}
+
+impl fmt::Display for ReportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportId::Number(n) => write!(f, "{n}"),
+            ReportId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Clinic {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pet {
+    pub name: Option<String>,
+    pub species: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    pub name: Option<String>,
+    /// As sent; the email-service checks that it is an address.
+    pub email: Option<String>,
+    /// As sent; the sms-service checks that it is E.164.
+    pub phone: Option<String>,
+}
+
+/// One test result. `value` may be a number or a string ("positive").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub name: Option<String>,
+    pub value: Option<Value>,
+    pub unit: Option<String>,
+    pub range: Option<String>,
+    pub flag: Option<String>,
+}
+
+impl TestResult {
+    /// The value as a person would read it.
+    pub fn value_text(&self) -> String {
+        match &self.value {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
+    }
+}
+
+/// A validated lab report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabReport {
+    pub id: ReportId,
+    pub clinic: Clinic,
+    pub pet: Pet,
+    pub owner: Owner,
+    pub tests: Vec<TestResult>,
+    pub issued_at: Option<String>,
+    /// The whole body as sent, unknown fields included.
+    raw: serde_json::Map<String, Value>,
+}
+
+fn typed<T: for<'de> Deserialize<'de> + Default>(
+    raw: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<T, ReportError> {
+    match raw.get(field) {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(value) => T::deserialize(value).map_err(|e| ReportError::InvalidField {
+            field: field.to_string(),
+            problem: format!("has the wrong shape: {e}"),
+        }),
+    }
+}
+
+impl LabReport {
+    /// Parses and validates a request body.
+    pub fn parse(body: &[u8]) -> Result<LabReport, ReportError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| ReportError::Json(e.to_string()))?;
+        let Value::Object(raw) = value else {
+            return Err(ReportError::NotAnObject);
+        };
+        let id = ReportId::parse(raw.get("id").ok_or(ReportError::MissingId)?)?;
+        let tests: Vec<TestResult> = typed(&raw, "tests")?;
+        if let Some((i, _)) = tests.iter().enumerate().find(|(_, t)| {
+            matches!(t.value, Some(Value::Array(_)) | Some(Value::Object(_)))
+        }) {
+            return Err(ReportError::InvalidField {
+                field: format!("tests[{i}].value"),
+                problem: "must be a number or a string".into(),
+            });
+        }
+        Ok(LabReport {
+            id,
+            clinic: typed(&raw, "clinic")?,
+            pet: typed(&raw, "pet")?,
+            owner: typed(&raw, "owner")?,
+            tests,
+            issued_at: typed::<Option<String>>(&raw, "issuedAt")?,
+            raw,
+        })
+    }
+
+    /// The report as JSON, exactly the fields that were sent.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.raw).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"{
+        "id": "LR-2026-000123",
+        "clinic": {"name": "Pet Theory Downtown", "phone": "+15551230000"},
+        "pet": {"name": "Max", "species": "dog"},
+        "owner": {"name": "Alex Kim", "email": "alex@example.com", "phone": "+15551234567"},
+        "tests": [{"name": "ALT", "value": 42, "unit": "U/L", "range": "10-100", "flag": "normal"}],
+        "issuedAt": "2026-11-24T10:00:00Z",
+        "labReference": "kept as sent"
+    }"#;
+
+    #[test]
+    fn parses_the_documented_report_and_keeps_unknown_fields() {
+        let report = LabReport::parse(FULL.as_bytes()).unwrap();
+        assert_eq!(report.id, ReportId::Text("LR-2026-000123".into()));
+        assert_eq!(report.pet.name.as_deref(), Some("Max"));
+        assert_eq!(report.owner.email.as_deref(), Some("alex@example.com"));
+        assert_eq!(report.tests[0].value_text(), "42");
+        let back: Value = serde_json::from_slice(&report.to_json()).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(FULL).unwrap());
+    }
+
+    #[test]
+    fn accepts_the_seed_body() {
+        let report = LabReport::parse(br#"{"id": 12}"#).unwrap();
+        assert_eq!(report.id.to_string(), "12");
+        assert_eq!(report.owner, Owner::default());
+        assert!(report.tests.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_bodies_saying_why() {
+        let long = format!(r#"{{"id": "{}"}}"#, "x".repeat(129));
+        let cases: &[(&str, &str)] = &[
+            ("", "not valid JSON"),
+            ("{", "not valid JSON"),
+            ("[1]", "JSON object"),
+            ("{}", "`id` is required"),
+            (r#"{"id": null}"#, "`id` must be"),
+            (r#"{"id": ""}"#, "`id` must be"),
+            (r#"{"id": 1.5}"#, "`id` must be"),
+            (r#"{"id": true}"#, "`id` must be"),
+            (&long, "`id` must be"),
+            (r#"{"id": 1, "owner": "alex"}"#, "`owner`"),
+            (r#"{"id": 1, "owner": {"email": 7}}"#, "`owner`"),
+            (r#"{"id": 1, "tests": {}}"#, "`tests`"),
+            (r#"{"id": 1, "tests": [{"value": [1]}]}"#, "`tests[0].value`"),
+        ];
+        for (body, want) in cases {
+            let err = LabReport::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+        let max = format!(r#"{{"id": "{}"}}"#, "é".repeat(128));
+        assert!(LabReport::parse(max.as_bytes()).is_ok());
+    }
+}

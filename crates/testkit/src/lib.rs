@@ -1,0 +1,9 @@
+//! Real neighbours for labrelay's tests, shared by the service crates and
+//! the whole-system tests in `tests/`.
+//!
+//! Layout:
+//! - `smtp`: a real SMTP server (Python's aiosmtpd, started as a process)
+//!   whose answers can be switched between accept, 451 and 550.
+//! - `twilio`: a real HTTP server playing Twilio's Messages API, checking
+//!   method, path, auth and form fields, and answering 201, 429, 500 or 400
+//!   with Twilio's error JSON on demand.
