@@ -7,3 +7,6 @@
 //! - `twilio`: a real HTTP server playing Twilio's Messages API, checking
 //!   method, path, auth and form fields, and answering 201, 429, 500 or 400
 //!   with Twilio's error JSON on demand.
+
+pub mod smtp;
+pub mod twilio;
