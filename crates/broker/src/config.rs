@@ -250,17 +250,10 @@ impl SubscriptionSettings {
             .filter(|p| !p.push_endpoint.is_empty())
             .map(|p| PushSettings {
                 endpoint: p.push_endpoint.clone(),
-                oidc: match &p.authentication_method {
-                    Some(AuthenticationMethod::OidcToken(t)) => Some((
-                        t.service_account_email.clone(),
-                        if t.audience.is_empty() {
-                            p.push_endpoint.clone()
-                        } else {
-                            t.audience.clone()
-                        },
-                    )),
-                    None => None,
-                },
+                oidc: p.authentication_method.as_ref().map(|AuthenticationMethod::OidcToken(t)| {
+                    let audience = if t.audience.is_empty() { &p.push_endpoint } else { &t.audience };
+                    (t.service_account_email.clone(), audience.clone())
+                }),
                 no_wrapper: match &p.wrapper {
                     Some(Wrapper::NoWrapper(w)) => Some(w.write_metadata),
                     _ => None,
@@ -396,7 +389,8 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_values_naming_the_field() {
-        let cases: Vec<(Box<dyn FnOnce(&mut pb::Subscription)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut pb::Subscription)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|s| s.ack_deadline_seconds = 9),
                 "ack_deadline_seconds",

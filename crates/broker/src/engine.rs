@@ -206,6 +206,7 @@ impl Broker {
             }
         }
         tracing::info!(
+            issuer = self.inner.signer.issuer(),
             topics = snapshot.topics.len(),
             subscriptions = snapshot.subscriptions.len(),
             unacked = restored,

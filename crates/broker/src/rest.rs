@@ -210,18 +210,26 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// An empty body stands for an empty message, as Google's endpoint takes it.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    if body.is_empty() {
+        return parse(b"{}");
+    }
+    // serde would fill a struct from an array, field by field.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(invalid(
+            "Invalid JSON payload received. The body must be a JSON object.",
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|error| invalid(format!("Invalid JSON payload received. {error}")))
 }
@@ -573,26 +581,24 @@ mod json {
 
     type Labels = HashMap<String, String>;
 
-    fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    /// Proto3 JSON leaves out fields that hold their default value.
+    fn unset<T: Default + PartialEq>(value: &T) -> bool {
         *value == T::default()
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     pub(super) struct Topic {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         name: String,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         labels: Labels,
-        #[serde(
-            alias = "message_retention_duration",
-            skip_serializing_if = "is_default"
-        )]
+        #[serde(alias = "message_retention_duration", skip_serializing_if = "unset")]
         message_retention_duration: Option<Duration>,
-        #[serde(alias = "kms_key_name", skip_serializing_if = "is_default")]
+        #[serde(alias = "kms_key_name", skip_serializing_if = "unset")]
         kms_key_name: String,
         #[serde(
-            skip_serializing_if = "is_default",
+            skip_serializing_if = "unset",
             serialize_with = "enum_name::<pb::topic::State, _>",
             deserialize_with = "enum_value::<pb::topic::State, _>"
         )]
@@ -627,51 +633,45 @@ mod json {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     pub(super) struct Subscription {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         name: String,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         topic: String,
-        #[serde(alias = "push_config", skip_serializing_if = "is_default")]
+        #[serde(alias = "push_config", skip_serializing_if = "unset")]
         push_config: Option<PushConfig>,
         #[serde(
             alias = "ack_deadline_seconds",
-            skip_serializing_if = "is_default",
+            skip_serializing_if = "unset",
             deserialize_with = "int32"
         )]
         ack_deadline_seconds: i32,
-        #[serde(alias = "retain_acked_messages", skip_serializing_if = "is_default")]
+        #[serde(alias = "retain_acked_messages", skip_serializing_if = "unset")]
         retain_acked_messages: bool,
-        #[serde(
-            alias = "message_retention_duration",
-            skip_serializing_if = "is_default"
-        )]
+        #[serde(alias = "message_retention_duration", skip_serializing_if = "unset")]
         message_retention_duration: Option<Duration>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         labels: Labels,
-        #[serde(alias = "enable_message_ordering", skip_serializing_if = "is_default")]
+        #[serde(alias = "enable_message_ordering", skip_serializing_if = "unset")]
         enable_message_ordering: bool,
-        #[serde(alias = "expiration_policy", skip_serializing_if = "is_default")]
+        #[serde(alias = "expiration_policy", skip_serializing_if = "unset")]
         expiration_policy: Option<ExpirationPolicy>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         filter: String,
-        #[serde(alias = "dead_letter_policy", skip_serializing_if = "is_default")]
+        #[serde(alias = "dead_letter_policy", skip_serializing_if = "unset")]
         dead_letter_policy: Option<DeadLetterPolicy>,
-        #[serde(alias = "retry_policy", skip_serializing_if = "is_default")]
+        #[serde(alias = "retry_policy", skip_serializing_if = "unset")]
         retry_policy: Option<RetryPolicy>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         detached: bool,
-        #[serde(
-            alias = "enable_exactly_once_delivery",
-            skip_serializing_if = "is_default"
-        )]
+        #[serde(alias = "enable_exactly_once_delivery", skip_serializing_if = "unset")]
         enable_exactly_once_delivery: bool,
         #[serde(
             alias = "topic_message_retention_duration",
-            skip_serializing_if = "is_default"
+            skip_serializing_if = "unset"
         )]
         topic_message_retention_duration: Option<Duration>,
         #[serde(
-            skip_serializing_if = "is_default",
+            skip_serializing_if = "unset",
             serialize_with = "enum_name::<pb::subscription::State, _>",
             deserialize_with = "enum_value::<pb::subscription::State, _>"
         )]
@@ -746,24 +746,24 @@ mod json {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     pub(super) struct PushConfig {
-        #[serde(alias = "push_endpoint", skip_serializing_if = "is_default")]
+        #[serde(alias = "push_endpoint", skip_serializing_if = "unset")]
         push_endpoint: String,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         attributes: Labels,
-        #[serde(alias = "oidc_token", skip_serializing_if = "is_default")]
+        #[serde(alias = "oidc_token", skip_serializing_if = "unset")]
         oidc_token: Option<OidcToken>,
-        #[serde(alias = "pubsub_wrapper", skip_serializing_if = "is_default")]
+        #[serde(alias = "pubsub_wrapper", skip_serializing_if = "unset")]
         pubsub_wrapper: Option<PubsubWrapper>,
-        #[serde(alias = "no_wrapper", skip_serializing_if = "is_default")]
+        #[serde(alias = "no_wrapper", skip_serializing_if = "unset")]
         no_wrapper: Option<NoWrapper>,
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     struct OidcToken {
-        #[serde(alias = "service_account_email", skip_serializing_if = "is_default")]
+        #[serde(alias = "service_account_email", skip_serializing_if = "unset")]
         service_account_email: String,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         audience: String,
     }
 
@@ -774,7 +774,7 @@ mod json {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     struct NoWrapper {
-        #[serde(alias = "write_metadata", skip_serializing_if = "is_default")]
+        #[serde(alias = "write_metadata", skip_serializing_if = "unset")]
         write_metadata: bool,
     }
 
@@ -839,18 +839,18 @@ mod json {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(default, deny_unknown_fields)]
     struct ExpirationPolicy {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         ttl: Option<Duration>,
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     struct DeadLetterPolicy {
-        #[serde(alias = "dead_letter_topic", skip_serializing_if = "is_default")]
+        #[serde(alias = "dead_letter_topic", skip_serializing_if = "unset")]
         dead_letter_topic: String,
         #[serde(
             alias = "max_delivery_attempts",
-            skip_serializing_if = "is_default",
+            skip_serializing_if = "unset",
             deserialize_with = "int32"
         )]
         max_delivery_attempts: i32,
@@ -859,24 +859,24 @@ mod json {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     struct RetryPolicy {
-        #[serde(alias = "minimum_backoff", skip_serializing_if = "is_default")]
+        #[serde(alias = "minimum_backoff", skip_serializing_if = "unset")]
         minimum_backoff: Option<Duration>,
-        #[serde(alias = "maximum_backoff", skip_serializing_if = "is_default")]
+        #[serde(alias = "maximum_backoff", skip_serializing_if = "unset")]
         maximum_backoff: Option<Duration>,
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     pub(super) struct PubsubMessage {
-        #[serde(with = "base64_bytes", skip_serializing_if = "is_default")]
+        #[serde(with = "base64_bytes", skip_serializing_if = "unset")]
         data: Vec<u8>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         attributes: Labels,
-        #[serde(alias = "message_id", skip_serializing_if = "is_default")]
+        #[serde(alias = "message_id", skip_serializing_if = "unset")]
         message_id: String,
-        #[serde(alias = "publish_time", skip_serializing_if = "is_default")]
+        #[serde(alias = "publish_time", skip_serializing_if = "unset")]
         publish_time: Option<Timestamp>,
-        #[serde(alias = "ordering_key", skip_serializing_if = "is_default")]
+        #[serde(alias = "ordering_key", skip_serializing_if = "unset")]
         ordering_key: String,
     }
 
@@ -907,13 +907,13 @@ mod json {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     pub(super) struct Snapshot {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         name: String,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         topic: String,
-        #[serde(alias = "expire_time", skip_serializing_if = "is_default")]
+        #[serde(alias = "expire_time", skip_serializing_if = "unset")]
         expire_time: Option<Timestamp>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         labels: Labels,
     }
 
@@ -1053,7 +1053,7 @@ mod json {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     pub(super) struct PublishResponse {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         message_ids: Vec<String>,
     }
 
@@ -1068,18 +1068,18 @@ mod json {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     pub(super) struct PullResponse {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         received_messages: Vec<ReceivedMessage>,
     }
 
     #[derive(Debug, PartialEq, Serialize)]
     #[serde(rename_all = "camelCase")]
     struct ReceivedMessage {
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         ack_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<PubsubMessage>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         delivery_attempt: i32,
     }
 
@@ -1103,7 +1103,7 @@ mod json {
     pub(super) struct Topics {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         topics: Vec<Topic>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         next_page_token: String,
     }
 
@@ -1123,7 +1123,7 @@ mod json {
     pub(super) struct Subscriptions<T> {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         subscriptions: Vec<T>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         next_page_token: String,
     }
 
@@ -1152,7 +1152,7 @@ mod json {
     pub(super) struct Snapshots<T> {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         snapshots: Vec<T>,
-        #[serde(skip_serializing_if = "is_default")]
+        #[serde(skip_serializing_if = "unset")]
         next_page_token: String,
     }
 
@@ -1246,9 +1246,13 @@ mod json {
     impl<'de> Deserialize<'de> for Duration {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             let text = String::deserialize(deserializer)?;
+            // prost would silently drop digits past the nanoseconds.
+            let nanos_fit = text
+                .split_once('.')
+                .is_none_or(|(_, fraction)| fraction.len() <= 10);
             text.parse::<prost_types::Duration>()
                 .ok()
-                .filter(|d| d.seconds.abs() <= MAX_DURATION_SECONDS)
+                .filter(|d| nanos_fit && d.seconds.abs() <= MAX_DURATION_SECONDS)
                 .map(Duration)
                 .ok_or_else(|| {
                     de::Error::invalid_value(
@@ -1290,42 +1294,39 @@ mod json {
 
     /// Proto3 JSON takes an int32 as a number or as a decimal string.
     fn int32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
-        struct Int32;
+        deserializer.deserialize_any(Int32)
+    }
 
-        impl Visitor<'_> for Int32 {
-            type Value = i32;
+    struct Int32;
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a 32-bit integer")
-            }
+    impl Visitor<'_> for Int32 {
+        type Value = i32;
 
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<i32, E> {
-                i32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
-            }
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a 32-bit integer")
+        }
 
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i32, E> {
-                i32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-            }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i32, E> {
+            i32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
 
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<i32, E> {
-                let integral =
-                    v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v);
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    reason = "checked to be integral and in range"
-                )]
-                integral
-                    .then_some(v as i32)
-                    .ok_or_else(|| E::invalid_value(Unexpected::Float(v), &self))
-            }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i32, E> {
+            i32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<i32, E> {
-                v.parse()
-                    .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i32, E> {
+            let in_range = (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v);
+            if v.fract() == 0.0 && in_range {
+                Ok(v as i32)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
             }
         }
 
-        deserializer.deserialize_any(Int32)
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i32, E> {
+            v.parse()
+                .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+        }
     }
 
     /// The names of a prost enumeration, which prost offers per type only.
@@ -1378,11 +1379,11 @@ mod json {
             }
 
             fn visit_i64<Er: de::Error>(self, v: i64) -> Result<i32, Er> {
-                i32::try_from(v).map_err(|_| Er::invalid_value(Unexpected::Signed(v), &self))
+                Int32.visit_i64(v)
             }
 
             fn visit_u64<Er: de::Error>(self, v: u64) -> Result<i32, Er> {
-                i32::try_from(v).map_err(|_| Er::invalid_value(Unexpected::Unsigned(v), &self))
+                Int32.visit_u64(v)
             }
 
             fn visit_str<Er: de::Error>(self, v: &str) -> Result<i32, Er> {
@@ -2328,8 +2329,8 @@ mod tests {
             (r#"{"topic": "#, "EOF"),
             (r#"{"topic": 12}"#, "invalid type"),
             (r#"{"labels": {"a": 1}}"#, "invalid type"),
-            ("[]", "invalid type"),
-            ("null", "invalid type"),
+            ("[]", "must be a JSON object"),
+            ("null", "must be a JSON object"),
         ] {
             let (status, answer) = send(&app, "PUT", subscription, body).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -201,6 +201,7 @@ impl Subscription {
     }
 
     /// Number of unacknowledged messages.
+    #[cfg(test)]
     pub fn backlog(&self) -> usize {
         self.queue().entries.len()
     }
