@@ -3,8 +3,10 @@
 //! Each subcommand parses its settings, sets up logging and hands over to a
 //! library crate; nothing here knows how a part works.
 
+mod post;
 mod shutdown;
 mod telemetry;
+mod up;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "labrelay", version, about = "Veterinary lab results to pet owners, by email and SMS")]
+#[command(
+    name = "labrelay",
+    version,
+    about = "Veterinary lab results to pet owners, by email and SMS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,8 +27,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole system on this machine: broker and the three services.
+    Up(UpArgs),
+    /// Post lab reports to the lab-report-service, as a lab would.
+    Post(PostArgs),
     /// Run the Pub/Sub-compatible broker alone (gRPC and REST on one port).
     Broker(BrokerArgs),
+    /// Run the lab-report-service alone, configured by environment (PORT, PUBSUB_EMULATOR_HOST, ...).
+    LabReportService(ServiceArgs),
+    /// Run the email-service alone, configured by environment (PORT, SMTP_URL, ...).
+    EmailService(ServiceArgs),
+    /// Run the sms-service alone, configured by environment (PORT, TWILIO_*, SMS_URL, ...).
+    SmsService(ServiceArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where the broker's store, the signing key and the outboxes live.
+    #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 8085)]
+    broker_port: u16,
+    #[arg(long, default_value_t = 8080)]
+    lab_report_port: u16,
+    #[arg(long, default_value_t = 8081)]
+    email_port: u16,
+    #[arg(long, default_value_t = 8082)]
+    sms_port: u16,
+}
+
+#[derive(Args)]
+struct PostArgs {
+    /// The lab-report-service to post to.
+    #[arg(long, env = "LABRELAY_URL", default_value = "http://127.0.0.1:8080/")]
+    url: String,
+    /// Post the seed's bare `{"id": N}` instead of a full sample report.
+    #[arg(long)]
+    bare: bool,
+    /// Report ids to post.
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+#[derive(Args)]
+struct ServiceArgs {
+    /// Port to listen on (Cloud Run's contract; 0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on; defaults to 0.0.0.0 on Cloud Run (K_SERVICE set), else 127.0.0.1.
+    #[arg(long, env = "HOST")]
+    host: Option<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -47,9 +101,52 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         match cli.command {
+            Command::Up(args) => {
+                let ports = up::Ports {
+                    broker: args.broker_port,
+                    lab_report: args.lab_report_port,
+                    email: args.email_port,
+                    sms: args.sms_port,
+                };
+                up::run(args.data_dir, ports, shutdown::signal()).await
+            }
+            Command::Post(args) => post::run(&args.url, &args.ids, args.bare, None).await,
             Command::Broker(args) => run_broker(args).await,
+            Command::LabReportService(args) => {
+                let settings = labrelay_lab_report_service::Settings::from_env()?;
+                let listener = bind_service(&args, "lab-report-service").await?;
+                labrelay_lab_report_service::run(settings, listener, shutdown::signal()).await
+            }
+            Command::EmailService(args) => {
+                let settings = labrelay_email_service::Settings::from_env()?;
+                let listener = bind_service(&args, "email-service").await?;
+                labrelay_email_service::run(settings, listener, shutdown::signal()).await
+            }
+            Command::SmsService(args) => {
+                let settings = labrelay_sms_service::Settings::from_env()?;
+                let listener = bind_service(&args, "sms-service").await?;
+                labrelay_sms_service::run(settings, listener, shutdown::signal()).await
+            }
         }
     })
+}
+
+/// Binds a service's port and announces it on stdout (scripts and tests read
+/// the line to find a port chosen with `PORT=0`).
+async fn bind_service(args: &ServiceArgs, name: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let on_cloud_run = std::env::var_os("K_SERVICE").is_some();
+    let host = args.host.unwrap_or(if on_cloud_run {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    });
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, args.port))
+        .await
+        .with_context(|| format!("binding {host}:{}", args.port))?;
+    let addr = listener.local_addr()?;
+    println!("{name} listening on {addr}");
+    tracing::info!(%addr, service = name, "listening");
+    Ok(listener)
 }
 
 async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
@@ -63,7 +160,10 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     }
     let broker = labrelay_broker::Broker::open(config)?;
     // Scripts and tests read this line to find the port.
-    println!("broker listening on {addr} (data in {})", args.data_dir.display());
+    println!(
+        "broker listening on {addr} (data in {})",
+        args.data_dir.display()
+    );
     tracing::info!(%addr, "broker listening");
     broker.serve(listener, shutdown::signal()).await
 }

@@ -5,8 +5,6 @@
 //! messages that were leased but not acknowledged must be redelivered.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -16,52 +14,19 @@ use pb::subscriber_client::SubscriberClient;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
+mod support;
+
+use support::Process;
+
 const TOPIC: &str = "projects/durability/topics/reports";
 const SUBSCRIPTION: &str = "projects/durability/subscriptions/reports-sub";
 
-struct BrokerProcess {
-    child: Child,
-    endpoint: String,
-}
-
-impl BrokerProcess {
-    /// Starts `labrelay broker` on a free port and waits for its address.
-    fn start(data_dir: &std::path::Path) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-            .args(["broker", "--port", "0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("labrelay starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        BrokerProcess { child, endpoint: format!("http://{addr}") }
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no chance to flush anything.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(self.endpoint.clone()).unwrap().connect().await.unwrap()
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn connect(broker: &Process) -> Channel {
+    Channel::from_shared(broker.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// Pulls what is ready now, without waiting for more.
@@ -84,11 +49,17 @@ async fn pull_all(channel: Channel, max: i32) -> Vec<pb::ReceivedMessage> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path());
-    let channel = broker.channel().await;
+    let broker = Process::broker(dir.path());
+    let channel = connect(&broker).await;
     let mut publisher = PublisherClient::new(channel.clone());
     let mut subscriber = SubscriberClient::new(channel.clone());
-    publisher.create_topic(pb::Topic { name: TOPIC.into(), ..Default::default() }).await.unwrap();
+    publisher
+        .create_topic(pb::Topic {
+            name: TOPIC.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     subscriber
         .create_subscription(pb::Subscription {
             name: SUBSCRIPTION.into(),
@@ -104,7 +75,10 @@ async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
         .publish(pb::PublishRequest {
             topic: TOPIC.into(),
             messages: (0..20)
-                .map(|i| pb::PubsubMessage { data: format!("early-{i}").into_bytes(), ..Default::default() })
+                .map(|i| pb::PubsubMessage {
+                    data: format!("early-{i}").into_bytes(),
+                    ..Default::default()
+                })
                 .collect(),
         })
         .await
@@ -122,7 +96,9 @@ async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
         })
         .await
         .unwrap();
-    let data = |m: &pb::ReceivedMessage| String::from_utf8(m.message.as_ref().unwrap().data.clone()).unwrap();
+    let data = |m: &pb::ReceivedMessage| {
+        String::from_utf8(m.message.as_ref().unwrap().data.clone()).unwrap()
+    };
     let acked: BTreeSet<String> = acked.iter().map(data).collect();
     let unacked: BTreeSet<String> = unacked.iter().map(data).collect();
 
@@ -143,7 +119,10 @@ async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
                 let payload = format!("stream-{worker}-{i}");
                 let request = pb::PublishRequest {
                     topic: TOPIC.into(),
-                    messages: vec![pb::PubsubMessage { data: payload.clone().into_bytes(), ..Default::default() }],
+                    messages: vec![pb::PubsubMessage {
+                        data: payload.clone().into_bytes(),
+                        ..Default::default()
+                    }],
                 };
                 tokio::select! {
                     result = publisher.publish(request) => match result {
@@ -171,8 +150,8 @@ async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
     assert!(answered.len() >= kill_at);
 
     // Restart on the same directory and drain.
-    let broker = BrokerProcess::start(dir.path());
-    let channel = broker.channel().await;
+    let broker = Process::broker(dir.path());
+    let channel = connect(&broker).await;
     let mut subscriber = SubscriberClient::new(channel.clone());
     let mut delivered = BTreeMap::<String, String>::new();
     loop {
@@ -191,15 +170,34 @@ async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
             delivered.insert(data(m), m.message.as_ref().unwrap().message_id.clone());
         }
     }
-    let lost: Vec<_> = answered.keys().filter(|p| !delivered.contains_key(*p)).collect();
-    assert!(lost.is_empty(), "{} answered publishes were lost: {lost:?}", lost.len());
+    let lost: Vec<_> = answered
+        .keys()
+        .filter(|p| !delivered.contains_key(*p))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} answered publishes were lost: {lost:?}",
+        lost.len()
+    );
     for (payload, id) in &answered {
         assert_eq!(&delivered[payload], id, "message id survives the restart");
     }
-    let missing_unacked: Vec<_> = unacked.iter().filter(|p| !delivered.contains_key(*p)).collect();
-    assert!(missing_unacked.is_empty(), "leased, unacked messages are redelivered: {missing_unacked:?}");
-    let came_back: Vec<_> = acked.iter().filter(|p| delivered.contains_key(*p)).collect();
-    assert!(came_back.is_empty(), "acknowledged messages stay acknowledged: {came_back:?}");
+    let missing_unacked: Vec<_> = unacked
+        .iter()
+        .filter(|p| !delivered.contains_key(*p))
+        .collect();
+    assert!(
+        missing_unacked.is_empty(),
+        "leased, unacked messages are redelivered: {missing_unacked:?}"
+    );
+    let came_back: Vec<_> = acked
+        .iter()
+        .filter(|p| delivered.contains_key(*p))
+        .collect();
+    assert!(
+        came_back.is_empty(),
+        "acknowledged messages stay acknowledged: {came_back:?}"
+    );
     eprintln!(
         "answered before SIGKILL: {}, delivered after restart: {} (lost 0)",
         answered.len(),

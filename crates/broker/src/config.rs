@@ -244,21 +244,27 @@ impl SubscriptionSettings {
                 .and_then(|d| duration_of(d, "").ok())
                 .unwrap_or(default)
         };
-        let push = sub
-            .push_config
-            .as_ref()
-            .filter(|p| !p.push_endpoint.is_empty())
-            .map(|p| PushSettings {
-                endpoint: p.push_endpoint.clone(),
-                oidc: p.authentication_method.as_ref().map(|AuthenticationMethod::OidcToken(t)| {
-                    let audience = if t.audience.is_empty() { &p.push_endpoint } else { &t.audience };
-                    (t.service_account_email.clone(), audience.clone())
-                }),
-                no_wrapper: match &p.wrapper {
-                    Some(Wrapper::NoWrapper(w)) => Some(w.write_metadata),
-                    _ => None,
-                },
-            });
+        let push =
+            sub.push_config
+                .as_ref()
+                .filter(|p| !p.push_endpoint.is_empty())
+                .map(|p| PushSettings {
+                    endpoint: p.push_endpoint.clone(),
+                    oidc: p.authentication_method.as_ref().map(
+                        |AuthenticationMethod::OidcToken(t)| {
+                            let audience = if t.audience.is_empty() {
+                                &p.push_endpoint
+                            } else {
+                                &t.audience
+                            };
+                            (t.service_account_email.clone(), audience.clone())
+                        },
+                    ),
+                    no_wrapper: match &p.wrapper {
+                        Some(Wrapper::NoWrapper(w)) => Some(w.write_metadata),
+                        _ => None,
+                    },
+                });
         SubscriptionSettings {
             ack_deadline: Duration::from_secs(sub.ack_deadline_seconds.clamp(10, 600) as u64),
             retention: secs(&sub.message_retention_duration, DEFAULT_RETENTION),

@@ -53,18 +53,17 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
         if paused_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
             paused_until = None;
         }
-        let mut want_more = false;
         if let Some(push) = settings.push.as_ref().filter(|_| paused_until.is_none()) {
             let room = (window.size() as usize).saturating_sub(in_flight.len());
             if room > 0 {
+                // Either this fills the window or it empties the backlog;
+                // both leave nothing to do until an event below.
                 let deliveries = sub.lease(
                     room,
                     None,
                     settings.ack_deadline + LEASE_GRACE,
                     Instant::now(),
                 );
-                want_more = deliveries.len() == room;
-                let idle = deliveries.is_empty();
                 for delivery in deliveries {
                     let request = build_request(&inner, &sub, push, &settings, &delivery);
                     in_flight.spawn(async move {
@@ -78,12 +77,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                         (delivery, outcome)
                     });
                 }
-                want_more |= idle;
             }
-        }
-        if want_more && in_flight.len() < window.size() as usize && !in_flight.is_empty() {
-            // Room left and messages may be waiting: go round again at once.
-            continue;
         }
 
         tokio::select! {

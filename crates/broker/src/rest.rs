@@ -230,8 +230,18 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "Invalid JSON payload received. The body must be a JSON object.",
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|error| invalid(format!("Invalid JSON payload received. {error}")))
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            invalid(format!("Invalid JSON payload received. {inner}"))
+        } else {
+            invalid(format!(
+                "Invalid JSON payload received. Invalid value at '{path}': {inner}"
+            ))
+        }
+    })
 }
 
 /// Splits `name:method`, the custom-method segment Axum cannot route, at its

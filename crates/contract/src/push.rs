@@ -92,7 +92,9 @@ impl PushEnvelope {
 
     /// The lab report this push carries.
     pub fn report(&self) -> Result<crate::report::LabReport, DecodeError> {
-        Ok(crate::report::LabReport::parse(&self.message.decode_data()?)?)
+        Ok(crate::report::LabReport::parse(
+            &self.message.decode_data()?,
+        )?)
     }
 }
 
@@ -144,7 +146,10 @@ mod tests {
         let envelope = PushEnvelope::parse(body.to_string().as_bytes()).unwrap();
         assert_eq!(envelope.report().unwrap().id.to_string(), "12");
 
-        assert!(matches!(PushEnvelope::parse(b"{}"), Err(DecodeError::Envelope(_))));
+        assert!(matches!(
+            PushEnvelope::parse(b"{}"),
+            Err(DecodeError::Envelope(_))
+        ));
         let mut bad = envelope.clone();
         bad.message.data = Some("***".into());
         assert_eq!(bad.report().unwrap_err(), DecodeError::Base64);

@@ -24,7 +24,9 @@ pub enum ReportError {
     NotAnObject,
     #[error("`id` is required")]
     MissingId,
-    #[error("`id` must be a JSON integer or a non-empty string of at most {MAX_ID_CHARS} characters")]
+    #[error(
+        "`id` must be a JSON integer or a non-empty string of at most {MAX_ID_CHARS} characters"
+    )]
     InvalidId,
     #[error("`{field}` {problem}")]
     InvalidField { field: String, problem: String },
@@ -40,7 +42,10 @@ pub enum ReportId {
 impl ReportId {
     pub fn parse(value: &Value) -> Result<ReportId, ReportError> {
         match value {
-            Value::Number(n) => n.as_i64().map(ReportId::Number).ok_or(ReportError::InvalidId),
+            Value::Number(n) => n
+                .as_i64()
+                .map(ReportId::Number)
+                .ok_or(ReportError::InvalidId),
             Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {
                 Ok(ReportId::Text(s.clone()))
             }
@@ -129,15 +134,18 @@ fn typed<T: for<'de> Deserialize<'de> + Default>(
 impl LabReport {
     /// Parses and validates a request body.
     pub fn parse(body: &[u8]) -> Result<LabReport, ReportError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| ReportError::Json(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ReportError::Json(e.to_string()))?;
         let Value::Object(raw) = value else {
             return Err(ReportError::NotAnObject);
         };
         let id = ReportId::parse(raw.get("id").ok_or(ReportError::MissingId)?)?;
         let tests: Vec<TestResult> = typed(&raw, "tests")?;
-        if let Some((i, _)) = tests.iter().enumerate().find(|(_, t)| {
-            matches!(t.value, Some(Value::Array(_)) | Some(Value::Object(_)))
-        }) {
+        if let Some((i, _)) = tests
+            .iter()
+            .enumerate()
+            .find(|(_, t)| matches!(t.value, Some(Value::Array(_)) | Some(Value::Object(_))))
+        {
             return Err(ReportError::InvalidField {
                 field: format!("tests[{i}].value"),
                 problem: "must be a number or a string".into(),
@@ -209,7 +217,10 @@ mod tests {
             (r#"{"id": 1, "owner": "alex"}"#, "`owner`"),
             (r#"{"id": 1, "owner": {"email": 7}}"#, "`owner`"),
             (r#"{"id": 1, "tests": {}}"#, "`tests`"),
-            (r#"{"id": 1, "tests": [{"value": [1]}]}"#, "`tests[0].value`"),
+            (
+                r#"{"id": 1, "tests": [{"value": [1]}]}"#,
+                "`tests[0].value`",
+            ),
         ];
         for (body, want) in cases {
             let err = LabReport::parse(body.as_bytes()).unwrap_err().to_string();

@@ -1,1 +1,91 @@
-//! (being written)
+//! The email-service: emails each lab report to the pet's owner.
+//!
+//! In labrelay's data flow it is the push endpoint of the subscription
+//! `email-service-sub`: the broker POSTs one Pub/Sub push envelope per lab
+//! report, and the service renders the report into a multipart/alternative
+//! email and hands it to an SMTP server (lettre over rustls) or writes it to
+//! a directory outbox. Its HTTP status is the acknowledgement: 204 when the
+//! email went out (or there was no address to send to), 503 when delivery
+//! may work later (the broker redelivers), 4xx when it never can (the broker
+//! eventually dead-letters the message).
+//!
+//! Layout:
+//! - [`config`]: [`Settings`] from the environment (`SMTP_URL`, `EMAIL_FROM`,
+//!   ...) or built in code; secrets never reach `Debug`.
+//! - `render`: subject, plain text and HTML from the askama templates in
+//!   `templates/`.
+//! - `email`: the addressed message, its content-derived Message-ID and the
+//!   `X-Report-Id` and `Auto-Submitted` headers.
+//! - `mailer`: SMTP or directory delivery, and the transient/permanent
+//!   classification of failures.
+//! - `http`: the push and health handlers, and the one mapping from a
+//!   push's outcome to its HTTP status.
+//!
+//! [`app`] builds the router from [`Settings`]; [`run`] serves it on an
+//! already-bound listener until a shutdown future completes.
+
+pub mod config;
+mod email;
+mod http;
+mod mailer;
+mod render;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use config::{Delivery, Secret, Settings, SmtpCredentials, SmtpServer, SmtpTls};
+
+/// Large enough for any Pub/Sub message (10 MB) once base64-encoded.
+const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;
+
+/// The service's routes: `POST /` (push) and `GET /healthz`.
+///
+/// Must be called inside a Tokio runtime (the SMTP connection pool starts a
+/// background task). Fails when the TLS settings cannot be built.
+pub fn app(settings: Settings) -> anyhow::Result<Router> {
+    Ok(build(settings)?.0)
+}
+
+fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
+    let mailer = mailer::Mailer::new(&settings.delivery, settings.send_timeout)
+        .context("setting up email delivery")?;
+    let service = Arc::new(http::Service {
+        mailer,
+        from: settings.from,
+        reply_to: settings.reply_to,
+        send_timeout: settings.send_timeout,
+    });
+    let router = Router::new()
+        .route("/", post(http::push))
+        .route("/healthz", get(http::healthz))
+        .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
+        .with_state(Arc::clone(&service));
+    Ok((router, service))
+}
+
+/// Serves the email-service on `listener` until `shutdown` completes, then
+/// stops accepting, lets in-flight pushes finish (each is bounded by the
+/// send timeout) and closes pooled SMTP connections.
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, service) = build(settings)?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    tracing::info!(%addr, delivery = %service.mailer.describe(), "email-service listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    service.mailer.shutdown().await;
+    tracing::info!("email-service stopped");
+    Ok(())
+}

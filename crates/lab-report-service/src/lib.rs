@@ -1,1 +1,84 @@
-//! (being written)
+//! The lab-report-service: where a lab report enters labrelay.
+//!
+//! In the data flow it is the first hop: a lab `POST`s a lab report (JSON)
+//! to `/`; the service validates it with `labrelay_contract::LabReport`,
+//! publishes the validated body to `projects/{project}/topics/new-lab-report`
+//! with the attribute `reportId` through the official `google-cloud-pubsub`
+//! Publisher, and answers 204 only once the broker has stored it. The
+//! email-service and sms-service receive it from there by push.
+//!
+//! Layout:
+//! - [`settings`]: [`Settings`], read from the environment
+//!   (`PUBSUB_EMULATOR_HOST`, `PUBSUB_PROJECT_ID`, ...).
+//! - [`publisher`]: [`ReportPublisher`], the official Publisher pointed at
+//!   the local broker or Google Cloud, each publish bounded in time.
+//! - [`error`]: [`IngestError`], every reason for not answering 204, and its
+//!   one mapping to HTTP responses.
+//! - `routes`: the handlers for `POST /` and `GET /healthz`.
+//!
+//! [`app`] builds the router; [`run`] serves it on a bound listener until
+//! shutdown.
+
+pub mod error;
+pub mod publisher;
+mod routes;
+pub mod settings;
+
+use std::future::{Future, IntoFuture};
+
+use anyhow::Context;
+
+pub use error::IngestError;
+pub use publisher::ReportPublisher;
+pub use settings::Settings;
+
+/// The service's router, with a publisher built from `settings`. The
+/// publisher connects on the first report, so this succeeds while the
+/// broker is down.
+pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
+    let publisher = ReportPublisher::new(&settings).await?;
+    Ok(routes::router(publisher, settings.max_body_bytes))
+}
+
+/// Serves the service on `listener` until `shutdown` completes, then stops
+/// accepting connections and lets in-flight requests finish.
+///
+/// The drain is bounded: no request waits on the broker for longer than the
+/// publish timeout, so after that (plus a second for the answers to go out)
+/// the remaining connections are dropped; their reports got no 204, so the
+/// lab posts them again.
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let drain = settings.publish_timeout + std::time::Duration::from_secs(1);
+    let app = app(settings).await?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    tracing::info!(%addr, "lab-report-service listening");
+
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = draining.send(());
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        biased;
+        result = &mut server => return result.context("serving HTTP"),
+        Ok(()) = drain_started => {}
+    }
+    match tokio::time::timeout(drain, server).await {
+        Ok(result) => result.context("serving HTTP")?,
+        Err(_) => tracing::warn!(
+            ?drain,
+            "requests still in flight after the drain period; stopping anyway"
+        ),
+    }
+    tracing::info!("lab-report-service stopped");
+    Ok(())
+}

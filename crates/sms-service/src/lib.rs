@@ -1,1 +1,68 @@
-//! (being written)
+//! The sms-service: the push endpoint of subscription `sms-service-sub`.
+//!
+//! In labrelay's data flow the broker POSTs every lab report published to
+//! `new-lab-report` here, wrapped in a Pub/Sub push envelope. The service
+//! texts the pet's owner a one-segment notice that the results are ready
+//! (never the results), through Twilio's Messages API or into a directory
+//! outbox, and its HTTP answer tells the broker what to do: 204 acknowledges
+//! (sent, or skipped for want of a phone number), 503 asks for a retry
+//! (Twilio down, rate limiting, timeouts, our configuration), 400 and 422
+//! mark a push that can never succeed, which the broker dead-letters after
+//! its attempts.
+//!
+//! Layout:
+//! - [`settings`]: typed settings from the environment or from code.
+//! - [`phone`]: [`PhoneNumber`], E.164, parsed once.
+//! - [`segments`]: GSM-7 / UCS-2 length and segment counting.
+//! - [`notice`]: the SMS text, shortened to fit one segment.
+//! - `routes`: `POST /` and `GET /healthz`.
+//! - `transport`: the channel (Twilio or outbox) and its errors.
+//! - `twilio`: the Twilio Messages API client and how its errors classify.
+//! - `outbox`: one JSON file per message, written atomically.
+//! - `outcome`: the one mapping from what happened to HTTP status and log.
+
+pub mod notice;
+mod outbox;
+mod outcome;
+pub mod phone;
+mod routes;
+pub mod segments;
+pub mod settings;
+mod transport;
+mod twilio;
+
+use std::future::Future;
+
+use anyhow::Context as _;
+
+pub use phone::{PhoneError, PhoneNumber};
+pub use settings::{Channel, OutboxSettings, Secret, Settings, TwilioSender, TwilioSettings};
+
+/// The service as a router, ready to serve or to test with `oneshot`.
+/// Fails on invalid settings or an outbox directory that cannot be created.
+pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
+    let transport = transport::Transport::new(&settings)?;
+    tracing::debug!(channel = %transport.describe(), "sms-service built");
+    Ok(routes::router(transport))
+}
+
+/// Serves the service on `listener` until `shutdown` completes, then stops
+/// accepting connections and lets requests in flight finish (each is
+/// bounded by the Twilio timeout).
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let transport = transport::Transport::new(&settings)?;
+    let address = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    tracing::info!(%address, channel = %transport.describe(), "sms-service listening");
+    axum::serve(listener, routes::router(transport))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the sms-service")?;
+    tracing::info!("sms-service stopped");
+    Ok(())
+}

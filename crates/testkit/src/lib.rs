@@ -3,7 +3,9 @@
 //!
 //! Layout:
 //! - `smtp`: a real SMTP server (Python's aiosmtpd, started as a process)
-//!   whose answers can be switched between accept, 451 and 550.
+//!   whose answers can be switched between accept, 451, 550 and slow, with
+//!   optional AUTH; accepted, refused and received messages are events a
+//!   test can await.
 //! - `twilio`: a real HTTP server playing Twilio's Messages API, checking
 //!   method, path, auth and form fields, and answering 201, 429, 500 or 400
 //!   with Twilio's error JSON on demand.

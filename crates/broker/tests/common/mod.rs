@@ -24,8 +24,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use grpc::Grpc;
+// Re-exports that not every test binary uses.
+#[allow(unused_imports)]
 pub use push_receiver::{PushReceiver, PushRequest, closed_port_url};
-pub use rest::Rest;
+#[allow(unused_imports)]
+pub use rest::{RawResponse, Rest};
 
 /// The project every scenario works in.
 pub const PROJECT: &str = "projects/p";
@@ -46,6 +49,39 @@ pub fn secs(seconds: i64) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds, nanos: 0 })
 }
 
+/// How long the runtime may take to stop once a test is over.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a test body on a two-thread Tokio runtime, as
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` would, but
+/// fails instead of hanging forever when a task never yields: dropping a
+/// runtime waits for every worker thread, and a task that spins without an
+/// `.await` would keep one of them (and the test) busy for good.
+pub fn run(body: impl Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a Tokio runtime");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(body)));
+    let stopping = std::time::Instant::now();
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    let stuck = stopping.elapsed() >= SHUTDOWN_GRACE;
+    if stuck {
+        eprintln!(
+            "the runtime did not stop within {SHUTDOWN_GRACE:?}: a task is busy without yielding"
+        );
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(
+        !stuck,
+        "the runtime did not stop within {SHUTDOWN_GRACE:?} after the test: \
+         a task (of the broker?) is busy without yielding"
+    );
+}
+
 /// Fails the test unless `future` completes within [`EVENT_TIMEOUT`].
 #[track_caller]
 pub fn within<F: Future>(what: &str, future: F) -> impl Future<Output = F::Output> {
@@ -54,7 +90,9 @@ pub fn within<F: Future>(what: &str, future: F) -> impl Future<Output = F::Outpu
     async move {
         tokio::time::timeout(EVENT_TIMEOUT, future)
             .await
-            .unwrap_or_else(|_| panic!("{caller}: timed out after {EVENT_TIMEOUT:?} waiting for {what}"))
+            .unwrap_or_else(|_| {
+                panic!("{caller}: timed out after {EVENT_TIMEOUT:?} waiting for {what}")
+            })
     }
 }
 
@@ -104,7 +142,13 @@ pub async fn spawn_broker_with(edit: impl FnOnce(&mut BrokerConfig)) -> TestBrok
 async fn start(
     data_dir: &std::path::Path,
     edit: impl FnOnce(&mut BrokerConfig),
-) -> (SocketAddr, BrokerConfig, Broker, oneshot::Sender<()>, JoinHandle<()>) {
+) -> (
+    SocketAddr,
+    BrokerConfig,
+    Broker,
+    oneshot::Sender<()>,
+    JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding port 0");
@@ -159,7 +203,10 @@ impl TestBroker {
         if let Some(server) = self.server.take() {
             // Clients that still hold a connection must not keep the test
             // waiting; the broker itself is closed by now.
-            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
                 eprintln!("the broker's server did not stop within 5 s after close");
             }
         }
@@ -234,7 +281,10 @@ pub fn expect_err<T: std::fmt::Debug>(result: Result<T, ApiError>, code: Code) -
         Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
         Err(error) => {
             assert_eq!(error.code, code, "wrong code; message: {:?}", error.message);
-            assert!(!error.message.trim().is_empty(), "{code:?} without a message");
+            assert!(
+                !error.message.trim().is_empty(),
+                "{code:?} without a message"
+            );
             error
         }
     }
@@ -258,8 +308,11 @@ pub trait Api {
     ) -> ApiResult<(Vec<pb::Topic>, String)>;
     async fn list_topic_subscriptions(&self, topic: &str) -> ApiResult<Vec<String>>;
     async fn delete_topic(&self, name: &str) -> ApiResult<()>;
-    async fn publish(&self, topic: &str, messages: Vec<pb::PubsubMessage>)
-    -> ApiResult<Vec<String>>;
+    async fn publish(
+        &self,
+        topic: &str,
+        messages: Vec<pb::PubsubMessage>,
+    ) -> ApiResult<Vec<String>>;
 
     async fn create_subscription(&self, sub: pb::Subscription) -> ApiResult<pb::Subscription>;
     async fn get_subscription(&self, name: &str) -> ApiResult<pb::Subscription>;
@@ -280,8 +333,12 @@ pub trait Api {
         return_immediately: bool,
     ) -> ApiResult<Vec<pb::ReceivedMessage>>;
     async fn acknowledge(&self, sub: &str, ack_ids: &[String]) -> ApiResult<()>;
-    async fn modify_ack_deadline(&self, sub: &str, ack_ids: &[String], seconds: i32)
-    -> ApiResult<()>;
+    async fn modify_ack_deadline(
+        &self,
+        sub: &str,
+        ack_ids: &[String],
+        seconds: i32,
+    ) -> ApiResult<()>;
 
     // ----- shorthands -----
 
@@ -350,6 +407,16 @@ pub trait Api {
         assert!(got.is_empty(), "{sub_id} unexpectedly delivered {got:?}");
     }
 
+    /// Asserts that the subscription delivers nothing for `quiet`, waiting
+    /// as a puller would (keep it short: this proves an absence).
+    async fn assert_quiet(&self, sub_id: &str, quiet: Duration) {
+        let name = subscription_name(sub_id);
+        if let Ok(got) = tokio::time::timeout(quiet, self.pull(&name, 100, false)).await {
+            let got = got.unwrap_or_else(|e| panic!("pulling {sub_id}: {e:?}"));
+            assert!(got.is_empty(), "{sub_id} unexpectedly delivered {got:?}");
+        }
+    }
+
     async fn ack(&self, sub_id: &str, received: &[pb::ReceivedMessage]) {
         let ids: Vec<String> = received.iter().map(|m| m.ack_id.clone()).collect();
         self.acknowledge(&subscription_name(sub_id), &ids)
@@ -381,21 +448,25 @@ macro_rules! both {
     ($($scenario:ident),+ $(,)?) => {
         mod grpc {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let broker = $crate::common::spawn_broker().await;
-                    let api = broker.grpc().await;
-                    super::$scenario(&broker, &api).await;
+                #[test]
+                fn $scenario() {
+                    $crate::common::run(async {
+                        let broker = $crate::common::spawn_broker().await;
+                        let api = broker.grpc().await;
+                        super::$scenario(&broker, &api).await;
+                    });
                 }
             )+
         }
         mod rest {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let broker = $crate::common::spawn_broker().await;
-                    let api = broker.rest();
-                    super::$scenario(&broker, &api).await;
+                #[test]
+                fn $scenario() {
+                    $crate::common::run(async {
+                        let broker = $crate::common::spawn_broker().await;
+                        let api = broker.rest();
+                        super::$scenario(&broker, &api).await;
+                    });
                 }
             )+
         }

@@ -1,0 +1,270 @@
+//! From a lab report to an addressed RFC 5322 message.
+//!
+//! The owner's address is parsed once here ([`Recipient`]); everything
+//! downstream holds a valid mailbox. The Message-ID is a hash of the report
+//! id, the recipient and the rendered content: a redelivery of the same
+//! report produces the same Message-ID (so inboxes and the file outbox
+//! keep one copy), and the id reveals nothing about the owner.
+
+use labrelay_contract::LabReport;
+use lettre::Message;
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use sha2::{Digest, Sha256};
+
+use crate::render::{self, one_line};
+
+/// Why a report produces no email.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// Nothing to send: the report has no owner email. Not a failure.
+    #[error("the report has no owner email")]
+    NoAddress,
+    /// The owner email can never be delivered to.
+    #[error("the owner email is not a valid address")]
+    InvalidAddress,
+    #[error("rendering the email failed")]
+    Render(#[from] askama::Error),
+    #[error("building the email failed")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// The owner's mailbox, parsed from the report.
+#[derive(Debug, Clone)]
+pub struct Recipient(Mailbox);
+
+impl Recipient {
+    pub fn from_report(report: &LabReport) -> Result<Recipient, ComposeError> {
+        let email = report
+            .owner
+            .email
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default();
+        if email.is_empty() {
+            return Err(ComposeError::NoAddress);
+        }
+        let address = email.parse().map_err(|_| ComposeError::InvalidAddress)?;
+        let name = report.owner.name.as_deref().and_then(one_line);
+        Ok(Recipient(Mailbox::new(name, address)))
+    }
+}
+
+/// A message ready for delivery.
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub message: Message,
+    /// `<hex@labrelay>`, as in the header.
+    pub message_id: String,
+}
+
+impl Email {
+    /// The Message-ID without angle brackets: a safe file name.
+    pub fn id_left(&self) -> &str {
+        self.message_id
+            .trim_start_matches('<')
+            .split('@')
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+pub struct Sender<'a> {
+    pub from: &'a Mailbox,
+    pub reply_to: Option<&'a Mailbox>,
+}
+
+pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, ComposeError> {
+    let Recipient(to) = Recipient::from_report(report)?;
+    let rendered = render::render(report)?;
+    let report_id = one_line(&report.id.to_string()).unwrap_or_default();
+    let message_id = message_id(&report_id, to.email.as_ref(), &rendered);
+
+    let mut builder = Message::builder()
+        .from(sender.from.clone())
+        .to(to)
+        .subject(rendered.subject.clone())
+        .message_id(Some(message_id.clone()))
+        .header(XReportId(report_id))
+        .header(AutoSubmitted);
+    if let Some(reply_to) = sender.reply_to {
+        builder = builder.reply_to(reply_to.clone());
+    }
+    let message = builder.multipart(MultiPart::alternative_plain_html(
+        rendered.text,
+        rendered.html,
+    ))?;
+    Ok(Email {
+        message,
+        message_id,
+    })
+}
+
+/// `<{first 32 hex digits of sha256(report id, recipient, content)}@labrelay>`.
+fn message_id(report_id: &str, recipient: &str, rendered: &render::Rendered) -> String {
+    let mut hash = Sha256::new();
+    // Each field is length-prefixed so no two inputs hash alike.
+    for field in [
+        "labrelay-email/1",
+        report_id,
+        recipient,
+        &rendered.subject,
+        &rendered.text,
+        &rendered.html,
+    ] {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field.as_bytes());
+    }
+    let hex: String = hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("<{hex}@labrelay>")
+}
+
+/// `X-Report-Id`: which report a message tells about.
+#[derive(Debug, Clone)]
+struct XReportId(String);
+
+impl Header for XReportId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Report-Id")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(XReportId(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834), so that auto-responders
+/// stay quiet.
+#[derive(Debug, Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = r#"{"id": "LR-1", "pet": {"name": "Max"}, "owner": {"name": "Alex Kim", "email": "alex@example.com"},
+        "tests": [{"name": "ALT", "value": 42}]}"#;
+
+    fn sender() -> (Mailbox, Mailbox) {
+        (
+            "Pet Theory <results@pettheory.example>".parse().unwrap(),
+            "desk@clinic.example".parse().unwrap(),
+        )
+    }
+
+    fn compose_json(json: &str) -> Result<Email, ComposeError> {
+        let (from, reply_to) = sender();
+        compose(
+            &LabReport::parse(json.as_bytes()).unwrap(),
+            &Sender {
+                from: &from,
+                reply_to: Some(&reply_to),
+            },
+        )
+    }
+
+    fn formatted(email: &Email) -> String {
+        String::from_utf8(email.message.formatted()).unwrap()
+    }
+
+    #[test]
+    fn builds_the_documented_headers() {
+        let email = compose_json(REPORT).unwrap();
+        let text = formatted(&email);
+        for want in [
+            "From: \"Pet Theory\" <results@pettheory.example>\r\n",
+            "Reply-To: desk@clinic.example\r\n",
+            "To: \"Alex Kim\" <alex@example.com>\r\n",
+            "Subject: Lab results for Max are ready\r\n",
+            "X-Report-Id: LR-1\r\n",
+            "Auto-Submitted: auto-generated\r\n",
+            "Content-Type: multipart/alternative;",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        assert!(
+            text.contains(&format!("Message-ID: {}\r\n", email.message_id)),
+            "{text}"
+        );
+        let plain = text.find("Content-Type: text/plain").unwrap();
+        let html = text.find("Content-Type: text/html").unwrap();
+        assert!(plain < html, "text/plain comes first");
+    }
+
+    #[test]
+    fn message_id_is_stable_and_carries_no_personal_data() {
+        let a = compose_json(REPORT).unwrap();
+        let b = compose_json(REPORT).unwrap();
+        assert_eq!(a.message_id, b.message_id);
+        assert_eq!(a.id_left().len(), 32);
+        assert!(a.id_left().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.message_id, format!("<{}@labrelay>", a.id_left()));
+        for personal in ["alex", "Max", "LR-1"] {
+            assert!(!a.message_id.contains(personal));
+        }
+
+        let other_recipient =
+            compose_json(&REPORT.replace("alex@example.com", "sam@example.com")).unwrap();
+        let other_content = compose_json(&REPORT.replace("42", "43")).unwrap();
+        let other_report = compose_json(&REPORT.replace("LR-1", "LR-2")).unwrap();
+        for other in [other_recipient, other_content, other_report] {
+            assert_ne!(other.message_id, a.message_id);
+        }
+    }
+
+    #[test]
+    fn no_address_is_a_skip_and_a_bad_one_is_invalid() {
+        for json in [
+            r#"{"id": 12}"#,
+            r#"{"id": 1, "owner": {"name": "A"}}"#,
+            r#"{"id": 1, "owner": {"email": "  "}}"#,
+        ] {
+            assert!(
+                matches!(compose_json(json), Err(ComposeError::NoAddress)),
+                "{json}"
+            );
+        }
+        for bad in [
+            "not-an-address",
+            "a@b@c",
+            "alex@",
+            "@example.com",
+            "alex example@example.com",
+        ] {
+            let json = format!(r#"{{"id": 1, "owner": {{"email": "{bad}"}}}}"#);
+            assert!(
+                matches!(compose_json(&json), Err(ComposeError::InvalidAddress)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_cannot_inject_headers() {
+        let json = r#"{"id": "x\r\nBcc: a@evil.test", "pet": {"name": "Max\r\nBcc: b@evil.test"},
+            "owner": {"name": "Al\r\nBcc: c@evil.test", "email": "alex@example.com"}}"#;
+        let text = formatted(&compose_json(json).unwrap());
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+    }
+}

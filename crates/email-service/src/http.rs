@@ -1,0 +1,243 @@
+//! The push endpoint: `POST /` (one Pub/Sub push envelope) and
+//! `GET /healthz`.
+//!
+//! [`status_of`] is the one place that maps what happened to a push to the
+//! HTTP status the broker sees: 2xx acknowledges, anything else makes the
+//! broker redeliver later, until the subscription's dead-letter policy
+//! gives up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use labrelay_contract::ReportError;
+use labrelay_contract::push::{DecodeError, PushEnvelope};
+use lettre::message::Mailbox;
+use tracing::Instrument as _;
+
+use crate::email::{self, ComposeError, Sender};
+use crate::mailer::{Class, Mailer};
+
+/// What the handlers share.
+pub struct Service {
+    pub mailer: Mailer,
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+    pub send_timeout: Duration,
+}
+
+/// A push handled to the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered to the SMTP server or written to the outbox.
+    Sent { email_message_id: String },
+    /// Nothing to send for this report.
+    Skipped { reason: &'static str },
+}
+
+/// A push that was not handled. Every message is safe to return and to log
+/// at info: no addresses, no results, no server text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The body is not a push envelope carrying a lab report.
+    Malformed(String),
+    /// This message can never be delivered.
+    Permanent(String),
+    /// May succeed on redelivery.
+    Transient(String),
+    /// A bug of ours.
+    Internal,
+}
+
+/// The HTTP status for each result of a push.
+pub fn status_of(result: &Result<Outcome, Failure>) -> StatusCode {
+    match result {
+        Ok(Outcome::Sent { .. } | Outcome::Skipped { .. }) => StatusCode::NO_CONTENT,
+        Err(Failure::Malformed(_)) => StatusCode::BAD_REQUEST,
+        Err(Failure::Permanent(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        Err(Failure::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        Err(Failure::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn respond(result: &Result<Outcome, Failure>) -> Response {
+    let status = status_of(result);
+    let message = match result {
+        Ok(_) => return status.into_response(),
+        Err(Failure::Malformed(m) | Failure::Permanent(m) | Failure::Transient(m)) => m.as_str(),
+        Err(Failure::Internal) => "internal error",
+    };
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+pub async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response {
+    let envelope = match PushEnvelope::parse(&body) {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            tracing::debug!(error = %err, "unreadable push body");
+            let result = Err(Failure::Malformed(public_reason(&err)));
+            tracing::warn!(
+                outcome = "malformed",
+                status = status_of(&result).as_u16(),
+                "push handled"
+            );
+            return respond(&result);
+        }
+    };
+    let span = tracing::info_span!(
+        "push",
+        report_id = tracing::field::Empty,
+        message_id = %envelope.message.message_id,
+        delivery_attempt = envelope.delivery_attempt,
+    );
+    async move {
+        let result = handle(&service, &envelope).await;
+        log_result(&result);
+        respond(&result)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, Failure> {
+    let report = envelope.report().map_err(|err| {
+        // The publisher's attribute is the best name the logs can give it.
+        if let Some(id) = envelope.message.attributes.get("reportId") {
+            tracing::Span::current().record("report_id", id.as_str());
+        }
+        tracing::debug!(error = %err, "the push carries no lab report");
+        Failure::Malformed(public_reason(&err))
+    })?;
+    tracing::Span::current().record("report_id", report.id.to_string());
+
+    let sender = Sender {
+        from: &service.from,
+        reply_to: service.reply_to.as_ref(),
+    };
+    let email = match email::compose(&report, &sender) {
+        Ok(email) => email,
+        Err(ComposeError::NoAddress) => {
+            return Ok(Outcome::Skipped {
+                reason: "the report has no owner email",
+            });
+        }
+        Err(err @ ComposeError::InvalidAddress) => return Err(Failure::Permanent(err.to_string())),
+        Err(err @ (ComposeError::Render(_) | ComposeError::Build(_))) => {
+            tracing::error!(error = ?anyhow::Error::new(err), "composing the email failed");
+            return Err(Failure::Internal);
+        }
+    };
+
+    match service.mailer.send(&email, service.send_timeout).await {
+        Ok(()) => Ok(Outcome::Sent {
+            email_message_id: email.message_id,
+        }),
+        Err(err) => {
+            tracing::debug!(error = ?err.source, email_message_id = %email.message_id, "delivery failed");
+            let summary = err.summary;
+            Err(match err.class {
+                Class::Transient => Failure::Transient(summary),
+                Class::Permanent => Failure::Permanent(summary),
+            })
+        }
+    }
+}
+
+/// The one info-level line per push (inside the push span, which carries
+/// report_id, message_id and delivery_attempt).
+fn log_result(result: &Result<Outcome, Failure>) {
+    let status = status_of(result).as_u16();
+    match result {
+        Ok(Outcome::Sent { email_message_id }) => {
+            tracing::info!(outcome = "sent", status, email_message_id = %email_message_id, "push handled")
+        }
+        Ok(Outcome::Skipped { reason }) => {
+            tracing::info!(outcome = "skipped", status, reason, "push handled")
+        }
+        Err(Failure::Malformed(reason)) => {
+            tracing::warn!(outcome = "malformed", status, reason, "push handled")
+        }
+        Err(Failure::Permanent(reason)) => {
+            tracing::warn!(outcome = "permanent", status, reason, "push handled")
+        }
+        Err(Failure::Transient(reason)) => {
+            tracing::warn!(outcome = "transient", status, reason, "push handled")
+        }
+        Err(Failure::Internal) => tracing::error!(outcome = "internal", status, "push handled"),
+    }
+}
+
+/// Why a push body was refused, without echoing any of its values (serde's
+/// messages may quote them, and they may be an address).
+fn public_reason(err: &DecodeError) -> String {
+    match err {
+        DecodeError::Envelope(_) => {
+            "the body is not a Pub/Sub push envelope ({\"message\": {\"data\": ...}, \"subscription\": ...})".into()
+        }
+        DecodeError::Base64 => err.to_string(),
+        DecodeError::Report(report) => {
+            let why = match report {
+                ReportError::Json(_) => "it is not valid JSON".to_string(),
+                ReportError::InvalidField { field, .. } => format!("`{field}` has the wrong shape"),
+                other => other.to_string(),
+            };
+            format!("message.data is not a lab report: {why}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_each_result_to_one_status() {
+        let cases = [
+            (
+                Ok(Outcome::Sent {
+                    email_message_id: "<x@labrelay>".into(),
+                }),
+                204,
+            ),
+            (Ok(Outcome::Skipped { reason: "no email" }), 204),
+            (Err(Failure::Malformed("m".into())), 400),
+            (Err(Failure::Permanent("p".into())), 422),
+            (Err(Failure::Transient("t".into())), 503),
+            (Err(Failure::Internal), 500),
+        ];
+        for (result, want) in cases {
+            assert_eq!(status_of(&result).as_u16(), want, "{result:?}");
+        }
+    }
+
+    #[test]
+    fn public_reasons_do_not_echo_values() {
+        let secret = "alex@example.com";
+        let errors = [
+            DecodeError::Envelope(format!(
+                "invalid type: string \"{secret}\", expected struct PushEnvelope"
+            )),
+            DecodeError::Report(ReportError::InvalidField {
+                field: "owner".into(),
+                problem: format!("has the wrong shape: invalid type: string \"{secret}\""),
+            }),
+            DecodeError::Report(ReportError::Json(format!("expected value near {secret}"))),
+        ];
+        for err in errors {
+            let reason = public_reason(&err);
+            assert!(!reason.contains(secret), "{reason}");
+        }
+        assert_eq!(
+            public_reason(&DecodeError::Report(ReportError::MissingId)),
+            "message.data is not a lab report: `id` is required"
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Delivery: an SMTP server through lettre (rustls), or a directory outbox.
+//!
+//! Every failure is classified once, here, as transient (the broker should
+//! redeliver) or permanent (this message can never be delivered), by the
+//! pure [`class_of`]. Summaries are safe to log and return: the server's
+//! own words, which may quote the recipient, stay at debug level.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+
+use crate::config::{Delivery, SmtpServer, SmtpTls};
+use crate::email::Email;
+
+pub enum Mailer {
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        /// For logs: `smtp://host:port (tls)`, never credentials.
+        describe: String,
+    },
+    Directory(PathBuf),
+}
+
+/// A delivery that did not happen.
+#[derive(Debug, thiserror::Error)]
+#[error("{summary}")]
+pub struct SendError {
+    pub class: Class,
+    /// Safe to log at info and to return: no addresses, no server text.
+    pub summary: String,
+    #[source]
+    pub source: anyhow::Error,
+}
+
+/// Whether a failed delivery may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Transient,
+    Permanent,
+}
+
+/// What went wrong talking to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpFailure {
+    /// A negative reply with this code.
+    Reply(u16),
+    Timeout,
+    Tls,
+    /// Refused, reset, unreadable reply, shut down: the conversation broke.
+    Connection,
+}
+
+/// 5xx replies that are about our credentials, not about the message:
+/// fixing the configuration makes the same message deliverable.
+const AUTH_CODES: [u16; 4] = [530, 534, 535, 538];
+
+/// Only a 5xx reply about the message itself is permanent.
+pub fn class_of(failure: SmtpFailure) -> Class {
+    match failure {
+        SmtpFailure::Reply(code) if (500..600).contains(&code) && !AUTH_CODES.contains(&code) => {
+            Class::Permanent
+        }
+        _ => Class::Transient,
+    }
+}
+
+impl Mailer {
+    /// Needs a Tokio runtime: lettre's pool starts its reaper task here.
+    pub fn new(delivery: &Delivery, send_timeout: Duration) -> anyhow::Result<Mailer> {
+        match delivery {
+            Delivery::Directory(dir) => Ok(Mailer::Directory(dir.clone())),
+            Delivery::Smtp(server) => Ok(Mailer::Smtp {
+                transport: smtp_transport(server, send_timeout)?,
+                describe: describe(server),
+            }),
+        }
+    }
+
+    /// Where mail goes, for the startup log line.
+    pub fn describe(&self) -> String {
+        match self {
+            Mailer::Smtp { describe, .. } => describe.clone(),
+            Mailer::Directory(dir) => format!("directory outbox {}", dir.display()),
+        }
+    }
+
+    /// One delivery attempt, bounded by `timeout` as a whole.
+    pub async fn send(&self, email: &Email, timeout: Duration) -> Result<(), SendError> {
+        let attempt = async {
+            match self {
+                Mailer::Smtp { transport, .. } => send_smtp(transport, email).await,
+                Mailer::Directory(dir) => write_file(dir, email).await,
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError {
+                class: Class::Transient,
+                summary: format!("delivery did not finish within {timeout:?}"),
+                source: anyhow::anyhow!("timed out"),
+            }),
+        }
+    }
+
+    /// Closes pooled SMTP connections politely.
+    pub async fn shutdown(&self) {
+        if let Mailer::Smtp { transport, .. } = self {
+            transport.shutdown().await;
+        }
+    }
+}
+
+fn describe(server: &SmtpServer) -> String {
+    let (scheme, tls) = match server.tls {
+        SmtpTls::None => ("smtp", "no TLS"),
+        SmtpTls::Opportunistic => ("smtp", "STARTTLS when offered"),
+        SmtpTls::StartTls => ("smtp", "STARTTLS required"),
+        SmtpTls::Implicit => ("smtps", "implicit TLS"),
+    };
+    let auth = if server.credentials.is_some() {
+        ", with AUTH"
+    } else {
+        ""
+    };
+    format!("{scheme}://{}:{} ({tls}{auth})", server.host, server.port)
+}
+
+fn smtp_transport(
+    server: &SmtpServer,
+    send_timeout: Duration,
+) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let tls = || TlsParameters::new(server.host.clone());
+    let tls = match server.tls {
+        SmtpTls::None => Tls::None,
+        SmtpTls::Opportunistic => Tls::Opportunistic(tls()?),
+        SmtpTls::StartTls => Tls::Required(tls()?),
+        SmtpTls::Implicit => Tls::Wrapper(tls()?),
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.as_str())
+        .port(server.port)
+        .tls(tls)
+        .timeout(Some(send_timeout));
+    if let Some(credentials) = &server.credentials {
+        builder = builder.credentials(Credentials::new(
+            credentials.username.clone(),
+            credentials.password.expose().to_string(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+async fn send_smtp(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    email: &Email,
+) -> Result<(), SendError> {
+    let message = &email.message;
+    match transport
+        .send_raw(message.envelope(), &message.formatted())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let failure = smtp_failure(&err);
+            let summary = match failure {
+                SmtpFailure::Reply(code) if AUTH_CODES.contains(&code) => {
+                    format!("the SMTP server refused our credentials ({code})")
+                }
+                SmtpFailure::Reply(code) => format!("the SMTP server answered {code}"),
+                SmtpFailure::Timeout => "the SMTP server did not answer in time".into(),
+                SmtpFailure::Tls => "TLS with the SMTP server failed".into(),
+                SmtpFailure::Connection => "the conversation with the SMTP server failed".into(),
+            };
+            Err(SendError {
+                class: class_of(failure),
+                summary,
+                source: anyhow::Error::new(err),
+            })
+        }
+    }
+}
+
+fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
+    if let Some(code) = err.status().and_then(|c| c.to_string().parse().ok()) {
+        SmtpFailure::Reply(code)
+    } else if err.is_timeout() {
+        SmtpFailure::Timeout
+    } else if err.is_tls() {
+        SmtpFailure::Tls
+    } else {
+        SmtpFailure::Connection
+    }
+}
+
+/// Writes `<dir>/<Message-ID hash>.eml` atomically: a hidden temporary file
+/// in the same directory, synced, then renamed over any earlier copy.
+async fn write_file(dir: &Path, email: &Email) -> Result<(), SendError> {
+    let dir = dir.to_path_buf();
+    let name = format!("{}.eml", email.id_left());
+    let bytes = email.message.formatted();
+    let write = move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .suffix(".part")
+            .tempfile_in(&dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dir.join(&name)).map_err(|e| e.error)?;
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    let result = match tokio::task::spawn_blocking(write).await {
+        Ok(result) => result.map_err(anyhow::Error::new),
+        Err(join) => Err(anyhow::Error::new(join)),
+    };
+    result.map_err(|source| SendError {
+        class: Class::Transient,
+        summary: "writing to the outbox directory failed".into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_5xx_about_the_message_is_permanent() {
+        use Class::*;
+        use SmtpFailure::*;
+        let cases = [
+            (Reply(421), Transient),
+            (Reply(450), Transient),
+            (Reply(451), Transient),
+            (Reply(452), Transient),
+            (Reply(550), Permanent),
+            (Reply(551), Permanent),
+            (Reply(552), Permanent),
+            (Reply(553), Permanent),
+            (Reply(554), Permanent),
+            (Reply(530), Transient),
+            (Reply(534), Transient),
+            (Reply(535), Transient),
+            (Reply(538), Transient),
+            (Timeout, Transient),
+            (Tls, Transient),
+            (Connection, Transient),
+        ];
+        for (failure, want) in cases {
+            assert_eq!(class_of(failure), want, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn describes_the_server_without_credentials() {
+        let server = SmtpServer {
+            host: "smtp.example.com".into(),
+            port: 587,
+            tls: SmtpTls::StartTls,
+            credentials: Some(crate::config::SmtpCredentials {
+                username: "apikey".into(),
+                password: crate::config::Secret::new("s3cr3t"),
+            }),
+        };
+        let text = describe(&server);
+        assert_eq!(
+            text,
+            "smtp://smtp.example.com:587 (STARTTLS required, with AUTH)"
+        );
+    }
+}

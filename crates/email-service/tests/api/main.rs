@@ -1,0 +1,8 @@
+//! The email-service against real neighbours: an aiosmtpd process
+//! (`labrelay_testkit::smtp`) and real directories, over real HTTP; plus a
+//! fast in-process tier that drives the router with `oneshot`.
+
+mod handler;
+mod helpers;
+mod outbox;
+mod smtp;

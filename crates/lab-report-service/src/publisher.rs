@@ -1,0 +1,94 @@
+//! Publishing a validated report through the official `google-cloud-pubsub`
+//! Publisher, bounded in time.
+//!
+//! How the official Publisher (1.7) behaves when the broker is unreachable,
+//! and how that is bounded here:
+//! - Each batch is sent by a background task in a gax retry loop. By
+//!   default the loop retries transport errors and `UNAVAILABLE` with
+//!   exponential backoff (100 ms ×4, up to 60 s) for up to 600 s, and the
+//!   background task is not cancelled when the caller stops waiting.
+//! - The gRPC channel connects lazily and reconnects on the next request, so
+//!   a broker that comes back is used again without rebuilding the client.
+//! - A connection attempt itself has no timeout of its own (a blackholed
+//!   host waits for the OS's TCP timeout).
+//!
+//! So [`ReportPublisher`] sets the client's retry time limit to the publish
+//! timeout (its background retries stop when the lab is told 503), caps the
+//! backoff at 1 s (a recovered broker is noticed quickly), and wraps each
+//! publish in [`tokio::time::timeout`] as the hard bound.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
+use google_cloud_gax::retry_policy::RetryPolicyExt;
+use google_cloud_pubsub::client::Publisher;
+use google_cloud_pubsub::error::PublishError;
+use google_cloud_pubsub::model::Message;
+use google_cloud_pubsub::retry_policy::RetryableErrors;
+use labrelay_contract::LabReport;
+
+use crate::settings::Settings;
+
+/// The attribute naming the report on every message.
+pub const REPORT_ID_ATTRIBUTE: &str = "reportId";
+
+/// Why a report was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailure {
+    #[error("the broker did not confirm the publish within {0:?}")]
+    TimedOut(Duration),
+    #[error("the broker refused or failed the publish")]
+    Failed(#[from] PublishError),
+}
+
+/// Publishes reports to the configured topic. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ReportPublisher {
+    publisher: Publisher,
+    timeout: Duration,
+}
+
+impl ReportPublisher {
+    /// Builds the client; it connects on the first publish.
+    pub async fn new(settings: &Settings) -> anyhow::Result<ReportPublisher> {
+        let topic = settings.topic_name();
+        let backoff = ExponentialBackoffBuilder::new()
+            .with_initial_delay(Duration::from_millis(50))
+            .with_maximum_delay(Duration::from_secs(1))
+            .with_scaling(2.0)
+            .clamp();
+        let mut builder = Publisher::builder(topic.clone())
+            .with_retry_policy(RetryableErrors.with_time_limit(settings.publish_timeout))
+            .with_backoff_policy(backoff)
+            .set_delay_threshold(settings.batch_delay);
+        let endpoint = settings.emulator_endpoint()?;
+        if let Some(endpoint) = &endpoint {
+            builder = builder.with_endpoint(endpoint).with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            );
+        }
+        let publisher = builder.build().await.with_context(|| match &endpoint {
+            Some(endpoint) => format!("building a publisher for {topic} at {endpoint}"),
+            None => {
+                format!("building a publisher for {topic} with Application Default Credentials")
+            }
+        })?;
+        Ok(ReportPublisher {
+            publisher,
+            timeout: settings.publish_timeout,
+        })
+    }
+
+    /// Publishes the report and resolves once the broker has stored it,
+    /// returning its message id.
+    pub async fn publish(&self, report: &LabReport) -> Result<String, PublishFailure> {
+        let message = Message::new()
+            .set_data(report.to_json())
+            .set_attributes([(REPORT_ID_ATTRIBUTE, report.id.to_string())]);
+        match tokio::time::timeout(self.timeout, self.publisher.publish(message)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(PublishFailure::TimedOut(self.timeout)),
+        }
+    }
+}

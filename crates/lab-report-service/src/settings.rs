@@ -1,0 +1,149 @@
+//! The service's typed settings, read once from the environment.
+//!
+//! The fields are public so that `labrelay up` can build a [`Settings`] in
+//! code; a standalone process (Cloud Run) uses [`Settings::from_env`].
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The project used when neither `PUBSUB_PROJECT_ID` nor
+/// `GOOGLE_CLOUD_PROJECT` is set.
+pub const DEFAULT_PROJECT: &str = "labrelay-local";
+/// The topic every report is published to.
+pub const DEFAULT_TOPIC: &str = "new-lab-report";
+/// 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the lab-report-service runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Project id (`PUBSUB_PROJECT_ID`, else `GOOGLE_CLOUD_PROJECT`, else
+    /// [`DEFAULT_PROJECT`]).
+    pub project: String,
+    /// Topic id within the project (`LAB_REPORT_TOPIC`).
+    pub topic: String,
+    /// `host:port` of a local broker (`PUBSUB_EMULATOR_HOST`): plaintext gRPC,
+    /// anonymous credentials. `None`: Google Cloud Pub/Sub with Application
+    /// Default Credentials.
+    pub emulator_host: Option<String>,
+    /// Larger bodies are refused with 413 (`MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// How long a report may wait for the broker's confirmation before the
+    /// lab gets a 503 (`PUBLISH_TIMEOUT_SECS`). It also bounds the client's
+    /// own retries and the drain on shutdown.
+    pub publish_timeout: Duration,
+    /// How long the publisher may hold a message to batch it with others
+    /// (`PUBLISH_BATCH_DELAY_MS`, default 0: sent on the next timer tick,
+    /// batched only with reports that arrived in the same instant).
+    pub batch_delay: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            project: DEFAULT_PROJECT.to_string(),
+            topic: DEFAULT_TOPIC.to_string(),
+            emulator_host: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            batch_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Settings> {
+        Settings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `get`, which returns a variable's value or
+    /// `None`. Empty values count as unset, as gcloud treats them.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let defaults = Settings::default();
+        let project = get("PUBSUB_PROJECT_ID")
+            .or_else(|| get("GOOGLE_CLOUD_PROJECT"))
+            .unwrap_or(defaults.project);
+        let topic = get("LAB_REPORT_TOPIC").unwrap_or(defaults.topic);
+        if topic.contains('/') {
+            bail!("LAB_REPORT_TOPIC must be a topic id such as `new-lab-report`, not {topic:?}");
+        }
+        let emulator_host = get("PUBSUB_EMULATOR_HOST");
+        let max_body_bytes = match get("MAX_BODY_BYTES") {
+            None => defaults.max_body_bytes,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!("MAX_BODY_BYTES must be a positive number of bytes, not {v:?}")
+                })?,
+        };
+        let publish_timeout = match get("PUBLISH_TIMEOUT_SECS") {
+            None => defaults.publish_timeout,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .with_context(|| {
+                    format!("PUBLISH_TIMEOUT_SECS must be a positive number of seconds, not {v:?}")
+                })?,
+        };
+        let batch_delay = match get("PUBLISH_BATCH_DELAY_MS") {
+            None => defaults.batch_delay,
+            Some(v) => v
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .with_context(|| {
+                    format!(
+                        "PUBLISH_BATCH_DELAY_MS must be a whole number of milliseconds, not {v:?}"
+                    )
+                })?,
+        };
+        let settings = Settings {
+            project,
+            topic,
+            emulator_host,
+            max_body_bytes,
+            publish_timeout,
+            batch_delay,
+        };
+        settings.emulator_endpoint()?;
+        Ok(settings)
+    }
+
+    /// `projects/{project}/topics/{topic}`.
+    pub fn topic_name(&self) -> String {
+        format!("projects/{}/topics/{}", self.project, self.topic)
+    }
+
+    /// The local broker's URL (`http://host:port`), if one is configured.
+    ///
+    /// `PUBSUB_EMULATOR_HOST` is `host:port` by convention; a value that
+    /// already carries a scheme is taken as the URL.
+    pub fn emulator_endpoint(&self) -> anyhow::Result<Option<String>> {
+        let Some(host) = &self.emulator_host else {
+            return Ok(None);
+        };
+        let url = if host.contains("://") {
+            host.clone()
+        } else {
+            format!("http://{host}")
+        };
+        let uri: axum::http::Uri = url
+            .parse()
+            .with_context(|| format!("PUBSUB_EMULATOR_HOST must be host:port, not {host:?}"))?;
+        if uri.host().is_none() || uri.port_u16().is_none() {
+            bail!("PUBSUB_EMULATOR_HOST must be host:port, not {host:?}");
+        }
+        Ok(Some(url))
+    }
+}

@@ -1,0 +1,87 @@
+//! One log line per report, naming the report and the outcome, never the
+//! owner or the results.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::helpers::{spawn_app, spawn_app_without_broker};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const OWNER_DETAILS: [&str; 4] = ["Alex", "alex@example.com", "+15551234567", "U/L"];
+
+// Current-thread runtime: the service's tasks run on this thread, so the
+// thread-local subscriber sees their events and no other test's.
+#[tokio::test]
+async fn logs_name_the_report_and_outcome_but_no_personal_data() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = spawn_app().await;
+    let full = r#"{"id": "LR-7", "owner": {"name": "Alex Kim", "email": "alex@example.com", "phone": "+15551234567"},
+                   "tests": [{"name": "ALT", "value": 42, "unit": "U/L"}]}"#;
+    assert_eq!(app.post_json(full).await.status(), 204);
+    assert_eq!(
+        app.post_json(r#"{"id": 8, "owner": "Alex Kim"}"#)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.post_json(r#"{"id": 9, "owner": {"email": ["alex@example.com"]}}"#)
+            .await
+            .status(),
+        400
+    );
+    let down = spawn_app_without_broker(|s| s.publish_timeout = Duration::from_millis(300)).await;
+    assert_eq!(down.post_json(full).await.status(), 503);
+
+    let logs = captured.text();
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("outcome=")).collect();
+    assert_eq!(lines.len(), 4, "one line per request:\n{logs}");
+    assert!(
+        lines[0].contains(r#"report_id="LR-7""#) && lines[0].contains(r#"outcome="stored""#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(r#"outcome="rejected""#) && lines[1].contains("owner"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[3].contains("WARN") && lines[3].contains(r#"outcome="unavailable""#),
+        "{}",
+        lines[3]
+    );
+    for detail in OWNER_DETAILS {
+        assert!(!logs.contains(detail), "{detail:?} is in the logs:\n{logs}");
+    }
+    eprintln!("{logs}");
+}

@@ -1,0 +1,7 @@
+//! The service over real HTTP, publishing to a real broker.
+
+mod helpers;
+mod ingest;
+mod logging;
+mod outage;
+mod rejections;

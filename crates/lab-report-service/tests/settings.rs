@@ -1,0 +1,126 @@
+//! `Settings::from_vars`: defaults, precedence and refusals.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use labrelay_lab_report_service::Settings;
+
+fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::from_vars(|name| vars.get(name).cloned())
+}
+
+#[test]
+fn defaults_without_any_variable() {
+    let settings = from(&[]).unwrap();
+    assert_eq!(settings.project, "labrelay-local");
+    assert_eq!(settings.topic, "new-lab-report");
+    assert_eq!(
+        settings.topic_name(),
+        "projects/labrelay-local/topics/new-lab-report"
+    );
+    assert_eq!(settings.emulator_host, None, "unset: Google Cloud with ADC");
+    assert_eq!(settings.emulator_endpoint().unwrap(), None);
+    assert_eq!(settings.max_body_bytes, 1_048_576);
+    assert_eq!(settings.publish_timeout, Duration::from_secs(10));
+    assert_eq!(settings.batch_delay, Duration::ZERO);
+    assert_eq!(settings, Settings::default());
+}
+
+#[test]
+fn project_precedence() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "labrelay-local"),
+        (&[("GOOGLE_CLOUD_PROJECT", "gcp")], "gcp"),
+        (&[("PUBSUB_PROJECT_ID", "pubsub")], "pubsub"),
+        (
+            &[
+                ("PUBSUB_PROJECT_ID", "pubsub"),
+                ("GOOGLE_CLOUD_PROJECT", "gcp"),
+            ],
+            "pubsub",
+        ),
+        (
+            &[("PUBSUB_PROJECT_ID", ""), ("GOOGLE_CLOUD_PROJECT", "gcp")],
+            "gcp",
+        ),
+        (
+            &[("PUBSUB_PROJECT_ID", " "), ("GOOGLE_CLOUD_PROJECT", "")],
+            "labrelay-local",
+        ),
+    ];
+    for (vars, project) in cases {
+        assert_eq!(from(vars).unwrap().project, *project, "{vars:?}");
+    }
+}
+
+#[test]
+fn emulator_host() {
+    let cases: &[(Option<&str>, Option<&str>)] = &[
+        (None, None),
+        (Some(""), None),
+        (Some("127.0.0.1:8085"), Some("http://127.0.0.1:8085")),
+        (Some("localhost:8085"), Some("http://localhost:8085")),
+        (Some("[::1]:8085"), Some("http://[::1]:8085")),
+        (Some("http://broker:9000"), Some("http://broker:9000")),
+    ];
+    for (host, endpoint) in cases {
+        let vars: Vec<(&str, &str)> = host.iter().map(|h| ("PUBSUB_EMULATOR_HOST", *h)).collect();
+        let settings = from(&vars).unwrap();
+        assert_eq!(
+            settings.emulator_endpoint().unwrap().as_deref(),
+            *endpoint,
+            "{host:?}"
+        );
+    }
+}
+
+#[test]
+fn every_variable_is_read() {
+    let settings = from(&[
+        ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
+        ("PUBSUB_PROJECT_ID", "p"),
+        ("LAB_REPORT_TOPIC", "reports"),
+        ("MAX_BODY_BYTES", "4096"),
+        ("PUBLISH_TIMEOUT_SECS", "2.5"),
+        ("PUBLISH_BATCH_DELAY_MS", "3"),
+    ])
+    .unwrap();
+    assert_eq!(
+        settings,
+        Settings {
+            project: "p".into(),
+            topic: "reports".into(),
+            emulator_host: Some("127.0.0.1:8085".into()),
+            max_body_bytes: 4096,
+            publish_timeout: Duration::from_millis(2500),
+            batch_delay: Duration::from_millis(3),
+        }
+    );
+    assert_eq!(settings.topic_name(), "projects/p/topics/reports");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_variable() {
+    let cases: &[(&str, &str)] = &[
+        ("PUBSUB_EMULATOR_HOST", "localhost"),
+        ("PUBSUB_EMULATOR_HOST", "not a host:port"),
+        ("LAB_REPORT_TOPIC", "projects/p/topics/t"),
+        ("MAX_BODY_BYTES", "1MiB"),
+        ("MAX_BODY_BYTES", "0"),
+        ("PUBLISH_TIMEOUT_SECS", "soon"),
+        ("PUBLISH_TIMEOUT_SECS", "0"),
+        ("PUBLISH_TIMEOUT_SECS", "-1"),
+        ("PUBLISH_BATCH_DELAY_MS", "1.5"),
+    ];
+    for (name, value) in cases {
+        let error = from(&[(name, value)]).expect_err(&format!("{name}={value}"));
+        assert!(
+            format!("{error:#}").contains(name),
+            "{name}={value}: {error:#}"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The directory outbox: one JSON object per message,
+//! `{"to", "from", "body", "reportId", "messageId"}`.
+//!
+//! A file is named `{report id}-{hash}.json`, the hash covering the report id
+//! and the message (not the Pub/Sub message id), so a redelivery rewrites the
+//! same file instead of adding one. It is written to a hidden temporary file
+//! in the same directory, flushed to disk and renamed over the target, so a
+//! reader never sees half a message and an acknowledged message survives a
+//! crash.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::settings::OutboxSettings;
+use crate::transport::{SendError, Sms};
+
+/// At most this much of the report id goes into a file name.
+const MAX_ID_IN_NAME: usize = 64;
+
+pub(crate) struct Outbox {
+    dir: PathBuf,
+    from: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutboxMessage<'a> {
+    to: &'a str,
+    from: &'a str,
+    body: &'a str,
+    report_id: String,
+    message_id: &'a str,
+}
+
+impl Outbox {
+    pub fn new(settings: &OutboxSettings) -> anyhow::Result<Outbox> {
+        std::fs::create_dir_all(&settings.dir)
+            .with_context(|| format!("creating the SMS outbox {}", settings.dir.display()))?;
+        Ok(Outbox {
+            dir: settings.dir.clone(),
+            from: settings.from.clone(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the message; returns the file name.
+    pub async fn write(&self, sms: &Sms<'_>) -> Result<String, SendError> {
+        let report_id = sms.report_id.to_string();
+        let name = file_name(&report_id, sms.to.as_str(), &self.from, sms.body);
+        let message = OutboxMessage {
+            to: sms.to.as_str(),
+            from: &self.from,
+            body: sms.body,
+            report_id,
+            message_id: sms.message_id,
+        };
+        let mut json = serde_json::to_vec_pretty(&message)
+            .map_err(|e| SendError::Outbox(std::io::Error::other(e)))?;
+        json.push(b'\n');
+        let dir = self.dir.clone();
+        let target = dir.join(&name);
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &json))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(SendError::Outbox)?;
+        Ok(name)
+    }
+}
+
+fn write_atomically(dir: &Path, target: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(".sms-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    temp.persist(target).map_err(|e| e.error)?;
+    // Make the rename itself durable before the push is acknowledged.
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// `{sanitized id}-{16 hex digits}.json`: stable for the same report and
+/// message, different when either changes, and safe on any file system.
+fn file_name(report_id: &str, to: &str, from: &str, body: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [report_id, to, from, body] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let id: String = report_id
+        .chars()
+        .take(MAX_ID_IN_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{id}-{hex}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_safe_and_distinct() {
+        let name = file_name("LR-2026-000123", "+15551234567", "labrelay", "Hello");
+        assert_eq!(
+            name,
+            file_name("LR-2026-000123", "+15551234567", "labrelay", "Hello")
+        );
+        assert!(
+            name.starts_with("LR-2026-000123-") && name.ends_with(".json"),
+            "{name}"
+        );
+        assert_eq!(name.len(), "LR-2026-000123-".len() + 16 + ".json".len());
+
+        let others = [
+            file_name("LR-2026-000124", "+15551234567", "labrelay", "Hello"),
+            file_name("LR-2026-000123", "+15551234568", "labrelay", "Hello"),
+            file_name("LR-2026-000123", "+15551234567", "other", "Hello"),
+            file_name("LR-2026-000123", "+15551234567", "labrelay", "Hello!"),
+            // Field boundaries are part of the hash.
+            file_name("LR-2026-00012", "3+15551234567", "labrelay", "Hello"),
+        ];
+        for other in others {
+            assert_ne!(name, other);
+        }
+
+        let odd = file_name("../etc/passwd é", "+1", "f", "b");
+        assert!(odd.starts_with("___etc_passwd__-"), "{odd}");
+        let long = file_name(&"x".repeat(128), "+1", "f", "b");
+        assert!(long.starts_with(&format!("{}-", "x".repeat(64))), "{long}");
+        // Sanitized ids that collide still get different names.
+        assert_ne!(
+            file_name("a/b", "+1", "f", "b"),
+            file_name("a.b", "+1", "f", "b")
+        );
+    }
+}

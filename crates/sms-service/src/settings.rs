@@ -1,0 +1,433 @@
+//! Typed settings, read from the environment the way Cloud Run passes them,
+//! or built in code by `labrelay up`.
+//!
+//! Exactly one channel: `SMS_URL=file:///dir` (a directory outbox, with
+//! `SMS_FROM` as the sender it records), or Twilio (`TWILIO_ACCOUNT_SID`,
+//! `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`, `TWILIO_FROM` or
+//! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
+//! `TWILIO_TIMEOUT_SECS`). Empty variables count as unset.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::phone::PhoneNumber;
+
+/// Where Twilio's REST API lives.
+pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
+/// How long one Twilio request may take, connection included. The push
+/// request that triggers it is bounded by the subscription's ack deadline
+/// (10 s by default): keep this at or below it.
+pub const DEFAULT_TWILIO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `from` recorded in outbox messages unless `SMS_FROM` says otherwise.
+pub const DEFAULT_OUTBOX_FROM: &str = "labrelay";
+
+/// Everything the sms-service needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub channel: Channel,
+}
+
+/// How messages leave the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// One JSON file per message in a directory (the local default).
+    Outbox(OutboxSettings),
+    Twilio(TwilioSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// Created at start-up if missing.
+    pub dir: PathBuf,
+    /// Recorded as each message's `from`.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwilioSettings {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub sender: TwilioSender,
+    /// Scheme, host and optional port (and path prefix), without
+    /// `/2010-04-01/...`; tests point it at a stand-in.
+    pub api_base: String,
+    pub timeout: Duration,
+}
+
+/// Who the message is from, as Twilio's `From` or `MessagingServiceSid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwilioSender {
+    /// An E.164 number, a short code or an alphanumeric sender ID.
+    From(String),
+    MessagingService(String),
+}
+
+/// A credential. `Debug` never shows it; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Settings {
+    /// A directory outbox at `dir`, recording the default sender.
+    pub fn outbox(dir: impl Into<PathBuf>) -> Settings {
+        Settings {
+            channel: Channel::Outbox(OutboxSettings {
+                dir: dir.into(),
+                from: DEFAULT_OUTBOX_FROM.to_string(),
+            }),
+        }
+    }
+
+    /// Twilio with the default API base and timeout.
+    pub fn twilio(account_sid: &str, auth_token: &str, sender: TwilioSender) -> Settings {
+        Settings {
+            channel: Channel::Twilio(TwilioSettings {
+                account_sid: account_sid.to_string(),
+                auth_token: Secret::new(auth_token),
+                sender,
+                api_base: DEFAULT_TWILIO_API_BASE.to_string(),
+                timeout: DEFAULT_TWILIO_TIMEOUT,
+            }),
+        }
+    }
+
+    pub fn from_env() -> anyhow::Result<Settings> {
+        Settings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `get`, so tests need not touch the
+    /// process environment.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let channel = match (var("SMS_URL"), var("TWILIO_ACCOUNT_SID")) {
+            (Some(_), Some(_)) => bail!(
+                "both SMS_URL and TWILIO_ACCOUNT_SID are set; set SMS_URL for a directory outbox or the TWILIO_* variables for Twilio, not both"
+            ),
+            (Some(url), None) => Channel::Outbox(OutboxSettings {
+                dir: outbox_dir(&url)?,
+                from: var("SMS_FROM").unwrap_or_else(|| DEFAULT_OUTBOX_FROM.to_string()),
+            }),
+            (None, Some(account_sid)) => Channel::Twilio(twilio_from_vars(account_sid, &var)?),
+            (None, None) => bail!(
+                "no SMS channel configured: set SMS_URL=file:///path/to/dir for a directory outbox, or TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM (or TWILIO_MESSAGING_SERVICE_SID) for Twilio"
+            ),
+        };
+        let settings = Settings { channel };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what `from_vars` cannot express in types; `app` calls it too,
+    /// for settings built in code.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let Channel::Twilio(twilio) = &self.channel else {
+            return Ok(());
+        };
+        if !is_sid(&twilio.account_sid) {
+            bail!(
+                "TWILIO_ACCOUNT_SID must be letters and digits (like AC followed by 32 hex digits)"
+            );
+        }
+        if twilio.auth_token.expose().is_empty() {
+            bail!("the Twilio auth token is empty");
+        }
+        match &twilio.sender {
+            TwilioSender::From(from) => check_from(from)?,
+            TwilioSender::MessagingService(sid) if !is_sid(sid) => bail!(
+                "TWILIO_MESSAGING_SERVICE_SID must be letters and digits (like MG followed by 32 hex digits)"
+            ),
+            TwilioSender::MessagingService(_) => {}
+        }
+        if twilio.timeout.is_zero() {
+            bail!("TWILIO_TIMEOUT_SECS must be more than 0");
+        }
+        let base = reqwest::Url::parse(&twilio.api_base)
+            .with_context(|| format!("TWILIO_API_BASE {:?} is not a URL", twilio.api_base))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            bail!("TWILIO_API_BASE must be an http:// or https:// URL");
+        }
+        if base.query().is_some() || !base.username().is_empty() || base.password().is_some() {
+            bail!("TWILIO_API_BASE must not carry a query or credentials");
+        }
+        Ok(())
+    }
+}
+
+fn twilio_from_vars(
+    account_sid: String,
+    var: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<TwilioSettings> {
+    let auth_token = match (var("TWILIO_AUTH_TOKEN"), var("TWILIO_AUTH_TOKEN_FILE")) {
+        (Some(_), Some(_)) => {
+            bail!("set TWILIO_AUTH_TOKEN or TWILIO_AUTH_TOKEN_FILE, not both")
+        }
+        (Some(token), None) => token.trim().to_string(),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading TWILIO_AUTH_TOKEN_FILE {path}"))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("TWILIO_AUTH_TOKEN (or TWILIO_AUTH_TOKEN_FILE) is required"),
+    };
+    let sender = match (var("TWILIO_FROM"), var("TWILIO_MESSAGING_SERVICE_SID")) {
+        (Some(_), Some(_)) => {
+            bail!("set TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID, not both")
+        }
+        (Some(from), None) => TwilioSender::From(from.trim().to_string()),
+        (None, Some(sid)) => TwilioSender::MessagingService(sid.trim().to_string()),
+        (None, None) => bail!("TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID is required"),
+    };
+    let timeout = match var("TWILIO_TIMEOUT_SECS") {
+        None => DEFAULT_TWILIO_TIMEOUT,
+        Some(secs) => secs
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .with_context(|| {
+                format!("TWILIO_TIMEOUT_SECS must be a positive number of seconds, not {secs:?}")
+            })?,
+    };
+    Ok(TwilioSettings {
+        account_sid: account_sid.trim().to_string(),
+        auth_token: Secret::new(auth_token),
+        sender,
+        api_base: var("TWILIO_API_BASE")
+            .map(|b| b.trim().to_string())
+            .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.to_string()),
+        timeout,
+    })
+}
+
+/// The directory of a `file://` URL (percent-decoded, absolute).
+fn outbox_dir(url: &str) -> anyhow::Result<PathBuf> {
+    let parsed =
+        reqwest::Url::parse(url.trim()).with_context(|| format!("SMS_URL {url:?} is not a URL"))?;
+    if parsed.scheme() != "file" {
+        bail!(
+            "SMS_URL must be a file:// URL naming a directory; for Twilio set TWILIO_ACCOUNT_SID and leave SMS_URL unset"
+        );
+    }
+    parsed
+        .to_file_path()
+        .map_err(|()| anyhow::anyhow!("SMS_URL {url:?} must be file:///absolute/path"))
+}
+
+/// Twilio SIDs are two letters and 32 hex digits; anything URL-safe and
+/// alphanumeric is accepted so that stand-ins can use short ones.
+fn is_sid(sid: &str) -> bool {
+    !sid.is_empty() && sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// `From` is an E.164 number, a short code (3 to 8 digits) or an
+/// alphanumeric sender ID (1 to 11 letters, digits and spaces, at least one
+/// letter).
+fn check_from(from: &str) -> anyhow::Result<()> {
+    if from.starts_with('+') {
+        PhoneNumber::parse(from).context("TWILIO_FROM is not an E.164 number")?;
+        return Ok(());
+    }
+    let short_code = (3..=8).contains(&from.len()) && from.bytes().all(|b| b.is_ascii_digit());
+    let alphanumeric = (1..=11).contains(&from.len())
+        && from.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ')
+        && from.bytes().any(|b| b.is_ascii_alphabetic());
+    if short_code || alphanumeric {
+        Ok(())
+    } else {
+        bail!(
+            "TWILIO_FROM must be an E.164 number (+15551230000), a short code or an alphanumeric sender ID of up to 11 characters"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+    fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn reads_a_file_outbox() {
+        let settings = from(&[("SMS_URL", "file:///var/lib/labrelay/outbox/sms")]).unwrap();
+        assert_eq!(settings, Settings::outbox("/var/lib/labrelay/outbox/sms"));
+        let settings = from(&[
+            ("SMS_URL", "file:///tmp/my%20outbox"),
+            ("SMS_FROM", "+15550000000"),
+        ])
+        .unwrap();
+        let Channel::Outbox(outbox) = settings.channel else {
+            panic!()
+        };
+        assert_eq!(outbox.dir, PathBuf::from("/tmp/my outbox"));
+        assert_eq!(outbox.from, "+15550000000");
+    }
+
+    #[test]
+    fn reads_twilio_with_defaults() {
+        let settings = from(&[
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "tok3n"),
+            ("TWILIO_FROM", "+15551230000"),
+            ("SMS_URL", ""),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings,
+            Settings::twilio(SID, "tok3n", TwilioSender::From("+15551230000".into()))
+        );
+    }
+
+    #[test]
+    fn reads_every_twilio_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "from-a-file\n").unwrap();
+        let settings = from(&[
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN_FILE", token_file.to_str().unwrap()),
+            (
+                "TWILIO_MESSAGING_SERVICE_SID",
+                "MG0123456789abcdef0123456789abcdef",
+            ),
+            ("TWILIO_API_BASE", "http://127.0.0.1:4010"),
+            ("TWILIO_TIMEOUT_SECS", "2.5"),
+        ])
+        .unwrap();
+        let Channel::Twilio(twilio) = settings.channel else {
+            panic!()
+        };
+        assert_eq!(twilio.auth_token.expose(), "from-a-file");
+        assert_eq!(
+            twilio.sender,
+            TwilioSender::MessagingService("MG0123456789abcdef0123456789abcdef".into())
+        );
+        assert_eq!(twilio.api_base, "http://127.0.0.1:4010");
+        assert_eq!(twilio.timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn rejects_incomplete_or_ambiguous_settings_saying_what_to_set() {
+        let twilio = [
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_FROM", "+15551230000"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = twilio.to_vec();
+            for &(k, v) in extra {
+                vars.retain(|&(name, _)| name != k);
+                vars.push((k, v));
+            }
+            vars
+        };
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![], "no SMS channel configured"),
+            (vec![("SMS_URL", "smtp://localhost")], "file:// URL"),
+            (vec![("SMS_URL", "not a url")], "not a URL"),
+            (
+                vec![("SMS_URL", "file://host/dir")],
+                "file:///absolute/path",
+            ),
+            (with(&[("SMS_URL", "file:///tmp")]), "not both"),
+            (
+                twilio[..2].to_vec(),
+                "TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID",
+            ),
+            (vec![twilio[0], twilio[2]], "TWILIO_AUTH_TOKEN"),
+            (with(&[("TWILIO_AUTH_TOKEN_FILE", "/x")]), "not both"),
+            (with(&[("TWILIO_AUTH_TOKEN", " ")]), "TWILIO_AUTH_TOKEN"),
+            (with(&[("TWILIO_MESSAGING_SERVICE_SID", "MG1")]), "not both"),
+            (
+                with(&[("TWILIO_ACCOUNT_SID", "AC/../x")]),
+                "TWILIO_ACCOUNT_SID",
+            ),
+            (with(&[("TWILIO_FROM", "+1555")]), "TWILIO_FROM"),
+            (with(&[("TWILIO_FROM", "555-1230")]), "TWILIO_FROM"),
+            (with(&[("TWILIO_FROM", "PetTheoryClinic")]), "TWILIO_FROM"),
+            (with(&[("TWILIO_TIMEOUT_SECS", "0")]), "TWILIO_TIMEOUT_SECS"),
+            (
+                with(&[("TWILIO_TIMEOUT_SECS", "-1")]),
+                "TWILIO_TIMEOUT_SECS",
+            ),
+            (
+                with(&[("TWILIO_TIMEOUT_SECS", "ten")]),
+                "TWILIO_TIMEOUT_SECS",
+            ),
+            (
+                with(&[("TWILIO_API_BASE", "api.twilio.com")]),
+                "TWILIO_API_BASE",
+            ),
+            (
+                with(&[("TWILIO_API_BASE", "ftp://api.twilio.com")]),
+                "TWILIO_API_BASE",
+            ),
+            (
+                with(&[("TWILIO_API_BASE", "https://u:p@api.twilio.com")]),
+                "TWILIO_API_BASE",
+            ),
+        ];
+        for (vars, want) in cases {
+            let err = format!("{:#}", from(&vars).unwrap_err());
+            assert!(err.contains(want), "{vars:?}: {err}");
+        }
+        let missing_file = vec![
+            twilio[0],
+            twilio[2],
+            ("TWILIO_AUTH_TOKEN_FILE", "/nonexistent/t"),
+        ];
+        let err = format!("{:#}", from(&missing_file).unwrap_err());
+        assert!(err.contains("reading TWILIO_AUTH_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn accepts_short_codes_and_alphanumeric_senders() {
+        for sender in ["+15551230000", "12345", "PetTheory", "Pet Theory"] {
+            let vars = [
+                ("TWILIO_ACCOUNT_SID", SID),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_FROM", sender),
+            ];
+            assert!(from(&vars).is_ok(), "{sender}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let settings = Settings::twilio(
+            SID,
+            "super-secret-token",
+            TwilioSender::From("+1555".into()),
+        );
+        let debug = format!("{settings:?} {settings:#?}");
+        assert!(!debug.contains("super-secret-token"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+    }
+}

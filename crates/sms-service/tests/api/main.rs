@@ -1,0 +1,9 @@
+//! The sms-service over real HTTP, against a real HTTP server playing
+//! Twilio (`labrelay_testkit::twilio`) or a real directory outbox.
+
+mod helpers;
+mod logs;
+mod oneshot;
+mod outbox;
+mod shutdown;
+mod twilio;

@@ -1,0 +1,246 @@
+//! `labrelay up`: the whole system on one machine: the broker and the three
+//! services in one process, wired as on Cloud Run, with email and SMS going to
+//! outboxes under the data directory unless real providers are configured.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use labrelay_broker::{Broker, BrokerConfig, BrokerError, pb};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const TOPIC: &str = "new-lab-report";
+pub const DEAD_LETTER_TOPIC: &str = "new-lab-report-dead-letter";
+/// Keeps what reaches the dead-letter topic: Pub/Sub drops messages
+/// published to a topic without subscriptions.
+pub const DEAD_LETTER_SUBSCRIPTION: &str = "new-lab-report-dead-letter-sub";
+
+pub struct Ports {
+    pub broker: u16,
+    pub lab_report: u16,
+    pub email: u16,
+    pub sms: u16,
+}
+
+/// The project id, as every local command finds it.
+pub fn project_id() -> String {
+    std::env::var("PUBSUB_PROJECT_ID")
+        .or_else(|_| std::env::var("GOOGLE_CLOUD_PROJECT"))
+        .unwrap_or_else(|_| "labrelay-local".to_string())
+}
+
+async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!("binding 127.0.0.1:{port} for the {what} (is another labrelay running?)")
+        })
+}
+
+fn file_url(dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    Ok(format!("file://{}", dir.display()))
+}
+
+/// Reads the process environment, with `defaults` for what it does not set.
+fn env_with(defaults: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+    move |key| {
+        std::env::var(key).ok().or_else(|| {
+            defaults
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+        })
+    }
+}
+
+fn ignore_exists<T>(result: Result<T, BrokerError>) -> anyhow::Result<()> {
+    match result {
+        Ok(_) | Err(BrokerError::AlreadyExists(_)) => Ok(()),
+        Err(error) => Err(anyhow::anyhow!("{error}")),
+    }
+}
+
+/// Creates the topics and subscriptions the system needs. Existing ones keep
+/// their backlog (a second `up` on the same data resumes); the push
+/// subscriptions are pointed at this run's service addresses.
+pub async fn ensure_topology(
+    broker: &Broker,
+    project: &str,
+    email: SocketAddr,
+    sms: SocketAddr,
+) -> anyhow::Result<()> {
+    let topic = format!("projects/{project}/topics/{TOPIC}");
+    let dead_letter = format!("projects/{project}/topics/{DEAD_LETTER_TOPIC}");
+    for name in [&topic, &dead_letter] {
+        ignore_exists(
+            broker
+                .create_topic(pb::Topic {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+    }
+    ignore_exists(
+        broker
+            .create_subscription(pb::Subscription {
+                name: format!("projects/{project}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
+                topic: dead_letter.clone(),
+                ..Default::default()
+            })
+            .await,
+    )?;
+    let invoker = format!("pubsub-cloud-run-invoker@{project}.iam.gserviceaccount.com");
+    for (id, addr) in [("email-service-sub", email), ("sms-service-sub", sms)] {
+        let endpoint = format!("http://{addr}/");
+        let seconds = |s| {
+            Some(prost_types::Duration {
+                seconds: s,
+                nanos: 0,
+            })
+        };
+        let name = format!("projects/{project}/subscriptions/{id}");
+        let push_config = pb::PushConfig {
+            push_endpoint: endpoint.clone(),
+            authentication_method: Some(pb::push_config::AuthenticationMethod::OidcToken(
+                pb::push_config::OidcToken {
+                    service_account_email: invoker.clone(),
+                    audience: endpoint,
+                },
+            )),
+            ..Default::default()
+        };
+        let subscription = pb::Subscription {
+            name: name.clone(),
+            topic: topic.clone(),
+            ack_deadline_seconds: 30,
+            push_config: Some(push_config.clone()),
+            // One machine: retry within seconds, not the cloud's minutes.
+            retry_policy: Some(pb::RetryPolicy {
+                minimum_backoff: seconds(1),
+                maximum_backoff: seconds(30),
+            }),
+            dead_letter_policy: Some(pb::DeadLetterPolicy {
+                dead_letter_topic: dead_letter.clone(),
+                max_delivery_attempts: 5,
+            }),
+            ..Default::default()
+        };
+        match broker.create_subscription(subscription).await {
+            Ok(_) => {}
+            Err(BrokerError::AlreadyExists(_)) => {
+                broker
+                    .modify_push_config(&name, Some(push_config))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Err(error) => return Err(anyhow::anyhow!("{error}")),
+        }
+    }
+    Ok(())
+}
+
+/// Runs everything until `shutdown` completes.
+pub async fn run(
+    data_dir: PathBuf,
+    ports: Ports,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let project = project_id();
+    let broker_listener = bind(ports.broker, "broker").await?;
+    let lab_listener = bind(ports.lab_report, "lab-report-service").await?;
+    let email_listener = bind(ports.email, "email-service").await?;
+    let sms_listener = bind(ports.sms, "sms-service").await?;
+    let broker_addr = broker_listener.local_addr()?;
+    let lab_addr = lab_listener.local_addr()?;
+    let email_addr = email_listener.local_addr()?;
+    let sms_addr = sms_listener.local_addr()?;
+
+    let broker = Broker::open(BrokerConfig::new(data_dir.join("broker"), broker_addr))?;
+    ensure_topology(&broker, &project, email_addr, sms_addr).await?;
+
+    let email_outbox = data_dir.join("outbox").join("email");
+    let sms_outbox = data_dir.join("outbox").join("sms");
+    let lab_settings = labrelay_lab_report_service::Settings::from_vars(env_with(vec![
+        ("PUBSUB_EMULATOR_HOST", broker_addr.to_string()),
+        ("PUBSUB_PROJECT_ID", project.clone()),
+    ]))?;
+    let email_settings = labrelay_email_service::Settings::from_vars(env_with(vec![(
+        "SMTP_URL",
+        file_url(&email_outbox)?,
+    )]))?;
+    let twilio = std::env::var_os("TWILIO_ACCOUNT_SID").is_some();
+    let sms_settings = if twilio {
+        labrelay_sms_service::Settings::from_env()?
+    } else {
+        labrelay_sms_service::Settings::from_vars(env_with(vec![(
+            "SMS_URL",
+            file_url(&sms_outbox)?,
+        )]))?
+    };
+
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        broker
+            .clone()
+            .serve(broker_listener, stop.clone().cancelled_owned()),
+    );
+    tasks.spawn(labrelay_lab_report_service::run(
+        lab_settings,
+        lab_listener,
+        stop.clone().cancelled_owned(),
+    ));
+    tasks.spawn(labrelay_email_service::run(
+        email_settings,
+        email_listener,
+        stop.clone().cancelled_owned(),
+    ));
+    tasks.spawn(labrelay_sms_service::run(
+        sms_settings,
+        sms_listener,
+        stop.clone().cancelled_owned(),
+    ));
+
+    let email_target = std::env::var("SMTP_URL")
+        .map(|_| "the SMTP server in SMTP_URL".to_string())
+        .unwrap_or_else(|_| format!("outbox {}", email_outbox.display()));
+    let sms_target = if twilio {
+        "Twilio".to_string()
+    } else {
+        format!("outbox {}", sms_outbox.display())
+    };
+    println!(
+        "labrelay is up (project {project}, data in {})",
+        data_dir.display()
+    );
+    println!("  broker              http://{broker_addr}   PUBSUB_EMULATOR_HOST={broker_addr}");
+    println!(
+        "  lab-report-service  http://{lab_addr}/   POST lab reports here: labrelay post 12 34 56"
+    );
+    println!("  email-service       http://{email_addr}/   sends to {email_target}");
+    println!("  sms-service         http://{sms_addr}/   sends to {sms_target}");
+    println!("Ctrl-C stops it; a later `labrelay up` on the same data resumes.");
+
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown => {}
+        Some(done) = tasks.join_next() => {
+            result = done.context("a component panicked").and_then(|r| r).context("a component stopped");
+        }
+    }
+    stop.cancel();
+    while let Some(done) = tasks.join_next().await {
+        if let Err(error) = done.context("a component panicked").and_then(|r| r)
+            && result.is_ok()
+        {
+            result = Err(error);
+        }
+    }
+    result
+}
