@@ -8,8 +8,10 @@
 //!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
+//! - [`secret`]: credentials read from the environment, never printed.
 
 pub mod push;
 pub mod report;
+pub mod secret;
 
 pub use report::{LabReport, ReportError, ReportId};

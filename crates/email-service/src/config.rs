@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use labrelay_contract::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
 
 /// `EMAIL_FROM` when unset.
@@ -72,26 +73,6 @@ pub struct SmtpCredentials {
     pub password: Secret,
 }
 
-/// A string that `Debug` prints as `"***"`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
@@ -134,17 +115,7 @@ impl Settings {
         let url = get("SMTP_URL")
             .context("SMTP_URL is required (smtp://host:port, smtps://host:port or file:///dir)")?;
         let mut delivery = Delivery::parse(&url)?;
-        let password = match (get("SMTP_PASSWORD"), get("SMTP_PASSWORD_FILE")) {
-            (Some(_), Some(_)) => bail!("set SMTP_PASSWORD or SMTP_PASSWORD_FILE, not both"),
-            (Some(password), None) => Some(Secret(password)),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading SMTP_PASSWORD_FILE {path}"))?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                Some(Secret(text.strip_suffix('\r').unwrap_or(text).to_string()))
-            }
-            (None, None) => None,
-        };
+        let password = secret_from_vars(&get, "SMTP_PASSWORD")?;
         let credentials = match (get("SMTP_USERNAME"), password) {
             (Some(username), Some(password)) => Some(SmtpCredentials { username, password }),
             (None, None) => None,

@@ -38,7 +38,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-pub use config::{Delivery, Secret, Settings, SmtpCredentials, SmtpServer, SmtpTls};
+pub use config::{Delivery, Settings, SmtpCredentials, SmtpServer, SmtpTls};
+pub use labrelay_contract::secret::Secret;
 
 /// Large enough for any Pub/Sub message (10 MB) once base64-encoded.
 const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;

@@ -262,7 +262,7 @@ mod tests {
             tls: SmtpTls::StartTls,
             credentials: Some(crate::config::SmtpCredentials {
                 username: "apikey".into(),
-                password: crate::config::Secret::new("s3cr3t"),
+                password: crate::Secret::new("s3cr3t"),
             }),
         };
         let text = describe(&server);

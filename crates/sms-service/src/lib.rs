@@ -35,8 +35,9 @@ use std::future::Future;
 
 use anyhow::Context as _;
 
+pub use labrelay_contract::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
-pub use settings::{Channel, OutboxSettings, Secret, Settings, TwilioSender, TwilioSettings};
+pub use settings::{Channel, OutboxSettings, Settings, TwilioSender, TwilioSettings};
 
 /// The service as a router, ready to serve or to test with `oneshot`.
 /// Fails on invalid settings or an outbox directory that cannot be created.

@@ -7,11 +7,12 @@
 //! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
 //! `TWILIO_TIMEOUT_SECS`). Empty variables count as unset.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+
+use labrelay_contract::secret::{Secret, secret_from_vars};
 
 use crate::phone::PhoneNumber;
 
@@ -63,26 +64,6 @@ pub enum TwilioSender {
     /// An E.164 number, a short code or an alphanumeric sender ID.
     From(String),
     MessagingService(String),
-}
-
-/// A credential. `Debug` never shows it; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
 }
 
 impl Settings {
@@ -175,17 +156,8 @@ fn twilio_from_vars(
     account_sid: String,
     var: &impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<TwilioSettings> {
-    let auth_token = match (var("TWILIO_AUTH_TOKEN"), var("TWILIO_AUTH_TOKEN_FILE")) {
-        (Some(_), Some(_)) => {
-            bail!("set TWILIO_AUTH_TOKEN or TWILIO_AUTH_TOKEN_FILE, not both")
-        }
-        (Some(token), None) => token.trim().to_string(),
-        (None, Some(path)) => std::fs::read_to_string(&path)
-            .with_context(|| format!("reading TWILIO_AUTH_TOKEN_FILE {path}"))?
-            .trim()
-            .to_string(),
-        (None, None) => bail!("TWILIO_AUTH_TOKEN (or TWILIO_AUTH_TOKEN_FILE) is required"),
-    };
+    let auth_token = secret_from_vars(&var, "TWILIO_AUTH_TOKEN")?
+        .context("TWILIO_AUTH_TOKEN (or TWILIO_AUTH_TOKEN_FILE) is required")?;
     let sender = match (var("TWILIO_FROM"), var("TWILIO_MESSAGING_SERVICE_SID")) {
         (Some(_), Some(_)) => {
             bail!("set TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID, not both")
@@ -208,7 +180,7 @@ fn twilio_from_vars(
     };
     Ok(TwilioSettings {
         account_sid: account_sid.trim().to_string(),
-        auth_token: Secret::new(auth_token),
+        auth_token,
         sender,
         api_base: var("TWILIO_API_BASE")
             .map(|b| b.trim().to_string())
@@ -428,6 +400,6 @@ mod tests {
         );
         let debug = format!("{settings:?} {settings:#?}");
         assert!(!debug.contains("super-secret-token"), "{debug}");
-        assert!(debug.contains("[redacted]"), "{debug}");
+        assert!(debug.contains("Secret(***)"), "{debug}");
     }
 }

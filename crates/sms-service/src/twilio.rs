@@ -10,7 +10,9 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 
 use crate::phone::PhoneNumber;
-use crate::settings::{Secret, TwilioSender, TwilioSettings};
+use labrelay_contract::secret::Secret;
+
+use crate::settings::{TwilioSender, TwilioSettings};
 use crate::transport::SendError;
 
 /// Twilio codes that mean our account, credentials or sender are wrong

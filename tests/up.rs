@@ -1,0 +1,172 @@
+//! `labrelay up` as a newcomer runs it: one process with the broker and the
+//! three services, `labrelay post` against it, emails and SMS in the
+//! outboxes, a clean stop on SIGTERM, and a second `up` on the same data
+//! directory that delivers what the first one could not.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Up {
+    child: Child,
+    lab_url: String,
+}
+
+impl Up {
+    fn start(data_dir: &Path) -> Up {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--broker-port",
+                "0",
+                "--lab-report-port",
+                "0",
+                "--email-port",
+                "0",
+                "--sms-port",
+                "0",
+            ])
+            .env("RUST_LOG", "warn")
+            .env_remove("SMTP_URL")
+            .env_remove("TWILIO_ACCOUNT_SID")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lab_url = None;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.trim_start().starts_with("lab-report-service") {
+                lab_url = line.split_whitespace().nth(1).map(str::to_string);
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        Up {
+            child,
+            lab_url: lab_url.expect("up printed the lab-report-service URL"),
+        }
+    }
+
+    fn post(&self, ids: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_labrelay"))
+            .args(["post", "--url", &self.lab_url])
+            .args(ids)
+            .output()
+            .unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect()
+}
+
+/// Waits for an outbox to hold `n` files. The outboxes are plain
+/// directories, so this looks every 50 ms, for at most 30 s.
+fn wait_for_files(dir: &Path, extension: &str, n: usize) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = files(dir, extension);
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let email_outbox = data.path().join("outbox/email");
+    let sms_outbox = data.path().join("outbox/sms");
+
+    let up = Up::start(data.path());
+    let posted = up.post(&["12", "34", "56"]);
+    let stdout = String::from_utf8_lossy(&posted.stdout);
+    assert!(posted.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.ends_with("\t204")).count(),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(wait_for_files(&email_outbox, "eml", 3).len(), 3);
+    assert_eq!(wait_for_files(&sms_outbox, "json", 3).len(), 3);
+    let email = std::fs::read_to_string(&files(&email_outbox, "eml")[0]).unwrap();
+    assert!(email.contains("X-Report-Id: "), "{email}");
+    assert!(email.contains("multipart/alternative"), "{email}");
+
+    // The seed's bare report is accepted too; it has no owner to notify.
+    let bare = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args(["post", "--bare", "--url", &up.lab_url, "99"])
+        .output()
+        .unwrap();
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stdout)
+    );
+
+    // Break the email channel: its outbox can no longer be written.
+    std::fs::remove_dir_all(&email_outbox).unwrap();
+    std::fs::write(&email_outbox, b"not a directory").unwrap();
+    assert!(up.post(&["78"]).status.success());
+    assert_eq!(wait_for_files(&sms_outbox, "json", 4).len(), 4);
+
+    let status = up.terminate();
+    assert!(status.success(), "up exits cleanly on SIGTERM: {status}");
+
+    // Fix the channel and start again on the same data: report 78's email
+    // was kept by the broker and goes out now.
+    std::fs::remove_file(&email_outbox).unwrap();
+    let up = Up::start(data.path());
+    let emails = wait_for_files(&email_outbox, "eml", 1);
+    assert_eq!(emails.len(), 1);
+    assert!(
+        std::fs::read_to_string(&emails[0])
+            .unwrap()
+            .contains("X-Report-Id: 78")
+    );
+    assert_eq!(files(&sms_outbox, "json").len(), 4, "no SMS was sent again");
+    assert!(up.terminate().success());
+}
+
+#[test]
+fn post_reports_failures_and_exits_non_zero() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args(["post", "--url", &format!("http://127.0.0.1:{port}/"), "12"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(stdout.starts_with("12\terror\t"), "{stdout}");
+}
