@@ -93,6 +93,9 @@ struct BrokerArgs {
     /// The issuer (`iss`) of push tokens; defaults to http://HOST:PORT.
     #[arg(long, env = "LABRELAY_ISSUER")]
     issuer: Option<String>,
+    /// The most pushes one subscription may have outstanding (slow start grows towards it).
+    #[arg(long, default_value_t = 1000)]
+    max_push_window: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,6 +161,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(issuer) = args.issuer {
         config.issuer = issuer;
     }
+    config.max_push_window = args.max_push_window;
     let broker = labrelay_broker::Broker::open(config)?;
     // Scripts and tests read this line to find the port.
     println!(

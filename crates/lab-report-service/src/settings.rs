@@ -14,7 +14,7 @@ pub const DEFAULT_PROJECT: &str = "labrelay-local";
 pub const DEFAULT_TOPIC: &str = "new-lab-report";
 /// 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// How the lab-report-service runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
