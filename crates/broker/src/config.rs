@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::error::{BrokerError, Result};
+use crate::filter::Filter;
 use crate::names::{DELETED_TOPIC, SubscriptionName, TopicName};
 use crate::pb;
 use crate::pb::push_config::{AuthenticationMethod, Wrapper};
@@ -39,6 +42,10 @@ pub struct SubscriptionSettings {
     pub push: Option<PushSettings>,
     pub retry: Option<RetrySettings>,
     pub dead_letter: Option<DeadLetterSettings>,
+    /// Only messages whose attributes match are delivered.
+    pub filter: Option<Arc<Filter>>,
+    /// Messages with the same ordering key go out one at a time, in order.
+    pub ordered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -186,8 +193,6 @@ pub fn normalize_subscription(
         (sub.bigquery_config.is_some(), "bigquery_config"),
         (sub.cloud_storage_config.is_some(), "cloud_storage_config"),
         (sub.bigtable_config.is_some(), "bigtable_config"),
-        (!sub.filter.is_empty(), "filter"),
-        (sub.enable_message_ordering, "enable_message_ordering"),
         (
             sub.enable_exactly_once_delivery,
             "enable_exactly_once_delivery",
@@ -199,6 +204,10 @@ pub fn normalize_subscription(
         return Err(BrokerError::Unimplemented(format!(
             "{field} is not supported by this broker yet"
         )));
+    }
+    if !sub.filter.is_empty() {
+        Filter::parse(&sub.filter)
+            .map_err(|why| BrokerError::invalid(format!("Invalid filter: {why}")))?;
     }
     sub.state = pb::subscription::State::Active as i32;
     Ok((name, sub))
@@ -273,6 +282,10 @@ impl SubscriptionSettings {
                 min_backoff: secs(&r.minimum_backoff, DEFAULT_MIN_BACKOFF),
                 max_backoff: secs(&r.maximum_backoff, DEFAULT_MAX_BACKOFF),
             }),
+            filter: (!sub.filter.is_empty())
+                .then(|| Filter::parse(&sub.filter).ok().map(Arc::new))
+                .flatten(),
+            ordered: sub.enable_message_ordering,
             dead_letter: sub.dead_letter_policy.as_ref().and_then(|d| {
                 Some(DeadLetterSettings {
                     topic: TopicName::parse(&d.dead_letter_topic).ok()?,

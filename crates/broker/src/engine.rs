@@ -23,7 +23,7 @@ use crate::error::{BrokerError, Result};
 use crate::names::{DELETED_TOPIC, ProjectName, SubscriptionName, TopicName};
 use crate::oidc::OidcSigner;
 use crate::pb;
-use crate::store::{Store, StoreThread};
+use crate::store::{NewMessage, Store, StoreThread};
 use crate::subscription::{Delivery, Failure, Message, Subscription};
 
 /// How to run a broker.
@@ -593,16 +593,41 @@ impl Broker {
             })
             .collect();
         let subscriptions = topic.subscriptions.read().expect("topic lock").clone();
-        let encoded = stored
+        // A filtered subscription acknowledges what it does not match at once,
+        // by never storing it.
+        let wanted: Vec<Vec<bool>> = subscriptions
             .iter()
-            .map(|m| (m.seq, m.pb.encode_to_vec()))
+            .map(|sub| {
+                let filter = sub.settings().filter.clone();
+                stored
+                    .iter()
+                    .map(|m| filter.as_ref().is_none_or(|f| f.matches(&m.pb.attributes)))
+                    .collect()
+            })
             .collect();
-        self.inner
-            .store
-            .publish(encoded, subscriptions.iter().map(|s| s.id).collect())
-            .await?;
-        for sub in &subscriptions {
-            sub.enqueue(stored.iter().map(|m| (m.clone(), 0)));
+        let rows = stored
+            .iter()
+            .enumerate()
+            .map(|(i, m)| NewMessage {
+                seq: m.seq,
+                bytes: m.pb.encode_to_vec(),
+                subscriptions: subscriptions
+                    .iter()
+                    .zip(&wanted)
+                    .filter(|(_, wants)| wants[i])
+                    .map(|(sub, _)| sub.id)
+                    .collect(),
+            })
+            .collect();
+        self.inner.store.publish(rows).await?;
+        for (sub, wants) in subscriptions.iter().zip(&wanted) {
+            sub.enqueue(
+                stored
+                    .iter()
+                    .zip(wants)
+                    .filter(|(_, wanted)| **wanted)
+                    .map(|(m, _)| (m.clone(), 0)),
+            );
         }
         Ok(stored.iter().map(|m| m.pb.message_id.clone()).collect())
     }

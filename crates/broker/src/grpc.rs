@@ -373,7 +373,10 @@ impl StreamState {
         mut inbound: Streaming<pb::StreamingPullRequest>,
         tx: mpsc::Sender<Result<pb::StreamingPullResponse, Status>>,
     ) {
-        let properties = Some(pb::streaming_pull_response::SubscriptionProperties::default());
+        let properties = Some(pb::streaming_pull_response::SubscriptionProperties {
+            message_ordering_enabled: self.sub.settings().ordered,
+            exactly_once_delivery_enabled: false,
+        });
         let mut first_response = true;
         let sub = self.sub.clone();
         loop {

@@ -12,6 +12,7 @@
 //! - [`names`]: topic and subscription names, parsed once.
 //! - `error`: [`BrokerError`] and its mapping to gRPC status codes.
 //! - `config`: subscription settings, validated from the API's messages.
+//! - `filter`: the attribute filter language of subscription filters.
 //! - `store`: SQLite persistence; one writer thread commits in groups.
 //! - `engine`: topics, subscriptions, leases and redelivery in memory.
 //! - `retry`: pure backoff and push-window policies.
@@ -39,6 +40,7 @@ pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 mod config;
 mod engine;
 mod error;
+mod filter;
 mod grpc;
 pub mod names;
 mod oidc;

@@ -39,11 +39,17 @@ pub struct Snapshot {
 
 type Reply<T> = oneshot::Sender<Result<T, BrokerError>>;
 
+/// A message to store, with the subscriptions that will deliver it.
+pub struct NewMessage {
+    pub seq: u64,
+    /// The encoded `pb::PubsubMessage`.
+    pub bytes: Vec<u8>,
+    pub subscriptions: Vec<i64>,
+}
+
 enum Command {
     Publish {
-        /// `(seq, encoded pb::PubsubMessage)`.
-        messages: Vec<(u64, Vec<u8>)>,
-        subscriptions: Vec<i64>,
+        messages: Vec<NewMessage>,
         reply: Reply<()>,
     },
     Ack {
@@ -194,19 +200,12 @@ impl Store {
             .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?
     }
 
-    /// Stores messages and one delivery row per subscription; returns once
-    /// they are on disk.
-    pub async fn publish(
-        &self,
-        messages: Vec<(u64, Vec<u8>)>,
-        subscriptions: Vec<i64>,
-    ) -> Result<(), BrokerError> {
-        self.call(|reply| Command::Publish {
-            messages,
-            subscriptions,
-            reply,
-        })
-        .await
+    /// Stores messages and one delivery row per subscription that will
+    /// deliver them; returns once they are on disk. A message no
+    /// subscription wants only advances the sequence.
+    pub async fn publish(&self, messages: Vec<NewMessage>) -> Result<(), BrokerError> {
+        self.call(|reply| Command::Publish { messages, reply })
+            .await
     }
 
     /// Removes acknowledged deliveries and returns once that is on disk.
@@ -372,23 +371,19 @@ fn apply(
     max_seq: &mut Option<u64>,
 ) -> anyhow::Result<Option<i64>> {
     match command {
-        Command::Publish {
-            messages,
-            subscriptions,
-            ..
-        } => {
+        Command::Publish { messages, .. } => {
             let mut insert_message =
                 tx.prepare_cached("INSERT INTO messages (seq, message) VALUES (?1, ?2)")?;
             let mut insert_delivery =
                 tx.prepare_cached("INSERT OR IGNORE INTO deliveries (seq, sub) VALUES (?1, ?2)")?;
-            for (seq, message) in messages {
-                *max_seq = Some(max_seq.unwrap_or(0).max(*seq));
-                if subscriptions.is_empty() {
+            for message in messages {
+                *max_seq = Some(max_seq.unwrap_or(0).max(message.seq));
+                if message.subscriptions.is_empty() {
                     continue;
                 }
-                insert_message.execute(params![*seq as i64, message])?;
-                for sub in subscriptions {
-                    insert_delivery.execute(params![*seq as i64, sub])?;
+                insert_message.execute(params![message.seq as i64, message.bytes])?;
+                for sub in &message.subscriptions {
+                    insert_delivery.execute(params![message.seq as i64, sub])?;
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! and drive these methods.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -103,6 +103,8 @@ enum State {
     },
     /// Being forwarded to the dead-letter topic.
     Parked,
+    /// Behind an earlier message with the same ordering key.
+    Waiting,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,9 @@ struct Queue {
     /// Lease deadlines; stale like `delayed`.
     leases: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_generation: u64,
+    /// With message ordering: each ordering key's messages in publish
+    /// order. Only the first of each is ever ready, leased or delayed.
+    keys: HashMap<String, VecDeque<u64>>,
     /// When the timer will look next; earlier deadlines must wake it.
     next_wake: Option<Instant>,
     next_retention_check: Option<Instant>,
@@ -209,18 +214,10 @@ impl Subscription {
     /// Adds newly published messages (or, at start-up, restored ones with
     /// their failed-attempt counts).
     pub fn enqueue(&self, messages: impl IntoIterator<Item = (Arc<Message>, u32)>) {
+        let ordered = self.settings().ordered;
         let mut queue = self.queue();
         for (message, attempts) in messages {
-            let seq = message.seq;
-            queue.entries.insert(
-                seq,
-                Entry {
-                    message,
-                    attempts,
-                    state: State::Ready,
-                },
-            );
-            queue.ready.insert(seq);
+            queue.add(message, attempts, ordered);
         }
         drop(queue);
         self.changed.notify_waiters();
@@ -418,8 +415,7 @@ impl Subscription {
                 .map(|(seq, _)| *seq)
                 .collect();
             for seq in &old {
-                queue.entries.remove(seq);
-                queue.ready.remove(seq);
+                queue.remove(*seq);
             }
             tick.expired = old;
         }
@@ -462,7 +458,7 @@ impl Subscription {
             .get(&seq)
             .is_some_and(|e| e.state == State::Parked)
         {
-            queue.entries.remove(&seq);
+            queue.remove(seq);
         }
     }
 
@@ -496,11 +492,73 @@ impl Queue {
             State::Leased { generation, .. } if generation != lease.generation => false,
             State::Parked => false,
             _ => {
-                self.entries.remove(&lease.seq);
-                self.ready.remove(&lease.seq);
+                self.remove(lease.seq);
                 true
             }
         }
+    }
+
+    /// Adds a message; with ordering, behind the earlier messages of its key.
+    fn add(&mut self, message: Arc<Message>, attempts: u32, ordered: bool) {
+        let seq = message.seq;
+        let key = &message.pb.ordering_key;
+        let mut state = State::Ready;
+        if ordered && !key.is_empty() {
+            let line = self.keys.entry(key.clone()).or_default();
+            let mut at = line.partition_point(|s| *s < seq);
+            if at == 0 && !line.is_empty() {
+                // A concurrent publish committed later but sorts first: it
+                // may only take the head if the head has not gone out yet.
+                let head = line[0];
+                match self.entries.get_mut(&head) {
+                    Some(e) if e.state == State::Ready => {
+                        e.state = State::Waiting;
+                        self.ready.remove(&head);
+                    }
+                    _ => at = 1,
+                }
+            }
+            line.insert(at, seq);
+            if at > 0 {
+                state = State::Waiting;
+            }
+        }
+        self.entries.insert(
+            seq,
+            Entry {
+                message,
+                attempts,
+                state,
+            },
+        );
+        if state == State::Ready {
+            self.ready.insert(seq);
+        }
+    }
+
+    /// Removes a message from the backlog; with ordering, the next message
+    /// of its key becomes ready.
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&seq)?;
+        self.ready.remove(&seq);
+        let key = &entry.message.pb.ordering_key;
+        if let Some(line) = self.keys.get_mut(key) {
+            if let Some(at) = line.iter().position(|s| *s == seq) {
+                line.remove(at);
+                if at == 0
+                    && let Some(&next) = line.front()
+                    && let Some(e) = self.entries.get_mut(&next)
+                    && e.state == State::Waiting
+                {
+                    e.state = State::Ready;
+                    self.ready.insert(next);
+                }
+            }
+            if line.is_empty() {
+                self.keys.remove(key);
+            }
+        }
+        Some(entry)
     }
 
     /// A delivery of `seq` failed: schedule the retry or park it for the
@@ -715,6 +773,79 @@ mod tests {
             sub.lease(10, Some(20), Duration::from_secs(10), now).len(),
             2
         );
+    }
+
+    fn keyed(seq: u64, key: &str) -> (Arc<Message>, u32) {
+        let pb = pb::PubsubMessage {
+            data: vec![b'x'],
+            ordering_key: key.into(),
+            message_id: seq.to_string(),
+            ..Default::default()
+        };
+        (
+            Arc::new(Message {
+                seq,
+                pb,
+                published_at: SystemTime::now(),
+            }),
+            0,
+        )
+    }
+
+    #[test]
+    fn ordering_keys_go_one_at_a_time_in_order() {
+        let sub = subscription(|s| s.enable_message_ordering = true);
+        sub.enqueue([
+            keyed(1, "max"),
+            keyed(2, "luna"),
+            keyed(3, "max"),
+            keyed(4, ""),
+            keyed(5, "max"),
+        ]);
+        let now = Instant::now();
+        let lease = |n| sub.lease(n, None, Duration::from_secs(10), now);
+        let seqs = |d: &[Delivery]| d.iter().map(|d| d.message.seq).collect::<Vec<_>>();
+        let first = lease(10);
+        assert_eq!(
+            seqs(&first),
+            [1, 2, 4],
+            "one per key; unkeyed messages flow"
+        );
+        assert!(lease(10).is_empty());
+        // A nack keeps the key blocked: the same message comes back first.
+        sub.nack(&[first[0].lease], now);
+        let again = lease(10);
+        assert_eq!(seqs(&again), [1]);
+        sub.ack(&[again[0].ack_id.clone()]).unwrap();
+        let next = lease(10);
+        assert_eq!(seqs(&next), [3]);
+        sub.ack(&[next[0].ack_id.clone()]).unwrap();
+        assert_eq!(seqs(&lease(10)), [5]);
+    }
+
+    #[test]
+    fn without_ordering_keys_do_not_block() {
+        let sub = subscription(|_| {});
+        sub.enqueue([keyed(1, "max"), keyed(2, "max")]);
+        assert_eq!(
+            sub.lease(10, None, Duration::from_secs(10), Instant::now())
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_late_commit_for_an_earlier_seq_takes_the_head_only_if_unsent() {
+        let sub = subscription(|s| s.enable_message_ordering = true);
+        sub.enqueue([keyed(2, "k")]);
+        sub.enqueue([keyed(1, "k")]);
+        let now = Instant::now();
+        let got = sub.lease(10, None, Duration::from_secs(10), now);
+        assert_eq!(got.iter().map(|d| d.message.seq).collect::<Vec<_>>(), [1]);
+        sub.enqueue([keyed(0, "k")]);
+        sub.ack(&[got[0].ack_id.clone()]).unwrap();
+        let got = sub.lease(10, None, Duration::from_secs(10), now);
+        assert_eq!(got.iter().map(|d| d.message.seq).collect::<Vec<_>>(), [0]);
     }
 
     #[test]
