@@ -8,6 +8,13 @@ echo "== test dependencies"
 # A real SMTP server for the email tests.
 python3 -c "import aiosmtpd" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6
 
+# Official Pub/Sub clients for the conformance suites (tests/conformance.rs).
+python3 -m pip install --quiet --disable-pip-version-check -r tests/conformance/python/requirements.txt
+npm ci --prefix tests/conformance/node --no-audit --no-fund --loglevel=error
+
+# shellcheck for the deployment scripts' test.
+command -v shellcheck >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq shellcheck; }
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -46,6 +46,8 @@ pub struct SubscriptionSettings {
     pub filter: Option<Arc<Filter>>,
     /// Messages with the same ordering key go out one at a time, in order.
     pub ordered: bool,
+    /// Detached from its topic: nothing is delivered any more.
+    pub detached: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +207,15 @@ pub fn normalize_subscription(
             "{field} is not supported by this broker yet"
         )));
     }
+    if let Some(ttl) = sub.expiration_policy.as_ref().and_then(|e| e.ttl.as_ref()) {
+        let ttl = duration_of(ttl, "expiration_policy.ttl")?;
+        if ttl < Duration::from_secs(24 * 3600) {
+            return Err(BrokerError::invalid(format!(
+                "expiration_policy.ttl must be at least 1 day (got {}s)",
+                ttl.as_secs()
+            )));
+        }
+    }
     if !sub.filter.is_empty() {
         Filter::parse(&sub.filter)
             .map_err(|why| BrokerError::invalid(format!("Invalid filter: {why}")))?;
@@ -286,6 +297,7 @@ impl SubscriptionSettings {
                 .then(|| Filter::parse(&sub.filter).ok().map(Arc::new))
                 .flatten(),
             ordered: sub.enable_message_ordering,
+            detached: sub.detached,
             dead_letter: sub.dead_letter_policy.as_ref().and_then(|d| {
                 Some(DeadLetterSettings {
                     topic: TopicName::parse(&d.dead_letter_topic).ok()?,

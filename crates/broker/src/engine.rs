@@ -274,6 +274,17 @@ impl Broker {
             .cloned()
     }
 
+    /// A subscription that still delivers: not detached from its topic.
+    pub(crate) fn attached_subscription(&self, name: &str) -> Result<Arc<Subscription>> {
+        let sub = self.subscription(name)?;
+        if sub.settings().detached {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "Subscription {name} is detached from its topic"
+            )));
+        }
+        Ok(sub)
+    }
+
     pub(crate) fn subscription(&self, name: &str) -> Result<Arc<Subscription>> {
         SubscriptionName::parse(name)?;
         self.inner
@@ -558,6 +569,11 @@ impl Broker {
             .put_subscription(config.name.clone(), config.encode_to_vec())
             .await?;
         sub.set_config(config);
+        // A detached subscription drops what it retained.
+        let dropped = sub.clear();
+        if !dropped.is_empty() {
+            self.inner.store.ack(sub.id, dropped).await?;
+        }
         Ok(())
     }
 
@@ -645,7 +661,7 @@ impl Broker {
                 "max_messages must be a positive number",
             ));
         }
-        let sub = self.subscription(name)?;
+        let sub = self.attached_subscription(name)?;
         let give_up = tokio::time::Instant::now() + PULL_WAIT;
         loop {
             let changed = sub.changed.notified();

@@ -234,7 +234,7 @@ impl Subscriber for PubSubService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("the stream ended before its first request"))?;
-        let sub = self.broker.subscription(&first.subscription)?;
+        let sub = self.broker.attached_subscription(&first.subscription)?;
         if !(10..=600).contains(&first.stream_ack_deadline_seconds) {
             return Err(BrokerError::invalid(format!(
                 "stream_ack_deadline_seconds must be between 10 and 600 (got {})",

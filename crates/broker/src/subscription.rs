@@ -450,6 +450,19 @@ impl Subscription {
         }
     }
 
+    /// Drops the whole backlog (a detached subscription); returns what was
+    /// dropped, for the store.
+    pub fn clear(&self) -> Vec<u64> {
+        let mut queue = self.queue();
+        let seqs: Vec<u64> = queue.entries.keys().copied().collect();
+        let generation = queue.next_generation;
+        *queue = Queue {
+            next_generation: generation,
+            ..Queue::default()
+        };
+        seqs
+    }
+
     /// Removes a parked message once it reached the dead-letter topic.
     pub fn remove_parked(&self, seq: u64) {
         let mut queue = self.queue();

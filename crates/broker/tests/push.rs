@@ -36,6 +36,7 @@ both!(
     oidc_tokens_verify_against_the_brokers_jwks,
     modify_push_config_switches_between_push_and_pull,
     slow_start_grows_the_window_after_successes,
+    an_ordering_key_is_pushed_one_message_at_a_time,
 );
 
 const SERVICE_ACCOUNT: &str = "pubsub-cloud-run-invoker@p.iam.gserviceaccount.com";
@@ -623,4 +624,52 @@ fn push_window_is_capped_by_the_setting() {
         receiver.release(2);
         receiver.assert_quiet(quiet).await;
     });
+}
+
+/// With message ordering, a push subscription has at most one message of a
+/// key outstanding, pushes a key's messages in publish order, and keeps the
+/// key blocked while a failed push waits for its redelivery.
+async fn an_ordering_key_is_pushed_one_message_at_a_time(_: &TestBroker, api: &impl Api) {
+    let mut receiver = PushReceiver::gated().await;
+    api.topic("ordered").await;
+    api.subscription("push", "ordered", |s| {
+        s.enable_message_ordering = true;
+        s.push_config = Some(push_to(&receiver.url()));
+    })
+    .await;
+    let keyed = |data: &str| pb::PubsubMessage {
+        data: data.as_bytes().to_vec(),
+        ordering_key: "max".into(),
+        ..Default::default()
+    };
+    api.publish(
+        &topic_name("ordered"),
+        vec![keyed("1"), keyed("2"), keyed("3")],
+    )
+    .await
+    .unwrap();
+    let data = |r: &PushRequest| {
+        r.json()["message"]["orderingKey"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let first = receiver.next().await;
+    assert_eq!(data(&first).as_deref(), Some("max"));
+    receiver.assert_quiet(Duration::from_millis(400)).await;
+    // The first push fails: the same message comes back before the others.
+    receiver.then_answer([500]);
+    receiver.release(1);
+    let mut order = vec![first.message_id()];
+    for _ in 0..3 {
+        let next = receiver.next().await;
+        order.push(next.message_id());
+        receiver.release(1);
+    }
+    assert_eq!(order[0], order[1], "redelivered first");
+    let ids: Vec<u64> = order[1..].iter().map(|id| id.parse().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "publish order: {order:?}"
+    );
+    receiver.assert_quiet(Duration::from_millis(300)).await;
 }

@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# Deploys labrelay to Google Cloud: the three services on Cloud Run, talking
+# through Google Cloud Pub/Sub, as in the lab "Build a Resilient, Asynchronous
+# System with Cloud Run and Pub/Sub", plus what the lab leaves out: private
+# push services with verified tokens, credentials in Secret Manager, a
+# dead-letter topic, one least-privilege service account per service.
+#
+#   deploy/cloudrun/deploy.sh --project PROJECT --region REGION \
+#       --smtp-url 'smtp://smtp.example.com:587?tls=required' \
+#       --smtp-username results@clinic.example --email-from 'Pet Theory <results@clinic.example>' \
+#       --twilio-account-sid AC... --twilio-from +15551230000 \
+#       --ingest-keys-file lab-keys.txt
+#   deploy/cloudrun/deploy.sh --dry-run --project PROJECT --region REGION   # print the plan only
+#
+# Secrets are never arguments: on the first run SMTP_PASSWORD and
+# TWILIO_AUTH_TOKEN are read from the environment and handed to Secret
+# Manager on standard input. Every step looks before it creates, so running
+# the script again changes nothing that exists (a new --tag deploys a new
+# image). --dry-run prints every gcloud command, one per line after "+ ",
+# runs none and needs neither gcloud nor a login; look-ups are printed and
+# taken as "not found". docs/production.md explains what gets created.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
+
+  --project ID                 Google Cloud project (env GOOGLE_CLOUD_PROJECT)
+  --region REGION              Cloud Run and Artifact Registry region (env REGION; default us-central1)
+  --tag TAG                    image tag (env IMAGE_TAG; default: the version in Cargo.toml)
+  --rebuild                    build the image even if the tag already exists
+  --repository NAME            Artifact Registry repository (default labrelay)
+  --smtp-url URL               env SMTP_URL: smtp://host:587?tls=required or smtps://host:465
+  --smtp-username NAME         env SMTP_USERNAME (the password comes from SMTP_PASSWORD on the first run)
+  --email-from MAILBOX         env EMAIL_FROM
+  --email-reply-to MAILBOX     env EMAIL_REPLY_TO
+  --twilio-account-sid SID     env TWILIO_ACCOUNT_SID (the token comes from TWILIO_AUTH_TOKEN on the first run)
+  --twilio-from NUMBER         env TWILIO_FROM
+  --twilio-messaging-service-sid SID   env TWILIO_MESSAGING_SERVICE_SID (instead of --twilio-from)
+  --ingest-keys-file FILE      first version of the ingest keys secret: lines of lab-name:sha256-hex-of-key
+  --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 20: about 2.3 hours of retries before a message is parked)
+  --dry-run                    print the gcloud commands instead of running them
+  -h, --help                   this text
+EOF
+}
+
+die() {
+    printf 'deploy.sh: %s\n' "$*" >&2
+    exit 2
+}
+
+note() {
+    printf 'deploy.sh: %s\n' "$*" >&2
+}
+
+# --- Settings ---------------------------------------------------------------
+
+DRY_RUN=0
+REBUILD=0
+PROJECT=${GOOGLE_CLOUD_PROJECT:-}
+REGION=${REGION:-us-central1}
+TAG=${IMAGE_TAG:-}
+REPOSITORY=labrelay
+SMTP_URL=${SMTP_URL:-}
+SMTP_USERNAME=${SMTP_USERNAME:-}
+EMAIL_FROM=${EMAIL_FROM:-}
+EMAIL_REPLY_TO=${EMAIL_REPLY_TO:-}
+TWILIO_ACCOUNT_SID=${TWILIO_ACCOUNT_SID:-}
+TWILIO_FROM=${TWILIO_FROM:-}
+TWILIO_MESSAGING_SERVICE_SID=${TWILIO_MESSAGING_SERVICE_SID:-}
+INGEST_KEYS_FILE=
+MAX_DELIVERY_ATTEMPTS=20
+
+set_option() {
+    case $1 in
+        --project) PROJECT=$2 ;;
+        --region) REGION=$2 ;;
+        --tag) TAG=$2 ;;
+        --repository) REPOSITORY=$2 ;;
+        --smtp-url) SMTP_URL=$2 ;;
+        --smtp-username) SMTP_USERNAME=$2 ;;
+        --email-from) EMAIL_FROM=$2 ;;
+        --email-reply-to) EMAIL_REPLY_TO=$2 ;;
+        --twilio-account-sid) TWILIO_ACCOUNT_SID=$2 ;;
+        --twilio-from) TWILIO_FROM=$2 ;;
+        --twilio-messaging-service-sid) TWILIO_MESSAGING_SERVICE_SID=$2 ;;
+        --ingest-keys-file) INGEST_KEYS_FILE=$2 ;;
+        --max-delivery-attempts) MAX_DELIVERY_ATTEMPTS=$2 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+}
+
+while (($#)); do
+    case $1 in
+        --dry-run) DRY_RUN=1 ;;
+        --rebuild) REBUILD=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --*=*) set_option "${1%%=*}" "${1#*=}" ;;
+        --*)
+            (($# >= 2)) || die "$1 needs a value"
+            set_option "$1" "$2"
+            shift
+            ;;
+        *) die "unexpected argument $1 (see --help)" ;;
+    esac
+    shift
+done
+
+# A relative path given by the caller is relative to where they stand.
+if [[ -n $INGEST_KEYS_FILE && $INGEST_KEYS_FILE != /* ]]; then
+    INGEST_KEYS_FILE=$PWD/$INGEST_KEYS_FILE
+fi
+
+# Everything below runs from the repository root, found from this file's
+# path with shell built-ins only (a dry run needs nothing but bash).
+case ${BASH_SOURCE[0]} in
+    */*) cd "${BASH_SOURCE[0]%/*}/../.." ;;
+    *) cd ../.. ;;
+esac
+[[ -f Cargo.toml && -f deploy/cloudrun/Dockerfile ]] || die "cannot find the repository root from $0"
+
+# The `version` of the root package, read without external tools.
+cargo_version() {
+    local line in_package=0
+    while IFS= read -r line; do
+        case $line in
+            '[package]') in_package=1 ;;
+            '['*) in_package=0 ;;
+            version*=*)
+                if ((in_package)); then
+                    line=${line#*\"}
+                    printf '%s\n' "${line%%\"*}"
+                    return 0
+                fi
+                ;;
+        esac
+    done <Cargo.toml
+    return 1
+}
+
+[[ -n $PROJECT ]] || die "--project is required"
+[[ $PROJECT =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "--project must be a project id (like my-clinic-123), not '$PROJECT'"
+[[ $REGION =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || die "--region must be a region (like europe-west1), not '$REGION'"
+[[ -n $TAG ]] || TAG=$(cargo_version) || die "cannot read the version from Cargo.toml; pass --tag"
+[[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "--tag must be a Docker tag, not '$TAG'"
+[[ $REPOSITORY =~ ^[a-z][a-z0-9-]{0,62}$ ]] || die "--repository must be lower-case letters, digits and dashes"
+if [[ ! $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || MAX_DELIVERY_ATTEMPTS > 100)); then
+    die "--max-delivery-attempts must be between 5 and 100"
+fi
+
+# A provider setting that must be there. A dry run shows a placeholder
+# instead of stopping, so the whole plan can be read before anything is set.
+require() {
+    local name=$1 flag=$2
+    if [[ -z ${!name} ]]; then
+        ((DRY_RUN)) || die "$flag (or $name in the environment) is required"
+        note "$name is not set; the plan shows <$name> and a real run stops here"
+        printf -v "$name" '<%s>' "$name"
+    fi
+}
+require SMTP_URL --smtp-url
+require TWILIO_ACCOUNT_SID --twilio-account-sid
+if [[ -z $TWILIO_FROM && -z $TWILIO_MESSAGING_SERVICE_SID ]]; then
+    require TWILIO_FROM --twilio-from
+fi
+[[ -z $TWILIO_FROM || -z $TWILIO_MESSAGING_SERVICE_SID ]] ||
+    die "set --twilio-from or --twilio-messaging-service-sid, not both"
+case $SMTP_URL in
+    smtp://* | smtps://* | '<SMTP_URL>') ;;
+    *) die "--smtp-url must be smtp:// or smtps:// on Cloud Run (a file:// outbox would vanish with the instance)" ;;
+esac
+[[ $SMTP_URL != *@* ]] || die "--smtp-url must not carry credentials: use --smtp-username and SMTP_PASSWORD"
+if [[ -n $INGEST_KEYS_FILE ]]; then
+    [[ -r $INGEST_KEYS_FILE ]] || die "cannot read --ingest-keys-file $INGEST_KEYS_FILE"
+    # As the service reads it: '#' starts a comment, blank lines are skipped.
+    while IFS= read -r line || [[ -n $line ]]; do
+        line=${line%%#*}
+        [[ $line =~ ^[[:space:]]*$ || $line =~ ^[[:space:]]*[^[:space:]].*:[[:space:]]*[0-9a-fA-F]{64}[[:space:]]*$ ]] ||
+            die "$INGEST_KEYS_FILE: each line must be lab-name:sha256-hex-of-key (the hash, never the key)"
+    done <"$INGEST_KEYS_FILE"
+fi
+
+# --- Names (docs/production.md lists them) -----------------------------------
+
+TOPIC=new-lab-report
+DEAD_LETTER_TOPIC=new-lab-report-dead-letter
+DEAD_LETTER_SUB=new-lab-report-dead-letter-sub
+IMAGE=$REGION-docker.pkg.dev/$PROJECT/$REPOSITORY/labrelay:$TAG
+SA_DOMAIN=$PROJECT.iam.gserviceaccount.com
+INGEST_SA=labrelay-lab-report@$SA_DOMAIN
+EMAIL_SA=labrelay-email@$SA_DOMAIN
+SMS_SA=labrelay-sms@$SA_DOMAIN
+INVOKER_SA=pubsub-cloud-run-invoker@$SA_DOMAIN
+INGEST_KEYS_SECRET=labrelay-ingest-api-keys
+INGEST_KEYS_PATH=/secrets/ingest/keys
+SMTP_SECRET=labrelay-smtp-password
+TWILIO_SECRET=labrelay-twilio-auth-token
+APIS=(run pubsub cloudbuild artifactregistry secretmanager iam)
+
+# --- Running gcloud ----------------------------------------------------------
+
+# Commands are shown on the original stdout (fd 3), so that a look-up whose
+# value is captured with $(...) is still shown.
+exec 3>&1
+
+# Prints a command as one line that can be pasted into a shell; with
+# SHOW_SUFFIX set, that text ends the line.
+show() {
+    local line=+ arg
+    for arg in "$@"; do
+        if [[ $arg =~ ^[A-Za-z0-9_./:=@,+%^-]+$ ]]; then
+            line+=" $arg"
+        else
+            line+=" '${arg//\'/\'\\\'\'}'"
+        fi
+    done
+    printf '%s%s\n' "$line" "${SHOW_SUFFIX:-}" >&3
+}
+
+step() {
+    printf '\n# %s\n' "$*" >&3
+}
+
+# A change: shown, then run (not in a dry run).
+change() {
+    show gcloud "$@"
+    if ((DRY_RUN)); then return 0; fi
+    gcloud "$@"
+}
+
+# A look-up that succeeds when the resource exists; "not found" in a dry run.
+exists() {
+    show gcloud "$@"
+    if ((DRY_RUN)); then return 1; fi
+    gcloud "$@" >/dev/null 2>&1
+}
+
+# A look-up that prints a value; a dry run prints the placeholder $1.
+value() {
+    local placeholder=$1
+    shift
+    show gcloud "$@"
+    if ((DRY_RUN)); then
+        printf '%s\n' "$placeholder"
+        return 0
+    fi
+    gcloud "$@"
+}
+
+# An IAM binding: adding one that exists changes nothing. A service account
+# created seconds ago can be unknown to IAM for a while, so failures are
+# retried for about a minute.
+grant() {
+    show gcloud "$@"
+    if ((DRY_RUN)); then return 0; fi
+    local attempt
+    for attempt in 1 2 3 4 5 6; do
+        if gcloud "$@" >/dev/null; then return 0; fi
+        ((attempt < 6)) || return 1
+        note "retrying in 10 s: IAM changes take a moment to propagate"
+        sleep 10
+    done
+}
+
+if ((!DRY_RUN)); then
+    command -v gcloud >/dev/null || die "gcloud is not installed (https://cloud.google.com/sdk/docs/install); --dry-run works without it"
+    export CLOUDSDK_CORE_DISABLE_PROMPTS=1
+fi
+
+P=--project=$PROJECT
+R=--region=$REGION
+
+# --- 1. APIs, project number, Pub/Sub service agent --------------------------
+
+step "APIs (enabling an enabled API changes nothing)"
+change services enable "${APIS[@]/%/.googleapis.com}" "$P"
+
+step "Project number, for the Pub/Sub service agent's address"
+PROJECT_NUMBER=$(value PROJECT_NUMBER projects describe "$PROJECT" --format='value(projectNumber)')
+[[ $PROJECT_NUMBER =~ ^[0-9]+$ ]] || ((DRY_RUN)) || die "unexpected project number '$PROJECT_NUMBER'"
+PUBSUB_AGENT=service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com
+# Pub/Sub creates its agent lazily; the bindings below need it now.
+change beta services identity create --service=pubsub.googleapis.com "$P"
+
+# --- 2. Image -----------------------------------------------------------------
+
+step "Artifact Registry repository and the image (Cloud Build)"
+if ! exists artifacts repositories describe "$REPOSITORY" --location="$REGION" "$P"; then
+    change artifacts repositories create "$REPOSITORY" --location="$REGION" "$P" \
+        --repository-format=docker --description='labrelay images' --labels=app=labrelay
+fi
+if ((REBUILD)) || ! exists artifacts docker images describe "$IMAGE"; then
+    change builds submit . "$P" --config=deploy/cloudrun/cloudbuild.yaml \
+        --ignore-file=deploy/cloudrun/.gcloudignore --substitutions=_IMAGE="$IMAGE"
+else
+    note "$IMAGE exists; not rebuilding it (--rebuild forces a build, --tag picks another)"
+fi
+
+# --- 3. Topics ------------------------------------------------------------------
+
+step "Topics, and a pull subscription that keeps dead letters for 31 days (a topic alone drops them)"
+for topic in "$TOPIC" "$DEAD_LETTER_TOPIC"; do
+    if ! exists pubsub topics describe "$topic" "$P"; then
+        # Lab results and owners' addresses stay stored in the region.
+        change pubsub topics create "$topic" "$P" --labels=app=labrelay \
+            --message-storage-policy-allowed-regions="$REGION"
+    fi
+done
+if ! exists pubsub subscriptions describe "$DEAD_LETTER_SUB" "$P"; then
+    change pubsub subscriptions create "$DEAD_LETTER_SUB" "$P" --topic="$DEAD_LETTER_TOPIC" \
+        --ack-deadline=60 --message-retention-duration=31d --expiration-period=never --labels=app=labrelay
+fi
+
+# --- 4. Service accounts ------------------------------------------------------
+
+step "Service accounts: one per service, and the identity Pub/Sub pushes with"
+for account in \
+    "$INGEST_SA|labrelay lab-report-service" \
+    "$EMAIL_SA|labrelay email-service" \
+    "$SMS_SA|labrelay sms-service" \
+    "$INVOKER_SA|Cloud Run Pub/Sub Invoker"; do
+    email=${account%%|*}
+    if ! exists iam service-accounts describe "$email" "$P"; then
+        change iam service-accounts create "${email%%@*}" "$P" --display-name="${account#*|}"
+    fi
+done
+grant pubsub topics add-iam-policy-binding "$TOPIC" "$P" \
+    --member="serviceAccount:$INGEST_SA" --role=roles/pubsub.publisher
+
+# --- 5. Secrets -----------------------------------------------------------------
+
+# Creates the secret if missing and, if it has no version yet, adds the first
+# one: from the environment variable $2 (on standard input, never on a
+# command line) or from the file $3. Later versions are added by hand (see
+# docs/production.md, "Rotating"), so a re-run never replaces a secret. The
+# service account $4 may read it.
+secret() {
+    local name=$1 variable=$2 file=$3 reader=$4
+    if ! exists secrets describe "$name" "$P"; then
+        # Automatic replication: credentials, not personal data, and a
+        # replication policy cannot be changed later (another region).
+        change secrets create "$name" "$P" --replication-policy=automatic --labels=app=labrelay
+    fi
+    if ! exists secrets versions describe latest --secret="$name" "$P"; then
+        if [[ -n $variable && -n ${!variable:-} ]]; then
+            # Shown with the variable's name; its value goes to standard input.
+            SHOW_SUFFIX=" <<<\"\$$variable\"" show gcloud secrets versions add "$name" "$P" --data-file=-
+            if ((!DRY_RUN)); then
+                printf '%s' "${!variable}" | gcloud secrets versions add "$name" "$P" --data-file=-
+            fi
+        elif [[ -n $file ]]; then
+            change secrets versions add "$name" "$P" --data-file="$file"
+        else
+            local how="pass --ingest-keys-file"
+            [[ -z $variable ]] || how="set $variable in the environment"
+            ((DRY_RUN)) || die "secret $name has no version yet: $how and run again"
+            note "secret $name has no version yet: a real run needs you to $how"
+        fi
+    fi
+    grant secrets add-iam-policy-binding "$name" "$P" \
+        --member="serviceAccount:$reader" --role=roles/secretmanager.secretAccessor
+}
+
+step "Secrets in Secret Manager, each readable by its service alone"
+secret "$INGEST_KEYS_SECRET" "" "$INGEST_KEYS_FILE" "$INGEST_SA"
+if [[ -n $SMTP_USERNAME ]]; then
+    secret "$SMTP_SECRET" SMTP_PASSWORD "" "$EMAIL_SA"
+fi
+secret "$TWILIO_SECRET" TWILIO_AUTH_TOKEN "" "$SMS_SA"
+
+# --- 6. Services --------------------------------------------------------------
+
+# KEY=VALUE arguments as one --set-env-vars value. gcloud splits it on
+# commas, so if a value has one (a display name) another delimiter is
+# declared up front (gcloud topic escaping).
+env_list() {
+    local item delimiter=, joined=
+    for item in "$@"; do
+        [[ $item != *,* ]] || delimiter=';;'
+    done
+    for item in "$@"; do
+        [[ $delimiter == , || $item != *';;'* ]] || die "a setting may not contain both ',' and ';;': $item"
+        joined+=${joined:+$delimiter}$item
+    done
+    [[ $delimiter == , ]] || joined="^$delimiter^$joined"
+    printf '%s\n' "$joined"
+}
+
+service_exists() {
+    exists run services describe "$1" "$P" "$R"
+}
+
+service_url() {
+    value "https://$1-$PROJECT_NUMBER.$REGION.run.app" run services describe "$1" "$P" "$R" --format='value(status.url)'
+}
+
+# Same for all three: one image, the service chosen by its subcommand.
+COMMON=("$P" "$R" --image="$IMAGE" --command=/labrelay --cpu=1 --memory=512Mi --cpu-boost
+    --min-instances=0 --labels=app=labrelay)
+
+step "lab-report-service: public, since labs POST to it; each lab is checked by its API key"
+change run deploy lab-report-service "${COMMON[@]}" --args=lab-report-service \
+    --service-account="$INGEST_SA" --allow-unauthenticated --ingress=all \
+    --concurrency=80 --timeout=30s --max-instances=10 \
+    --set-env-vars="$(env_list "GOOGLE_CLOUD_PROJECT=$PROJECT" "LAB_REPORT_TOPIC=$TOPIC" \
+        "INGEST_API_KEYS_FILE=$INGEST_KEYS_PATH")" \
+    --set-secrets="$INGEST_KEYS_PATH=$INGEST_KEYS_SECRET:latest"
+
+# The push services verify Pub/Sub's token against their own URL
+# (PUSH_AUDIENCE), known once the service exists: a re-run passes it with the
+# other settings; a first run deploys with an audience no token carries (the
+# services refuse to start without one, and no subscription pushes yet) and
+# sets the URL right after.
+PENDING_AUDIENCE=https://pending-first-deploy.invalid
+push_service() {
+    local name=$1 account=$2 secrets=$3
+    shift 3
+    local url=
+    if service_exists "$name"; then
+        url=$(service_url "$name")
+    fi
+    local settings=("GOOGLE_CLOUD_PROJECT=$PROJECT" "$@" "PUSH_ALLOWED_SERVICE_ACCOUNTS=$INVOKER_SA"
+        "PUSH_AUDIENCE=${url:-$PENDING_AUDIENCE}")
+    local secret_flag=--clear-secrets
+    [[ -z $secrets ]] || secret_flag=--set-secrets=$secrets
+    # Ingress "internal" still admits Pub/Sub push from this project to the
+    # run.app URL; the internet cannot reach these services at all.
+    change run deploy "$name" "${COMMON[@]}" --args="$name" \
+        --service-account="$account" --no-allow-unauthenticated --ingress=internal \
+        --concurrency=20 --timeout=60s --max-instances=5 \
+        --set-env-vars="$(env_list "${settings[@]}")" "$secret_flag"
+    if [[ -z $url ]]; then
+        url=$(service_url "$name")
+        change run services update "$name" "$P" "$R" --update-env-vars="PUSH_AUDIENCE=$url"
+    fi
+    PUSH_URL=$url
+}
+
+step "email-service: private, reached by Pub/Sub push only"
+email_settings=("SMTP_URL=$SMTP_URL")
+[[ -z $SMTP_USERNAME ]] || email_settings+=("SMTP_USERNAME=$SMTP_USERNAME")
+[[ -z $EMAIL_FROM ]] || email_settings+=("EMAIL_FROM=$EMAIL_FROM")
+[[ -z $EMAIL_REPLY_TO ]] || email_settings+=("EMAIL_REPLY_TO=$EMAIL_REPLY_TO")
+smtp_secret=
+[[ -z $SMTP_USERNAME ]] || smtp_secret="SMTP_PASSWORD=$SMTP_SECRET:latest"
+push_service email-service "$EMAIL_SA" "$smtp_secret" "${email_settings[@]}"
+email_url=$PUSH_URL
+
+step "sms-service: private, reached by Pub/Sub push only"
+sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID")
+[[ -z $TWILIO_FROM ]] || sms_settings+=("TWILIO_FROM=$TWILIO_FROM")
+[[ -z $TWILIO_MESSAGING_SERVICE_SID ]] || sms_settings+=("TWILIO_MESSAGING_SERVICE_SID=$TWILIO_MESSAGING_SERVICE_SID")
+push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest" "${sms_settings[@]}"
+sms_url=$PUSH_URL
+
+# --- 7. Push subscriptions ------------------------------------------------------
+
+step "Who may push: the invoker account, with tokens minted by the Pub/Sub service agent"
+for name in email-service sms-service; do
+    grant run services add-iam-policy-binding "$name" "$P" "$R" \
+        --member="serviceAccount:$INVOKER_SA" --role=roles/run.invoker
+done
+# On the invoker account only, not the whole project as in the lab.
+grant iam service-accounts add-iam-policy-binding "$INVOKER_SA" "$P" \
+    --member="serviceAccount:$PUBSUB_AGENT" --role=roles/iam.serviceAccountTokenCreator
+# Dead-lettering: the agent republishes to the dead-letter topic and acks the original.
+grant pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" "$P" \
+    --member="serviceAccount:$PUBSUB_AGENT" --role=roles/pubsub.publisher
+
+step "Push subscriptions: retried with backoff, dead-lettered after $MAX_DELIVERY_ATTEMPTS attempts"
+for pair in "email-service|$email_url" "sms-service|$sms_url"; do
+    name=${pair%%|*}
+    url=${pair#*|}
+    subscription=$name-sub
+    if ! exists pubsub subscriptions describe "$subscription" "$P"; then
+        # The ack deadline (30 s) outlasts one SMTP or Twilio attempt (10 s)
+        # and stays under the services' request timeout (60 s).
+        change pubsub subscriptions create "$subscription" "$P" --topic="$TOPIC" \
+            --push-endpoint="$url" --push-auth-service-account="$INVOKER_SA" \
+            --push-auth-token-audience="$url" --ack-deadline=30 \
+            --min-retry-delay=10s --max-retry-delay=600s \
+            --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS" \
+            --message-retention-duration=7d --expiration-period=never --labels=app=labrelay
+    fi
+    grant pubsub subscriptions add-iam-policy-binding "$subscription" "$P" \
+        --member="serviceAccount:$PUBSUB_AGENT" --role=roles/pubsub.subscriber
+done
+
+# --- Done -----------------------------------------------------------------------
+
+ingest_url=$(service_url lab-report-service)
+step "Done. Labs POST reports to $ingest_url/ with 'Authorization: Bearer <key>'."
+if ((DRY_RUN)); then
+    printf '# Dry run: nothing was changed.\n' >&3
+fi
