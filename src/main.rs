@@ -3,6 +3,7 @@
 //! Each subcommand parses its settings, sets up logging and hands over to a
 //! library crate; nothing here knows how a part works.
 
+mod bench;
 mod post;
 mod shutdown;
 mod telemetry;
@@ -33,6 +34,8 @@ enum Command {
     Post(PostArgs),
     /// Run the Pub/Sub-compatible broker alone (gRPC and REST on one port).
     Broker(BrokerArgs),
+    /// Measure a Pub/Sub server (ours, or any other such as the official emulator).
+    Bench(BenchArgs),
     /// Run the lab-report-service alone, configured by environment (PORT, PUBSUB_EMULATOR_HOST, ...).
     LabReportService(ServiceArgs),
     /// Run the email-service alone, configured by environment (PORT, SMTP_URL, ...).
@@ -64,9 +67,35 @@ struct PostArgs {
     /// Post the seed's bare `{"id": N}` instead of a full sample report.
     #[arg(long)]
     bare: bool,
+    /// Where `labrelay up` keeps its data; the API key is read from its
+    /// `ingest-api-key` unless `--api-key` is given.
+    #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
+    data_dir: PathBuf,
+    /// The ingest API key to present (`Authorization: Bearer`).
+    #[arg(long, env = "LABRELAY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Report ids to post.
     #[arg(required = true)]
     ids: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Measure the broker alone through the Pub/Sub API (the only mode so far).
+    #[arg(long, required = true)]
+    broker: bool,
+    /// A running server, e.g. http://127.0.0.1:8085; default: start our own.
+    #[arg(long)]
+    target: Option<String>,
+    /// Messages per scenario.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Bytes of data per message.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -113,8 +142,21 @@ fn main() -> anyhow::Result<()> {
                 };
                 up::run(args.data_dir, ports, shutdown::signal()).await
             }
-            Command::Post(args) => post::run(&args.url, &args.ids, args.bare, None).await,
+            Command::Post(args) => {
+                let api_key = args.api_key.or_else(|| up::read_api_key(&args.data_dir));
+                post::run(&args.url, &args.ids, args.bare, api_key.as_deref()).await
+            }
             Command::Broker(args) => run_broker(args).await,
+            Command::Bench(args) => {
+                let _ = args.broker;
+                bench::run(bench::BrokerBench {
+                    target: args.target,
+                    messages: args.messages,
+                    size: args.size,
+                    json: args.json,
+                })
+                .await
+            }
             Command::LabReportService(args) => {
                 let settings = labrelay_lab_report_service::Settings::from_env()?;
                 let listener = bind_service(&args, "lab-report-service").await?;

@@ -642,6 +642,9 @@ async fn an_ordering_key_is_pushed_one_message_at_a_time(_: &TestBroker, api: &i
         ordering_key: "max".into(),
         ..Default::default()
     };
+    // The first push will fail: the same message must come back before the
+    // others.
+    receiver.then_answer([500]);
     api.publish(
         &topic_name("ordered"),
         vec![keyed("1"), keyed("2"), keyed("3")],
@@ -656,8 +659,6 @@ async fn an_ordering_key_is_pushed_one_message_at_a_time(_: &TestBroker, api: &i
     let first = receiver.next().await;
     assert_eq!(data(&first).as_deref(), Some("max"));
     receiver.assert_quiet(Duration::from_millis(400)).await;
-    // The first push fails: the same message comes back before the others.
-    receiver.then_answer([500]);
     receiver.release(1);
     let mut order = vec![first.message_id()];
     for _ in 0..3 {
