@@ -29,6 +29,14 @@ const PROJECT: &str = "conformance";
 /// purpose: observation key → why.
 const ALLOWED_DIFFERENCES: &[(&str, &str)] = &[
     (
+        "dead_letter_pull.attribute_keys",
+        "our dead letters also carry CloudPubSubDeadLetterSourceDeliveryErrorMessage (why the last delivery failed) for operators; the emulator sets only the four documented attributes",
+    ),
+    (
+        "push_dead_letter.attribute_keys",
+        "our dead letters also carry CloudPubSubDeadLetterSourceDeliveryErrorMessage (why the last delivery failed) for operators; the emulator sets only the four documented attributes",
+    ),
+    (
         "error.create_subscription.ack_deadline_5",
         "the emulator accepts ackDeadlineSeconds below 10; we reject them like the real service (range 10..600)",
     ),

@@ -703,7 +703,7 @@ impl Broker {
     ) -> Result<()> {
         let sub = self.subscription(name)?;
         let failures = sub.modify_deadline(ack_ids, seconds, Instant::now())?;
-        settle_failures(&self.inner, &sub, failures).await;
+        settle_failures(&self.inner, &sub, failures, "nacked by the subscriber").await;
         Ok(())
     }
 
@@ -772,11 +772,13 @@ impl Inner {
     }
 }
 
-/// Persists failed attempts and forwards dead letters.
+/// Persists failed attempts and forwards dead letters; `reason` says why
+/// the last delivery failed (kept on a dead letter).
 pub(crate) async fn settle_failures(
     inner: &Arc<Inner>,
     sub: &Arc<Subscription>,
     failures: Vec<Failure>,
+    reason: &str,
 ) {
     for failure in failures {
         match failure.dead_letter {
@@ -786,19 +788,22 @@ pub(crate) async fn settle_failures(
                     .record_attempts(sub.id, failure.seq, failure.attempts)
                     .await
             }
-            Some(message) => forward_dead_letter(inner, sub, &message, failure.attempts).await,
+            Some(message) => {
+                forward_dead_letter(inner, sub, &message, failure.attempts, reason).await
+            }
         }
     }
 }
 
 /// Publishes a copy of `message` to the subscription's dead-letter topic,
-/// with Pub/Sub's `CloudPubSubDeadLetterSource*` attributes, then
-/// acknowledges it on the subscription.
+/// with Pub/Sub's `CloudPubSubDeadLetterSource*` attributes (and the reason
+/// the last delivery failed), then acknowledges it on the subscription.
 async fn forward_dead_letter(
     inner: &Arc<Inner>,
     sub: &Arc<Subscription>,
     message: &Message,
     attempts: u32,
+    reason: &str,
 ) {
     let Some(dead_letter) = sub.settings().dead_letter.clone() else {
         sub.unpark(message.seq, Duration::ZERO, Instant::now());
@@ -830,6 +835,12 @@ async fn forward_dead_letter(
                 .publish_time
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
+        ),
+        // Seen from the real service in some reports; here always set, so
+        // an operator sees why the last delivery failed.
+        (
+            "CloudPubSubDeadLetterSourceDeliveryErrorMessage",
+            reason.to_string(),
         ),
     ];
     copy.attributes
@@ -871,7 +882,7 @@ async fn run_timer(inner: Arc<Inner>, sub: Arc<Subscription>) {
         if !tick.expired.is_empty() {
             inner.store.ack_later(sub.id, tick.expired).await;
         }
-        settle_failures(&inner, &sub, tick.failures).await;
+        settle_failures(&inner, &sub, tick.failures, "ack deadline expired").await;
         let wake = tick
             .next_wake
             .map(tokio::time::Instant::from_std)

@@ -343,7 +343,13 @@ impl StreamState {
             let failures = self
                 .sub
                 .modify_deadline(std::slice::from_ref(ack_id), *seconds, now)?;
-            settle_failures(&self.broker.inner, &self.sub, failures).await;
+            settle_failures(
+                &self.broker.inner,
+                &self.sub,
+                failures,
+                "nacked by the subscriber",
+            )
+            .await;
         }
         Ok(())
     }

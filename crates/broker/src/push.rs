@@ -135,7 +135,7 @@ async fn settle(
         *paused_until = Some(tokio::time::Instant::now() + backoff.on_failure());
     }
     let failures = sub.nack(&[delivery.lease], Instant::now());
-    settle_failures(inner, sub, failures).await;
+    settle_failures(inner, sub, failures, &format!("push failed: {reason}")).await;
 }
 
 fn describe(error: &reqwest::Error) -> String {

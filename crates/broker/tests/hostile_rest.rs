@@ -1,5 +1,5 @@
 //! The REST/JSON surface against arbitrary bodies: every answer is a
-//! status below 500 (a caller's mistake is the caller's 4xx), nothing
+//! status below 500 (a caller's mistake is the caller's 4xx) and nothing
 //! panics.
 
 use std::sync::OnceLock;
