@@ -4,6 +4,7 @@
 //! library crate; nothing here knows how a part works.
 
 mod bench;
+mod dead_letters;
 mod post;
 mod shutdown;
 mod telemetry;
@@ -36,6 +37,9 @@ enum Command {
     Broker(BrokerArgs),
     /// Measure a Pub/Sub server (ours, or any other such as the official emulator).
     Bench(BenchArgs),
+    /// List or replay what the broker parked on the dead-letter topic.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
     /// Run the lab-report-service alone, configured by environment (PORT, PUBSUB_EMULATOR_HOST, ...).
     LabReportService(ServiceArgs),
     /// Run the email-service alone, configured by environment (PORT, SMTP_URL, ...).
@@ -77,6 +81,39 @@ struct PostArgs {
     /// Report ids to post.
     #[arg(required = true)]
     ids: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Show each parked message: ids, source subscription, attempts, last error.
+    List(DeadLetterArgs),
+    /// Republish parked messages to `new-lab-report` (all, or those given with --id).
+    Replay {
+        #[command(flatten)]
+        target: DeadLetterArgs,
+        /// Message ids (as `list` shows them) to replay; default: all.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct DeadLetterArgs {
+    /// The broker, host:port.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST", default_value = "127.0.0.1:8085")]
+    broker: String,
+    /// The project; default as everywhere: PUBSUB_PROJECT_ID, GOOGLE_CLOUD_PROJECT, labrelay-local.
+    #[arg(long)]
+    project: Option<String>,
+}
+
+impl DeadLetterArgs {
+    fn target(self) -> dead_letters::Target {
+        dead_letters::Target {
+            broker: self.broker,
+            project: self.project.unwrap_or_else(up::project_id),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -147,6 +184,12 @@ fn main() -> anyhow::Result<()> {
                 post::run(&args.url, &args.ids, args.bare, api_key.as_deref()).await
             }
             Command::Broker(args) => run_broker(args).await,
+            Command::DeadLetters(DeadLetterCommand::List(args)) => {
+                dead_letters::list(&args.target()).await
+            }
+            Command::DeadLetters(DeadLetterCommand::Replay { target, ids }) => {
+                dead_letters::replay(&target.target(), &ids).await
+            }
             Command::Bench(args) => {
                 let _ = args.broker;
                 bench::run(bench::BrokerBench {
