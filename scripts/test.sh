@@ -12,7 +12,7 @@ python3 -c "import aiosmtpd" 2>/dev/null || python3 -m pip install --quiet --dis
 python3 -m pip install --quiet --disable-pip-version-check -r tests/conformance/python/requirements.txt
 npm ci --prefix tests/conformance/node --no-audit --no-fund --loglevel=error
 
-# shellcheck for the deployment scripts' test.
+# The deployment scripts' test runs shellcheck.
 command -v shellcheck >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 
 echo "== cargo fmt --check"

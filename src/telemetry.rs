@@ -22,9 +22,14 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
         || std::env::var_os("K_SERVICE").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.fmt_fields(JsonFields::new()).event_format(CloudLogging).init();
+        builder
+            .fmt_fields(JsonFields::new())
+            .event_format(CloudLogging)
+            .init();
     } else {
         builder.init();
     }
@@ -61,7 +66,8 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().to_string(), value.into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}").into());
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}").into());
     }
 }
 
@@ -70,7 +76,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut line = Map::new();
         // Outer spans first, so the innermost value of a field wins.
         if let Some(scope) = ctx.event_scope() {

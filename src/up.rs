@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use labrelay_broker::{Broker, BrokerConfig, BrokerError, pb};
+use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -44,16 +45,87 @@ fn file_url(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("file://{}", dir.display()))
 }
 
-/// Reads the process environment, with `defaults` for what it does not set.
-fn env_with(defaults: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+/// Reads the process environment, with `defaults` for what it does not set
+/// and `fixed` for what this run decides whatever the environment says.
+fn env_with(
+    defaults: Vec<(&'static str, String)>,
+    fixed: Vec<(&'static str, String)>,
+) -> impl Fn(&str) -> Option<String> {
+    let find = |list: &[(&'static str, String)], key: &str| {
+        list.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    };
     move |key| {
-        std::env::var(key).ok().or_else(|| {
-            defaults
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.clone())
-        })
+        find(&fixed, key)
+            .or_else(|| std::env::var(key).ok())
+            .or_else(|| find(&defaults, key))
     }
+}
+
+/// The push-token settings of the receiver at `addr`: tokens minted by this
+/// run's broker for the subscription's service account and audience.
+/// `PUSH_AUTH=off` in the environment still turns the check off.
+fn push_auth_vars(
+    project: &str,
+    broker_issuer: &str,
+    broker: SocketAddr,
+    addr: SocketAddr,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("PUSH_AUDIENCE", push_endpoint(addr)),
+        ("PUSH_ALLOWED_SERVICE_ACCOUNTS", invoker(project)),
+        ("PUSH_TOKEN_ISSUERS", broker_issuer.to_string()),
+        (
+            "PUSH_JWKS_URL",
+            format!("http://{broker}/.well-known/jwks.json"),
+        ),
+    ]
+}
+
+fn push_endpoint(addr: SocketAddr) -> String {
+    format!("http://{addr}/")
+}
+
+fn invoker(project: &str) -> String {
+    format!("pubsub-cloud-run-invoker@{project}.iam.gserviceaccount.com")
+}
+
+/// The lab name `up`'s own key is configured under.
+pub const LOCAL_LAB: &str = "local-lab";
+/// The file in the data directory holding `up`'s ingest API key.
+pub const API_KEY_FILE: &str = "ingest-api-key";
+
+/// Reads `<data_dir>/ingest-api-key`, or creates it (mode 0600) with a new
+/// random key: 32 bytes, hex.
+pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(API_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let key: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+/// The key `labrelay post` presents: `<data_dir>/ingest-api-key`, if `up`
+/// created one there.
+pub fn read_api_key(data_dir: &Path) -> Option<String> {
+    let key = std::fs::read_to_string(data_dir.join(API_KEY_FILE)).ok()?;
+    Some(key.trim().to_string()).filter(|k| !k.is_empty())
 }
 
 fn ignore_exists<T>(result: Result<T, BrokerError>) -> anyhow::Result<()> {
@@ -93,9 +165,9 @@ pub async fn ensure_topology(
             })
             .await,
     )?;
-    let invoker = format!("pubsub-cloud-run-invoker@{project}.iam.gserviceaccount.com");
+    let invoker = invoker(project);
     for (id, addr) in [("email-service-sub", email), ("sms-service-sub", sms)] {
-        let endpoint = format!("http://{addr}/");
+        let endpoint = push_endpoint(addr);
         let seconds = |s| {
             Some(prost_types::Duration {
                 seconds: s,
@@ -161,28 +233,45 @@ pub async fn run(
     let email_addr = email_listener.local_addr()?;
     let sms_addr = sms_listener.local_addr()?;
 
-    let broker = Broker::open(BrokerConfig::new(data_dir.join("broker"), broker_addr))?;
+    let broker_config = BrokerConfig::new(data_dir.join("broker"), broker_addr);
+    let issuer = broker_config.issuer.clone();
+    let broker = Broker::open(broker_config)?;
     ensure_topology(&broker, &project, email_addr, sms_addr).await?;
 
+    let api_key = load_or_create_api_key(&data_dir)?;
     let email_outbox = data_dir.join("outbox").join("email");
     let sms_outbox = data_dir.join("outbox").join("sms");
-    let lab_settings = labrelay_lab_report_service::Settings::from_vars(env_with(vec![
+    let mut lab_defaults = vec![
         ("PUBSUB_EMULATOR_HOST", broker_addr.to_string()),
         ("PUBSUB_PROJECT_ID", project.clone()),
-    ]))?;
-    let email_settings = labrelay_email_service::Settings::from_vars(env_with(vec![(
-        "SMTP_URL",
-        file_url(&email_outbox)?,
-    )]))?;
+    ];
+    // INGEST_OPEN=true in the environment runs the ingest open, as it says.
+    if std::env::var_os("INGEST_OPEN").is_none() {
+        let entry = format!("{LOCAL_LAB}:{}", hash_key(&api_key));
+        lab_defaults.push(("INGEST_API_KEYS", entry));
+    }
+    let mut lab_settings =
+        labrelay_lab_report_service::Settings::from_vars(env_with(lab_defaults, vec![]))?;
+    // Keys from the environment come in addition to `up`'s own.
+    if let IngestAuth::Keys(keys) = &lab_settings.ingest_auth
+        && !keys.labs().any(|lab| lab == LOCAL_LAB)
+    {
+        lab_settings.ingest_auth = IngestAuth::Keys(keys.clone().with_key(LOCAL_LAB, &api_key));
+    }
+    let email_settings = labrelay_email_service::Settings::from_vars(env_with(
+        vec![("SMTP_URL", file_url(&email_outbox)?)],
+        push_auth_vars(&project, &issuer, broker_addr, email_addr),
+    ))?;
     let twilio = std::env::var_os("TWILIO_ACCOUNT_SID").is_some();
-    let sms_settings = if twilio {
-        labrelay_sms_service::Settings::from_env()?
+    let sms_defaults = if twilio {
+        vec![]
     } else {
-        labrelay_sms_service::Settings::from_vars(env_with(vec![(
-            "SMS_URL",
-            file_url(&sms_outbox)?,
-        )]))?
+        vec![("SMS_URL", file_url(&sms_outbox)?)]
     };
+    let sms_settings = labrelay_sms_service::Settings::from_vars(env_with(
+        sms_defaults,
+        push_auth_vars(&project, &issuer, broker_addr, sms_addr),
+    ))?;
 
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -222,6 +311,10 @@ pub async fn run(
     println!("  broker              http://{broker_addr}   PUBSUB_EMULATOR_HOST={broker_addr}");
     println!(
         "  lab-report-service  http://{lab_addr}/   POST lab reports here: labrelay post 12 34 56"
+    );
+    println!(
+        "                      API key (lab {LOCAL_LAB}, in {}): {api_key}",
+        data_dir.join(API_KEY_FILE).display()
     );
     println!("  email-service       http://{email_addr}/   sends to {email_target}");
     println!("  sms-service         http://{sms_addr}/   sends to {sms_target}");

@@ -4,6 +4,10 @@
 //! server (aiosmtpd) and the sms-service to a real HTTP server playing
 //! Twilio.
 //!
+//! Security is on as in production: the lab-report-service wants an API key,
+//! the subscriptions carry `oidcToken`, and the push services verify the
+//! broker's tokens against its JWKS.
+//!
 //! GSP650 breaks the email-service and watches the broker redeliver until it
 //! is fixed. Here the SMTP server first answers 451; the SMS go out
 //! meanwhile; once SMTP accepts, every email arrives exactly once.
@@ -14,7 +18,10 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_contract::ingest_auth::hash_key;
 use labrelay_testkit::smtp::{self, SmtpSink};
 use labrelay_testkit::twilio::TwilioStandIn;
 use pb::publisher_client::PublisherClient;
@@ -24,6 +31,8 @@ use support::Process;
 const PROJECT: &str = "resilience";
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "test-auth-token";
+const API_KEY: &str = "resilience-test-ingest-key";
+const INVOKER: &str = "pubsub-cloud-run-invoker@resilience.iam.gserviceaccount.com";
 
 /// The whole system, each part its own process.
 struct System {
@@ -31,22 +40,34 @@ struct System {
     broker: Process,
     lab: Process,
     email: Option<Process>,
-    sms: Process,
+    _sms: Process,
     smtp: SmtpSink,
     twilio: TwilioStandIn,
     email_port: u16,
+    sms_port: u16,
 }
 
-fn start_email(email_port: u16, smtp: &SmtpSink) -> Process {
-    Process::start(
-        "email-service",
-        &["email-service"],
-        &[
-            ("PORT", email_port.to_string()),
-            ("SMTP_URL", smtp.url()),
-            ("SMTP_TIMEOUT_SECS", "5".into()),
-        ],
-    )
+/// What a push receiver on `port` needs to verify the broker's tokens.
+fn push_auth(broker: &Process, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("PUSH_AUDIENCE", format!("http://127.0.0.1:{port}/")),
+        ("PUSH_ALLOWED_SERVICE_ACCOUNTS", INVOKER.into()),
+        ("PUSH_TOKEN_ISSUERS", broker.url()),
+        (
+            "PUSH_JWKS_URL",
+            format!("{}/.well-known/jwks.json", broker.url()),
+        ),
+    ]
+}
+
+fn start_email(email_port: u16, smtp: &SmtpSink, broker: &Process) -> Process {
+    let mut envs = vec![
+        ("PORT", email_port.to_string()),
+        ("SMTP_URL", smtp.url()),
+        ("SMTP_TIMEOUT_SECS", "5".into()),
+    ];
+    envs.extend(push_auth(broker, email_port));
+    Process::start("email-service", &["email-service"], &envs)
 }
 
 impl System {
@@ -63,30 +84,34 @@ impl System {
                 ("PORT", "0".into()),
                 ("PUBSUB_EMULATOR_HOST", broker.addr.to_string()),
                 ("PUBSUB_PROJECT_ID", PROJECT.into()),
+                (
+                    "INGEST_API_KEYS",
+                    format!("resilience-lab:{}", hash_key(API_KEY)),
+                ),
             ],
         );
         let email_port = support::free_port();
-        let email = start_email(email_port, &smtp);
-        let sms = Process::start(
-            "sms-service",
-            &["sms-service"],
-            &[
-                ("PORT", "0".into()),
-                ("TWILIO_ACCOUNT_SID", SID.into()),
-                ("TWILIO_AUTH_TOKEN", TOKEN.into()),
-                ("TWILIO_FROM", "+15550001111".into()),
-                ("TWILIO_API_BASE", twilio.base_url()),
-            ],
-        );
+        let email = start_email(email_port, &smtp, &broker);
+        let sms_port = support::free_port();
+        let mut sms_envs = vec![
+            ("PORT", sms_port.to_string()),
+            ("TWILIO_ACCOUNT_SID", SID.into()),
+            ("TWILIO_AUTH_TOKEN", TOKEN.into()),
+            ("TWILIO_FROM", "+15550001111".into()),
+            ("TWILIO_API_BASE", twilio.base_url()),
+        ];
+        sms_envs.extend(push_auth(&broker, sms_port));
+        let sms = Process::start("sms-service", &["sms-service"], &sms_envs);
         let system = System {
             _dir: dir,
             broker,
             lab,
             email: Some(email),
-            sms,
+            _sms: sms,
             smtp,
             twilio,
             email_port,
+            sms_port,
         };
         system.create_topology().await;
         system
@@ -124,7 +149,10 @@ impl System {
                 "email-service-sub",
                 format!("http://127.0.0.1:{}/", self.email_port),
             ),
-            ("sms-service-sub", format!("http://{}/", self.sms.addr)),
+            (
+                "sms-service-sub",
+                format!("http://127.0.0.1:{}/", self.sms_port),
+            ),
         ] {
             subscriber
                 .create_subscription(pb::Subscription {
@@ -132,7 +160,15 @@ impl System {
                     topic: topic.clone(),
                     ack_deadline_seconds: 10,
                     push_config: Some(pb::PushConfig {
-                        push_endpoint: endpoint,
+                        push_endpoint: endpoint.clone(),
+                        authentication_method: Some(
+                            pb::push_config::AuthenticationMethod::OidcToken(
+                                pb::push_config::OidcToken {
+                                    service_account_email: INVOKER.into(),
+                                    audience: endpoint,
+                                },
+                            ),
+                        ),
                         ..Default::default()
                     }),
                     retry_policy: Some(pb::RetryPolicy {
@@ -154,6 +190,7 @@ impl System {
     fn post(&self, ids: &[&str]) {
         let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
             .args(["post", "--url", &format!("{}/", self.lab.url())])
+            .args(["--api-key", API_KEY])
             .args(ids)
             .output()
             .unwrap();
@@ -259,7 +296,7 @@ async fn email_service_killed_and_restarted_heals() {
     // once. Report 12 may come twice, with the same Message-ID, if the kill
     // fell between the SMTP server accepting it and the service answering
     // the push: at-least-once delivery's one window (issue 5 measures it).
-    system.email = Some(start_email(system.email_port, &system.smtp));
+    system.email = Some(start_email(system.email_port, &system.smtp, &system.broker));
     let emails = system.emails_per_report(3).await;
     assert_eq!(emails.keys().collect::<Vec<_>>(), ["12", "34", "56"]);
     assert_eq!(count(&emails)["34"], 1);
@@ -270,4 +307,59 @@ async fn email_service_killed_and_restarted_heals() {
             "report {report}: {ids:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_without_a_valid_token_send_nothing() {
+    let system = System::start(smtp::Mode::Accept).await;
+    let http = reqwest::Client::new();
+    let report = serde_json::json!({
+        "id": 7,
+        "owner": {"email": "victim@example.com", "phone": "+15557654321"}
+    });
+    let envelope = serde_json::json!({
+        "message": {
+            "data": STANDARD.encode(report.to_string()),
+            "messageId": "1",
+            "publishTime": "2026-11-24T10:00:00Z"
+        },
+        "subscription": format!("projects/{PROJECT}/subscriptions/email-service-sub"),
+    });
+    for port in [system.email_port, system.sms_port] {
+        let url = format!("http://127.0.0.1:{port}/");
+        let missing = http.post(&url).json(&envelope).send().await.unwrap();
+        assert_eq!(missing.status(), 401);
+        let forged = http
+            .post(&url)
+            .bearer_auth("eyJhbGciOiJub25lIn0.eyJlbWFpbCI6IngifQ.")
+            .json(&envelope)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403);
+    }
+    // The lab-report-service without the key:
+    let refused = http
+        .post(format!("{}/", system.lab.url()))
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // Real pushes still get through, and nothing else was sent.
+    system.post(&["12"]);
+    system
+        .smtp
+        .wait_for_messages(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    system
+        .twilio
+        .wait_for_messages(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(system.smtp.accepted_count(), 1);
+    assert_eq!(system.twilio.messages().len(), 1);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 struct Up {
     child: Child,
     lab_url: String,
+    data_dir: PathBuf,
 }
 
 impl Up {
@@ -49,13 +50,22 @@ impl Up {
         Up {
             child,
             lab_url: lab_url.expect("up printed the lab-report-service URL"),
+            data_dir: data_dir.to_path_buf(),
         }
     }
 
+    /// `labrelay post`, finding the API key in the data directory.
     fn post(&self, ids: &[&str]) -> std::process::Output {
+        self.post_with(&[], ids)
+    }
+
+    fn post_with(&self, options: &[&str], ids: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_labrelay"))
-            .args(["post", "--url", &self.lab_url])
+            .args(["post", "--url", &self.lab_url, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(options)
             .args(ids)
+            .env_remove("LABRELAY_API_KEY")
             .output()
             .unwrap()
     }
@@ -120,11 +130,35 @@ fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
     assert!(email.contains("X-Report-Id: "), "{email}");
     assert!(email.contains("multipart/alternative"), "{email}");
 
-    // The seed's bare report is accepted too; it has no owner to notify.
-    let bare = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args(["post", "--bare", "--url", &up.lab_url, "99"])
+    // The key `up` generated is in the data directory, readable only by us;
+    // without it, or with another, nothing gets in.
+    let key_file = data.path().join("ingest-api-key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.trim().len(), 64, "32 bytes, hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let keyless = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args(["post", "--url", &up.lab_url, "--data-dir"])
+        .arg(elsewhere.path())
+        .arg("13")
+        .env_remove("LABRELAY_API_KEY")
         .output()
         .unwrap();
+    assert!(!keyless.status.success());
+    assert!(String::from_utf8_lossy(&keyless.stdout).starts_with("13\t401"));
+    let wrong = up.post_with(&["--api-key", "not-the-key"], &["14"]);
+    assert!(String::from_utf8_lossy(&wrong.stdout).starts_with("14\t401"));
+    let explicit = up.post_with(&["--api-key", key.trim()], &["15"]);
+    assert!(explicit.status.success());
+    assert_eq!(wait_for_files(&sms_outbox, "json", 4).len(), 4);
+
+    // The seed's bare report is accepted too; it has no owner to notify.
+    let bare = up.post_with(&["--bare"], &["99"]);
     assert!(
         bare.status.success(),
         "{}",
@@ -135,7 +169,7 @@ fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
     std::fs::remove_dir_all(&email_outbox).unwrap();
     std::fs::write(&email_outbox, b"not a directory").unwrap();
     assert!(up.post(&["78"]).status.success());
-    assert_eq!(wait_for_files(&sms_outbox, "json", 4).len(), 4);
+    assert_eq!(wait_for_files(&sms_outbox, "json", 5).len(), 5);
 
     let status = up.terminate();
     assert!(status.success(), "up exits cleanly on SIGTERM: {status}");
@@ -151,7 +185,7 @@ fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
             .unwrap()
             .contains("X-Report-Id: 78")
     );
-    assert_eq!(files(&sms_outbox, "json").len(), 4, "no SMS was sent again");
+    assert_eq!(files(&sms_outbox, "json").len(), 5, "no SMS was sent again");
     assert!(up.terminate().success());
 }
 

@@ -8,10 +8,22 @@
 //!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
+//! - [`push_auth`]: the OIDC bearer-token check in front of every push
+//!   endpoint (RS256, JWKS cached, issuer, audience, service account).
+//! - [`ingest_auth`]: the API keys labs present to the lab-report-service,
+//!   kept as SHA-256 hashes and compared in constant time.
+//! - [`limits`]: the concurrency limit (503) and request timeout (408) every
+//!   service puts in front of its routes.
+//! - [`serve`]: serving a router with a header-read timeout and graceful
+//!   shutdown.
 //! - [`secret`]: credentials read from the environment, never printed.
 
+pub mod ingest_auth;
+pub mod limits;
 pub mod push;
+pub mod push_auth;
 pub mod report;
 pub mod secret;
+pub mod serve;
 
 pub use report::{LabReport, ReportError, ReportId};

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
 
@@ -32,6 +33,10 @@ pub struct Settings {
     /// Upper bound on one delivery attempt (connect, TLS, AUTH, DATA, or the
     /// file write).
     pub send_timeout: Duration,
+    /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
+    /// [`labrelay_contract::push_auth`]). Verified by default when read
+    /// from the environment; off in [`Settings::new`], for code and tests.
+    pub push_auth: PushAuth,
 }
 
 /// Where messages go.
@@ -80,6 +85,7 @@ impl fmt::Debug for Settings {
             .field("from", &self.from.to_string())
             .field("reply_to", &self.reply_to.as_ref().map(Mailbox::to_string))
             .field("send_timeout", &self.send_timeout)
+            .field("push_auth", &self.push_auth)
             .finish()
     }
 }
@@ -92,6 +98,7 @@ impl Settings {
             from: DEFAULT_FROM.parse().expect("the default From is a mailbox"),
             reply_to: None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            push_auth: PushAuth::Off,
         }
     }
 
@@ -142,6 +149,7 @@ impl Settings {
         if let Some(secs) = get("SMTP_TIMEOUT_SECS") {
             settings.send_timeout = parse_timeout(&secs)?;
         }
+        settings.push_auth = PushAuth::from_vars(get)?;
         Ok(settings)
     }
 }
@@ -301,11 +309,15 @@ mod tests {
 
     use super::*;
 
+    /// The variables, with push verification off unless they say otherwise.
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
+        let mut map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if !map.keys().any(|k| k.starts_with("PUSH_")) {
+            map.insert("PUSH_AUTH".into(), "off".into());
+        }
         move |name| map.get(name).cloned()
     }
 
@@ -430,6 +442,25 @@ mod tests {
             panic!("smtp expected")
         };
         assert_eq!(server.credentials.unwrap().password.expose(), "from-a-file");
+    }
+
+    #[test]
+    fn verifies_pushes_unless_told_not_to() {
+        let error = Settings::from_vars(vars(&[("SMTP_URL", "smtp://h"), ("PUSH_AUTH", "verify")]))
+            .unwrap_err();
+        assert!(error.to_string().contains("PUSH_AUDIENCE"), "{error}");
+        let settings = Settings::from_vars(vars(&[
+            ("SMTP_URL", "smtp://h"),
+            ("PUSH_AUDIENCE", "https://email-service-abc-uc.a.run.app/"),
+            (
+                "PUSH_ALLOWED_SERVICE_ACCOUNTS",
+                "pubsub-cloud-run-invoker@p.iam.gserviceaccount.com",
+            ),
+        ]))
+        .unwrap();
+        assert!(matches!(settings.push_auth, PushAuth::Verify(_)));
+        let off = Settings::from_vars(vars(&[("SMTP_URL", "smtp://h")])).unwrap();
+        assert_eq!(off.push_auth, PushAuth::Off);
     }
 
     #[test]

@@ -37,9 +37,13 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
 pub use config::{Delivery, Settings, SmtpCredentials, SmtpServer, SmtpTls};
 pub use labrelay_contract::secret::Secret;
+
+/// What a push may take beyond one delivery attempt (reading the body, rendering).
+const REQUEST_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Large enough for any Pub/Sub message (10 MB) once base64-encoded.
 const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;
@@ -61,11 +65,19 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         reply_to: settings.reply_to,
         send_timeout: settings.send_timeout,
     });
-    let router = Router::new()
-        .route("/", post(http::push))
+    let pushes = Router::new().route("/", post(http::push));
+    let router = settings
+        .push_auth
+        .protect(pushes)
         .route("/healthz", get(http::healthz))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
         .with_state(Arc::clone(&service));
+    // A push waits for at most one delivery attempt, plus room to read it.
+    let router = Limits {
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: service.send_timeout + REQUEST_TIMEOUT_MARGIN,
+    }
+    .apply(router);
     Ok((router, service))
 }
 
@@ -82,8 +94,7 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     tracing::info!(%addr, delivery = %service.mailer.describe(), "email-service listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    labrelay_contract::serve::serve(listener, router, shutdown)
         .await
         .context("serving HTTP")?;
     service.mailer.shutdown().await;

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::ReportError;
+use labrelay_contract::ingest_auth::IngestAuthError;
 
 use crate::publisher::PublishFailure;
 
@@ -13,6 +14,9 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 /// Everything that keeps a `POST /` from a 204.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// No key, or a key of no configured lab.
+    #[error("a valid API key is required: Authorization: Bearer <key>")]
+    Unauthorized(#[source] IngestAuthError),
     #[error("Content-Type must be application/json (UTF-8), not {}", .0.as_deref().map_or("missing".to_string(), |c| format!("{c:?}")))]
     UnsupportedMediaType(Option<String>),
     #[error("the body is larger than the limit of {limit} bytes")]
@@ -29,6 +33,7 @@ pub enum IngestError {
 impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
+            IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnreadableBody(_) | IngestError::InvalidReport(_) => {
@@ -42,6 +47,8 @@ impl IngestError {
     /// lab sent, so it is safe at info level.
     pub fn reason(&self) -> String {
         match self {
+            IngestError::Unauthorized(IngestAuthError::Missing) => "no API key".into(),
+            IngestError::Unauthorized(IngestAuthError::Unknown) => "unknown API key".into(),
             IngestError::UnsupportedMediaType(_) => "unsupported content type".into(),
             IngestError::TooLarge { .. } => "body too large".into(),
             IngestError::UnreadableBody(_) => "unreadable body".into(),
@@ -68,6 +75,9 @@ impl IntoResponse for IngestError {
                 body,
             )
                 .into_response(),
+            IngestError::Unauthorized(_) => {
+                (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+            }
             _ => (self.status(), body).into_response(),
         }
     }

@@ -24,9 +24,11 @@ pub mod publisher;
 mod routes;
 pub mod settings;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 
 use anyhow::Context;
+use labrelay_contract::ingest_auth::IngestAuth;
+use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
 pub use error::IngestError;
 pub use publisher::ReportPublisher;
@@ -37,7 +39,22 @@ pub use settings::Settings;
 /// broker is down.
 pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     let publisher = ReportPublisher::new(&settings).await?;
-    Ok(routes::router(publisher, settings.max_body_bytes))
+    match &settings.ingest_auth {
+        IngestAuth::Open => tracing::warn!(
+            "INGEST_OPEN=true: reports are accepted without an API key; anyone who can reach \
+             this service can make it email and text arbitrary addresses"
+        ),
+        IngestAuth::Keys(keys) => {
+            tracing::info!(labs = ?keys.labs().collect::<Vec<_>>(), "reports require an API key")
+        }
+    }
+    let router = routes::router(publisher, settings.max_body_bytes, settings.ingest_auth);
+    // A report waits for at most one publish, plus room to read its body.
+    Ok(Limits {
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: settings.publish_timeout + std::time::Duration::from_secs(5),
+    }
+    .apply(router))
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
@@ -60,12 +77,10 @@ pub async fn run(
     tracing::info!(%addr, "lab-report-service listening");
 
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = draining.send(());
-        })
-        .into_future();
+    let server = labrelay_contract::serve::serve(listener, app, async move {
+        shutdown.await;
+        let _ = draining.send(());
+    });
     let mut server = std::pin::pin!(server);
     tokio::select! {
         biased;

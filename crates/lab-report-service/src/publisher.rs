@@ -32,6 +32,8 @@ use crate::settings::Settings;
 
 /// The attribute naming the report on every message.
 pub const REPORT_ID_ATTRIBUTE: &str = "reportId";
+/// The attribute naming the lab that posted the report.
+pub const LAB_ATTRIBUTE: &str = "lab";
 
 /// Why a report was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +84,20 @@ impl ReportPublisher {
 
     /// Publishes the report and resolves once the broker has stored it,
     /// returning its message id.
-    pub async fn publish(&self, report: &LabReport) -> Result<String, PublishFailure> {
+    /// `lab` is the name of the lab whose key authenticated the request,
+    /// carried as attribute `lab`.
+    pub async fn publish(
+        &self,
+        report: &LabReport,
+        lab: Option<&str>,
+    ) -> Result<String, PublishFailure> {
+        let mut attributes = vec![(REPORT_ID_ATTRIBUTE, report.id.to_string())];
+        if let Some(lab) = lab {
+            attributes.push((LAB_ATTRIBUTE, lab.to_string()));
+        }
         let message = Message::new()
             .set_data(report.to_json())
-            .set_attributes([(REPORT_ID_ATTRIBUTE, report.id.to_string())]);
+            .set_attributes(attributes);
         match tokio::time::timeout(self.timeout, self.publisher.publish(message)).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(PublishFailure::TimedOut(self.timeout)),

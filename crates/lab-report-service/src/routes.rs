@@ -9,6 +9,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
+use labrelay_contract::ingest_auth::IngestAuth;
 
 use crate::error::IngestError;
 use crate::publisher::ReportPublisher;
@@ -16,12 +17,18 @@ use crate::publisher::ReportPublisher;
 struct AppState {
     publisher: ReportPublisher,
     max_body_bytes: usize,
+    ingest_auth: IngestAuth,
 }
 
-pub(crate) fn router(publisher: ReportPublisher, max_body_bytes: usize) -> Router {
+pub(crate) fn router(
+    publisher: ReportPublisher,
+    max_body_bytes: usize,
+    ingest_auth: IngestAuth,
+) -> Router {
     let state = Arc::new(AppState {
         publisher,
         max_body_bytes,
+        ingest_auth,
     });
     Router::new()
         .route("/", post(ingest))
@@ -41,10 +48,20 @@ async fn ingest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, IngestError> {
-    let (report_id, result) = match receive(&state, &headers, body) {
+    // The key is checked before the body is looked at.
+    let lab = match &state.ingest_auth {
+        IngestAuth::Open => Ok(None),
+        IngestAuth::Keys(keys) => keys
+            .check(&headers)
+            .map(Some)
+            .map_err(IngestError::Unauthorized),
+    };
+    let lab_name = lab.as_ref().ok().copied().flatten();
+    let received = lab.and_then(|lab| Ok((lab, receive(&state, &headers, body)?)));
+    let (report_id, result) = match received {
         Err(error) => (None, Err(error)),
-        Ok(report) => {
-            let stored = state.publisher.publish(&report).await;
+        Ok((lab, report)) => {
+            let stored = state.publisher.publish(&report, lab).await;
             (
                 Some(report.id.to_string()),
                 stored.map_err(IngestError::Unavailable),
@@ -54,7 +71,13 @@ async fn ingest(
     let report_id = report_id.as_deref();
     match &result {
         Ok(message_id) => {
-            tracing::info!(report_id, message_id, outcome = "stored", "report accepted");
+            tracing::info!(
+                report_id,
+                message_id,
+                lab = lab_name,
+                outcome = "stored",
+                "report accepted"
+            );
         }
         Err(error @ IngestError::Unavailable(cause)) => {
             tracing::warn!(
@@ -68,6 +91,7 @@ async fn ingest(
         Err(error) => {
             tracing::info!(
                 report_id,
+                lab = lab_name,
                 outcome = "rejected",
                 status = error.status().as_u16(),
                 reason = %error.reason(),

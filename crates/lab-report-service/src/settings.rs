@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use labrelay_contract::ingest_auth::IngestAuth;
 
 /// The project used when neither `PUBSUB_PROJECT_ID` nor
 /// `GOOGLE_CLOUD_PROJECT` is set.
@@ -38,6 +39,11 @@ pub struct Settings {
     /// (`PUBLISH_BATCH_DELAY_MS`, default 0: sent on the next timer tick,
     /// batched only with reports that arrived in the same instant).
     pub batch_delay: Duration,
+    /// Who may post reports (`INGEST_API_KEYS_FILE`, `INGEST_API_KEYS`,
+    /// `INGEST_OPEN`; see [`labrelay_contract::ingest_auth`]). Read from the
+    /// environment, keys are required unless `INGEST_OPEN=true`; the
+    /// [`Default`] for code and tests is open.
+    pub ingest_auth: IngestAuth,
 }
 
 impl Default for Settings {
@@ -49,6 +55,7 @@ impl Default for Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             batch_delay: Duration::ZERO,
+            ingest_auth: IngestAuth::Open,
         }
     }
 }
@@ -108,6 +115,7 @@ impl Settings {
                     )
                 })?,
         };
+        let ingest_auth = IngestAuth::from_vars(get)?;
         let settings = Settings {
             project,
             topic,
@@ -115,6 +123,7 @@ impl Settings {
             max_body_bytes,
             publish_timeout,
             batch_delay,
+            ingest_auth,
         };
         settings.emulator_endpoint()?;
         Ok(settings)

@@ -3,13 +3,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
 use labrelay_lab_report_service::Settings;
 
+/// Settings from `vars`, open to every caller unless they set `INGEST_*`.
 fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
-    let vars: HashMap<String, String> = vars
+    let mut vars: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if !vars.keys().any(|k| k.starts_with("INGEST_")) {
+        vars.insert("INGEST_OPEN".into(), "true".into());
+    }
     Settings::from_vars(|name| vars.get(name).cloned())
 }
 
@@ -25,7 +30,7 @@ fn defaults_without_any_variable() {
     assert_eq!(settings.emulator_host, None, "unset: Google Cloud with ADC");
     assert_eq!(settings.emulator_endpoint().unwrap(), None);
     assert_eq!(settings.max_body_bytes, 1_048_576);
-    assert_eq!(settings.publish_timeout, Duration::from_secs(10));
+    assert_eq!(settings.publish_timeout, Duration::from_secs(8));
     assert_eq!(settings.batch_delay, Duration::ZERO);
     assert_eq!(settings, Settings::default());
 }
@@ -98,6 +103,7 @@ fn every_variable_is_read() {
             max_body_bytes: 4096,
             publish_timeout: Duration::from_millis(2500),
             batch_delay: Duration::from_millis(3),
+            ingest_auth: IngestAuth::Open,
         }
     );
     assert_eq!(settings.topic_name(), "projects/p/topics/reports");
@@ -123,4 +129,20 @@ fn bad_values_are_refused_naming_the_variable() {
             "{name}={value}: {error:#}"
         );
     }
+}
+
+#[test]
+fn refuses_to_start_without_keys_unless_told_to_run_open() {
+    let error = from(&[("INGEST_OPEN", "false")]).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("INGEST_API_KEYS"), "{message}");
+    assert!(message.contains("INGEST_OPEN=true"), "{message}");
+
+    let entry = format!("idexx:{}", hash_key("k1"));
+    let settings = from(&[("INGEST_API_KEYS", &entry)]).unwrap();
+    let IngestAuth::Keys(keys) = &settings.ingest_auth else {
+        panic!("keys expected")
+    };
+    assert_eq!(keys.lab_of("k1"), Some("idexx"));
+    assert!(!format!("{settings:?}").contains(&hash_key("k1")));
 }

@@ -39,12 +39,29 @@ pub use labrelay_contract::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
 pub use settings::{Channel, OutboxSettings, Settings, TwilioSender, TwilioSettings};
 
+/// A push waits for at most one Twilio request (or file write), plus room
+/// to read it.
+fn limits(channel: &Channel) -> labrelay_contract::limits::Limits {
+    let send = match channel {
+        Channel::Twilio(twilio) => twilio.timeout,
+        Channel::Outbox(_) => settings::DEFAULT_TWILIO_TIMEOUT,
+    };
+    labrelay_contract::limits::Limits {
+        max_in_flight: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: send + std::time::Duration::from_secs(5),
+    }
+}
+
 /// The service as a router, ready to serve or to test with `oneshot`.
 /// Fails on invalid settings or an outbox directory that cannot be created.
 pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     let transport = transport::Transport::new(&settings)?;
     tracing::debug!(channel = %transport.describe(), "sms-service built");
-    Ok(routes::router(transport))
+    Ok(routes::router(
+        transport,
+        settings.push_auth,
+        limits(&settings.channel),
+    ))
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
@@ -60,8 +77,8 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     tracing::info!(%address, channel = %transport.describe(), "sms-service listening");
-    axum::serve(listener, routes::router(transport))
-        .with_graceful_shutdown(shutdown)
+    let router = routes::router(transport, settings.push_auth, limits(&settings.channel));
+    labrelay_contract::serve::serve(listener, router, shutdown)
         .await
         .context("serving the sms-service")?;
     tracing::info!("sms-service stopped");

@@ -8,7 +8,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
+use labrelay_contract::limits::Limits;
 use labrelay_contract::push::PushEnvelope;
+use labrelay_contract::push_auth::PushAuth;
 use tracing::Instrument as _;
 
 use crate::notice;
@@ -20,12 +22,14 @@ use crate::transport::{Sms, Transport};
 /// in its envelope.
 const MAX_PUSH_BYTES: usize = 2 * 1024 * 1024;
 
-pub(crate) fn router(transport: Transport) -> Router {
-    Router::new()
-        .route("/", post(push))
+pub(crate) fn router(transport: Transport, push_auth: PushAuth, limits: Limits) -> Router {
+    let pushes = Router::new().route("/", post(push));
+    let router = push_auth
+        .protect(pushes)
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
-        .with_state(Arc::new(transport))
+        .with_state(Arc::new(transport));
+    limits.apply(router)
 }
 
 async fn healthz() -> &'static str {

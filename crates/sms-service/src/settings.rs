@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 
 use crate::phone::PhoneNumber;
@@ -29,6 +30,10 @@ pub const DEFAULT_OUTBOX_FROM: &str = "labrelay";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub channel: Channel,
+    /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
+    /// [`labrelay_contract::push_auth`]). Verified by default when read
+    /// from the environment; off in the constructors for code and tests.
+    pub push_auth: PushAuth,
 }
 
 /// How messages leave the service.
@@ -74,6 +79,7 @@ impl Settings {
                 dir: dir.into(),
                 from: DEFAULT_OUTBOX_FROM.to_string(),
             }),
+            push_auth: PushAuth::Off,
         }
     }
 
@@ -87,6 +93,7 @@ impl Settings {
                 api_base: DEFAULT_TWILIO_API_BASE.to_string(),
                 timeout: DEFAULT_TWILIO_TIMEOUT,
             }),
+            push_auth: PushAuth::Off,
         }
     }
 
@@ -111,7 +118,8 @@ impl Settings {
                 "no SMS channel configured: set SMS_URL=file:///path/to/dir for a directory outbox, or TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM (or TWILIO_MESSAGING_SERVICE_SID) for Twilio"
             ),
         };
-        let settings = Settings { channel };
+        let push_auth = PushAuth::from_vars(&get)?;
+        let settings = Settings { channel, push_auth };
         settings.validate()?;
         Ok(settings)
     }
@@ -238,11 +246,16 @@ mod tests {
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
+    /// Settings from `vars`, with push verification off unless they set a
+    /// `PUSH_*` variable.
     fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        let vars: HashMap<String, String> = vars
+        let mut vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if !vars.keys().any(|k| k.starts_with("PUSH_")) {
+            vars.insert("PUSH_AUTH".into(), "off".into());
+        }
         Settings::from_vars(|name| vars.get(name).cloned())
     }
 
@@ -260,6 +273,24 @@ mod tests {
         };
         assert_eq!(outbox.dir, PathBuf::from("/tmp/my outbox"));
         assert_eq!(outbox.from, "+15550000000");
+    }
+
+    #[test]
+    fn verifies_pushes_unless_told_not_to() {
+        let url = ("SMS_URL", "file:///tmp/sms");
+        let error = from(&[url, ("PUSH_AUTH", "verify")]).unwrap_err();
+        assert!(error.to_string().contains("PUSH_AUDIENCE"), "{error}");
+        let settings = from(&[
+            url,
+            ("PUSH_AUDIENCE", "https://sms-service-abc-uc.a.run.app/"),
+            (
+                "PUSH_ALLOWED_SERVICE_ACCOUNTS",
+                "pubsub-cloud-run-invoker@p.iam.gserviceaccount.com",
+            ),
+        ])
+        .unwrap();
+        assert!(matches!(settings.push_auth, PushAuth::Verify(_)));
+        assert_eq!(from(&[url]).unwrap().push_auth, PushAuth::Off);
     }
 
     #[test]

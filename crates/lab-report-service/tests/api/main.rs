@@ -2,6 +2,7 @@
 
 mod helpers;
 mod ingest;
+mod keys;
 mod logging;
 mod outage;
 mod rejections;

@@ -7,7 +7,12 @@ use crate::helpers::*;
 
 fn outbox_settings(dir: &Path) -> Settings {
     let url = format!("file://{}", dir.display());
-    Settings::from_vars(|name| (name == "SMS_URL").then(|| url.clone())).unwrap()
+    Settings::from_vars(|name| match name {
+        "SMS_URL" => Some(url.clone()),
+        "PUSH_AUTH" => Some("off".into()),
+        _ => None,
+    })
+    .unwrap()
 }
 
 /// Every entry of `dir`, hidden temporary files included.

@@ -1,0 +1,170 @@
+//! What a full run writes to its logs: `labrelay up` at RUST_LOG=info, with a
+//! real SMTP server that wants a password and a Twilio stand-in that wants a
+//! token, reports posted and delivered, then a clean stop. Nothing the
+//! reports said about the owner (address, phone), no test result and no
+//! credential may appear in anything the process printed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use labrelay_testkit::smtp::SmtpSink;
+use labrelay_testkit::twilio::TwilioStandIn;
+use serde_json::json;
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TWILIO_TOKEN: &str = "twilio-token-must-not-be-logged";
+const SMTP_USER: &str = "results-mailer";
+const SMTP_PASSWORD: &str = "smtp-password-must-not-be-logged";
+
+/// Waits for `path` to contain `needle`, for at most 30 s.
+fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_logs_no_personal_data_and_no_secrets() {
+    let smtp = SmtpSink::start_with_auth(SMTP_USER, SMTP_PASSWORD)
+        .await
+        .unwrap();
+    let twilio = TwilioStandIn::start(SID, TWILIO_TOKEN).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let stdout_path = data.path().join("up.stdout");
+    let stderr_path = data.path().join("up.stderr");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args(["up", "--data-dir"])
+        .arg(data.path().join("data"))
+        .args([
+            "--broker-port",
+            "0",
+            "--lab-report-port",
+            "0",
+            "--email-port",
+            "0",
+            "--sms-port",
+            "0",
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .env_remove("PUSH_AUTH")
+        .env_remove("INGEST_OPEN")
+        .env("SMTP_URL", smtp.url())
+        .env("SMTP_USERNAME", SMTP_USER)
+        .env("SMTP_PASSWORD", SMTP_PASSWORD)
+        .env("TWILIO_ACCOUNT_SID", SID)
+        .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+        .env("TWILIO_FROM", "+15550001111")
+        .env("TWILIO_API_BASE", twilio.base_url())
+        .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
+        .spawn()
+        .unwrap();
+
+    let banner = wait_for_text(&stdout_path, "Ctrl-C");
+    let lab_url = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("lab-report-service"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no lab-report-service URL in {banner}"))
+        .to_string();
+    let api_key = std::fs::read_to_string(data.path().join("data/ingest-api-key")).unwrap();
+
+    // Reports with values that cannot turn up in a log by chance.
+    let reports: Vec<_> = (1..=3)
+        .map(|n| {
+            json!({
+                "id": format!("LOGS-{n}"),
+                "clinic": {"name": "Pet Theory Downtown", "phone": "+15559870000"},
+                "pet": {"name": "Biscuit", "species": "dog"},
+                "owner": {
+                    "name": format!("Owner Zyxwv{n}"),
+                    "email": format!("owner.zyxwv{n}@example.com"),
+                    "phone": format!("+1555314159{n}"),
+                },
+                "tests": [
+                    {"name": "ALT", "value": 9876.5 + f64::from(n), "unit": "U/L", "range": "10-100", "flag": "high"},
+                    {"name": "Heartworm antigen", "value": format!("qwerty-positive-{n}"), "flag": "abnormal"},
+                ],
+                "issuedAt": "2026-11-24T10:00:00Z",
+            })
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    for report in &reports {
+        let response = http
+            .post(&lab_url)
+            .bearer_auth(api_key.trim())
+            .json(report)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    smtp.wait_for_messages(3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    twilio
+        .wait_for_messages(3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // One report that is rejected, to cover the rejection log lines too.
+    let rejected = http
+        .post(&lab_url)
+        .bearer_auth(api_key.trim())
+        .json(&json!({"id": {"nested": "owner.zyxwv9@example.com"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 400);
+
+    Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(up.wait().unwrap().success());
+
+    let logs = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&stdout_path).unwrap(),
+        std::fs::read_to_string(&stderr_path).unwrap()
+    );
+    assert!(
+        logs.contains("report accepted"),
+        "info logs were captured: {logs}"
+    );
+    assert!(logs.contains("push handled"), "{logs}");
+    assert_eq!(
+        logs.matches("push requests must carry a valid OIDC token")
+            .count(),
+        2,
+        "both push services verify tokens under `up`: {logs}"
+    );
+    assert!(logs.contains("reports require an API key"), "{logs}");
+    let mut forbidden = vec![
+        SMTP_PASSWORD.to_string(),
+        TWILIO_TOKEN.to_string(),
+        "owner.zyxwv9@example.com".to_string(),
+        "+15559870000".to_string(),
+        "Zyxwv".to_string(),
+        "9876".to_string(),
+        "qwerty-positive".to_string(),
+    ];
+    for n in 1..=3 {
+        forbidden.push(format!("owner.zyxwv{n}@example.com"));
+        forbidden.push(format!("+1555314159{n}"));
+        forbidden.push(format!("555314159{n}"));
+    }
+    for needle in forbidden {
+        assert!(
+            !logs.contains(&needle),
+            "the logs contain {needle:?}:\n{logs}"
+        );
+    }
+}
