@@ -75,9 +75,16 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
         let defaults = Settings::default();
-        let project = get("PUBSUB_PROJECT_ID")
-            .or_else(|| get("GOOGLE_CLOUD_PROJECT"))
-            .unwrap_or(defaults.project);
+        let project = get("PUBSUB_PROJECT_ID").or_else(|| get("GOOGLE_CLOUD_PROJECT"));
+        // Cloud Run does not set the project; publishing to the local default
+        // there would fail on every report, so refuse to start instead.
+        if project.is_none() && get("K_SERVICE").is_some() && get("PUBSUB_EMULATOR_HOST").is_none()
+        {
+            bail!(
+                "set GOOGLE_CLOUD_PROJECT (or PUBSUB_PROJECT_ID): Cloud Run does not provide the project id"
+            );
+        }
+        let project = project.unwrap_or(defaults.project);
         let topic = get("LAB_REPORT_TOPIC").unwrap_or(defaults.topic);
         if topic.contains('/') {
             bail!("LAB_REPORT_TOPIC must be a topic id such as `new-lab-report`, not {topic:?}");

@@ -63,6 +63,26 @@ fn project_precedence() {
 }
 
 #[test]
+fn on_cloud_run_the_project_must_be_given() {
+    let error = from(&[("K_SERVICE", "lab-report-service")]).unwrap_err();
+    assert!(
+        error.to_string().contains("GOOGLE_CLOUD_PROJECT"),
+        "{error}"
+    );
+    let given = from(&[
+        ("K_SERVICE", "lab-report-service"),
+        ("GOOGLE_CLOUD_PROJECT", "clinic"),
+    ]);
+    assert_eq!(given.unwrap().project, "clinic");
+    // With a local broker, the local default project is fine.
+    let local = from(&[
+        ("K_SERVICE", "x"),
+        ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
+    ]);
+    assert_eq!(local.unwrap().project, "labrelay-local");
+}
+
+#[test]
 fn emulator_host() {
     let cases: &[(Option<&str>, Option<&str>)] = &[
         (None, None),
