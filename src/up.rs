@@ -45,6 +45,17 @@ fn file_url(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("file://{}", dir.display()))
 }
 
+/// `NOTIFY_LOG` for the service whose own directory under the data dir is
+/// `dir`: `sqlite://<dir>/notifications.sqlite3`.
+fn notify_log_url(dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    Ok(format!(
+        "sqlite://{}",
+        dir.join("notifications.sqlite3").display()
+    ))
+}
+
 /// Reads the process environment, with `defaults` for what it does not set
 /// and `fixed` for what this run decides whatever the environment says.
 fn env_with(
@@ -259,15 +270,20 @@ pub async fn run(
         lab_settings.ingest_auth = IngestAuth::Keys(keys.clone().with_key(LOCAL_LAB, &api_key));
     }
     let email_settings = labrelay_email_service::Settings::from_vars(env_with(
-        vec![("SMTP_URL", file_url(&email_outbox)?)],
+        vec![
+            ("SMTP_URL", file_url(&email_outbox)?),
+            (
+                "NOTIFY_LOG",
+                notify_log_url(&data_dir.join("email-service"))?,
+            ),
+        ],
         push_auth_vars(&project, &issuer, broker_addr, email_addr),
     ))?;
     let twilio = std::env::var_os("TWILIO_ACCOUNT_SID").is_some();
-    let sms_defaults = if twilio {
-        vec![]
-    } else {
-        vec![("SMS_URL", file_url(&sms_outbox)?)]
-    };
+    let mut sms_defaults = vec![("NOTIFY_LOG", notify_log_url(&data_dir.join("sms-service"))?)];
+    if !twilio {
+        sms_defaults.push(("SMS_URL", file_url(&sms_outbox)?));
+    }
     let sms_settings = labrelay_sms_service::Settings::from_vars(env_with(
         sms_defaults,
         push_auth_vars(&project, &issuer, broker_addr, sms_addr),

@@ -14,12 +14,15 @@
 //!   kept as SHA-256 hashes and compared in constant time.
 //! - [`limits`]: the concurrency limit (503) and request timeout (408) every
 //!   service puts in front of its routes.
+//! - [`notify_log`]: which notifications were sent (report id, channel,
+//!   content hash), so redeliveries do not notify twice; SQLite-backed.
 //! - [`serve`]: serving a router with a header-read timeout and graceful
 //!   shutdown.
 //! - [`secret`]: credentials read from the environment, never printed.
 
 pub mod ingest_auth;
 pub mod limits;
+pub mod notify_log;
 pub mod push;
 pub mod push_auth;
 pub mod report;

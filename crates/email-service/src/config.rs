@@ -37,6 +37,9 @@ pub struct Settings {
     /// [`labrelay_contract::push_auth`]). Verified by default when read
     /// from the environment; off in [`Settings::new`], for code and tests.
     pub push_auth: PushAuth,
+    /// The notification log (`NOTIFY_LOG=sqlite:///path`): emails already
+    /// sent are not sent again. `None` (the default): every push sends.
+    pub notify_log: Option<PathBuf>,
 }
 
 /// Where messages go.
@@ -86,6 +89,7 @@ impl fmt::Debug for Settings {
             .field("reply_to", &self.reply_to.as_ref().map(Mailbox::to_string))
             .field("send_timeout", &self.send_timeout)
             .field("push_auth", &self.push_auth)
+            .field("notify_log", &self.notify_log)
             .finish()
     }
 }
@@ -99,6 +103,7 @@ impl Settings {
             reply_to: None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             push_auth: PushAuth::Off,
+            notify_log: None,
         }
     }
 
@@ -117,6 +122,8 @@ impl Settings {
     ///   file holding the password; one trailing newline is ignored).
     /// - `EMAIL_FROM` (default [`DEFAULT_FROM`]), `EMAIL_REPLY_TO`.
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
+    /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` records every email sent
+    ///   and does not send it again; unset or `off`: no log.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let url = get("SMTP_URL")
@@ -149,6 +156,7 @@ impl Settings {
         if let Some(secs) = get("SMTP_TIMEOUT_SECS") {
             settings.send_timeout = parse_timeout(&secs)?;
         }
+        settings.notify_log = labrelay_contract::notify_log::setting_from_vars(get)?;
         settings.push_auth = PushAuth::from_vars(get)?;
         Ok(settings)
     }

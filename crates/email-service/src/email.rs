@@ -10,7 +10,6 @@ use labrelay_contract::LabReport;
 use lettre::Message;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use sha2::{Digest, Sha256};
 
 use crate::render::{self, one_line};
 
@@ -56,6 +55,9 @@ pub struct Email {
     pub message: Message,
     /// `<hex@labrelay>`, as in the header.
     pub message_id: String,
+    /// Hex SHA-256 of report id, recipient and content (the Message-ID is
+    /// its first half).
+    pub content_hash: String,
 }
 
 impl Email {
@@ -78,7 +80,8 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     let Recipient(to) = Recipient::from_report(report)?;
     let rendered = render::render(report)?;
     let report_id = one_line(&report.id.to_string()).unwrap_or_default();
-    let message_id = message_id(&report_id, to.email.as_ref(), &rendered);
+    let content_hash = content_hash(&report_id, to.email.as_ref(), &rendered);
+    let message_id = message_id(&content_hash);
 
     let mut builder = Message::builder()
         .from(sender.from.clone())
@@ -97,29 +100,26 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     Ok(Email {
         message,
         message_id,
+        content_hash,
     })
 }
 
-/// `<{first 32 hex digits of sha256(report id, recipient, content)}@labrelay>`.
-fn message_id(report_id: &str, recipient: &str, rendered: &render::Rendered) -> String {
-    let mut hash = Sha256::new();
-    // Each field is length-prefixed so no two inputs hash alike.
-    for field in [
+/// SHA-256 (hex) of the report id, the recipient and the rendered content:
+/// what identifies this notification in the notification log.
+fn content_hash(report_id: &str, recipient: &str, rendered: &render::Rendered) -> String {
+    labrelay_contract::notify_log::content_hash(&[
         "labrelay-email/1",
         report_id,
         recipient,
         &rendered.subject,
         &rendered.text,
         &rendered.html,
-    ] {
-        hash.update((field.len() as u64).to_be_bytes());
-        hash.update(field.as_bytes());
-    }
-    let hex: String = hash.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("<{hex}@labrelay>")
+    ])
+}
+
+/// `<{first 32 hex digits of the content hash}@labrelay>`.
+fn message_id(content_hash: &str) -> String {
+    format!("<{}@labrelay>", &content_hash[..32])
 }
 
 /// `X-Report-Id`: which report a message tells about.

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::ReportError;
+use labrelay_contract::notify_log::{Dedupe, NotificationKey, SentRecord};
 use labrelay_contract::push::{DecodeError, PushEnvelope};
 use lettre::message::Mailbox;
 use tracing::Instrument as _;
@@ -28,6 +29,8 @@ pub struct Service {
     pub from: Mailbox,
     pub reply_to: Option<Mailbox>,
     pub send_timeout: Duration,
+    /// The notification log, when `NOTIFY_LOG` is set.
+    pub dedupe: Option<Dedupe>,
 }
 
 /// A push handled to the end.
@@ -35,6 +38,8 @@ pub struct Service {
 pub enum Outcome {
     /// Delivered to the SMTP server or written to the outbox.
     Sent { email_message_id: String },
+    /// The notification log says this email was sent before: not sent again.
+    Duplicate { email_message_id: String },
     /// Nothing to send for this report.
     Skipped { reason: &'static str },
 }
@@ -56,7 +61,9 @@ pub enum Failure {
 /// The HTTP status for each result of a push.
 pub fn status_of(result: &Result<Outcome, Failure>) -> StatusCode {
     match result {
-        Ok(Outcome::Sent { .. } | Outcome::Skipped { .. }) => StatusCode::NO_CONTENT,
+        Ok(Outcome::Sent { .. } | Outcome::Duplicate { .. } | Outcome::Skipped { .. }) => {
+            StatusCode::NO_CONTENT
+        }
         Err(Failure::Malformed(_)) => StatusCode::BAD_REQUEST,
         Err(Failure::Permanent(_)) => StatusCode::UNPROCESSABLE_ENTITY,
         Err(Failure::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,9 +143,45 @@ async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, F
         }
     };
 
-    match service.mailer.send(&email, service.send_timeout).await {
+    let Some(dedupe) = &service.dedupe else {
+        return send(service, &email).await;
+    };
+    let key = NotificationKey {
+        report_id: report.id.to_string(),
+        channel: "email",
+        content_hash: email.content_hash.clone(),
+    };
+    // Held across lookup, send and record: a concurrent delivery of the
+    // same email waits here and then finds the record.
+    let _guard = dedupe.lock(&key).await;
+    match dedupe.already_sent(&key).await {
+        Ok(Some(_)) => {
+            return Ok(Outcome::Duplicate {
+                email_message_id: email.message_id,
+            });
+        }
+        Ok(None) => {}
+        Err(err) => {
+            // Sending without knowing could notify twice; let the broker retry.
+            tracing::error!(error = ?err, "reading the notification log failed");
+            return Err(Failure::Transient(
+                "the notification log cannot be read now".into(),
+            ));
+        }
+    }
+    let outcome = send(service, &email).await?;
+    let record = SentRecord::now(Some(email.message_id.clone()));
+    if let Err(err) = dedupe.record_sent(&key, record).await {
+        // The email went out: acknowledge it; a redelivery would send it again.
+        tracing::error!(error = ?err, email_message_id = %email.message_id, "recording the sent email failed");
+    }
+    Ok(outcome)
+}
+
+async fn send(service: &Service, email: &email::Email) -> Result<Outcome, Failure> {
+    match service.mailer.send(email, service.send_timeout).await {
         Ok(()) => Ok(Outcome::Sent {
-            email_message_id: email.message_id,
+            email_message_id: email.message_id.clone(),
         }),
         Err(err) => {
             tracing::debug!(error = ?err.source, email_message_id = %email.message_id, "delivery failed");
@@ -158,6 +201,14 @@ fn log_result(result: &Result<Outcome, Failure>) {
     match result {
         Ok(Outcome::Sent { email_message_id }) => {
             tracing::info!(outcome = "sent", status, email_message_id = %email_message_id, "push handled")
+        }
+        Ok(Outcome::Duplicate { email_message_id }) => {
+            tracing::info!(
+                outcome = "duplicate",
+                status,
+                email_message_id = %email_message_id,
+                "push handled: duplicate, not sent again"
+            )
         }
         Ok(Outcome::Skipped { reason }) => {
             tracing::info!(outcome = "skipped", status, reason, "push handled")
@@ -203,6 +254,12 @@ mod tests {
         let cases = [
             (
                 Ok(Outcome::Sent {
+                    email_message_id: "<x@labrelay>".into(),
+                }),
+                204,
+            ),
+            (
+                Ok(Outcome::Duplicate {
                     email_message_id: "<x@labrelay>".into(),
                 }),
                 204,

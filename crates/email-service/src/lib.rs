@@ -21,6 +21,16 @@
 //! - `http`: the push and health handlers, and the one mapping from a
 //!   push's outcome to its HTTP status.
 //!
+//! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
+//! (report id, channel `email`, SHA-256 of recipient and content; see
+//! [`labrelay_contract::notify_log`]) and a push whose email is already
+//! recorded is acknowledged without sending, whether it is a redelivery or
+//! the lab posting the same report again. A corrected report (other
+//! content) is sent. The one duplicate left: the service dies (or the
+//! record fails) after the SMTP server accepted the message and before the
+//! record is committed; the broker redelivers and the owner gets the same
+//! email again, with the same Message-ID.
+//!
 //! [`app`] builds the router from [`Settings`]; [`run`] serves it on an
 //! already-bound listener until a shutdown future completes.
 
@@ -64,6 +74,7 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         from: settings.from,
         reply_to: settings.reply_to,
         send_timeout: settings.send_timeout,
+        dedupe: open_notify_log(settings.notify_log.as_deref())?,
     });
     let pushes = Router::new().route("/", post(http::push));
     let router = settings
@@ -81,6 +92,18 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
     Ok((router, service))
 }
 
+fn open_notify_log(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<labrelay_contract::notify_log::Dedupe>> {
+    let Some(path) = path else {
+        tracing::warn!("NOTIFY_LOG is not set: a redelivered push sends its email again");
+        return Ok(None);
+    };
+    let dedupe = labrelay_contract::notify_log::Dedupe::sqlite(path)
+        .context("opening the notification log (NOTIFY_LOG)")?;
+    Ok(Some(dedupe))
+}
+
 /// Serves the email-service on `listener` until `shutdown` completes, then
 /// stops accepting, lets in-flight pushes finish (each is bounded by the
 /// send timeout) and closes pooled SMTP connections.
@@ -93,7 +116,11 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
-    tracing::info!(%addr, delivery = %service.mailer.describe(), "email-service listening");
+    let notify_log = service
+        .dedupe
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |d| d.describe());
+    tracing::info!(%addr, delivery = %service.mailer.describe(), %notify_log, "email-service listening");
     labrelay_contract::serve::serve(listener, router, shutdown)
         .await
         .context("serving HTTP")?;

@@ -10,6 +10,15 @@
 //! mark a push that can never succeed, which the broker dead-letters after
 //! its attempts.
 //!
+//! Duplicates: with `NOTIFY_LOG` set, every SMS sent is recorded (report
+//! id, channel `sms`, SHA-256 of number and text; see
+//! [`labrelay_contract::notify_log`]) and a push whose SMS is already
+//! recorded is acknowledged (204) without sending, whether it is a
+//! redelivery or the lab posting the same report again; a corrected report
+//! whose text differs is sent. The one duplicate left: the service dies (or
+//! the record fails) after Twilio accepted the message and before the
+//! record is committed; the broker redelivers and the owner gets it twice.
+//!
 //! Layout:
 //! - [`settings`]: typed settings from the environment or from code.
 //! - [`phone`]: [`PhoneNumber`], E.164, parsed once.
@@ -57,11 +66,27 @@ fn limits(channel: &Channel) -> labrelay_contract::limits::Limits {
 pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     let transport = transport::Transport::new(&settings)?;
     tracing::debug!(channel = %transport.describe(), "sms-service built");
-    Ok(routes::router(
+    let service = routes::Service {
         transport,
+        dedupe: open_notify_log(settings.notify_log.as_deref())?,
+    };
+    Ok(routes::router(
+        service,
         settings.push_auth,
         limits(&settings.channel),
     ))
+}
+
+fn open_notify_log(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<labrelay_contract::notify_log::Dedupe>> {
+    let Some(path) = path else {
+        tracing::warn!("NOTIFY_LOG is not set: a redelivered push sends its SMS again");
+        return Ok(None);
+    };
+    let dedupe = labrelay_contract::notify_log::Dedupe::sqlite(path)
+        .context("opening the notification log (NOTIFY_LOG)")?;
+    Ok(Some(dedupe))
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
@@ -76,8 +101,13 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
-    tracing::info!(%address, channel = %transport.describe(), "sms-service listening");
-    let router = routes::router(transport, settings.push_auth, limits(&settings.channel));
+    let dedupe = open_notify_log(settings.notify_log.as_deref())?;
+    let notify_log = dedupe
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |d| d.describe());
+    tracing::info!(%address, channel = %transport.describe(), %notify_log, "sms-service listening");
+    let service = routes::Service { transport, dedupe };
+    let router = routes::router(service, settings.push_auth, limits(&settings.channel));
     labrelay_contract::serve::serve(listener, router, shutdown)
         .await
         .context("serving the sms-service")?;

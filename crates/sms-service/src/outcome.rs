@@ -3,10 +3,10 @@
 //!
 //! | outcome | HTTP | broker |
 //! | --- | --- | --- |
-//! | sent, skipped (no owner phone) | 204 | ack |
+//! | sent, skipped (no owner phone), duplicate (already in the notification log) | 204 | ack |
 //! | malformed envelope, base64 or report | 400 | retries, then dead-letters |
 //! | invalid E.164 number; Twilio refused the message (21211, 21610, 21614, other 4xx) | 422 | retries, then dead-letters |
-//! | Twilio 429 / 5xx / timeout / unreachable; outbox write failed | 503 | retries with backoff |
+//! | Twilio 429 / 5xx / timeout / unreachable; outbox write failed; notification log unreadable | 503 | retries with backoff |
 //! | Twilio refused our credentials or sender (401/20003, 21606, ...) | 503 | retries: an operator can fix it |
 
 use axum::Json;
@@ -21,6 +21,12 @@ pub(crate) enum Outcome {
     /// Sent; Twilio's message SID or the outbox file name.
     Sent(Option<String>),
     Skipped(&'static str),
+    /// Sent before, says the notification log (with the id recorded then):
+    /// not sent again.
+    Duplicate(Option<String>),
+    /// The notification log could not be read; sending blind could notify
+    /// twice.
+    LogUnavailable(anyhow::Error),
     Malformed(DecodeError),
     InvalidNumber(PhoneError),
     Failed(SendError),
@@ -37,7 +43,10 @@ pub(crate) struct PushInfo {
 impl Outcome {
     pub fn status(&self) -> StatusCode {
         match self {
-            Outcome::Sent(_) | Outcome::Skipped(_) => StatusCode::NO_CONTENT,
+            Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => {
+                StatusCode::NO_CONTENT
+            }
+            Outcome::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Malformed(_) => StatusCode::BAD_REQUEST,
             Outcome::InvalidNumber(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Outcome::Failed(error) => match error {
@@ -57,6 +66,8 @@ impl Outcome {
         match self {
             Outcome::Sent(_) => "sent",
             Outcome::Skipped(_) => "skipped",
+            Outcome::Duplicate(_) => "duplicate",
+            Outcome::LogUnavailable(_) => "notify_log_error",
             Outcome::Malformed(_) => "malformed",
             Outcome::InvalidNumber(_) => "invalid_number",
             Outcome::Failed(SendError::Refused { .. }) => "refused",
@@ -74,7 +85,8 @@ impl Outcome {
     /// data.
     fn public_error(&self) -> Option<String> {
         match self {
-            Outcome::Sent(_) | Outcome::Skipped(_) => None,
+            Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => None,
+            Outcome::LogUnavailable(_) => Some("the SMS could not be sent now; retry later".into()),
             Outcome::Malformed(error) => Some(error.to_string()),
             Outcome::InvalidNumber(error) => Some(format!("owner.phone {error}")),
             Outcome::Failed(error @ SendError::Refused { .. }) => Some(error.to_string()),
@@ -89,6 +101,8 @@ impl Outcome {
         match self {
             Outcome::Sent(_) => None,
             Outcome::Skipped(reason) => Some((*reason).to_string()),
+            Outcome::Duplicate(_) => Some("duplicate, not sent again".to_string()),
+            Outcome::LogUnavailable(error) => Some(format!("{error:#}")),
             Outcome::Malformed(error) => Some(
                 match error {
                     DecodeError::Envelope(_) => "the body is not a push envelope",
@@ -107,7 +121,7 @@ impl Outcome {
     /// to act). Never a phone number or the message body.
     pub fn log(&self, push: &PushInfo) {
         let (sent_id, twilio_code, retry_after) = match self {
-            Outcome::Sent(id) => (id.as_deref(), None, None),
+            Outcome::Sent(id) | Outcome::Duplicate(id) => (id.as_deref(), None, None),
             Outcome::Failed(error) => (
                 None,
                 error.twilio_code(),
@@ -177,6 +191,12 @@ mod tests {
         let cases = [
             (Outcome::Sent(Some("SM1".into())), 204, "sent"),
             (Outcome::Skipped("no owner phone"), 204, "skipped"),
+            (Outcome::Duplicate(Some("SM1".into())), 204, "duplicate"),
+            (
+                Outcome::LogUnavailable(anyhow::anyhow!("disk I/O error")),
+                503,
+                "notify_log_error",
+            ),
             (
                 Outcome::Malformed(DecodeError::Envelope("x".into())),
                 400,

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
 use labrelay_contract::limits::Limits;
+use labrelay_contract::notify_log::{Dedupe, NotificationKey, SentRecord, content_hash};
 use labrelay_contract::push::PushEnvelope;
 use labrelay_contract::push_auth::PushAuth;
 use tracing::Instrument as _;
@@ -22,13 +23,20 @@ use crate::transport::{Sms, Transport};
 /// in its envelope.
 const MAX_PUSH_BYTES: usize = 2 * 1024 * 1024;
 
-pub(crate) fn router(transport: Transport, push_auth: PushAuth, limits: Limits) -> Router {
+/// What the handlers share.
+pub(crate) struct Service {
+    pub transport: Transport,
+    /// The notification log, when `NOTIFY_LOG` is set.
+    pub dedupe: Option<Dedupe>,
+}
+
+pub(crate) fn router(service: Service, push_auth: PushAuth, limits: Limits) -> Router {
     let pushes = Router::new().route("/", post(push));
     let router = push_auth
         .protect(pushes)
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
-        .with_state(Arc::new(transport));
+        .with_state(Arc::new(service));
     limits.apply(router)
 }
 
@@ -36,7 +44,7 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn push(State(transport): State<Arc<Transport>>, body: Bytes) -> Response {
+async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response {
     let mut info = PushInfo::default();
     let outcome = match PushEnvelope::parse(&body) {
         Err(error) => Outcome::Malformed(error),
@@ -53,9 +61,7 @@ async fn push(State(transport): State<Arc<Transport>>, body: Bytes) -> Response 
                         message_id = %envelope.message.message_id,
                     );
                     info.report_id = Some(report_id);
-                    deliver(&transport, &envelope, &report)
-                        .instrument(span)
-                        .await
+                    deliver(&service, &envelope, &report).instrument(span).await
                 }
             }
         }
@@ -64,7 +70,7 @@ async fn push(State(transport): State<Arc<Transport>>, body: Bytes) -> Response 
     outcome.into_response()
 }
 
-async fn deliver(transport: &Transport, envelope: &PushEnvelope, report: &LabReport) -> Outcome {
+async fn deliver(service: &Service, envelope: &PushEnvelope, report: &LabReport) -> Outcome {
     let Some(raw) = report
         .owner
         .phone
@@ -84,7 +90,34 @@ async fn deliver(transport: &Transport, envelope: &PushEnvelope, report: &LabRep
         to: &to,
         body: &body,
     };
-    match transport.send(&sms).await {
+    let Some(dedupe) = &service.dedupe else {
+        return send(&service.transport, &sms).await;
+    };
+    let key = NotificationKey {
+        report_id: report.id.to_string(),
+        channel: "sms",
+        content_hash: content_hash(&["labrelay-sms/1", &report.id.to_string(), to.as_str(), &body]),
+    };
+    // Held across lookup, send and record: a concurrent delivery of the
+    // same SMS waits here and then finds the record.
+    let _guard = dedupe.lock(&key).await;
+    match dedupe.already_sent(&key).await {
+        Ok(Some(record)) => return Outcome::Duplicate(record.provider_id),
+        Ok(None) => {}
+        Err(error) => return Outcome::LogUnavailable(error),
+    }
+    let outcome = send(&service.transport, &sms).await;
+    if let Outcome::Sent(id) = &outcome
+        && let Err(error) = dedupe.record_sent(&key, SentRecord::now(id.clone())).await
+    {
+        // The SMS went out: acknowledge it; a redelivery would send it again.
+        tracing::error!(error = ?error, sent_id = id.as_deref(), "recording the sent SMS failed");
+    }
+    outcome
+}
+
+async fn send(transport: &Transport, sms: &Sms<'_>) -> Outcome {
+    match transport.send(sms).await {
         Ok(id) => Outcome::Sent(id),
         Err(error) => Outcome::Failed(error),
     }

@@ -34,6 +34,9 @@ pub struct Settings {
     /// [`labrelay_contract::push_auth`]). Verified by default when read
     /// from the environment; off in the constructors for code and tests.
     pub push_auth: PushAuth,
+    /// The notification log (`NOTIFY_LOG=sqlite:///path`): SMS already
+    /// sent are not sent again. `None` (the default): every push sends.
+    pub notify_log: Option<PathBuf>,
 }
 
 /// How messages leave the service.
@@ -80,6 +83,7 @@ impl Settings {
                 from: DEFAULT_OUTBOX_FROM.to_string(),
             }),
             push_auth: PushAuth::Off,
+            notify_log: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl Settings {
                 timeout: DEFAULT_TWILIO_TIMEOUT,
             }),
             push_auth: PushAuth::Off,
+            notify_log: None,
         }
     }
 
@@ -119,7 +124,12 @@ impl Settings {
             ),
         };
         let push_auth = PushAuth::from_vars(&get)?;
-        let settings = Settings { channel, push_auth };
+        let notify_log = labrelay_contract::notify_log::setting_from_vars(var)?;
+        let settings = Settings {
+            channel,
+            push_auth,
+            notify_log,
+        };
         settings.validate()?;
         Ok(settings)
     }

@@ -2,6 +2,7 @@
 //! (`labrelay_testkit::smtp`) and real directories, over real HTTP; plus a
 //! fast in-process tier that drives the router with `oneshot`.
 
+mod dedupe;
 mod handler;
 mod helpers;
 mod outbox;

@@ -1,0 +1,122 @@
+//! The notification log (`NOTIFY_LOG`) against a real SMTP server: a
+//! redelivery, a re-post and a restart send nothing twice; a corrected
+//! report is sent again.
+
+use labrelay_testkit::smtp::SmtpSink;
+
+use crate::helpers::{PATIENCE, TestApp, envelope, full_report, settings, spawn_app};
+
+async fn app_with_log(sink: &SmtpSink, log: &std::path::Path) -> TestApp {
+    let url = format!("sqlite://{}", log.display());
+    spawn_app(settings(&[("SMTP_URL", &sink.url()), ("NOTIFY_LOG", &url)])).await
+}
+
+/// Waits until the sink holds `n` messages, then a little longer to catch
+/// any extra one.
+async fn settled_count(sink: &SmtpSink, n: usize) -> usize {
+    sink.wait_for_messages(n, PATIENCE).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sink.messages().len()
+}
+
+#[tokio::test]
+async fn a_redelivered_push_and_a_repost_send_one_email() {
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_log(&sink, &dir.path().join("n.sqlite3")).await;
+    let report = full_report("LR-DUP-1");
+
+    assert_eq!(app.push(&envelope(&report, "2001", 1)).await.status(), 204);
+    // The broker redelivers the same message (lost ack).
+    assert_eq!(app.push(&envelope(&report, "2001", 2)).await.status(), 204);
+    // The lab posts the same report again: another Pub/Sub message.
+    assert_eq!(app.push(&envelope(&report, "2002", 1)).await.status(), 204);
+
+    assert_eq!(settled_count(&sink, 1).await, 1);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_message_send_one_email() {
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_log(&sink, &dir.path().join("n.sqlite3")).await;
+    let push = envelope(&full_report("LR-DUP-2"), "2101", 1);
+
+    let answers = push_concurrently(&app, &push, 5).await;
+    assert!(answers.iter().all(|s| *s == 204), "{answers:?}");
+    assert_eq!(settled_count(&sink, 1).await, 1);
+    app.shutdown().await.unwrap();
+}
+
+async fn push_concurrently(app: &TestApp, push: &serde_json::Value, n: usize) -> Vec<u16> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let addr = app.addr;
+        let body = push.to_string().into_bytes();
+        set.spawn(async move {
+            crate::helpers::http(addr, "POST", "/", &body)
+                .await
+                .unwrap()
+                .status
+        });
+    }
+    set.join_all().await
+}
+
+#[tokio::test]
+async fn a_corrected_report_is_sent_again() {
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_log(&sink, &dir.path().join("n.sqlite3")).await;
+    let report = full_report("LR-DUP-3");
+    let mut corrected = report.clone();
+    corrected["tests"][0]["value"] = serde_json::json!(43);
+
+    assert_eq!(app.push(&envelope(&report, "2201", 1)).await.status(), 204);
+    assert_eq!(
+        app.push(&envelope(&corrected, "2202", 1)).await.status(),
+        204
+    );
+    assert_eq!(
+        app.push(&envelope(&corrected, "2202", 2)).await.status(),
+        204
+    );
+
+    assert_eq!(settled_count(&sink, 2).await, 2);
+    let ids: Vec<_> = sink
+        .messages()
+        .iter()
+        .map(|m| m.message_id().map(String::from))
+        .collect();
+    assert_ne!(ids[0], ids[1], "a corrected report is another message");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_log_survives_a_restart() {
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("n.sqlite3");
+    let report = full_report("LR-DUP-4");
+
+    let app = app_with_log(&sink, &log).await;
+    assert_eq!(app.push(&envelope(&report, "2301", 1)).await.status(), 204);
+    app.shutdown().await.unwrap();
+
+    let app = app_with_log(&sink, &log).await;
+    assert_eq!(app.push(&envelope(&report, "2301", 2)).await.status(), 204);
+    assert_eq!(settled_count(&sink, 1).await, 1);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_log_a_redelivery_sends_again() {
+    let sink = SmtpSink::start().await.unwrap();
+    let app = spawn_app(settings(&[("SMTP_URL", &sink.url())])).await;
+    let report = full_report("LR-DUP-5");
+    assert_eq!(app.push(&envelope(&report, "2401", 1)).await.status(), 204);
+    assert_eq!(app.push(&envelope(&report, "2401", 2)).await.status(), 204);
+    assert_eq!(settled_count(&sink, 2).await, 2);
+    app.shutdown().await.unwrap();
+}

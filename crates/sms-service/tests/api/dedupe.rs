@@ -1,0 +1,110 @@
+//! The notification log (`NOTIFY_LOG`) against the Twilio stand-in: a
+//! redelivery, a re-post, concurrent deliveries and a restart send one SMS;
+//! a corrected report is sent again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use labrelay_sms_service::Settings;
+use labrelay_testkit::twilio::TwilioStandIn;
+
+use crate::helpers::*;
+
+fn with_log(mut settings: Settings, log: &Path) -> Settings {
+    settings.notify_log = Some(log.to_path_buf());
+    settings
+}
+
+/// Waits for `n` messages, then a little longer to catch any extra one.
+async fn settled_count(twilio: &TwilioStandIn, n: usize) -> usize {
+    twilio.wait_for_messages(n, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    twilio.messages().len()
+}
+
+#[tokio::test]
+async fn a_redelivery_and_a_repost_send_one_sms() {
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(with_log(twilio_settings(&twilio), &dir.path().join("n.db"))).await;
+    let report = report("LR-D1", Some("+15551234567"));
+
+    assert_eq!(app.push(&envelope(&report, "d1", 1)).await.status(), 204);
+    assert_eq!(app.push(&envelope(&report, "d1", 2)).await.status(), 204);
+    assert_eq!(app.push(&envelope(&report, "d2", 1)).await.status(), 204);
+
+    assert_eq!(settled_count(&twilio, 1).await, 1);
+    assert_eq!(twilio.requests(), 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_send_one_sms() {
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(with_log(twilio_settings(&twilio), &dir.path().join("n.db"))).await;
+    let push = envelope(&report("LR-D2", Some("+15551234567")), "d3", 1);
+
+    let mut pushes = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let request = app
+            .client
+            .post(&app.address)
+            .header("content-type", "application/json")
+            .body(push.to_string());
+        pushes.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let answers = pushes.join_all().await;
+    assert!(answers.iter().all(|s| *s == 204), "{answers:?}");
+    assert_eq!(settled_count(&twilio, 1).await, 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrected_report_is_sent_again() {
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(with_log(twilio_settings(&twilio), &dir.path().join("n.db"))).await;
+
+    let first = report("LR-D3", Some("+15551234567"));
+    let corrected = report("LR-D3", Some("+15557654321"));
+    assert_eq!(app.push(&envelope(&first, "d4", 1)).await.status(), 204);
+    assert_eq!(app.push(&envelope(&corrected, "d5", 1)).await.status(), 204);
+    assert_eq!(app.push(&envelope(&corrected, "d5", 2)).await.status(), 204);
+
+    assert_eq!(settled_count(&twilio, 2).await, 2);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_log_survives_a_restart() {
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("n.db");
+    let report = report("LR-D4", Some("+15551234567"));
+
+    let app = spawn_app(with_log(twilio_settings(&twilio), &log)).await;
+    assert_eq!(app.push(&envelope(&report, "d6", 1)).await.status(), 204);
+    app.stop().await.unwrap();
+
+    let app = spawn_app(with_log(twilio_settings(&twilio), &log)).await;
+    assert_eq!(app.push(&envelope(&report, "d6", 2)).await.status(), 204);
+    assert_eq!(settled_count(&twilio, 1).await, 1);
+    app.stop().await.unwrap();
+}
+
+#[test]
+fn notify_log_is_read_from_the_environment() {
+    let vars = [
+        ("SMS_URL", "file:///tmp/sms"),
+        ("PUSH_AUTH", "off"),
+        ("NOTIFY_LOG", "sqlite:///tmp/n.db"),
+    ];
+    let settings = Settings::from_vars(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap();
+    assert_eq!(settings.notify_log, Some("/tmp/n.db".into()));
+}
