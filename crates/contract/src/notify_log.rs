@@ -252,6 +252,20 @@ impl Dedupe {
         Ok(Dedupe::new(Arc::new(SqliteLog::open(path)?)))
     }
 
+    /// The `NOTIFY_LOG` store of a push service sending `what` ("email",
+    /// "SMS"), or none (with a warning: redeliveries will send again).
+    pub fn open_setting(path: Option<&Path>, what: &str) -> anyhow::Result<Option<Dedupe>> {
+        let Some(path) = path else {
+            tracing::warn!("NOTIFY_LOG is not set: a redelivered push sends its {what} again");
+            return Ok(None);
+        };
+        let dedupe = anyhow::Context::context(
+            Dedupe::sqlite(path),
+            "opening the notification log (NOTIFY_LOG)",
+        )?;
+        Ok(Some(dedupe))
+    }
+
     pub fn describe(&self) -> String {
         self.log.describe()
     }

@@ -74,7 +74,10 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         from: settings.from,
         reply_to: settings.reply_to,
         send_timeout: settings.send_timeout,
-        dedupe: open_notify_log(settings.notify_log.as_deref())?,
+        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(
+            settings.notify_log.as_deref(),
+            "email",
+        )?,
     });
     let pushes = Router::new().route("/", post(http::push));
     let router = settings
@@ -90,18 +93,6 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
     }
     .apply(router);
     Ok((router, service))
-}
-
-fn open_notify_log(
-    path: Option<&std::path::Path>,
-) -> anyhow::Result<Option<labrelay_contract::notify_log::Dedupe>> {
-    let Some(path) = path else {
-        tracing::warn!("NOTIFY_LOG is not set: a redelivered push sends its email again");
-        return Ok(None);
-    };
-    let dedupe = labrelay_contract::notify_log::Dedupe::sqlite(path)
-        .context("opening the notification log (NOTIFY_LOG)")?;
-    Ok(Some(dedupe))
 }
 
 /// Serves the email-service on `listener` until `shutdown` completes, then

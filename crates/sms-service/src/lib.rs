@@ -68,25 +68,16 @@ pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     tracing::debug!(channel = %transport.describe(), "sms-service built");
     let service = routes::Service {
         transport,
-        dedupe: open_notify_log(settings.notify_log.as_deref())?,
+        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(
+            settings.notify_log.as_deref(),
+            "SMS",
+        )?,
     };
     Ok(routes::router(
         service,
         settings.push_auth,
         limits(&settings.channel),
     ))
-}
-
-fn open_notify_log(
-    path: Option<&std::path::Path>,
-) -> anyhow::Result<Option<labrelay_contract::notify_log::Dedupe>> {
-    let Some(path) = path else {
-        tracing::warn!("NOTIFY_LOG is not set: a redelivered push sends its SMS again");
-        return Ok(None);
-    };
-    let dedupe = labrelay_contract::notify_log::Dedupe::sqlite(path)
-        .context("opening the notification log (NOTIFY_LOG)")?;
-    Ok(Some(dedupe))
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
@@ -101,7 +92,8 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
-    let dedupe = open_notify_log(settings.notify_log.as_deref())?;
+    let dedupe =
+        labrelay_contract::notify_log::Dedupe::open_setting(settings.notify_log.as_deref(), "SMS")?;
     let notify_log = dedupe
         .as_ref()
         .map_or_else(|| "off".to_string(), |d| d.describe());
