@@ -6,9 +6,11 @@
 //! The push services run with `PUSH_AUTH=off` here so the bodies reach
 //! their parsers; `tests/resilience.rs` covers the token check.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -28,24 +30,9 @@ impl Drop for Up {
 }
 
 fn start(data_dir: &Path) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args(["up", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--broker-port",
-            "0",
-            "--lab-report-port",
-            "0",
-            "--email-port",
-            "0",
-            "--sms-port",
-            "0",
-        ])
+    let mut child = support::up_command(data_dir)
         .env("RUST_LOG", "error")
         .env("PUSH_AUTH", "off")
-        .env_remove("INGEST_OPEN")
-        .env_remove("SMTP_URL")
-        .env_remove("TWILIO_ACCOUNT_SID")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

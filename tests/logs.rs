@@ -4,6 +4,8 @@
 //! reports said about the owner (address, phone), no test result and no
 //! credential may appear in anything the process printed.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,23 +40,10 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
     let data = tempfile::tempdir().unwrap();
     let stdout_path = data.path().join("up.stdout");
     let stderr_path = data.path().join("up.stderr");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args(["up", "--data-dir"])
-        .arg(data.path().join("data"))
-        .args([
-            "--broker-port",
-            "0",
-            "--lab-report-port",
-            "0",
-            "--email-port",
-            "0",
-            "--sms-port",
-            "0",
-        ])
+    let mut up = support::up_command(&data.path().join("data"))
         .env("RUST_LOG", "info")
         .env_remove("LOG_FORMAT")
         .env_remove("PUSH_AUTH")
-        .env_remove("INGEST_OPEN")
         .env("SMTP_URL", smtp.url())
         .env("SMTP_USERNAME", SMTP_USER)
         .env("SMTP_PASSWORD", SMTP_PASSWORD)

@@ -3,6 +3,8 @@
 //! outboxes, a clean stop on SIGTERM, and a second `up` on the same data
 //! directory that delivers what the first one could not.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,22 +18,8 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path) -> Up {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--broker-port",
-                "0",
-                "--lab-report-port",
-                "0",
-                "--email-port",
-                "0",
-                "--sms-port",
-                "0",
-            ])
+        let mut child = support::up_command(data_dir)
             .env("RUST_LOG", "warn")
-            .env_remove("SMTP_URL")
-            .env_remove("TWILIO_ACCOUNT_SID")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
