@@ -14,6 +14,8 @@
 //!   kept as SHA-256 hashes and compared in constant time.
 //! - [`limits`]: the concurrency limit (503) and request timeout (408) every
 //!   service puts in front of its routes.
+//! - [`metrics`]: the Prometheus registry each service serves at
+//!   `/metrics`.
 //! - [`notify_log`]: which notifications were sent (report id, channel,
 //!   content hash), so redeliveries do not notify twice; SQLite-backed.
 //! - [`serve`]: serving a router with a header-read timeout and graceful
@@ -22,6 +24,7 @@
 
 pub mod ingest_auth;
 pub mod limits;
+pub mod metrics;
 pub mod notify_log;
 pub mod push;
 pub mod push_auth;
