@@ -132,6 +132,39 @@ impl SmtpSink {
         *self.accepted.borrow()
     }
 
+    /// Everything the sink has reported since it was first started: data
+    /// received, messages accepted and attempts refused. It only grows, so
+    /// a test waiting for quiet awaits it passing a value.
+    pub fn events(&self) -> usize {
+        *self.accepted.borrow() + *self.data_received.borrow() + *self.rejected.borrow()
+    }
+
+    /// How many messages' data the sink has received since it was first
+    /// started, accepted by now or not (see [`SmtpSink::wait_for_data`]).
+    pub fn data_count(&self) -> usize {
+        *self.data_received.borrow()
+    }
+
+    /// Waits until [`SmtpSink::events`] exceeds `seen`; false when nothing
+    /// happened within `timeout`.
+    pub async fn wait_for_event_after(&self, seen: usize, timeout: Duration) -> bool {
+        let (mut a, mut d, mut r) = (
+            self.accepted.subscribe(),
+            self.data_received.subscribe(),
+            self.rejected.subscribe(),
+        );
+        let changed = async {
+            while self.events() <= seen {
+                tokio::select! {
+                    _ = a.changed() => {}
+                    _ = d.changed() => {}
+                    _ = r.changed() => {}
+                }
+            }
+        };
+        tokio::time::timeout(timeout, changed).await.is_ok()
+    }
+
     /// Waits until the sink has accepted at least `n` messages in all, then
     /// returns every stored message.
     pub async fn wait_for_messages(

@@ -1,0 +1,539 @@
+//! The fault suite: the whole system as separate `labrelay` processes, a
+//! steady stream of hundreds of reports, and one fault per test while the
+//! stream flows. Each test then waits for quiet and counts: reports
+//! answered 204, emails and SMS delivered, duplicates, lost. Lost must be 0
+//! on both channels; a duplicate is allowed only where a process died (or
+//! the provider's answer was lost) between the provider accepting a
+//! notification and the notification log recording it, and the tests
+//! check each one against that window.
+//!
+//! Every test prints one `FAULT-SUMMARY {json}` line; RELIABILITY.md's
+//! table is made from them:
+//! `cargo nextest run --test faults --no-capture 2>&1 | grep FAULT-SUMMARY`.
+
+#[path = "support/pipeline.rs"]
+mod pipeline;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use labrelay_testkit::{smtp, twilio};
+use pipeline::{Part, Pipeline, Posted, Settings, Stream, Tally, now_ns, summary};
+use serde_json::json;
+
+/// Reports per scenario, the rate they are posted at and how many posters
+/// post at once: hundreds of reports in a few seconds, so that every fault
+/// lands mid-stream.
+const REPORTS: usize = 300;
+const RATE: f64 = 60.0;
+const POSTERS: usize = 8;
+
+/// Bounds for the waits; a healthy run takes a fraction of each.
+const STREAM: Duration = Duration::from_secs(60);
+const QUIET_LIMIT: Duration = Duration::from_secs(90);
+
+/// How long after a SIGKILL the SMTP server may still store a message the
+/// dead process had finished sending.
+const IN_FLIGHT_MARGIN: Duration = Duration::from_millis(500);
+
+fn start_stream(pipeline: &Pipeline) -> Stream {
+    Stream::start(pipeline.lab_url(), REPORTS, RATE, POSTERS)
+}
+
+/// How long nothing may happen on either channel before the system counts
+/// as quiet: longer than any retry backoff, so a pending redelivery shows.
+fn quiet(settings: &Settings) -> Duration {
+    settings.max_backoff + Duration::from_secs(2)
+}
+
+fn assert_nothing_lost(posted: &Posted, tally: &Tally) {
+    assert!(
+        posted.accepted.len() >= REPORTS / 2,
+        "too few reports got through to mean anything: {posted:?}"
+    );
+    assert_eq!(
+        tally.lost(&posted.accepted),
+        (0, 0),
+        "reports answered 204 but never delivered (email, sms)"
+    );
+}
+
+/// Checks every duplicated email against the window a duplicate may come
+/// from: the same message (same Message-ID), first stored by the SMTP
+/// server before `window_end_ns` (the fault, plus a margin for what was
+/// already on the wire): the server accepted it, then the push handling it
+/// died (or lost the answer) before the notification log recorded it.
+/// Returns, per duplicated report, when its first copy was stored relative
+/// to the fault (ms, negative: before).
+fn email_duplicates_within(tally: &Tally, fault_ns: u128, margin: Duration) -> Vec<i64> {
+    let window_end_ns = fault_ns + margin.as_nanos();
+    let mut offsets = Vec::new();
+    for (report, copies) in tally.duplicated_emails() {
+        assert!(
+            copies.iter().all(|c| c.message_id == copies[0].message_id),
+            "report {report} was emailed with different contents: {copies:?}"
+        );
+        let offset_ms = (copies[0].stored_ns as i128 - fault_ns as i128) / 1_000_000;
+        assert!(
+            copies[0].stored_ns <= window_end_ns,
+            "report {report} was emailed {} times, the first {offset_ms} ms after the fault: {copies:?}",
+            copies.len()
+        );
+        offsets.push(offset_ms as i64);
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_sigkilled_mid_stream_and_restarted_on_its_data() {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    pipeline.kill(Part::Broker);
+    let killed_ns = now_ns();
+    // While it is down the lab-report-service answers 503, not 204.
+    stream.wait_refused(8, STREAM).await;
+    pipeline.start_part(Part::Broker);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    // No service died, yet the pushes in flight died with the broker's
+    // connections, and with them (see RELIABILITY.md) the email-service's
+    // handling of them: an email the SMTP server had just accepted is not
+    // recorded and goes out again. Allowed for what was in flight only.
+    let offsets = email_duplicates_within(&tally, killed_ns, IN_FLIGHT_MARGIN);
+    summary(
+        "broker SIGKILL mid-stream, restarted on the same data dir",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"duplicates_first_stored_ms_from_kill": offsets}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert!(posted.refused.contains_key("503"), "{:?}", posted.refused);
+    assert_eq!(tally.duplicates().1, 0, "no SMS twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_service_sigkilled_and_restarted() {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    pipeline.kill(Part::Email);
+    let killed_ns = now_ns();
+    // Reports keep coming and are acknowledged while it is down.
+    stream.wait_answered(2 * REPORTS / 3, STREAM).await;
+    pipeline.start_part(Part::Email);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    let offsets = email_duplicates_within(&tally, killed_ns, IN_FLIGHT_MARGIN);
+    summary(
+        "email-service SIGKILL mid-stream, restarted",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"duplicates_first_stored_ms_from_kill": offsets}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates().1, 0, "no SMS twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twilio_answers_500_then_429_with_retry_after() {
+    let started = Instant::now();
+    let pipeline = Pipeline::start(Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 4, STREAM).await;
+
+    pipeline.twilio.set_mode(twilio::Mode::ServerError);
+    let before = pipeline.twilio.requests();
+    pipeline
+        .twilio
+        .wait_for_requests(before + 60, STREAM)
+        .await
+        .unwrap();
+    pipeline.twilio.set_mode(twilio::Mode::TooManyRequests {
+        retry_after: Some(1),
+    });
+    let before = pipeline.twilio.requests();
+    pipeline
+        .twilio
+        .wait_for_requests(before + 60, STREAM)
+        .await
+        .unwrap();
+    pipeline.twilio.set_mode(twilio::Mode::Accept);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    let refused = pipeline.twilio.requests() - pipeline.twilio.messages().len();
+    summary(
+        "Twilio answers 500, then 429 with Retry-After: 1",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"twilio_requests_refused": refused}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert!(refused >= 100, "{refused} requests refused");
+    assert_eq!(tally.duplicates(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smtp_server_down_then_back_on_the_same_port() {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    pipeline.smtp.stop().await.unwrap();
+    let stopped_ns = now_ns();
+    stream.wait_answered(2 * REPORTS / 3, STREAM).await;
+    let backlog = stream.answered() - pipeline.tally().emails.len();
+    pipeline.smtp.restart().await.unwrap();
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    // Killing the server can lose its 250 for a message it stored.
+    let offsets = email_duplicates_within(&tally, stopped_ns, Duration::ZERO);
+    summary(
+        "SMTP server down (killed), then back on the same port",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"emails_waiting_at_restart": backlog, "duplicates_first_stored_ms_from_stop": offsets}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert!(backlog >= REPORTS / 4, "only {backlog} emails were held up");
+    assert_eq!(tally.duplicates().1, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smtp_server_slower_than_the_ack_deadline() {
+    let started = Instant::now();
+    let settings = Settings {
+        ack_deadline_secs: 10,
+        // Longer than the ack deadline: the broker gives up on a push
+        // before the email-service gives up on the SMTP server.
+        smtp_timeout_secs: 30,
+        ..Settings::default()
+    };
+    let slow = Duration::from_secs(12);
+    let pipeline = Pipeline::start(settings).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    pipeline.smtp.set_mode(smtp::Mode::Slow(slow));
+    let slow_from_ns = now_ns();
+    let slow_from = Instant::now();
+    let posted = stream.finish().await;
+    // The fault lasts long enough for the first slowed pushes to pass their
+    // deadline and be redelivered while the server is still slow.
+    tokio::time::sleep_until((slow_from + slow + Duration::from_secs(2)).into()).await;
+    pipeline.smtp.set_mode(smtp::Mode::Accept);
+    let healed = Instant::now();
+    // What the server is still sitting on comes out within `slow`.
+    let received = pipeline.smtp.data_count();
+    pipeline
+        .smtp
+        .wait_for_messages(received, slow + Duration::from_secs(5))
+        .await
+        .unwrap();
+    let slow_until_ns = now_ns();
+
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    // Each push the broker gave up on was cancelled in the email-service
+    // with the email already on the wire (see RELIABILITY.md): the server
+    // keeps it and the redelivery sends it again. So every duplicate must
+    // have gone through the slow server, and no report more than once per
+    // ack deadline of slowness.
+    let most_copies = 1 + (slow.as_secs() as usize * 2 + 2) / 10;
+    for (report, copies) in tally.duplicated_emails() {
+        assert!(
+            copies.iter().all(|c| c.message_id == copies[0].message_id),
+            "report {report}: {copies:?}"
+        );
+        assert!(
+            copies[0].stored_ns >= slow_from_ns && copies[0].stored_ns <= slow_until_ns,
+            "report {report} duplicated outside the slow period: {copies:?}"
+        );
+        assert!(copies.len() <= most_copies, "report {report}: {copies:?}");
+    }
+    summary(
+        "SMTP server answers DATA after 12 s, past the 10 s ack deadline",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"emails_through_the_slow_server": received}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates().1, 0, "no SMS twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lab_report_service_sigterm_under_load() {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 2, STREAM).await;
+
+    // Hold the broker (SIGSTOP) so that every poster's report is in
+    // flight, waiting for its publish, when the SIGTERM comes.
+    let broker = pipeline.pid(Part::Broker);
+    signal(broker, "STOP");
+    stream.wait_in_flight(POSTERS, STREAM).await;
+    let term_at = Instant::now();
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        signal(broker, "CONT");
+    };
+    let ((status, took), ()) = tokio::join!(
+        pipeline.terminate(Part::LabReport, Duration::from_secs(15)),
+        resume
+    );
+    pipeline.start_part(Part::LabReport);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let in_flight = posted.in_flight_at(term_at);
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    summary(
+        "lab-report-service SIGTERM under load (publishes held), then started again",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({
+            "exit_secs": (took.as_secs_f64() * 100.0).round() / 100.0,
+            "exit_code": status.and_then(|s| s.code()),
+            "in_flight_at_sigterm": in_flight,
+        }),
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "Cloud Run kills after 10 s; it took {took:?}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
+    // The drain answered every report it had taken (a connection still in
+    // the listen queue at the SIGTERM is refused: that report was never
+    // taken, and the lab posts it again).
+    let answered = in_flight.iter().filter(|o| **o == "204").count();
+    assert!(answered >= POSTERS / 2, "{in_flight:?}");
+    assert!(
+        in_flight.iter().all(|o| *o == "204" || *o == "refused"),
+        "{in_flight:?}"
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates(), (0, 0));
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_message_ends_in_the_dead_letter_topic_while_reports_flow() {
+    let started = Instant::now();
+    let settings = Settings {
+        max_delivery_attempts: 5,
+        min_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let pipeline = Pipeline::start(settings).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 2, STREAM).await;
+    let poison: &[u8] = b"\xff\xfe not a lab report {";
+    let poison_id = pipeline
+        .publish_raw(poison, json!({"reportId": "poison-1"}))
+        .await;
+
+    let posted = stream.finish().await;
+    let letters = pipeline.dead_letters(2, QUIET_LIMIT).await;
+    let (tally, _) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    summary(
+        "poison message (undecodable data) published mid-stream",
+        &posted,
+        &tally,
+        None,
+        started.elapsed(),
+        json!({"dead_letters": letters.len()}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates(), (0, 0));
+    assert!(
+        tally
+            .emails
+            .keys()
+            .chain(tally.sms.keys())
+            .all(|id| id.starts_with("FR-")),
+        "nothing but reports was sent"
+    );
+    let sources: BTreeSet<_> = letters
+        .iter()
+        .map(|m| {
+            let attributes = &m["attributes"];
+            assert_eq!(m["data"], json!(base64_of(poison)), "{m}");
+            assert_eq!(attributes["reportId"], "poison-1", "{m}");
+            assert_eq!(
+                attributes["CloudPubSubDeadLetterSourceDeliveryCount"], "5",
+                "{m}"
+            );
+            assert_eq!(
+                attributes["CloudPubSubDeadLetterSourceSubscriptionProject"],
+                pipeline::PROJECT,
+                "{m}"
+            );
+            assert!(
+                attributes["CloudPubSubDeadLetterSourceDeliveryErrorMessage"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("400")),
+                "{m}"
+            );
+            attributes["CloudPubSubDeadLetterSourceSubscription"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        BTreeSet::from([
+            "email-service-sub".to_string(),
+            "sms-service-sub".to_string()
+        ]),
+        "one dead letter from each subscription (message {poison_id})"
+    );
+}
+
+fn base64_of(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("labrelay-full-disk-")
+            .tempdir()
+            .unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            output.status.success(),
+            "this test mounts a small tmpfs for the broker's data and needs root (or CAP_SYS_ADMIN): \
+             mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    /// Writes a file until the file system is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_disk_full_then_space_returns() {
+    let started = Instant::now();
+    // Declared first, dropped (unmounted) after the broker is gone.
+    let disk = Tmpfs::mount("32m");
+    let settings = Settings {
+        broker_data: Some(disk.dir.path().join("broker")),
+        ..Settings::default()
+    };
+    let pipeline = Pipeline::start(settings).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    let filler = disk.fill();
+    let filled_at = stream.snapshot();
+    // Publishes fail: the lab is told 503, never 204.
+    stream.wait_refused(10, STREAM).await;
+    let answered_while_full = stream.answered() - filled_at.accepted.len();
+    std::fs::remove_file(&filler).unwrap();
+    let healed = Instant::now();
+    let answered_at_heal = stream.answered();
+    // The broker takes reports again.
+    stream.wait_answered(answered_at_heal + 20, STREAM).await;
+
+    let posted = stream.finish().await;
+    let (tally, complete) = pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await;
+    summary(
+        "broker's data dir full (tmpfs), then space freed",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"answered_204_while_full": answered_while_full}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert!(posted.refused.contains_key("503"), "{:?}", posted.refused);
+    assert_eq!(tally.duplicates(), (0, 0));
+}

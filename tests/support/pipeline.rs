@@ -1,0 +1,904 @@
+//! The whole system as separate, real `labrelay` processes, for the fault
+//! suite (`tests/faults.rs`).
+//!
+//! [`Pipeline`] runs the broker, the lab-report-service, the email-service
+//! and the sms-service each as its own child process on a fixed port, wired
+//! as `labrelay up` wires them (push subscriptions with OIDC tokens, a retry
+//! policy, the dead-letter topic and its subscription, a notification log
+//! per push service), with a real SMTP server (aiosmtpd) and a real HTTP
+//! server playing Twilio. Any part can be SIGKILLed, SIGTERMed and started
+//! again on the same port and data.
+//!
+//! [`Stream`] posts a steady stream of reports through a pool of concurrent
+//! posters and records every id answered 204. [`Pipeline::await_quiet`]
+//! then waits, on the sink's and the stand-in's events, until every 204'd
+//! report reached both channels and nothing happens any more, and returns
+//! the [`Tally`]: per report, each email and SMS that arrived.
+//!
+//! Each process's log (stderr) goes to a file in the pipeline's directory;
+//! the last lines of each are printed when a test fails.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_contract::ingest_auth::hash_key;
+use labrelay_testkit::smtp::SmtpSink;
+use labrelay_testkit::twilio::TwilioStandIn;
+use pb::publisher_client::PublisherClient;
+use pb::subscriber_client::SubscriberClient;
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+
+use crate::support::free_port;
+
+pub const PROJECT: &str = "faults";
+pub const TOPIC: &str = "new-lab-report";
+pub const DEAD_LETTER_TOPIC: &str = "new-lab-report-dead-letter";
+pub const DEAD_LETTER_SUBSCRIPTION: &str = "new-lab-report-dead-letter-sub";
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "faults-auth-token";
+const API_KEY: &str = "faults-test-ingest-key";
+const INVOKER: &str = "pubsub-cloud-run-invoker@faults.iam.gserviceaccount.com";
+
+/// How the system is configured for one scenario.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The push subscriptions' ack deadline, which is also the broker's
+    /// push request timeout (10 s is Pub/Sub's minimum).
+    pub ack_deadline_secs: i32,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_delivery_attempts: i32,
+    /// `SMTP_TIMEOUT_SECS` of the email-service.
+    pub smtp_timeout_secs: u64,
+    /// `PUBLISH_TIMEOUT_SECS` of the lab-report-service.
+    pub publish_timeout_secs: u64,
+    /// Where the broker keeps its store; default: under the pipeline's
+    /// temporary directory.
+    pub broker_data: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            ack_deadline_secs: 10,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(2),
+            // Nothing real should be parked: the faults heal.
+            max_delivery_attempts: 100,
+            smtp_timeout_secs: 5,
+            publish_timeout_secs: 2,
+            broker_data: None,
+        }
+    }
+}
+
+/// One part of the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Broker,
+    LabReport,
+    Email,
+    Sms,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Broker => "broker",
+            Part::LabReport => "lab-report-service",
+            Part::Email => "email-service",
+            Part::Sms => "sms-service",
+        }
+    }
+}
+
+/// A running `labrelay` child process, killed when dropped.
+pub struct Proc {
+    child: Child,
+    // Held open so that a later line on stdout does not fail the child.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    /// Runs `labrelay ARGS` with `envs` (and nothing inherited that
+    /// configures a provider or the broker), logging to `log`, and waits
+    /// for its "... listening on ADDR" line.
+    fn start(name: &str, args: &[&str], envs: &[(&str, String)], log: &Path) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_labrelay"));
+        command
+            .args(args)
+            .env_remove("PUBSUB_EMULATOR_HOST")
+            .env_remove("SMTP_URL")
+            .env_remove("TWILIO_ACCOUNT_SID")
+            .env_remove("INGEST_OPEN")
+            .env_remove("NOTIFY_LOG")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let listening = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        assert!(
+            listening.is_some(),
+            "{name} printed {line:?} instead of its address"
+        );
+        Proc {
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    /// SIGKILL: no chance to flush, drain or record anything.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit; SIGKILL after that.
+    /// Returns the exit status (None: it had to be killed) and how long
+    /// it took.
+    async fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
+        let pid = self.child.id();
+        let started = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let deadline = started + limit;
+        // Nothing signals a child's exit to async code here; poll it.
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (Some(status), started.elapsed());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return (None, started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The system, each part its own process.
+pub struct Pipeline {
+    pub settings: Settings,
+    pub smtp: SmtpSink,
+    pub twilio: TwilioStandIn,
+    procs: HashMap<&'static str, Proc>,
+    ports: HashMap<&'static str, u16>,
+    broker_data: PathBuf,
+    dir: tempfile::TempDir,
+    mail_index: Mutex<HashMap<PathBuf, (String, String, u128)>>,
+}
+
+impl Pipeline {
+    /// Starts everything and creates the topology.
+    pub async fn start(settings: Settings) -> Pipeline {
+        let dir = tempfile::Builder::new()
+            .prefix("labrelay-faults-")
+            .tempdir()
+            .unwrap();
+        let smtp = SmtpSink::start().await.unwrap();
+        let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+        let broker_data = settings
+            .broker_data
+            .clone()
+            .unwrap_or_else(|| dir.path().join("broker"));
+        let mut ports = HashMap::new();
+        for part in [Part::Broker, Part::LabReport, Part::Email, Part::Sms] {
+            ports.insert(part.name(), free_port());
+        }
+        let mut pipeline = Pipeline {
+            settings,
+            smtp,
+            twilio,
+            procs: HashMap::new(),
+            ports,
+            broker_data,
+            dir,
+            mail_index: Mutex::new(HashMap::new()),
+        };
+        pipeline.start_part(Part::Broker);
+        pipeline.create_topology().await;
+        for part in [Part::LabReport, Part::Email, Part::Sms] {
+            pipeline.start_part(part);
+        }
+        pipeline
+    }
+
+    pub fn broker_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[Part::Broker.name()])
+    }
+
+    pub fn lab_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.ports[Part::LabReport.name()])
+    }
+
+    fn push_endpoint(&self, part: Part) -> String {
+        format!("http://127.0.0.1:{}/", self.ports[part.name()])
+    }
+
+    /// Starts `part` on its port (and data), as the first time.
+    pub fn start_part(&mut self, part: Part) {
+        assert!(
+            !self.procs.contains_key(part.name()),
+            "{} is running",
+            part.name()
+        );
+        let port = self.ports[part.name()].to_string();
+        let log = self.dir.path().join(format!("{}.log", part.name()));
+        let broker = format!("127.0.0.1:{}", self.ports[Part::Broker.name()]);
+        let push_auth = |part: Part| {
+            vec![
+                ("PUSH_AUDIENCE", self.push_endpoint(part)),
+                ("PUSH_ALLOWED_SERVICE_ACCOUNTS", INVOKER.to_string()),
+                ("PUSH_TOKEN_ISSUERS", format!("http://{broker}")),
+                (
+                    "PUSH_JWKS_URL",
+                    format!("http://{broker}/.well-known/jwks.json"),
+                ),
+            ]
+        };
+        let notify_log = |part: Part| {
+            let path = self
+                .dir
+                .path()
+                .join(format!("{}-notifications.sqlite3", part.name()));
+            ("NOTIFY_LOG", format!("sqlite://{}", path.display()))
+        };
+        let proc = match part {
+            Part::Broker => Proc::start(
+                part.name(),
+                &[
+                    "broker",
+                    "--port",
+                    &port,
+                    "--data-dir",
+                    self.broker_data.to_str().unwrap(),
+                ],
+                &[],
+                &log,
+            ),
+            Part::LabReport => Proc::start(
+                part.name(),
+                &["lab-report-service"],
+                &[
+                    ("PORT", port),
+                    ("PUBSUB_EMULATOR_HOST", broker.clone()),
+                    ("PUBSUB_PROJECT_ID", PROJECT.into()),
+                    (
+                        "PUBLISH_TIMEOUT_SECS",
+                        self.settings.publish_timeout_secs.to_string(),
+                    ),
+                    (
+                        "INGEST_API_KEYS",
+                        format!("fault-lab:{}", hash_key(API_KEY)),
+                    ),
+                ],
+                &log,
+            ),
+            Part::Email => {
+                let mut envs = vec![
+                    ("PORT", port),
+                    ("SMTP_URL", self.smtp.url()),
+                    (
+                        "SMTP_TIMEOUT_SECS",
+                        self.settings.smtp_timeout_secs.to_string(),
+                    ),
+                    notify_log(part),
+                ];
+                envs.extend(push_auth(part));
+                Proc::start(part.name(), &["email-service"], &envs, &log)
+            }
+            Part::Sms => {
+                let mut envs = vec![
+                    ("PORT", port),
+                    ("TWILIO_ACCOUNT_SID", SID.into()),
+                    ("TWILIO_AUTH_TOKEN", TOKEN.into()),
+                    ("TWILIO_FROM", "+15550001111".into()),
+                    ("TWILIO_API_BASE", self.twilio.base_url()),
+                    notify_log(part),
+                ];
+                envs.extend(push_auth(part));
+                Proc::start(part.name(), &["sms-service"], &envs, &log)
+            }
+        };
+        self.procs.insert(part.name(), proc);
+    }
+
+    fn take(&mut self, part: Part) -> Proc {
+        self.procs
+            .remove(part.name())
+            .unwrap_or_else(|| panic!("{} is not running", part.name()))
+    }
+
+    /// The process id of a running part.
+    pub fn pid(&self, part: Part) -> u32 {
+        self.procs[part.name()].child.id()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, part: Part) {
+        self.take(part).kill();
+    }
+
+    /// SIGTERM; the exit status (None: still running after `limit`, then
+    /// killed) and the time it took to exit.
+    pub async fn terminate(
+        &mut self,
+        part: Part,
+        limit: Duration,
+    ) -> (Option<ExitStatus>, Duration) {
+        self.take(part).terminate(limit).await
+    }
+
+    /// What `labrelay up` creates (`src/up.rs`), with this scenario's ack
+    /// deadline, retry policy and attempts.
+    async fn create_topology(&self) {
+        let channel = tonic::transport::Channel::from_shared(self.broker_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut publisher = PublisherClient::new(channel.clone());
+        let mut subscriber = SubscriberClient::new(channel);
+        let topic = format!("projects/{PROJECT}/topics/{TOPIC}");
+        let dead_letter = format!("projects/{PROJECT}/topics/{DEAD_LETTER_TOPIC}");
+        for name in [&topic, &dead_letter] {
+            publisher
+                .create_topic(pb::Topic {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        subscriber
+            .create_subscription(pb::Subscription {
+                name: format!("projects/{PROJECT}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
+                topic: dead_letter.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let duration = |d: Duration| {
+            Some(prost_types::Duration {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            })
+        };
+        for (id, part) in [
+            ("email-service-sub", Part::Email),
+            ("sms-service-sub", Part::Sms),
+        ] {
+            let endpoint = self.push_endpoint(part);
+            subscriber
+                .create_subscription(pb::Subscription {
+                    name: format!("projects/{PROJECT}/subscriptions/{id}"),
+                    topic: topic.clone(),
+                    ack_deadline_seconds: self.settings.ack_deadline_secs,
+                    push_config: Some(pb::PushConfig {
+                        push_endpoint: endpoint.clone(),
+                        authentication_method: Some(
+                            pb::push_config::AuthenticationMethod::OidcToken(
+                                pb::push_config::OidcToken {
+                                    service_account_email: INVOKER.into(),
+                                    audience: endpoint,
+                                },
+                            ),
+                        ),
+                        ..Default::default()
+                    }),
+                    retry_policy: Some(pb::RetryPolicy {
+                        minimum_backoff: duration(self.settings.min_backoff),
+                        maximum_backoff: duration(self.settings.max_backoff),
+                    }),
+                    dead_letter_policy: Some(pb::DeadLetterPolicy {
+                        dead_letter_topic: dead_letter.clone(),
+                        max_delivery_attempts: self.settings.max_delivery_attempts,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Publishes raw `data` to the reports topic through the broker's REST
+    /// API, as a misbehaving publisher would; returns the message id.
+    pub async fn publish_raw(&self, data: &[u8], attributes: serde_json::Value) -> String {
+        let url = format!(
+            "{}/v1/projects/{PROJECT}/topics/{TOPIC}:publish",
+            self.broker_url()
+        );
+        let body = json!({"messages": [{"data": STANDARD.encode(data), "attributes": attributes}]});
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{response:?}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        answer["messageIds"][0].as_str().unwrap().to_string()
+    }
+
+    /// Pulls (through REST) and acknowledges what the dead-letter
+    /// subscription holds, until `n` messages arrived or `timeout` passed.
+    pub async fn dead_letters(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let base = format!(
+            "{}/v1/projects/{PROJECT}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}",
+            self.broker_url()
+        );
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        while got.len() < n && tokio::time::Instant::now() < deadline {
+            // Pull waits (up to 10 s) for a message to arrive.
+            let pulled = tokio::time::timeout_at(
+                deadline,
+                http.post(format!("{base}:pull"))
+                    .json(&json!({"maxMessages": 10}))
+                    .send(),
+            )
+            .await;
+            let Ok(Ok(response)) = pulled else { break };
+            let answer: serde_json::Value = response.json().await.unwrap();
+            let received = answer["receivedMessages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if received.is_empty() {
+                continue;
+            }
+            let ack_ids: Vec<_> = received.iter().map(|m| m["ackId"].clone()).collect();
+            http.post(format!("{base}:acknowledge"))
+                .json(&json!({"ackIds": ack_ids}))
+                .send()
+                .await
+                .unwrap();
+            got.extend(received.into_iter().map(|m| m["message"].clone()));
+        }
+        got
+    }
+
+    /// What has arrived so far on both channels.
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        let maildir = self.smtp.maildir();
+        let mut index = self.mail_index.lock().unwrap();
+        for sub in ["new", "cur"] {
+            let Ok(entries) = std::fs::read_dir(maildir.join(sub)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let (report, message_id, stored_ns) =
+                    index.entry(path.clone()).or_insert_with(|| {
+                        let mail = labrelay_testkit::smtp::ReceivedMail::read(&path).unwrap();
+                        let stored_ns = path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .and_then(|n| n.split('.').next())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        (
+                            mail.header("X-Report-Id").unwrap_or("?").to_string(),
+                            mail.message_id().unwrap_or("?").to_string(),
+                            stored_ns,
+                        )
+                    });
+                tally.emails.entry(report.clone()).or_default().push(Email {
+                    message_id: message_id.clone(),
+                    stored_ns: *stored_ns,
+                });
+            }
+        }
+        for list in tally.emails.values_mut() {
+            list.sort_by_key(|e| e.stored_ns);
+        }
+        for sms in self.twilio.messages() {
+            *tally.sms.entry(report_for_phone(&sms.to)).or_default() += 1;
+        }
+        tally
+    }
+
+    /// Waits until every report in `accepted` arrived by email and by SMS
+    /// and then nothing more happened on either channel for `quiet` (a
+    /// redelivery that would duplicate something comes within a backoff or
+    /// an ack deadline). Fails after `timeout`, naming what is missing.
+    /// Returns the tally and when the last missing report arrived.
+    pub async fn await_quiet(
+        &self,
+        accepted: &BTreeSet<String>,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> (Tally, Instant) {
+        let deadline = Instant::now() + timeout;
+        let mut complete_at = None;
+        loop {
+            let (events, requests) = (self.smtp.events(), self.twilio.requests());
+            // Reading the Maildir only once the counts can add up.
+            if complete_at.is_none()
+                && self.smtp.accepted_count() >= accepted.len()
+                && self.twilio.messages().len() >= accepted.len()
+                && self.tally().lost(accepted) == (0, 0)
+            {
+                complete_at = Some(Instant::now());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                let tally = self.tally();
+                panic!(
+                    "no quiet within {timeout:?}: lost (email, sms) = {:?}; missing emails {:?}, missing SMS {:?}",
+                    tally.lost(accepted),
+                    first(accepted.iter().filter(|id| !tally.emails.contains_key(*id))),
+                    first(accepted.iter().filter(|id| !tally.sms.contains_key(*id))),
+                );
+            }
+            let wait = if complete_at.is_some() {
+                quiet.min(remaining)
+            } else {
+                remaining
+            };
+            let activity = tokio::select! {
+                happened = self.smtp.wait_for_event_after(events, wait) => happened,
+                counted = self.twilio.wait_for_requests(requests + 1, wait) => counted.is_ok(),
+            };
+            if !activity && let Some(at) = complete_at {
+                return (self.tally(), at);
+            }
+        }
+    }
+}
+
+fn first<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
+    ids.take(10).collect()
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for part in [
+                "broker",
+                "lab-report-service",
+                "email-service",
+                "sms-service",
+            ] {
+                let log = self.dir.path().join(format!("{part}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<_> = text.lines().collect();
+                eprintln!("--- last lines of the {part} log ---");
+                for line in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// One email as it arrived.
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub message_id: String,
+    /// When the SMTP server stored it (ns since the epoch).
+    pub stored_ns: u128,
+}
+
+/// What arrived, per report id.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub emails: BTreeMap<String, Vec<Email>>,
+    pub sms: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    pub fn emails_total(&self) -> usize {
+        self.emails.values().map(Vec::len).sum()
+    }
+
+    pub fn sms_total(&self) -> usize {
+        self.sms.values().sum()
+    }
+
+    /// Extra copies beyond the first, by channel.
+    pub fn duplicates(&self) -> (usize, usize) {
+        (
+            self.emails_total() - self.emails.len(),
+            self.sms_total() - self.sms.len(),
+        )
+    }
+
+    /// Reports answered 204 that never arrived, by channel.
+    pub fn lost(&self, accepted: &BTreeSet<String>) -> (usize, usize) {
+        (
+            accepted
+                .iter()
+                .filter(|id| !self.emails.contains_key(*id))
+                .count(),
+            accepted
+                .iter()
+                .filter(|id| !self.sms.contains_key(*id))
+                .count(),
+        )
+    }
+
+    /// Reports emailed more than once, with their copies.
+    pub fn duplicated_emails(&self) -> Vec<(&String, &Vec<Email>)> {
+        self.emails.iter().filter(|(_, e)| e.len() > 1).collect()
+    }
+}
+
+/// Report `i`'s id; its owner's phone number encodes `i` so that an SMS can
+/// be traced back to its report.
+pub fn report_id(i: usize) -> String {
+    format!("FR-{i:05}")
+}
+
+fn report_for_phone(phone: &str) -> String {
+    phone
+        .strip_prefix("+1555")
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or_else(|| format!("? {phone}"), report_id)
+}
+
+/// A full report, as a lab posts it: one email and one SMS each.
+pub fn report(i: usize) -> serde_json::Value {
+    let (pet, species) = [("Max", "dog"), ("Luna", "cat"), ("Milo", "rabbit")][i % 3];
+    json!({
+        "id": report_id(i),
+        "clinic": {"name": "Pet Theory Downtown", "phone": "+15551230000"},
+        "pet": {"name": pet, "species": species},
+        "owner": {
+            "name": "Alex Kim",
+            "email": format!("owner-{i}@example.com"),
+            "phone": format!("+1555{i:07}"),
+        },
+        "tests": [
+            {"name": "ALT", "value": 20 + i % 100, "unit": "U/L", "range": "10-100", "flag": "normal"},
+            {"name": "Heartworm antigen", "value": "negative", "flag": "normal"},
+        ],
+        "issuedAt": "2026-11-24T10:00:00Z",
+    })
+}
+
+/// What a stream of posts got back.
+#[derive(Debug, Default, Clone)]
+pub struct Posted {
+    /// Ids answered 204.
+    pub accepted: BTreeSet<String>,
+    /// Every other answer: the status code, or why there was none
+    /// ("refused": no connection; "no answer": the connection closed
+    /// before an answer; "timeout").
+    pub refused: BTreeMap<String, usize>,
+    /// Ids answered otherwise.
+    pub refused_ids: BTreeSet<String>,
+    pub posted: usize,
+    /// Every post: when it was sent, when it was answered, and how
+    /// (as in `refused`, "204" for accepted).
+    pub timeline: Vec<(Instant, Instant, String)>,
+}
+
+impl Posted {
+    /// The posts that were sent before `at` and answered after it.
+    pub fn in_flight_at(&self, at: Instant) -> Vec<&str> {
+        self.timeline
+            .iter()
+            .filter(|(sent, answered, _)| *sent < at && *answered > at)
+            .map(|(_, _, outcome)| outcome.as_str())
+            .collect()
+    }
+}
+
+/// What became of a post that got no HTTP answer.
+fn no_answer(error: &reqwest::Error) -> &'static str {
+    if error.is_connect() {
+        "refused"
+    } else if error.is_timeout() {
+        "timeout"
+    } else {
+        "no answer"
+    }
+}
+
+/// A steady stream of reports posted by a pool of concurrent posters.
+pub struct Stream {
+    answered: watch::Receiver<usize>,
+    failed: watch::Receiver<usize>,
+    in_flight: watch::Receiver<usize>,
+    posted: Arc<Mutex<Posted>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream {
+    /// Posts reports `0..n` to `url` at `rate` per second, at most
+    /// `concurrency` at a time; each report is posted once.
+    pub fn start(url: String, n: usize, rate: f64, concurrency: usize) -> Stream {
+        let (answered_tx, answered) = watch::channel(0);
+        let (failed_tx, failed) = watch::channel(0);
+        let (in_flight_tx, in_flight) = watch::channel(0);
+        let posted = Arc::new(Mutex::new(Posted::default()));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let record = posted.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut posts = tokio::task::JoinSet::new();
+            for i in 0..n {
+                ticks.tick().await;
+                let slot = slots.clone().acquire_owned().await.unwrap();
+                let (client, url, record) = (client.clone(), url.clone(), record.clone());
+                let (answered_tx, failed_tx) = (answered_tx.clone(), failed_tx.clone());
+                let in_flight_tx = in_flight_tx.clone();
+                posts.spawn(async move {
+                    let sent_at = Instant::now();
+                    in_flight_tx.send_modify(|n| *n += 1);
+                    let sent = client
+                        .post(&url)
+                        .bearer_auth(API_KEY)
+                        .json(&report(i))
+                        .send()
+                        .await;
+                    let answered_at = Instant::now();
+                    in_flight_tx.send_modify(|n| *n -= 1);
+                    drop(slot);
+                    let outcome = match &sent {
+                        Ok(response) => response.status().as_u16().to_string(),
+                        Err(error) => no_answer(error).to_string(),
+                    };
+                    let mut record = record.lock().unwrap();
+                    record.posted += 1;
+                    record
+                        .timeline
+                        .push((sent_at, answered_at, outcome.clone()));
+                    if outcome == "204" {
+                        record.accepted.insert(report_id(i));
+                        answered_tx.send_modify(|n| *n += 1);
+                    } else {
+                        *record.refused.entry(outcome).or_default() += 1;
+                        record.refused_ids.insert(report_id(i));
+                        failed_tx.send_modify(|n| *n += 1);
+                    }
+                });
+            }
+            while posts.join_next().await.is_some() {}
+        });
+        Stream {
+            answered,
+            failed,
+            in_flight,
+            posted,
+            task,
+        }
+    }
+
+    /// Waits until `n` reports were answered 204.
+    pub async fn wait_answered(&self, n: usize, timeout: Duration) {
+        let mut answered = self.answered.clone();
+        tokio::time::timeout(timeout, answered.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of {n} reports answered 204 in time",
+                    *self.answered.borrow()
+                )
+            })
+            .unwrap();
+    }
+
+    /// Waits until `n` reports were answered otherwise (or not at all).
+    pub async fn wait_refused(&self, n: usize, timeout: Duration) {
+        let mut failed = self.failed.clone();
+        tokio::time::timeout(timeout, failed.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} reports refused in time", *self.failed.borrow()))
+            .unwrap();
+    }
+
+    /// Waits until `n` posts are waiting for their answer at once.
+    pub async fn wait_in_flight(&self, n: usize, timeout: Duration) {
+        let mut in_flight = self.in_flight.clone();
+        tokio::time::timeout(timeout, in_flight.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| panic!("never {n} posts in flight at once"))
+            .unwrap();
+    }
+
+    pub fn answered(&self) -> usize {
+        *self.answered.borrow()
+    }
+
+    pub fn snapshot(&self) -> Posted {
+        self.posted.lock().unwrap().clone()
+    }
+
+    /// Waits for the last post to be answered.
+    pub async fn finish(self) -> Posted {
+        self.task.await.unwrap();
+        self.posted.lock().unwrap().clone()
+    }
+}
+
+/// Prints the scenario's one machine-readable line (RELIABILITY.md's table
+/// is made from these) and returns it.
+pub fn summary(
+    scenario: &str,
+    posted: &Posted,
+    tally: &Tally,
+    recovery: Option<Duration>,
+    wall: Duration,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let (email_dups, sms_dups) = tally.duplicates();
+    let (lost_email, lost_sms) = tally.lost(&posted.accepted);
+    let line = json!({
+        "scenario": scenario,
+        "posted": posted.posted,
+        "answered_204": posted.accepted.len(),
+        "refused": posted.refused,
+        "emails_unique": tally.emails.len(),
+        "emails_total": tally.emails_total(),
+        "sms_unique": tally.sms.len(),
+        "sms_total": tally.sms_total(),
+        "duplicates_email": email_dups,
+        "duplicates_sms": sms_dups,
+        "lost_email": lost_email,
+        "lost_sms": lost_sms,
+        "recovery_secs": recovery.map(|r| (r.as_secs_f64() * 10.0).round() / 10.0),
+        "wall_secs": (wall.as_secs_f64() * 10.0).round() / 10.0,
+        "extra": extra,
+    });
+    println!("FAULT-SUMMARY {line}");
+    line
+}
+
+/// Now, in ns since the epoch, comparable with [`Email::stored_ns`].
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
