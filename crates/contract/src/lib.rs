@@ -17,7 +17,8 @@
 //! - [`metrics`]: the Prometheus registry each service serves at
 //!   `/metrics`.
 //! - [`notify_log`]: which notifications were sent (report id, channel,
-//!   content hash), so redeliveries do not notify twice; SQLite-backed.
+//!   content hash), so redeliveries do not notify twice; SQLite or
+//!   Firestore.
 //! - [`serve`]: serving a router with a header-read timeout and graceful
 //!   shutdown.
 //! - [`secret`]: credentials read from the environment, never printed.

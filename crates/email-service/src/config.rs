@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
@@ -37,9 +38,10 @@ pub struct Settings {
     /// [`labrelay_contract::push_auth`]). Verified by default when read
     /// from the environment; off in [`Settings::new`], for code and tests.
     pub push_auth: PushAuth,
-    /// The notification log (`NOTIFY_LOG=sqlite:///path`): emails already
-    /// sent are not sent again. `None` (the default): every push sends.
-    pub notify_log: Option<PathBuf>,
+    /// The notification log (`NOTIFY_LOG`: SQLite or Firestore): emails
+    /// already sent are not sent again. `Off` (the default): every push
+    /// sends.
+    pub notify_log: NotifyLogSetting,
 }
 
 /// Where messages go.
@@ -103,7 +105,7 @@ impl Settings {
             reply_to: None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             push_auth: PushAuth::Off,
-            notify_log: None,
+            notify_log: NotifyLogSetting::Off,
         }
     }
 

@@ -74,10 +74,7 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         from: settings.from,
         reply_to: settings.reply_to,
         send_timeout: settings.send_timeout,
-        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(
-            settings.notify_log.as_deref(),
-            "email",
-        )?,
+        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "email")?,
     });
     let pushes = Router::new().route("/", post(http::push));
     let router = settings

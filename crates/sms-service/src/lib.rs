@@ -68,10 +68,7 @@ pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     tracing::debug!(channel = %transport.describe(), "sms-service built");
     let service = routes::Service {
         transport,
-        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(
-            settings.notify_log.as_deref(),
-            "SMS",
-        )?,
+        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?,
     };
     Ok(routes::router(
         service,
@@ -92,8 +89,7 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
-    let dedupe =
-        labrelay_contract::notify_log::Dedupe::open_setting(settings.notify_log.as_deref(), "SMS")?;
+    let dedupe = labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?;
     let notify_log = dedupe
         .as_ref()
         .map_or_else(|| "off".to_string(), |d| d.describe());

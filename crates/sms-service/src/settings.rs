@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 
@@ -34,9 +35,10 @@ pub struct Settings {
     /// [`labrelay_contract::push_auth`]). Verified by default when read
     /// from the environment; off in the constructors for code and tests.
     pub push_auth: PushAuth,
-    /// The notification log (`NOTIFY_LOG=sqlite:///path`): SMS already
-    /// sent are not sent again. `None` (the default): every push sends.
-    pub notify_log: Option<PathBuf>,
+    /// The notification log (`NOTIFY_LOG`: SQLite or Firestore): SMS
+    /// already sent are not sent again. `Off` (the default): every push
+    /// sends.
+    pub notify_log: NotifyLogSetting,
 }
 
 /// How messages leave the service.
@@ -83,7 +85,7 @@ impl Settings {
                 from: DEFAULT_OUTBOX_FROM.to_string(),
             }),
             push_auth: PushAuth::Off,
-            notify_log: None,
+            notify_log: NotifyLogSetting::Off,
         }
     }
 
@@ -98,7 +100,7 @@ impl Settings {
                 timeout: DEFAULT_TWILIO_TIMEOUT,
             }),
             push_auth: PushAuth::Off,
-            notify_log: None,
+            notify_log: NotifyLogSetting::Off,
         }
     }
 

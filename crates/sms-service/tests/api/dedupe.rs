@@ -5,13 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_sms_service::Settings;
 use labrelay_testkit::twilio::TwilioStandIn;
 
 use crate::helpers::*;
 
 fn with_log(mut settings: Settings, log: &Path) -> Settings {
-    settings.notify_log = Some(log.to_path_buf());
+    settings.notify_log = NotifyLogSetting::Sqlite(log.to_path_buf());
     settings
 }
 
@@ -106,5 +107,8 @@ fn notify_log_is_read_from_the_environment() {
             .map(|(_, v)| v.to_string())
     })
     .unwrap();
-    assert_eq!(settings.notify_log, Some("/tmp/n.db".into()));
+    assert_eq!(
+        settings.notify_log,
+        NotifyLogSetting::Sqlite("/tmp/n.db".into())
+    );
 }

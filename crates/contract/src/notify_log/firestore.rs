@@ -1,0 +1,536 @@
+//! The Firestore store: one document per notification, for services scaled
+//! out over many Cloud Run instances.
+//!
+//! A document `COLLECTION/<id>` where `<id>` is a SHA-256 of the key, so
+//! the id carries nothing readable. Its fields: `reportId`, `channel`,
+//! `contentHash`, `state` (`sending` while claimed, then `sent`),
+//! `leaseUntilMs` (while sending), `providerId` and `sentAtMs` (once sent).
+//! No addresses, phone numbers or content.
+//!
+//! Every write is a `documents:commit` with a precondition, which Firestore
+//! checks atomically: a claim creates the document only if it does not
+//! exist (`currentDocument.exists=false`), takes over an expired claim only
+//! if the document is still the version it read (`currentDocument.
+//! updateTime`), and a release deletes it only while it is still that
+//! claim. A lost race re-reads and decides again.
+//!
+//! A small REST client over `reqwest`: Google publishes no Firestore data
+//! client for Rust, and the three calls needed (get, commit, with
+//! preconditions) do not justify a second gRPC and auth stack. Credentials
+//! are Application Default Credentials (`google-cloud-auth`); against the
+//! emulator (`FIRESTORE_EMULATOR_HOST`) the request carries `Bearer owner`,
+//! which the emulator accepts as an administrator.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use google_cloud_auth::credentials::AccessTokenCredentials;
+use serde_json::{Value, json};
+
+use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord, now_ms};
+
+/// The collection used unless the setting names another.
+pub const DEFAULT_COLLECTION: &str = "labrelay-notifications";
+const DEFAULT_DATABASE: &str = "(default)";
+const FIRESTORE_API: &str = "https://firestore.googleapis.com";
+/// One call; a push that waits longer is retried by the broker anyway.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Re-reads after a lost race before giving up (the push is retried).
+const ROUNDS: usize = 5;
+
+/// Where the Firestore log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirestoreSetting {
+    pub project: String,
+    /// `(default)` or a named database.
+    pub database: String,
+    pub collection: String,
+    /// `FIRESTORE_EMULATOR_HOST` (`host:port`): the emulator, without
+    /// credentials.
+    pub emulator_host: Option<String>,
+}
+
+impl FirestoreSetting {
+    /// `firestore` (project from `GOOGLE_CLOUD_PROJECT`) or
+    /// `firestore://projects/P/databases/D[/COLLECTION]`.
+    pub(super) fn parse(
+        value: &str,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<FirestoreSetting> {
+        let non_empty = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let (project, database, collection) = if value == "firestore" {
+            let project = non_empty("GOOGLE_CLOUD_PROJECT").with_context(|| {
+                format!(
+                    "NOTIFY_LOG={value} needs GOOGLE_CLOUD_PROJECT (or name the project: \
+                     firestore://projects/PROJECT/databases/(default))"
+                )
+            })?;
+            (project, DEFAULT_DATABASE.to_string(), DEFAULT_COLLECTION)
+        } else {
+            let rest = value.strip_prefix("firestore://").unwrap_or(value);
+            match rest.split('/').collect::<Vec<_>>()[..] {
+                ["projects", project, "databases", database] => (
+                    project.to_string(),
+                    database.to_string(),
+                    DEFAULT_COLLECTION,
+                ),
+                ["projects", project, "databases", database, collection] => {
+                    (project.to_string(), database.to_string(), collection)
+                }
+                _ => anyhow::bail!(
+                    "NOTIFY_LOG must be firestore or \
+                     firestore://projects/PROJECT/databases/DATABASE[/COLLECTION], not {value:?}"
+                ),
+            }
+        };
+        anyhow::ensure!(
+            valid_project(&project),
+            "NOTIFY_LOG: {project:?} is not a Google Cloud project id (lowercase letters, digits, '-', '.', ':')"
+        );
+        anyhow::ensure!(
+            valid_database(&database),
+            "NOTIFY_LOG: {database:?} is not a Firestore database id ((default), or 4-63 lowercase letters, digits and '-')"
+        );
+        anyhow::ensure!(
+            valid_collection(collection),
+            "NOTIFY_LOG: {collection:?} is not a collection id this log accepts \
+             (1-100 letters, digits, '-' and '_', not __reserved__)"
+        );
+        let emulator_host = non_empty("FIRESTORE_EMULATOR_HOST");
+        if let Some(host) = &emulator_host {
+            anyhow::ensure!(
+                valid_host_port(host),
+                "FIRESTORE_EMULATOR_HOST must be host:port, not {host:?}"
+            );
+        }
+        Ok(FirestoreSetting {
+            project,
+            database,
+            collection: collection.to_string(),
+            emulator_host,
+        })
+    }
+
+    /// `projects/P/databases/D`.
+    pub fn database_path(&self) -> String {
+        format!("projects/{}/databases/{}", self.project, self.database)
+    }
+}
+
+fn valid_project(id: &str) -> bool {
+    (1..=100).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:".contains(&b))
+}
+
+fn valid_database(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    id == DEFAULT_DATABASE
+        || ((4..=63).contains(&bytes.len())
+            && bytes[0].is_ascii_lowercase()
+            && bytes[bytes.len() - 1] != b'-'
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-'))
+}
+
+fn valid_collection(id: &str) -> bool {
+    (1..=100).contains(&id.len())
+        && !(id.len() >= 4 && id.starts_with("__") && id.ends_with("__"))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn valid_host_port(value: &str) -> bool {
+    value.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(['/', '@', '?', '#', ' ']) && port.parse::<u16>().is_ok()
+    })
+}
+
+enum Auth {
+    /// The emulator's administrator token.
+    Emulator,
+    Adc(AccessTokenCredentials),
+}
+
+/// The notification log in a Firestore collection.
+pub struct FirestoreLog {
+    http: reqwest::Client,
+    /// `http(s)://host/v1/`.
+    api: String,
+    /// `projects/P/databases/D`.
+    database: String,
+    collection: String,
+    auth: Auth,
+    describe: String,
+}
+
+/// An error answer of the Firestore API.
+#[derive(Debug)]
+struct RpcStatus {
+    http: u16,
+    /// The canonical code: `NOT_FOUND`, `ALREADY_EXISTS`, ...
+    status: String,
+    message: String,
+}
+
+impl RpcStatus {
+    fn is(&self, status: &str) -> bool {
+        self.status == status
+    }
+
+    /// The write's precondition no longer holds: someone else wrote first.
+    fn lost_race(&self) -> bool {
+        self.is("FAILED_PRECONDITION") || self.is("NOT_FOUND") || self.is("ABORTED")
+    }
+
+    fn into_error(self, what: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "Firestore answered {} {} to {what}: {}",
+            self.http,
+            self.status,
+            self.message
+        )
+    }
+}
+
+/// A notification's document as stored.
+enum Stored {
+    Sending {
+        lease_until_ms: i64,
+        update_time: String,
+    },
+    Sent(SentRecord),
+}
+
+enum Precondition {
+    Absent,
+    UpdatedAt(String),
+}
+
+impl FirestoreLog {
+    /// A client for the log `setting` names. Builds the credentials (a
+    /// token is fetched on the first call, then cached and refreshed).
+    pub fn open(setting: &FirestoreSetting) -> anyhow::Result<FirestoreLog> {
+        let (api, auth, place) = match &setting.emulator_host {
+            Some(host) => (
+                format!("http://{host}/v1/"),
+                Auth::Emulator,
+                format!(" on the emulator at {host}"),
+            ),
+            None => {
+                let credentials = google_cloud_auth::credentials::Builder::default()
+                    .build_access_token_credentials()
+                    .context("loading Application Default Credentials for Firestore")?;
+                (
+                    format!("{FIRESTORE_API}/v1/"),
+                    Auth::Adc(credentials),
+                    String::new(),
+                )
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("building the Firestore HTTP client")?;
+        let database = setting.database_path();
+        Ok(FirestoreLog {
+            describe: format!(
+                "firestore {database}/documents/{}{place}",
+                setting.collection
+            ),
+            http,
+            api,
+            database,
+            collection: setting.collection.clone(),
+            auth,
+        })
+    }
+
+    /// The document id of `key`: a hash, nothing readable.
+    pub fn document_id(key: &NotificationKey) -> String {
+        super::content_hash(&[
+            "labrelay-notification/1",
+            &key.report_id,
+            key.channel,
+            &key.content_hash,
+        ])
+    }
+
+    fn document_name(&self, key: &NotificationKey) -> String {
+        format!(
+            "{}/documents/{}/{}",
+            self.database,
+            self.collection,
+            Self::document_id(key)
+        )
+    }
+
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<Result<Value, RpcStatus>> {
+        let token = match &self.auth {
+            Auth::Emulator => "owner".to_string(),
+            Auth::Adc(credentials) => {
+                credentials
+                    .access_token()
+                    .await
+                    .context("getting an access token for Firestore")?
+                    .token
+            }
+        };
+        let response = request
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("calling Firestore to {what}"))?;
+        let http = response.status();
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading Firestore's answer to {what}"))?;
+        if http.is_success() {
+            let value = serde_json::from_slice(&body)
+                .with_context(|| format!("Firestore's answer to {what} is not JSON"))?;
+            return Ok(Ok(value));
+        }
+        let error: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let error = &error["error"];
+        let mut message = error["message"].as_str().unwrap_or_default().to_string();
+        if let Some((cut, _)) = message.char_indices().nth(300) {
+            message.truncate(cut);
+        }
+        Ok(Err(RpcStatus {
+            http: http.as_u16(),
+            status: error["status"].as_str().unwrap_or("UNKNOWN").to_string(),
+            message,
+        }))
+    }
+
+    async fn get(&self, key: &NotificationKey) -> anyhow::Result<Option<Stored>> {
+        const WHAT: &str = "read a notification";
+        let url = format!("{}{}", self.api, self.document_name(key));
+        match self.call(self.http.get(url), WHAT).await? {
+            Ok(document) => parse_document(&document).map(Some),
+            Err(status) if status.is("NOT_FOUND") => Ok(None),
+            Err(status) => Err(status.into_error(WHAT)),
+        }
+    }
+
+    /// One write in one commit; its new update time.
+    async fn commit(
+        &self,
+        write: Value,
+        what: &str,
+    ) -> anyhow::Result<Result<Option<String>, RpcStatus>> {
+        let url = format!("{}{}/documents:commit", self.api, self.database);
+        let answer = self
+            .call(self.http.post(url).json(&json!({"writes": [write]})), what)
+            .await?;
+        Ok(answer.map(|value| {
+            value["writeResults"][0]["updateTime"]
+                .as_str()
+                .map(str::to_string)
+        }))
+    }
+
+    async fn put(
+        &self,
+        key: &NotificationKey,
+        fields: Value,
+        precondition: Precondition,
+        what: &str,
+    ) -> anyhow::Result<Result<String, RpcStatus>> {
+        let current = match precondition {
+            Precondition::Absent => json!({"exists": false}),
+            Precondition::UpdatedAt(time) => json!({"updateTime": time}),
+        };
+        let write = json!({
+            "update": {"name": self.document_name(key), "fields": fields},
+            "currentDocument": current,
+        });
+        Ok(self
+            .commit(write, what)
+            .await?
+            .map(|time| time.unwrap_or_default()))
+    }
+}
+
+fn key_fields(key: &NotificationKey) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("reportId".into(), json!({"stringValue": key.report_id}));
+    fields.insert("channel".into(), json!({"stringValue": key.channel}));
+    fields.insert(
+        "contentHash".into(),
+        json!({"stringValue": key.content_hash}),
+    );
+    fields
+}
+
+fn sending_fields(key: &NotificationKey, lease_until_ms: i64) -> Value {
+    let mut fields = key_fields(key);
+    fields.insert("state".into(), json!({"stringValue": "sending"}));
+    fields.insert(
+        "leaseUntilMs".into(),
+        json!({"integerValue": lease_until_ms.to_string()}),
+    );
+    Value::Object(fields)
+}
+
+fn sent_fields(key: &NotificationKey, record: &SentRecord) -> Value {
+    let mut fields = key_fields(key);
+    fields.insert("state".into(), json!({"stringValue": "sent"}));
+    fields.insert(
+        "providerId".into(),
+        match &record.provider_id {
+            Some(id) => json!({"stringValue": id}),
+            None => json!({"nullValue": null}),
+        },
+    );
+    fields.insert(
+        "sentAtMs".into(),
+        json!({"integerValue": record.sent_at_ms.to_string()}),
+    );
+    Value::Object(fields)
+}
+
+fn parse_document(document: &Value) -> anyhow::Result<Stored> {
+    let fields = &document["fields"];
+    let string = |name: &str| fields[name]["stringValue"].as_str();
+    // Firestore's JSON carries 64-bit integers as strings.
+    let integer = |name: &str| {
+        let value = &fields[name]["integerValue"];
+        value
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .or_else(|| value.as_i64())
+    };
+    let malformed = || {
+        anyhow::anyhow!(
+            "the notification document {} is not one this log wrote",
+            document["name"].as_str().unwrap_or("?")
+        )
+    };
+    match string("state") {
+        Some("sent") => Ok(Stored::Sent(SentRecord {
+            provider_id: string("providerId").map(str::to_string),
+            sent_at_ms: integer("sentAtMs").ok_or_else(malformed)?,
+        })),
+        Some("sending") => Ok(Stored::Sending {
+            lease_until_ms: integer("leaseUntilMs").ok_or_else(malformed)?,
+            update_time: document["updateTime"]
+                .as_str()
+                .ok_or_else(malformed)?
+                .to_string(),
+        }),
+        _ => Err(malformed()),
+    }
+}
+
+impl NotificationLog for FirestoreLog {
+    fn already_sent<'a>(&'a self, key: &'a NotificationKey) -> LogFuture<'a, Option<SentRecord>> {
+        Box::pin(async move {
+            Ok(match self.get(key).await? {
+                Some(Stored::Sent(record)) => Some(record),
+                Some(Stored::Sending { .. }) | None => None,
+            })
+        })
+    }
+
+    fn claim<'a>(&'a self, key: &'a NotificationKey, lease_until_ms: i64) -> LogFuture<'a, Claim> {
+        const WHAT: &str = "claim a notification";
+        Box::pin(async move {
+            let fields = sending_fields(key, lease_until_ms);
+            for _ in 0..ROUNDS {
+                match self
+                    .put(key, fields.clone(), Precondition::Absent, WHAT)
+                    .await?
+                {
+                    Ok(time) => return Ok(Claim::Claimed(ClaimToken::new(time))),
+                    Err(status) if status.is("ALREADY_EXISTS") => {}
+                    Err(status) => return Err(status.into_error(WHAT)),
+                }
+                let update_time = match self.get(key).await? {
+                    // Released meanwhile: create it again.
+                    None => continue,
+                    Some(Stored::Sent(record)) => return Ok(Claim::AlreadySent(record)),
+                    Some(Stored::Sending { lease_until_ms, .. }) if lease_until_ms > now_ms() => {
+                        return Ok(Claim::HeldByOther { lease_until_ms });
+                    }
+                    Some(Stored::Sending { update_time, .. }) => update_time,
+                };
+                // The holder's lease lapsed: take over this very version.
+                match self
+                    .put(
+                        key,
+                        fields.clone(),
+                        Precondition::UpdatedAt(update_time),
+                        WHAT,
+                    )
+                    .await?
+                {
+                    Ok(time) => return Ok(Claim::Claimed(ClaimToken::new(time))),
+                    Err(status) if status.lost_race() => {}
+                    Err(status) => return Err(status.into_error(WHAT)),
+                }
+            }
+            anyhow::bail!("the notification's document kept changing while claiming it")
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()> {
+        const WHAT: &str = "release a notification's claim";
+        Box::pin(async move {
+            let write = json!({
+                "delete": self.document_name(key),
+                "currentDocument": {"updateTime": token.as_str()},
+            });
+            match self.commit(write, WHAT).await? {
+                Ok(_) => Ok(()),
+                // Taken over or recorded meanwhile: not ours to delete.
+                Err(status) if status.lost_race() => Ok(()),
+                Err(status) => Err(status.into_error(WHAT)),
+            }
+        })
+    }
+
+    fn record_sent<'a>(
+        &'a self,
+        key: &'a NotificationKey,
+        record: SentRecord,
+    ) -> LogFuture<'a, ()> {
+        const WHAT: &str = "record a sent notification";
+        Box::pin(async move {
+            let fields = sent_fields(key, &record);
+            for _ in 0..ROUNDS {
+                let precondition = match self.get(key).await? {
+                    Some(Stored::Sent(_)) => return Ok(()),
+                    None => Precondition::Absent,
+                    Some(Stored::Sending { update_time, .. }) => {
+                        Precondition::UpdatedAt(update_time)
+                    }
+                };
+                match self.put(key, fields.clone(), precondition, WHAT).await? {
+                    Ok(_) => return Ok(()),
+                    Err(status) if status.is("ALREADY_EXISTS") || status.lost_race() => {}
+                    Err(status) => return Err(status.into_error(WHAT)),
+                }
+            }
+            anyhow::bail!("the notification's document kept changing while recording it")
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}

@@ -1,0 +1,582 @@
+//! The notification log: which notifications the push receivers have sent,
+//! so a redelivered push (or a lab re-posting the same report) does not
+//! notify the owner twice.
+//!
+//! A notification is identified by a [`NotificationKey`]: the report id,
+//! the channel (`email`, `sms`) and a SHA-256 of what would be sent
+//! (recipient and content). The same report posted again with the same
+//! content finds its record and is acknowledged without sending; a
+//! corrected report (different content) is a new notification.
+//!
+//! The receivers follow one protocol, [`Dedupe`], whatever the store:
+//!
+//! 1. take the in-process lock for the key, so concurrent deliveries of one
+//!    message to this instance queue behind each other;
+//! 2. claim the key in the store ([`NotificationLog::claim`]): a claim is a
+//!    lease, written only if no other claim is live and no record exists,
+//!    so two instances sharing the store (Cloud Run scaled out, a message
+//!    redelivered after its lease expired) cannot both send. Already sent:
+//!    acknowledge without sending. Held by another instance: fail, and the
+//!    broker redelivers later, when the holder has recorded or its lease
+//!    has lapsed;
+//! 3. send, then record (which ends the claim). A send that fails releases
+//!    the claim when the lock is dropped, so the redelivery can send.
+//!
+//! The one window left open is a crash (or a failed write) between the
+//! provider accepting the notification and the record being committed: the
+//! claim lapses after its lease ([`DEFAULT_CLAIM_LEASE`]), the broker
+//! redelivers and the owner gets it twice.
+//!
+//! Stores, chosen by `NOTIFY_LOG` ([`setting_from_vars`]):
+//! - [`SqliteLog`] (`sqlite:///path/file.db`), the embedded default of
+//!   `labrelay up`: one file, shared by the processes of one machine.
+//! - [`FirestoreLog`] (`firestore`, or
+//!   `firestore://projects/P/databases/D[/COLLECTION]`): one document per
+//!   notification in a Firestore collection, for many Cloud Run instances.
+//!   `FIRESTORE_EMULATOR_HOST=host:port` points it at the emulator.
+
+mod firestore;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+pub use firestore::{DEFAULT_COLLECTION, FirestoreLog, FirestoreSetting};
+pub use sqlite::SqliteLog;
+
+/// How long a claim keeps other instances from sending the same
+/// notification: far beyond a send (SMTP and Twilio time out after 10 s by
+/// default), short enough that a crashed sender's notification goes out
+/// on a redelivery a few minutes later.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
+
+/// What identifies one notification.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NotificationKey {
+    pub report_id: String,
+    /// `email` or `sms`.
+    pub channel: &'static str,
+    /// Lowercase hex SHA-256 of what is sent; see [`content_hash`].
+    pub content_hash: String,
+}
+
+/// What was recorded when a notification went out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    /// The provider's id: the Message-ID, the Twilio SID, the outbox file.
+    pub provider_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub sent_at_ms: i64,
+}
+
+impl SentRecord {
+    /// A record stamped now.
+    pub fn now(provider_id: Option<String>) -> SentRecord {
+        SentRecord {
+            provider_id,
+            sent_at_ms: now_ms(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Hex SHA-256 over length-prefixed fields, so no two field lists hash alike.
+pub fn content_hash(fields: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    for field in fields {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Identifies one claim, so only its holder releases it. Opaque: each
+/// store puts in it what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken(String);
+
+impl ClaimToken {
+    pub fn new(token: String) -> ClaimToken {
+        ClaimToken(token)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The answer to [`NotificationLog::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller may send; record or release afterwards.
+    Claimed(ClaimToken),
+    /// Sent before: do not send.
+    AlreadySent(SentRecord),
+    /// Another sender holds a live claim until this time (ms since the
+    /// epoch): it may be sending right now.
+    HeldByOther { lease_until_ms: i64 },
+}
+
+/// [`Dedupe::already_sent`] failed because another instance is sending the
+/// same notification. The push should be answered with a retryable error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "another delivery is sending this notification (its claim lasts until {lease_until_ms} ms after the epoch); retry later"
+)]
+pub struct ClaimHeld {
+    pub lease_until_ms: i64,
+}
+
+/// A boxed future, so the log can live behind `Arc<dyn NotificationLog>`.
+pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
+/// Where sent notifications are recorded.
+pub trait NotificationLog: Send + Sync {
+    /// The record of `key`, if it was sent (a claim alone is not a record).
+    fn already_sent<'a>(&'a self, key: &'a NotificationKey) -> LogFuture<'a, Option<SentRecord>>;
+    /// Claims `key` until `lease_until_ms` unless it was sent or another
+    /// claim on it is still live; an expired claim is taken over. Atomic
+    /// against every other client of the same store.
+    fn claim<'a>(&'a self, key: &'a NotificationKey, lease_until_ms: i64) -> LogFuture<'a, Claim>;
+    /// Gives up the claim `token` on `key` (the send failed), unless it was
+    /// taken over or recorded meanwhile.
+    fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()>;
+    /// Records that `key` was sent, ending any claim on it; durable when
+    /// the future completes. Recording a key again keeps the first record.
+    fn record_sent<'a>(&'a self, key: &'a NotificationKey, record: SentRecord)
+    -> LogFuture<'a, ()>;
+    /// For the startup log line.
+    fn describe(&self) -> String;
+}
+
+/// Which notification log a push service uses (`NOTIFY_LOG`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NotifyLogSetting {
+    /// No log: a redelivered push notifies again.
+    #[default]
+    Off,
+    /// The embedded SQLite log at this absolute path.
+    Sqlite(PathBuf),
+    /// A Firestore collection.
+    Firestore(FirestoreSetting),
+}
+
+/// Reads `NOTIFY_LOG`:
+/// - `off` (or unset): no log;
+/// - `sqlite:///absolute/path.db`: the SQLite log;
+/// - `firestore`: collection `labrelay-notifications` of the `(default)`
+///   database of project `GOOGLE_CLOUD_PROJECT`;
+/// - `firestore://projects/PROJECT/databases/DATABASE[/COLLECTION]`.
+///
+/// With Firestore, `FIRESTORE_EMULATOR_HOST=host:port` selects the emulator
+/// (no credentials); without it the service calls Firestore with
+/// Application Default Credentials.
+pub fn setting_from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<NotifyLogSetting> {
+    let Some(value) = get("NOTIFY_LOG").filter(|v| !v.trim().is_empty()) else {
+        return Ok(NotifyLogSetting::Off);
+    };
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(NotifyLogSetting::Off);
+    }
+    if let Some(path) = value.strip_prefix("sqlite://") {
+        if path.starts_with('/') {
+            return Ok(NotifyLogSetting::Sqlite(PathBuf::from(path)));
+        }
+        anyhow::bail!(
+            "NOTIFY_LOG: a SQLite log needs an absolute path (sqlite:///abs/path.db), not {value:?}"
+        );
+    }
+    if value == "firestore" || value.starts_with("firestore://") {
+        return Ok(NotifyLogSetting::Firestore(FirestoreSetting::parse(
+            value, &get,
+        )?));
+    }
+    anyhow::bail!(
+        "NOTIFY_LOG must be sqlite:///absolute/path/to/file.db, firestore, \
+         firestore://projects/PROJECT/databases/DATABASE[/COLLECTION] or off, not {value:?}"
+    )
+}
+
+/// The check-send-record protocol around one [`NotificationLog`]: an
+/// in-process lock per key, a claim in the store, then the record. See the
+/// module doc.
+pub struct Dedupe {
+    log: Arc<dyn NotificationLog>,
+    locks: Arc<Mutex<HashMap<NotificationKey, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Claims this instance holds and has neither recorded nor released.
+    claims: Mutex<HashMap<NotificationKey, ClaimToken>>,
+    lease: Duration,
+}
+
+/// Held while a notification is checked, sent and recorded; releasing it
+/// lets the next delivery of the same key look it up. Dropped with a claim
+/// neither recorded nor released (the send failed), it releases the claim
+/// first, on a task, and only then lets the next delivery in.
+pub struct KeyGuard<'a> {
+    dedupe: &'a Dedupe,
+    key: NotificationKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let guard = self.guard.take();
+        let token = lock(&self.dedupe.claims).remove(&self.key);
+        if let (Some(token), Ok(runtime)) = (token, tokio::runtime::Handle::try_current()) {
+            let log = Arc::clone(&self.dedupe.log);
+            let locks = Arc::clone(&self.dedupe.locks);
+            let key = self.key.clone();
+            runtime.spawn(async move {
+                if let Err(error) = log.release(&key, token).await {
+                    tracing::warn!(error = ?error, "releasing the claim of an unsent notification failed; it lapses with its lease");
+                }
+                drop(guard);
+                forget_if_idle(&locks, &key);
+            });
+        } else {
+            drop(guard);
+            forget_if_idle(&self.dedupe.locks, &self.key);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Only the map holds the key's lock: nobody waits, forget the key.
+fn forget_if_idle(
+    locks: &Mutex<HashMap<NotificationKey, Arc<tokio::sync::Mutex<()>>>>,
+    key: &NotificationKey,
+) {
+    let mut locks = lock(locks);
+    if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+        locks.remove(key);
+    }
+}
+
+impl Dedupe {
+    pub fn new(log: Arc<dyn NotificationLog>) -> Dedupe {
+        Dedupe {
+            log,
+            locks: Arc::default(),
+            claims: Mutex::default(),
+            lease: DEFAULT_CLAIM_LEASE,
+        }
+    }
+
+    /// The same, with claims lasting `lease` instead of
+    /// [`DEFAULT_CLAIM_LEASE`].
+    pub fn with_claim_lease(mut self, lease: Duration) -> Dedupe {
+        self.lease = lease;
+        self
+    }
+
+    /// Opens the SQLite log at `path`.
+    pub fn sqlite(path: &Path) -> anyhow::Result<Dedupe> {
+        Ok(Dedupe::new(Arc::new(SqliteLog::open(path)?)))
+    }
+
+    /// The `NOTIFY_LOG` store of a push service sending `what` ("email",
+    /// "SMS"), or none (with a warning: redeliveries will send again).
+    pub fn open_setting(setting: &NotifyLogSetting, what: &str) -> anyhow::Result<Option<Dedupe>> {
+        use anyhow::Context as _;
+        let log: Arc<dyn NotificationLog> = match setting {
+            NotifyLogSetting::Off => {
+                tracing::warn!("NOTIFY_LOG is not set: a redelivered push sends its {what} again");
+                return Ok(None);
+            }
+            NotifyLogSetting::Sqlite(path) => Arc::new(
+                SqliteLog::open(path).context("opening the notification log (NOTIFY_LOG)")?,
+            ),
+            NotifyLogSetting::Firestore(firestore) => Arc::new(
+                FirestoreLog::open(firestore)
+                    .context("opening the notification log (NOTIFY_LOG)")?,
+            ),
+        };
+        Ok(Some(Dedupe::new(log)))
+    }
+
+    pub fn describe(&self) -> String {
+        self.log.describe()
+    }
+
+    /// Waits for the lock of `key`; hold it across lookup, send and record.
+    pub async fn lock(&self, key: &NotificationKey) -> KeyGuard<'_> {
+        let lock = Arc::clone(lock(&self.locks).entry(key.clone()).or_default());
+        KeyGuard {
+            dedupe: self,
+            key: key.clone(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// Call with the key's lock held. The record of `key` if it was sent;
+    /// if not, claims it for this instance (`None`: send, then
+    /// [`record_sent`](Self::record_sent)). Fails with [`ClaimHeld`] while
+    /// another instance holds the claim: do not send, let the broker retry.
+    pub async fn already_sent(&self, key: &NotificationKey) -> anyhow::Result<Option<SentRecord>> {
+        let lease_until_ms =
+            now_ms().saturating_add(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX));
+        match self.log.claim(key, lease_until_ms).await? {
+            Claim::Claimed(token) => {
+                lock(&self.claims).insert(key.clone(), token);
+                Ok(None)
+            }
+            Claim::AlreadySent(record) => Ok(Some(record)),
+            Claim::HeldByOther { lease_until_ms } => Err(ClaimHeld { lease_until_ms }.into()),
+        }
+    }
+
+    /// Records that `key` was sent. Whether or not that works, the claim is
+    /// not released: a failed record leaves it to lapse, so a redelivery
+    /// within the lease does not send again.
+    pub async fn record_sent(
+        &self,
+        key: &NotificationKey,
+        record: SentRecord,
+    ) -> anyhow::Result<()> {
+        let result = self.log.record_sent(key, record).await;
+        lock(&self.claims).remove(key);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(report: &str, hash: &str) -> NotificationKey {
+        NotificationKey {
+            report_id: report.into(),
+            channel: "email",
+            content_hash: hash.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_key_lock_serialises_and_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let dedupe = Arc::new(Dedupe::sqlite(&dir.path().join("log.db")).unwrap());
+        let k = key("7", "cc");
+        let first = dedupe.lock(&k).await;
+        assert_eq!(dedupe.already_sent(&k).await.unwrap(), None);
+        let waiter = {
+            let dedupe = Arc::clone(&dedupe);
+            let k = k.clone();
+            tokio::spawn(async move {
+                let _guard = dedupe.lock(&k).await;
+                dedupe.already_sent(&k).await.unwrap()
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the second delivery waits");
+        dedupe.record_sent(&k, SentRecord::now(None)).await.unwrap();
+        drop(first);
+        assert!(waiter.await.unwrap().is_some(), "and then sees the record");
+        assert!(dedupe.locks.lock().unwrap().is_empty());
+        assert!(dedupe.claims.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_releases_its_claim_before_the_next_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let dedupe = Arc::new(Dedupe::sqlite(&dir.path().join("log.db")).unwrap());
+        let k = key("8", "dd");
+        let first = dedupe.lock(&k).await;
+        assert_eq!(dedupe.already_sent(&k).await.unwrap(), None);
+        let retry = {
+            let dedupe = Arc::clone(&dedupe);
+            let k = k.clone();
+            tokio::spawn(async move {
+                let _guard = dedupe.lock(&k).await;
+                dedupe.already_sent(&k).await.map_err(|e| e.to_string())
+            })
+        };
+        // The send failed: nothing recorded, the guard goes.
+        drop(first);
+        assert_eq!(
+            retry.await.unwrap(),
+            Ok(None),
+            "the next delivery claims it again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_claim_elsewhere_fails_with_claim_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        // Two instances sharing one store.
+        let a = Dedupe::sqlite(&path).unwrap();
+        let b = Dedupe::sqlite(&path).unwrap();
+        let k = key("9", "ee");
+        let _a_guard = a.lock(&k).await;
+        assert_eq!(a.already_sent(&k).await.unwrap(), None);
+        let _b_guard = b.lock(&k).await;
+        let err = b.already_sent(&k).await.unwrap_err();
+        assert!(err.downcast_ref::<ClaimHeld>().is_some(), "{err:#}");
+        a.record_sent(&k, SentRecord::now(Some("id-1".into())))
+            .await
+            .unwrap();
+        let record = b.already_sent(&k).await.unwrap().unwrap();
+        assert_eq!(record.provider_id.as_deref(), Some("id-1"));
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let crashed = Dedupe::sqlite(&path)
+            .unwrap()
+            .with_claim_lease(Duration::ZERO);
+        let k = key("10", "ff");
+        assert_eq!(crashed.already_sent(&k).await.unwrap(), None);
+        // Its claim is never released (it crashed mid-send).
+        std::mem::forget(crashed);
+        let other = Dedupe::sqlite(&path).unwrap();
+        let _guard = other.lock(&k).await;
+        assert_eq!(other.already_sent(&k).await.unwrap(), None);
+    }
+
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn reads_the_setting() {
+        use NotifyLogSetting::*;
+        assert_eq!(setting_from_vars(|_| None).unwrap(), Off);
+        assert_eq!(
+            setting_from_vars(vars(&[("NOTIFY_LOG", "off")])).unwrap(),
+            Off
+        );
+        assert_eq!(
+            setting_from_vars(vars(&[("NOTIFY_LOG", " ")])).unwrap(),
+            Off
+        );
+        assert_eq!(
+            setting_from_vars(vars(&[("NOTIFY_LOG", "sqlite:///var/lib/n.db")])).unwrap(),
+            Sqlite(PathBuf::from("/var/lib/n.db"))
+        );
+        for bad in ["sqlite://rel.db", "/var/lib/n.db", "redis://x", "Firestore"] {
+            let err = setting_from_vars(vars(&[("NOTIFY_LOG", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn reads_firestore_settings() {
+        let parsed = |pairs: &[(&str, &str)]| match setting_from_vars(vars(pairs)) {
+            Ok(NotifyLogSetting::Firestore(f)) => Ok(f),
+            Ok(other) => panic!("not Firestore: {other:?}"),
+            Err(err) => Err(err.to_string()),
+        };
+        assert_eq!(
+            parsed(&[
+                ("NOTIFY_LOG", "firestore"),
+                ("GOOGLE_CLOUD_PROJECT", "pet-theory")
+            ]),
+            Ok(FirestoreSetting {
+                project: "pet-theory".into(),
+                database: "(default)".into(),
+                collection: DEFAULT_COLLECTION.into(),
+                emulator_host: None,
+            })
+        );
+        assert_eq!(
+            parsed(&[
+                (
+                    "NOTIFY_LOG",
+                    "firestore://projects/p-1/databases/notify-db/sent"
+                ),
+                ("FIRESTORE_EMULATOR_HOST", "127.0.0.1:8086"),
+            ]),
+            Ok(FirestoreSetting {
+                project: "p-1".into(),
+                database: "notify-db".into(),
+                collection: "sent".into(),
+                emulator_host: Some("127.0.0.1:8086".into()),
+            })
+        );
+        assert_eq!(
+            parsed(&[("NOTIFY_LOG", "firestore://projects/p-1/databases/(default)")])
+                .unwrap()
+                .collection,
+            DEFAULT_COLLECTION
+        );
+        let err = parsed(&[("NOTIFY_LOG", "firestore")]).unwrap_err();
+        assert!(err.contains("GOOGLE_CLOUD_PROJECT"), "{err}");
+        for (pairs, named) in [
+            (
+                &[("NOTIFY_LOG", "firestore://projects/p/databases")][..],
+                "firestore://projects/p/databases",
+            ),
+            (
+                &[("NOTIFY_LOG", "firestore://projects/p/databases/d/c/extra")][..],
+                "firestore://projects/p/databases/d/c/extra",
+            ),
+            (
+                &[("NOTIFY_LOG", "firestore://projects/P Q/databases/(default)")][..],
+                "P Q",
+            ),
+            (
+                &[("NOTIFY_LOG", "firestore://projects/p/databases/Bad_DB")][..],
+                "Bad_DB",
+            ),
+            (
+                &[(
+                    "NOTIFY_LOG",
+                    "firestore://projects/p/databases/(default)/__x__",
+                )][..],
+                "__x__",
+            ),
+            (
+                &[(
+                    "NOTIFY_LOG",
+                    "firestore://projects/p/databases/(default)/a%2Fb",
+                )][..],
+                "a%2Fb",
+            ),
+            (
+                &[
+                    ("NOTIFY_LOG", "firestore"),
+                    ("GOOGLE_CLOUD_PROJECT", "p"),
+                    ("FIRESTORE_EMULATOR_HOST", "http://localhost:8080"),
+                ][..],
+                "http://localhost:8080",
+            ),
+        ] {
+            let err = parsed(pairs).unwrap_err();
+            assert!(err.contains(named), "{named}: {err}");
+        }
+    }
+
+    #[test]
+    fn content_hashes_are_length_prefixed() {
+        assert_ne!(content_hash(&["ab", "c"]), content_hash(&["a", "bc"]));
+        assert_eq!(content_hash(&["x"]).len(), 64);
+    }
+}

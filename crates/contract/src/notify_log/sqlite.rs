@@ -1,0 +1,282 @@
+//! The embedded store: one SQLite file (WAL, `synchronous=FULL`), every
+//! call on a blocking thread. Claims live in their own table, taken in an
+//! `IMMEDIATE` transaction, so processes sharing the file exclude each
+//! other like Cloud Run instances sharing Firestore.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{OptionalExtension as _, TransactionBehavior};
+
+use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord, now_ms};
+
+/// The embedded log: one SQLite file, one connection used from blocking
+/// threads.
+#[derive(Clone)]
+pub struct SqliteLog {
+    path: PathBuf,
+    conn: Arc<Mutex<rusqlite::Connection>>,
+}
+
+impl SqliteLog {
+    /// Opens (creating it and its directory if needed) the log at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteLog> {
+        use anyhow::Context as _;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening the notification log {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sent_notifications (
+                 report_id    TEXT    NOT NULL,
+                 channel      TEXT    NOT NULL,
+                 content_hash TEXT    NOT NULL,
+                 provider_id  TEXT,
+                 sent_at_ms   INTEGER NOT NULL,
+                 PRIMARY KEY (report_id, channel, content_hash)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS notification_claims (
+                 report_id      TEXT    NOT NULL,
+                 channel        TEXT    NOT NULL,
+                 content_hash   TEXT    NOT NULL,
+                 token          TEXT    NOT NULL,
+                 lease_until_ms INTEGER NOT NULL,
+                 PRIMARY KEY (report_id, channel, content_hash)
+             ) WITHOUT ROWID;",
+        )
+        .context("creating the notification log's tables")?;
+        Ok(SqliteLog {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let conn = Arc::clone(&self.conn);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await?;
+        Ok(result?)
+    }
+}
+
+fn sent_record(
+    conn: &rusqlite::Connection,
+    key: &NotificationKey,
+) -> rusqlite::Result<Option<SentRecord>> {
+    conn.query_row(
+        "SELECT provider_id, sent_at_ms FROM sent_notifications
+         WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
+        (&key.report_id, key.channel, &key.content_hash),
+        |row| {
+            Ok(SentRecord {
+                provider_id: row.get(0)?,
+                sent_at_ms: row.get(1)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Unique among the claims of every process on this machine.
+fn new_token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl NotificationLog for SqliteLog {
+    fn already_sent<'a>(&'a self, key: &'a NotificationKey) -> LogFuture<'a, Option<SentRecord>> {
+        let key = key.clone();
+        Box::pin(self.blocking(move |conn| sent_record(conn, &key)))
+    }
+
+    fn claim<'a>(&'a self, key: &'a NotificationKey, lease_until_ms: i64) -> LogFuture<'a, Claim> {
+        let key = key.clone();
+        Box::pin(self.blocking(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(record) = sent_record(&tx, &key)? {
+                return Ok(Claim::AlreadySent(record));
+            }
+            let held: Option<i64> = tx
+                .query_row(
+                    "SELECT lease_until_ms FROM notification_claims
+                     WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
+                    (&key.report_id, key.channel, &key.content_hash),
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(until) = held.filter(|until| *until > now_ms()) {
+                return Ok(Claim::HeldByOther {
+                    lease_until_ms: until,
+                });
+            }
+            let token = new_token();
+            tx.execute(
+                "INSERT OR REPLACE INTO notification_claims
+                 (report_id, channel, content_hash, token, lease_until_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                (
+                    &key.report_id,
+                    key.channel,
+                    &key.content_hash,
+                    &token,
+                    lease_until_ms,
+                ),
+            )?;
+            tx.commit()?;
+            Ok(Claim::Claimed(ClaimToken::new(token)))
+        }))
+    }
+
+    fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()> {
+        let key = key.clone();
+        Box::pin(self.blocking(move |conn| {
+            conn.execute(
+                "DELETE FROM notification_claims
+                 WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3 AND token = ?4",
+                (
+                    &key.report_id,
+                    key.channel,
+                    &key.content_hash,
+                    token.as_str(),
+                ),
+            )
+            .map(|_| ())
+        }))
+    }
+
+    fn record_sent<'a>(
+        &'a self,
+        key: &'a NotificationKey,
+        record: SentRecord,
+    ) -> LogFuture<'a, ()> {
+        let key = key.clone();
+        Box::pin(self.blocking(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO sent_notifications
+                 (report_id, channel, content_hash, provider_id, sent_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                (
+                    &key.report_id,
+                    key.channel,
+                    &key.content_hash,
+                    &record.provider_id,
+                    record.sent_at_ms,
+                ),
+            )?;
+            tx.execute(
+                "DELETE FROM notification_claims
+                 WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
+                (&key.report_id, key.channel, &key.content_hash),
+            )?;
+            tx.commit()
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(report: &str, hash: &str) -> NotificationKey {
+        NotificationKey {
+            report_id: report.into(),
+            channel: "email",
+            content_hash: hash.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_looks_up_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        let k = key("12", "aa");
+        assert_eq!(log.already_sent(&k).await.unwrap(), None);
+        let record = SentRecord {
+            provider_id: Some("<x@labrelay>".into()),
+            sent_at_ms: 42,
+        };
+        log.record_sent(&k, record.clone()).await.unwrap();
+        assert_eq!(log.already_sent(&k).await.unwrap(), Some(record.clone()));
+        // Another content, another channel: not sent.
+        assert_eq!(log.already_sent(&key("12", "bb")).await.unwrap(), None);
+        let sms = NotificationKey {
+            channel: "sms",
+            ..k.clone()
+        };
+        assert_eq!(log.already_sent(&sms).await.unwrap(), None);
+        // Recording again keeps the first record.
+        log.record_sent(&k, SentRecord::now(None)).await.unwrap();
+        drop(log);
+
+        let reopened = SqliteLog::open(&path).unwrap();
+        assert_eq!(reopened.already_sent(&k).await.unwrap(), Some(record));
+    }
+
+    #[tokio::test]
+    async fn claims_exclude_until_released_recorded_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let (a, b) = (
+            SqliteLog::open(&path).unwrap(),
+            SqliteLog::open(&path).unwrap(),
+        );
+        let k = key("13", "cc");
+        let far = now_ms() + 60_000;
+        let Claim::Claimed(token) = a.claim(&k, far).await.unwrap() else {
+            panic!("a fresh key is claimed");
+        };
+        assert_eq!(
+            b.claim(&k, far).await.unwrap(),
+            Claim::HeldByOther {
+                lease_until_ms: far
+            }
+        );
+        assert_eq!(
+            a.already_sent(&k).await.unwrap(),
+            None,
+            "a claim is no record"
+        );
+        // Releasing with another token does nothing.
+        b.release(&k, ClaimToken::new("not-it".into()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            b.claim(&k, far).await.unwrap(),
+            Claim::HeldByOther { .. }
+        ));
+        a.release(&k, token).await.unwrap();
+        let Claim::Claimed(_) = b.claim(&k, now_ms() - 1).await.unwrap() else {
+            panic!("a released key is claimed");
+        };
+        // b's lease has lapsed: a takes it over, records, and b finds it.
+        assert!(matches!(a.claim(&k, far).await.unwrap(), Claim::Claimed(_)));
+        let record = SentRecord {
+            provider_id: Some("SM1".into()),
+            sent_at_ms: 7,
+        };
+        a.record_sent(&k, record.clone()).await.unwrap();
+        assert_eq!(b.claim(&k, far).await.unwrap(), Claim::AlreadySent(record));
+    }
+}

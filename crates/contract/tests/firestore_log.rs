@@ -1,0 +1,488 @@
+//! The Firestore notification log against Google's official Firestore
+//! emulator (`gcloud emulators firestore start`, package
+//! `google-cloud-cli-firestore-emulator`).
+//!
+//! The emulator is a JVM that takes a few seconds to start, and nextest
+//! runs every test in its own process, so one test starts it once and runs
+//! every scenario against it in turn, each in its own project (the
+//! emulator keeps projects apart). A failure names its scenario.
+
+use std::collections::HashSet;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use labrelay_contract::notify_log::{
+    Claim, ClaimHeld, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog, FirestoreSetting,
+    NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms, setting_from_vars,
+};
+
+/// The official emulator, in its own process group, killed with it.
+struct Emulator {
+    child: Child,
+    host: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Emulator {
+    /// Starts it on a free port and waits until `GET /` answers "Ok".
+    async fn start() -> Emulator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new("gcloud")
+            .args(["emulators", "firestore", "start"])
+            .arg(format!("--host-port={host}"))
+            .stdin(Stdio::null())
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting `gcloud emulators firestore start` (packages google-cloud-cli and \
+                     google-cloud-cli-firestore-emulator): {e}"
+                )
+            });
+        let mut emulator = Emulator { child, host, log };
+        let started = Instant::now();
+        let http = reqwest::Client::new();
+        let url = format!("http://{}/", emulator.host);
+        loop {
+            if let Ok(response) = http.get(&url).send().await
+                && response.status().is_success()
+                && response.text().await.is_ok_and(|body| body.trim() == "Ok")
+            {
+                break;
+            }
+            if let Ok(Some(status)) = emulator.child.try_wait() {
+                panic!(
+                    "the Firestore emulator exited ({status}) before answering:\n{}",
+                    emulator.output()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the Firestore emulator did not answer GET / within 90 s:\n{}",
+                emulator.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "Firestore emulator ready at {} after {:?}",
+            emulator.host,
+            started.elapsed()
+        );
+        emulator
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // gcloud runs a shell script that runs java: end the group.
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn setting(emulator: &Emulator, project: &str) -> FirestoreSetting {
+    FirestoreSetting {
+        project: project.into(),
+        database: "(default)".into(),
+        collection: DEFAULT_COLLECTION.into(),
+        emulator_host: Some(emulator.host.clone()),
+    }
+}
+
+fn open(setting: &FirestoreSetting) -> FirestoreLog {
+    FirestoreLog::open(setting).unwrap()
+}
+
+fn key(report: &str, channel: &'static str, hash: &str) -> NotificationKey {
+    NotificationKey {
+        report_id: report.into(),
+        channel,
+        content_hash: hash.into(),
+    }
+}
+
+/// The document as the emulator has it, read over its REST API.
+async fn raw_document(setting: &FirestoreSetting, key: &NotificationKey) -> serde_json::Value {
+    let url = format!(
+        "http://{}/v1/{}/documents/{}/{}",
+        setting.emulator_host.as_deref().unwrap(),
+        setting.database_path(),
+        setting.collection,
+        FirestoreLog::document_id(key)
+    );
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth("owner")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firestore_log_against_the_official_emulator() {
+    let emulator = Emulator::start().await;
+    let started = Instant::now();
+    eprintln!("scenario: records, finds, keeps the first record, survives a new client");
+    records_finds_and_keeps_the_first(&emulator).await;
+    eprintln!("scenario: the document holds no personal data");
+    the_document_holds_keys_and_ids_only(&emulator).await;
+    eprintln!("scenario: concurrent claims from many clients, one wins");
+    concurrent_claims_from_many_clients_one_wins(&emulator).await;
+    eprintln!("scenario: release, lapse and takeover");
+    claims_are_released_taken_over_and_ended_by_the_record(&emulator).await;
+    eprintln!("scenario: two instances' Dedupe send once");
+    two_instances_send_once(&emulator).await;
+    eprintln!("scenario: NOTIFY_LOG=firestore://... with a named database and collection");
+    opened_from_the_setting(&emulator).await;
+    eprintln!("all scenarios in {:?}", started.elapsed());
+}
+
+async fn records_finds_and_keeps_the_first(emulator: &Emulator) {
+    let setting = setting(emulator, "records");
+    let log = open(&setting);
+    let k = key("LR-1", "email", "aa");
+    assert_eq!(log.already_sent(&k).await.unwrap(), None, "absent key");
+    let first = SentRecord {
+        provider_id: Some("<m1@labrelay>".into()),
+        sent_at_ms: 1_764_000_000_123,
+    };
+    log.record_sent(&k, first.clone()).await.unwrap();
+    assert_eq!(log.already_sent(&k).await.unwrap(), Some(first.clone()));
+    // Another channel, another content: other notifications.
+    assert_eq!(
+        log.already_sent(&key("LR-1", "sms", "aa")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        log.already_sent(&key("LR-1", "email", "bb")).await.unwrap(),
+        None
+    );
+    // Recording again keeps the first record.
+    log.record_sent(&k, SentRecord::now(Some("<m2@labrelay>".into())))
+        .await
+        .unwrap();
+    assert_eq!(log.already_sent(&k).await.unwrap(), Some(first.clone()));
+    // A record without a provider id, and a claim on a recorded key.
+    let bare = key("LR-2", "sms", "cc");
+    let no_id = SentRecord {
+        provider_id: None,
+        sent_at_ms: 5,
+    };
+    log.record_sent(&bare, no_id.clone()).await.unwrap();
+    drop(log);
+
+    let fresh = open(&setting);
+    assert_eq!(fresh.already_sent(&k).await.unwrap(), Some(first));
+    assert_eq!(
+        fresh.claim(&bare, now_ms() + 60_000).await.unwrap(),
+        Claim::AlreadySent(no_id)
+    );
+    // Other projects do not see it.
+    let elsewhere = open(&self::setting(emulator, "records-elsewhere"));
+    assert_eq!(elsewhere.already_sent(&k).await.unwrap(), None);
+}
+
+async fn the_document_holds_keys_and_ids_only(emulator: &Emulator) {
+    let setting = setting(emulator, "document");
+    let log = open(&setting);
+    let k = key("LR-3", "email", &"d".repeat(64));
+    log.record_sent(
+        &k,
+        SentRecord {
+            provider_id: Some("SM123".into()),
+            sent_at_ms: 42,
+        },
+    )
+    .await
+    .unwrap();
+    let document = raw_document(&setting, &k).await;
+    let id = FirestoreLog::document_id(&k);
+    assert_eq!(id.len(), 64);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()) && !id.contains("LR-3"));
+    let fields = document["fields"].as_object().unwrap();
+    let names: HashSet<&str> = fields.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        HashSet::from([
+            "reportId",
+            "channel",
+            "contentHash",
+            "state",
+            "providerId",
+            "sentAtMs"
+        ])
+    );
+    assert_eq!(fields["reportId"]["stringValue"], "LR-3");
+    assert_eq!(fields["state"]["stringValue"], "sent");
+    assert_eq!(fields["sentAtMs"]["integerValue"], "42");
+}
+
+async fn concurrent_claims_from_many_clients_one_wins(emulator: &Emulator) {
+    let setting = setting(emulator, "concurrent");
+    let k = key("LR-4", "sms", "ee");
+    let lease = now_ms() + 60_000;
+    let mut claims = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        // One client each, as separate Cloud Run instances would have.
+        let log = open(&setting);
+        let k = k.clone();
+        claims.spawn(async move { log.claim(&k, lease).await.unwrap() });
+    }
+    let answers = claims.join_all().await;
+    let winners = answers
+        .iter()
+        .filter(|c| matches!(c, Claim::Claimed(_)))
+        .count();
+    assert_eq!(winners, 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|c| matches!(c, Claim::Claimed(_))
+            || *c
+                == Claim::HeldByOther {
+                    lease_until_ms: lease
+                }),
+        "{answers:?}"
+    );
+    let log = open(&setting);
+    assert_eq!(
+        log.already_sent(&k).await.unwrap(),
+        None,
+        "a claim is no record"
+    );
+    let record = SentRecord {
+        provider_id: Some("SM4".into()),
+        sent_at_ms: 4,
+    };
+    log.record_sent(&k, record.clone()).await.unwrap();
+    assert_eq!(
+        open(&setting).claim(&k, lease).await.unwrap(),
+        Claim::AlreadySent(record)
+    );
+}
+
+async fn claims_are_released_taken_over_and_ended_by_the_record(emulator: &Emulator) {
+    let setting = setting(emulator, "leases");
+    let (a, b, c) = (open(&setting), open(&setting), open(&setting));
+    let k = key("LR-5", "email", "ff");
+    let far = now_ms() + 60_000;
+    // a claims with a lease that has already lapsed (a crashed sender).
+    let Claim::Claimed(stale) = a.claim(&k, now_ms() - 1).await.unwrap() else {
+        panic!("a fresh key is claimed");
+    };
+    let Claim::Claimed(b_token) = b.claim(&k, far).await.unwrap() else {
+        panic!("a lapsed claim is taken over");
+    };
+    // a's late release must not free b's claim.
+    a.release(&k, stale).await.unwrap();
+    assert_eq!(
+        c.claim(&k, far).await.unwrap(),
+        Claim::HeldByOther {
+            lease_until_ms: far
+        }
+    );
+    // Nor does a made-up token.
+    c.release(&k, ClaimToken::new("2020-01-01T00:00:00Z".into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.claim(&k, far).await.unwrap(),
+        Claim::HeldByOther { .. }
+    ));
+    // b's send failed: it releases, and c may send at once.
+    b.release(&k, b_token).await.unwrap();
+    let Claim::Claimed(_) = c.claim(&k, far).await.unwrap() else {
+        panic!("a released key is claimed");
+    };
+    // c sent: its record replaces the claim.
+    let record = SentRecord {
+        provider_id: Some("<m5@labrelay>".into()),
+        sent_at_ms: 5,
+    };
+    c.record_sent(&k, record.clone()).await.unwrap();
+    assert_eq!(b.already_sent(&k).await.unwrap(), Some(record.clone()));
+    assert_eq!(
+        a.claim(&k, far).await.unwrap(),
+        Claim::AlreadySent(record.clone())
+    );
+    // Releasing after the record leaves the record.
+    let fields = &raw_document(&setting, &k).await["fields"];
+    assert_eq!(fields["state"]["stringValue"], "sent");
+    assert!(fields.get("leaseUntilMs").is_none());
+}
+
+/// One delivery as the push services run it: lock, claim, send, record.
+/// `Err` when another instance holds the claim (the push answers 503).
+async fn deliver(
+    dedupe: &Dedupe,
+    key: &NotificationKey,
+    sends: &AtomicUsize,
+    fail_send: bool,
+) -> Result<bool, ClaimHeld> {
+    let _guard = dedupe.lock(key).await;
+    match dedupe.already_sent(key).await {
+        Ok(Some(_)) => return Ok(false),
+        Ok(None) => {}
+        Err(error) => return Err(error.downcast::<ClaimHeld>().unwrap()),
+    }
+    sends.fetch_add(1, Ordering::SeqCst);
+    if fail_send {
+        return Ok(false);
+    }
+    dedupe
+        .record_sent(key, SentRecord::now(Some("sent".into())))
+        .await
+        .unwrap();
+    Ok(true)
+}
+
+async fn two_instances_send_once(emulator: &Emulator) {
+    let setting = setting(emulator, "instances");
+    let instances = [
+        Arc::new(Dedupe::new(Arc::new(open(&setting)))),
+        Arc::new(Dedupe::new(Arc::new(open(&setting)))),
+    ];
+    let sends = Arc::new(AtomicUsize::new(0));
+
+    // A failed send releases its claim: the next delivery, on the other
+    // instance, sends at once instead of waiting for the lease.
+    let k = key("LR-6", "email", "11");
+    deliver(&instances[0], &k, &sends, true).await.unwrap();
+    // The release runs on a task that holds the key's lock until it is done.
+    drop(instances[0].lock(&k).await);
+    assert_eq!(deliver(&instances[1], &k, &sends, false).await, Ok(true));
+    assert_eq!(sends.swap(0, Ordering::SeqCst), 2);
+
+    // Eight concurrent deliveries of one message over two instances: one
+    // sends, the others find the record or are told to retry.
+    let k = key("LR-7", "sms", "22");
+    let mut deliveries = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let dedupe = Arc::clone(&instances[i % 2]);
+        let (k, sends) = (k.clone(), Arc::clone(&sends));
+        deliveries.spawn(async move { deliver(&dedupe, &k, &sends, false).await });
+    }
+    let outcomes = deliveries.join_all().await;
+    assert_eq!(sends.load(Ordering::SeqCst), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Ok(true)).count(),
+        1,
+        "{outcomes:?}"
+    );
+    // The retries of those told to wait find the record.
+    for (i, _) in outcomes.iter().enumerate().filter(|(_, o)| o.is_err()) {
+        assert_eq!(
+            deliver(&instances[i % 2], &k, &sends, false).await,
+            Ok(false)
+        );
+    }
+    assert_eq!(sends.load(Ordering::SeqCst), 1);
+}
+
+async fn opened_from_the_setting(emulator: &Emulator) {
+    let host = emulator.host.clone();
+    let vars = |name: &str| match name {
+        "NOTIFY_LOG" => Some("firestore://projects/from-setting/databases/notify-db/sent".into()),
+        "FIRESTORE_EMULATOR_HOST" => Some(host.clone()),
+        _ => None,
+    };
+    let setting = setting_from_vars(vars).unwrap();
+    let NotifyLogSetting::Firestore(firestore) = &setting else {
+        panic!("{setting:?}");
+    };
+    let dedupe = Dedupe::open_setting(&setting, "email").unwrap().unwrap();
+    assert_eq!(
+        dedupe.describe(),
+        format!(
+            "firestore projects/from-setting/databases/notify-db/documents/sent on the emulator at {host}"
+        )
+    );
+    let k = key("LR-8", "email", "33");
+    let sends = AtomicUsize::new(0);
+    assert_eq!(deliver(&dedupe, &k, &sends, false).await, Ok(true));
+    assert_eq!(deliver(&dedupe, &k, &sends, false).await, Ok(false));
+    // It went to that database and collection, nowhere else.
+    assert_eq!(
+        raw_document(firestore, &k).await["fields"]["state"]["stringValue"],
+        "sent"
+    );
+    let default_db = FirestoreSetting {
+        database: "(default)".into(),
+        ..firestore.clone()
+    };
+    assert_eq!(open(&default_db).already_sent(&k).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_firestore_is_an_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = FirestoreLog::open(&FirestoreSetting {
+        project: "p".into(),
+        database: "(default)".into(),
+        collection: DEFAULT_COLLECTION.into(),
+        emulator_host: Some(closed.to_string()),
+    })
+    .unwrap();
+    let k = key("LR-9", "email", "44");
+    assert!(log.already_sent(&k).await.is_err());
+    assert!(log.claim(&k, now_ms()).await.is_err());
+    assert!(log.record_sent(&k, SentRecord::now(None)).await.is_err());
+    let dedupe = Dedupe::new(Arc::new(log));
+    let _guard = dedupe.lock(&k).await;
+    let error = dedupe.already_sent(&k).await.unwrap_err();
+    assert!(error.downcast_ref::<ClaimHeld>().is_none(), "{error:#}");
+}
+
+#[test]
+fn bad_firestore_settings_are_rejected_naming_the_value() {
+    for (value, project, emulator, named) in [
+        ("firestore", None, None, "GOOGLE_CLOUD_PROJECT"),
+        (
+            "firestore://projects/p",
+            None,
+            None,
+            "firestore://projects/p",
+        ),
+        ("firestore://projects/p/databases/x", None, None, "\"x\""),
+        (
+            "firestore://projects/p/databases/(default)/a/b",
+            None,
+            None,
+            "firestore://projects/p/databases/(default)/a/b",
+        ),
+        ("firestore", Some("My Project"), None, "My Project"),
+        ("firestore", Some("p"), Some("localhost"), "localhost"),
+        ("firestores://x", None, None, "firestores://x"),
+    ] {
+        let error = setting_from_vars(|name| match name {
+            "NOTIFY_LOG" => Some(value.to_string()),
+            "GOOGLE_CLOUD_PROJECT" => project.map(str::to_string),
+            "FIRESTORE_EMULATOR_HOST" => emulator.map(str::to_string),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(named), "{value}: {error}");
+    }
+}
