@@ -35,6 +35,11 @@ pub struct BrokerConfig {
     pub issuer: String,
     /// The most pushes one subscription may have outstanding.
     pub max_push_window: u32,
+    /// Whether the console shows message data (off: ids, attributes,
+    /// status codes and times only). Also makes the journal keep the data.
+    pub console_show_data: bool,
+    /// The most messages the console's journal keeps.
+    pub journal_max_messages: u64,
 }
 
 impl BrokerConfig {
@@ -44,6 +49,8 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             issuer: format!("http://{addr}"),
             max_push_window: 1000,
+            console_show_data: false,
+            journal_max_messages: 100_000,
         }
     }
 }
@@ -77,6 +84,8 @@ pub(crate) struct Inner {
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Metrics, delivery stats and the journal, for the console.
+    pub(crate) observer: crate::stats::Observer,
 }
 
 fn now_timestamp(now: SystemTime) -> prost_types::Timestamp {
@@ -152,6 +161,7 @@ impl Broker {
             .pool_max_idle_per_host(1024)
             .build()
             .context("building the push HTTP client")?;
+        let observer = crate::stats::Observer::open(&config)?;
         let inner = Arc::new(Inner {
             config,
             store,
@@ -164,6 +174,7 @@ impl Broker {
             http,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            observer,
         });
         let broker = Broker { inner };
         broker.restore(snapshot)?;
@@ -586,6 +597,7 @@ impl Broker {
         topic: &str,
         messages: Vec<pb::PubsubMessage>,
     ) -> Result<Vec<String>> {
+        let (started, topic_name) = (Instant::now(), topic);
         let topic = self.existing_topic(topic)?;
         validate_messages(&messages)?;
         let now = SystemTime::now();
@@ -645,6 +657,14 @@ impl Broker {
                     .map(|(m, _)| (m.clone(), 0)),
             );
         }
+        let observer = &self.inner.observer;
+        observer.published(
+            topic_name,
+            &stored,
+            subscriptions,
+            wanted,
+            started.elapsed(),
+        );
         Ok(stored.iter().map(|m| m.pb.message_id.clone()).collect())
     }
 
@@ -718,6 +738,11 @@ impl Broker {
     /// documents, and `GET /`.
     pub fn router(&self) -> axum::Router {
         crate::grpc::router(self.clone())
+            .merge(crate::console::router(self.clone()))
+            .merge(crate::metrics::router(
+                &self.inner.observer.metrics,
+                &self.inner,
+            ))
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops
@@ -754,6 +779,7 @@ impl Broker {
             .lock()
             .expect("store thread lock")
             .take();
+        self.inner.observer.close().await;
         if let Some(thread) = thread {
             self.inner.store.close().await;
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -776,6 +802,27 @@ pub(crate) fn received(sub: &Subscription, deliveries: Vec<Delivery>) -> Vec<pb:
 impl Inner {
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Every subscription, by name.
+    pub(crate) fn all_subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let subs = self.subscriptions.read().expect("subscriptions lock");
+        subs.values().cloned().collect()
+    }
+
+    /// Every topic's name with the names of its attached subscriptions.
+    pub(crate) fn all_topics(&self) -> Vec<(String, Vec<String>)> {
+        let topics = self.topics.read().expect("topics lock");
+        topics
+            .iter()
+            .map(|(name, topic)| {
+                let subs = topic.subscriptions.read().expect("topic lock");
+                (
+                    name.clone(),
+                    subs.iter().map(|s| s.name.to_string()).collect(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -866,6 +913,9 @@ async fn forward_dead_letter(
             );
             sub.remove_parked(message.seq);
             inner.store.ack_later(sub.id, vec![message.seq]).await;
+            let dead_letter_id = ids.first().map(String::as_str).unwrap_or("");
+            let observer = &inner.observer;
+            observer.dead_lettered(sub, message, attempts, reason, dead_letter_id);
         }
         Err(error) => {
             tracing::warn!(

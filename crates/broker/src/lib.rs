@@ -20,6 +20,11 @@
 //! - `oidc`: the signing key, push tokens and the JWKS endpoints.
 //! - `grpc`: the Publisher and Subscriber gRPC services.
 //! - `rest`: the REST/JSON mapping of the same services.
+//! - `stats`: per-subscription push figures and the hooks the engine calls.
+//! - `metrics`: the Prometheus registry served at `/metrics`.
+//! - `journal`: each message's journey, in its own SQLite file, off the
+//!   durable path.
+//! - `console`: the operator console at `/console` and its JSON API.
 //!
 //! See `ARCHITECTURE.md` beside this crate for how they fit together.
 
@@ -38,15 +43,19 @@ pub(crate) type Empty = ();
 pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 
 mod config;
+mod console;
 mod engine;
 mod error;
 mod filter;
 mod grpc;
+mod journal;
+mod metrics;
 pub mod names;
 mod oidc;
 mod push;
 mod rest;
 mod retry;
+mod stats;
 mod store;
 mod subscription;
 

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::config::{PushSettings, SubscriptionSettings};
 use crate::engine::{Inner, settle_failures};
 use crate::retry::{PushBackoff, PushWindow, is_push_ack};
+use crate::stats::{PushResult, PushTrace};
 use crate::subscription::{Delivery, Subscription};
 
 /// Leases outlive the push request a little, so that a request answered right
@@ -41,7 +42,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
     let mut window = PushWindow::new(inner.config.max_push_window);
     let mut backoff = PushBackoff::default();
     let mut paused_until: Option<tokio::time::Instant> = None;
-    let mut in_flight: JoinSet<(Delivery, Outcome)> = JoinSet::new();
+    let mut in_flight: JoinSet<(Delivery, Outcome, PushTrace)> = JoinSet::new();
     loop {
         let changed = sub.changed.notified();
         let reconfigured = sub.reconfigured.notified();
@@ -67,14 +68,22 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                 for delivery in deliveries {
                     let request = build_request(&inner, &sub, push, &settings, &delivery);
                     in_flight.spawn(async move {
+                        let started = Instant::now();
+                        let mut trace = PushTrace::default();
                         let outcome = match request {
                             Ok(request) => match request.send().await {
-                                Ok(response) => Outcome::Status(response.status().as_u16()),
+                                Ok(response) => {
+                                    trace = PushTrace::from_response(&response, started);
+                                    Outcome::Status(response.status().as_u16())
+                                }
                                 Err(error) => Outcome::Failed(describe(&error)),
                             },
                             Err(error) => Outcome::Failed(error),
                         };
-                        (delivery, outcome)
+                        if trace.latency.is_zero() {
+                            trace = PushTrace::failed(started);
+                        }
+                        (delivery, outcome, trace)
                     });
                 }
             }
@@ -82,7 +91,12 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
 
         tokio::select! {
             Some(done) = in_flight.join_next() => {
-                if let Ok((delivery, outcome)) = done {
+                if let Ok((delivery, outcome, trace)) = done {
+                    let result = match &outcome {
+                        Outcome::Status(code) => PushResult::Status(*code),
+                        Outcome::Failed(why) => PushResult::Failed(why),
+                    };
+                    inner.observer.pushed(&sub, &delivery, result, trace);
                     settle(&inner, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await;
                 }
             }

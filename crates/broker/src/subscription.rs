@@ -74,6 +74,25 @@ impl LeaseId {
     }
 }
 
+/// A subscription's backlog figures at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Unacknowledged messages.
+    pub backlog: usize,
+    /// Of those, leased to a subscriber (or a push in progress).
+    pub in_flight: usize,
+    pub oldest_published: Option<SystemTime>,
+}
+
+impl Counts {
+    /// How long the oldest unacknowledged message has waited (0 when none).
+    pub fn oldest_age(&self, now: SystemTime) -> Duration {
+        self.oldest_published
+            .and_then(|p| now.duration_since(p).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// A delivery that failed (nack or expired lease).
 #[derive(Debug)]
 pub struct Failure {
@@ -152,6 +171,8 @@ pub struct Subscription {
     pub reconfigured: Notify,
     /// Cancelled when the subscription is deleted or detached.
     pub closed: CancellationToken,
+    /// Push figures for the console and `/metrics`.
+    pub(crate) stats: crate::stats::SubscriptionStats,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -182,6 +203,7 @@ impl Subscription {
             timer: Notify::new(),
             reconfigured: Notify::new(),
             closed: CancellationToken::new(),
+            stats: crate::stats::SubscriptionStats::default(),
         }
     }
 
@@ -209,6 +231,41 @@ impl Subscription {
     #[cfg(test)]
     pub fn backlog(&self) -> usize {
         self.queue().entries.len()
+    }
+
+    /// Backlog, in-flight and oldest unacknowledged message, for the console
+    /// and `/metrics`. Walks the backlog under its lock: O(backlog), asked
+    /// for by a scrape or a console poll, never by delivery.
+    pub fn counts(&self) -> Counts {
+        let queue = self.queue();
+        let mut counts = Counts {
+            backlog: queue.entries.len(),
+            ..Counts::default()
+        };
+        for entry in queue.entries.values() {
+            if matches!(entry.state, State::Leased { .. }) {
+                counts.in_flight += 1;
+            }
+            let published = entry.message.published_at;
+            if counts.oldest_published.is_none_or(|o| published < o) {
+                counts.oldest_published = Some(published);
+            }
+        }
+        counts
+    }
+
+    /// Up to `limit` unacknowledged messages, oldest first, with their
+    /// failed-attempt counts, without leasing them (the console's view of
+    /// a dead-letter subscription).
+    pub fn peek(&self, limit: usize) -> Vec<(Arc<Message>, u32)> {
+        let queue = self.queue();
+        let mut seqs: Vec<u64> = queue.entries.keys().copied().collect();
+        seqs.sort_unstable();
+        seqs.into_iter()
+            .take(limit)
+            .filter_map(|seq| queue.entries.get(&seq))
+            .map(|e| (e.message.clone(), e.attempts))
+            .collect()
     }
 
     /// Adds newly published messages (or, at start-up, restored ones with

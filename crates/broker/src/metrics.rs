@@ -1,0 +1,204 @@
+//! The broker's Prometheus metrics, served at `GET /metrics` on its port.
+//!
+//! The registry belongs to the broker (no process-wide registry), so under
+//! `labrelay up` the broker's port answers with the broker's figures only.
+//! Counters and histograms are updated by the [`crate::stats::Observer`]
+//! hooks; backlog, in-flight and oldest-unacked age are read from each
+//! subscription's queue at scrape time by [`BacklogCollector`].
+//!
+//! | metric | labels |
+//! | --- | --- |
+//! | `labrelay_broker_published_messages_total` | `topic` |
+//! | `labrelay_broker_publish_latency_seconds` (request to durable commit) | `topic` |
+//! | `labrelay_broker_push_attempts_total` | `subscription`, `code` (HTTP status, or `timeout`, `connection`, `error`) |
+//! | `labrelay_broker_push_latency_seconds` (one push request) | `subscription` |
+//! | `labrelay_broker_delivery_latency_seconds` (publish to acknowledged push) | `subscription` |
+//! | `labrelay_broker_dead_lettered_messages_total` | `subscription` |
+//! | `labrelay_broker_backlog_messages`, `_in_flight_messages`, `_oldest_unacked_message_age_seconds` | `subscription` |
+//! | `labrelay_broker_journal_dropped_events_total` | |
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use labrelay_contract::metrics::latency_buckets;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::engine::Inner;
+use crate::stats::PushResult;
+
+type Labels = [(&'static str, String); 1];
+type CodeLabels = [(&'static str, String); 2];
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+/// The metrics the hooks update. Clones share the same values.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    published: Family<Labels, Counter>,
+    publish_latency: Histograms,
+    push_attempts: Family<CodeLabels, Counter>,
+    push_latency: Histograms,
+    delivery_latency: Histograms,
+    dead_lettered: Family<Labels, Counter>,
+    pub journal_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            published: Family::default(),
+            publish_latency: Family::new_with_constructor(latency_histogram),
+            push_attempts: Family::default(),
+            push_latency: Family::new_with_constructor(latency_histogram),
+            delivery_latency: Family::new_with_constructor(latency_histogram),
+            dead_lettered: Family::default(),
+            journal_dropped: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn published(&self, topic: &str, count: u64, latency: Duration) {
+        let labels = [("topic", topic.to_string())];
+        self.published.get_or_create(&labels).inc_by(count);
+        self.publish_latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn pushed(&self, subscription: &str, result: PushResult<'_>, latency: Duration) {
+        let code = match result {
+            PushResult::Status(code) => code.to_string(),
+            PushResult::Failed(why) if why.contains("timed out") => "timeout".into(),
+            PushResult::Failed(why) if why.contains("connection") => "connection".into(),
+            PushResult::Failed(_) => "error".into(),
+        };
+        self.push_attempts
+            .get_or_create(&[("subscription", subscription.to_string()), ("code", code)])
+            .inc();
+        self.push_latency
+            .get_or_create(&[("subscription", subscription.to_string())])
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn delivered(&self, subscription: &str, since_publish: Duration) {
+        self.delivery_latency
+            .get_or_create(&[("subscription", subscription.to_string())])
+            .observe(since_publish.as_secs_f64());
+    }
+
+    pub fn dead_lettered(&self, subscription: &str) {
+        self.dead_lettered
+            .get_or_create(&[("subscription", subscription.to_string())])
+            .inc();
+    }
+
+    /// A registry with these metrics and the scrape-time backlog gauges of
+    /// the broker behind `inner`.
+    pub fn registry(&self, inner: Weak<Inner>) -> Registry {
+        let mut registry = Registry::with_prefix("labrelay_broker");
+        registry.register(
+            "published_messages",
+            "Messages published (stored durably)",
+            self.published.clone(),
+        );
+        registry.register(
+            "publish_latency_seconds",
+            "Time from a publish request to its durable commit",
+            self.publish_latency.clone(),
+        );
+        registry.register(
+            "push_attempts",
+            "Push requests by HTTP status code (or timeout, connection, error)",
+            self.push_attempts.clone(),
+        );
+        registry.register(
+            "push_latency_seconds",
+            "Duration of one push request",
+            self.push_latency.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from publish to the push that acknowledged the message",
+            self.delivery_latency.clone(),
+        );
+        registry.register(
+            "dead_lettered_messages",
+            "Messages forwarded to a dead-letter topic",
+            self.dead_lettered.clone(),
+        );
+        registry.register(
+            "journal_dropped_events",
+            "Journal events dropped because the journal's queue was full",
+            self.journal_dropped.clone(),
+        );
+        registry.register_collector(Box::new(BacklogCollector { inner }));
+        registry
+    }
+}
+
+/// Backlog, in-flight and oldest-unacked age per subscription (named without
+/// the registry's prefix, which the registry adds), read from
+/// the subscriptions' queues at scrape time.
+#[derive(Debug)]
+struct BacklogCollector {
+    inner: Weak<Inner>,
+}
+
+impl Collector for BacklogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let counts: Vec<(String, crate::subscription::Counts)> = inner
+            .all_subscriptions()
+            .iter()
+            .map(|s| (s.name.to_string(), s.counts()))
+            .collect();
+        let gauges: [(
+            &str,
+            &str,
+            fn(&crate::subscription::Counts, SystemTime) -> f64,
+        ); 3] = [
+            (
+                "backlog_messages",
+                "Unacknowledged messages of the subscription",
+                |c, _| c.backlog as f64,
+            ),
+            (
+                "in_flight_messages",
+                "Messages leased (being delivered) and not yet acknowledged",
+                |c, _| c.in_flight as f64,
+            ),
+            (
+                "oldest_unacked_message_age_seconds",
+                "Age of the oldest unacknowledged message (0 when none)",
+                |c, now| c.oldest_age(now).as_secs_f64(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (subscription, c) in &counts {
+                let labels = [("subscription", subscription.as_str())];
+                ConstGauge::new(value(c, now)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `GET /metrics` for the broker behind `inner`.
+pub(crate) fn router(metrics: &Metrics, inner: &Arc<Inner>) -> axum::Router {
+    labrelay_contract::metrics::router(Arc::new(metrics.registry(Arc::downgrade(inner))))
+}
