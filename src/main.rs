@@ -35,8 +35,8 @@ enum Command {
     Post(PostArgs),
     /// Run the Pub/Sub-compatible broker alone (gRPC and REST on one port).
     Broker(BrokerArgs),
-    /// Measure a Pub/Sub server (ours, or any other such as the official emulator).
-    Bench(BenchArgs),
+    /// Measure the system end to end, the broker alone (--broker), or against the lab's Node.js service (--peer node).
+    Bench(bench::BenchArgs),
     /// List or replay what the broker parked on the dead-letter topic.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -117,25 +117,6 @@ impl DeadLetterArgs {
 }
 
 #[derive(Args)]
-struct BenchArgs {
-    /// Measure the broker alone through the Pub/Sub API (the only mode so far).
-    #[arg(long, required = true)]
-    broker: bool,
-    /// A running server, e.g. http://127.0.0.1:8085; default: start our own.
-    #[arg(long)]
-    target: Option<String>,
-    /// Messages per scenario.
-    #[arg(long, default_value_t = 100_000)]
-    messages: usize,
-    /// Bytes of data per message.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
 struct ServiceArgs {
     /// Port to listen on (Cloud Run's contract; 0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 8080)]
@@ -190,16 +171,7 @@ fn main() -> anyhow::Result<()> {
             Command::DeadLetters(DeadLetterCommand::Replay { target, ids }) => {
                 dead_letters::replay(&target.target(), &ids).await
             }
-            Command::Bench(args) => {
-                let _ = args.broker;
-                bench::run(bench::BrokerBench {
-                    target: args.target,
-                    messages: args.messages,
-                    size: args.size,
-                    json: args.json,
-                })
-                .await
-            }
+            Command::Bench(args) => bench::run(args).await,
             Command::LabReportService(args) => {
                 let settings = labrelay_lab_report_service::Settings::from_env()?;
                 let listener = bind_service(&args, "lab-report-service").await?;

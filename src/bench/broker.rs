@@ -78,18 +78,6 @@ fn start_own_broker() -> anyhow::Result<(OwnBroker, String)> {
     Ok((OwnBroker { child, _dir: dir }, format!("http://{addr}")))
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 fn rate(n: usize, elapsed: Duration) -> f64 {
     (n as f64 / elapsed.as_secs_f64()).round()
 }
@@ -320,7 +308,9 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
         push_duplicates: sink.duplicates.load(Ordering::Relaxed),
         push_lost: if complete { 0 } else { (n - delivered) as u64 },
         streaming_pull_per_sec: rate(n, pull),
-        broker_peak_rss_mib: own.as_ref().and_then(|o| peak_rss_mib(o.child.id())),
+        broker_peak_rss_mib: own
+            .as_ref()
+            .and_then(|o| super::procfs::status_mib(o.child.id(), "VmHWM")),
     };
     if bench.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);

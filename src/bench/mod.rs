@@ -1,0 +1,145 @@
+//! `labrelay bench`: measures the system.
+//!
+//! - default (`pipeline`): lab reports through the whole system, POST to
+//!   email and SMS in their outboxes, on our own processes or a running
+//!   `labrelay up` (`--target`).
+//! - `--broker` (`broker`): a Pub/Sub server alone, through the Pub/Sub API.
+//! - `--peer node` (`peer`): our lab-report-service against the lab's
+//!   Node.js one, same broker, same run.
+//!
+//! Shared parts: `load` (the report generator), `system` (our processes on a
+//! temporary data directory), `outbox` (seeing deliveries), `procfs` (memory,
+//! CPU and load from `/proc`), `stats` (HDR histograms).
+
+mod broker;
+mod load;
+mod outbox;
+mod peer;
+mod pipeline;
+mod procfs;
+mod stats;
+mod system;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Measure the broker alone through the Pub/Sub API instead of the pipeline.
+    #[arg(long, conflicts_with = "peer")]
+    broker: bool,
+    /// Compare our lab-report-service with the lab's Node.js one (ingest only).
+    #[arg(long, value_enum)]
+    peer: Option<PeerKind>,
+    /// A running server: with --broker a Pub/Sub server (http://127.0.0.1:8085);
+    /// otherwise the lab-report-service of a running `labrelay up`
+    /// (http://127.0.0.1:8080/). Default: start our own on a temporary directory.
+    #[arg(long)]
+    target: Option<String>,
+    /// With --target: where that `labrelay up` keeps its outboxes and API key.
+    #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
+    data_dir: PathBuf,
+    /// With --target: the ingest API key (default: read from --data-dir).
+    #[arg(long, env = "LABRELAY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Reports to post (default 5000 unless --duration is given).
+    #[arg(long)]
+    reports: Option<usize>,
+    /// Keep posting for this many seconds instead of a number of reports.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// A fixed rate in reports per second; default: as fast as --concurrency allows.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Give up on deliveries this many seconds after the last one.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout: u64,
+    /// With --peer node: the directory of the Node.js services.
+    #[arg(long, default_value = "bench/node-peer")]
+    node_dir: PathBuf,
+    /// --broker: messages per scenario.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// --broker: bytes of data per message.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PeerKind {
+    /// The Pet Theory lab's Node.js lab-report-service (bench/node-peer).
+    Node,
+}
+
+impl BenchArgs {
+    fn plan(&self) -> anyhow::Result<load::Plan> {
+        if let Some(rate) = self.rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate must be a positive number"
+            );
+        }
+        let duration = match self.duration {
+            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+            Some(_) => anyhow::bail!("--duration must be a positive number of seconds"),
+            None => None,
+        };
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        let reports = match (self.reports, duration) {
+            (None, None) => Some(5000),
+            (reports, _) => reports,
+        };
+        Ok(load::Plan {
+            reports,
+            duration,
+            rate: self.rate,
+            concurrency: self.concurrency,
+        })
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.broker {
+        return broker::run(broker::BrokerBench {
+            target: args.target,
+            messages: args.messages,
+            size: args.size,
+            json: args.json,
+        })
+        .await;
+    }
+    let plan = args.plan()?;
+    match args.peer {
+        Some(PeerKind::Node) => {
+            anyhow::ensure!(
+                args.target.is_none(),
+                "--peer node starts its own broker and services; --target does not apply"
+            );
+            peer::run(peer::Peer {
+                plan,
+                node_dir: args.node_dir,
+                json: args.json,
+            })
+            .await
+        }
+        None => {
+            pipeline::run(pipeline::Pipeline {
+                plan,
+                target: args.target,
+                data_dir: args.data_dir,
+                api_key: args.api_key,
+                json: args.json,
+                drain_timeout: Duration::from_secs(args.drain_timeout),
+            })
+            .await
+        }
+    }
+}

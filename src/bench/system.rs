@@ -1,0 +1,344 @@
+//! The system under test, started by the bench itself: the broker and each
+//! service as a separate child process of this same binary, wired the way
+//! `labrelay up` wires them (topics, push subscriptions with OIDC tokens,
+//! API keys, outbox directories), on a temporary data directory. Separate
+//! processes, so memory and CPU can be read for each.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_contract::ingest_auth::hash_key;
+use pb::publisher_client::PublisherClient;
+use pb::subscriber_client::SubscriberClient;
+
+use super::procfs::Watched;
+use crate::up::{DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC, LOCAL_LAB, TOPIC};
+
+/// Settings a developer's shell may carry that would rewire a child.
+const INHERITED_SETTINGS: &[&str] = &[
+    "PORT",
+    "HOST",
+    "K_SERVICE",
+    "LOG_FORMAT",
+    "PUBSUB_EMULATOR_HOST",
+    "SMTP_URL",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_PASSWORD_FILE",
+    "SMS_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_AUTH_TOKEN_FILE",
+    "TWILIO_FROM",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "PUSH_AUTH",
+    "INGEST_OPEN",
+    "INGEST_API_KEYS",
+    "INGEST_API_KEYS_FILE",
+    "NOTIFY_LOG",
+];
+
+/// A child process, killed when dropped. Its stderr goes to a log file.
+pub struct Process {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// When it was spawned (for cold starts).
+    pub spawned: Instant,
+    child: Child,
+}
+
+impl Process {
+    /// Spawns `command` and waits for its "... listening on ADDR" line; the
+    /// rest of its stdout is drained on a thread.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> anyhow::Result<Process> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        let spawned = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log_text = std::fs::read_to_string(log).unwrap_or_default();
+            anyhow::bail!(
+                "{name} printed {line:?} instead of its address; its log:\n{}",
+                log_text.trim()
+            );
+        };
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Ok(Process {
+            name: name.to_string(),
+            addr,
+            spawned,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn watched(&self) -> Watched {
+        Watched {
+            name: self.name.clone(),
+            pid: self.pid(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `labrelay SUBCOMMAND` with a clean environment for the settings that
+/// matter and quiet logs.
+pub fn labrelay(args: &[&str]) -> anyhow::Result<Command> {
+    let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
+    command.args(args).env("RUST_LOG", "warn");
+    for key in INHERITED_SETTINGS {
+        command.env_remove(key);
+    }
+    Ok(command)
+}
+
+/// A free port on 127.0.0.1: the push receivers must know their own address
+/// (the token audience) before they start.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn file_url(dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(format!("file://{}", dir.canonicalize()?.display()))
+}
+
+/// The broker alone, on `dir`.
+pub fn start_broker(dir: &Path) -> anyhow::Result<Process> {
+    let data = dir.join("broker");
+    let mut command = labrelay(&["broker", "--port", "0", "--data-dir"])?;
+    command.arg(&data);
+    Process::spawn("broker", command, &dir.join("broker.log"))
+}
+
+pub fn invoker(project: &str) -> String {
+    format!("pubsub-cloud-run-invoker@{project}.iam.gserviceaccount.com")
+}
+
+/// The lab-report-service, publishing to `broker`, accepting `api_key`.
+pub fn start_lab_report_service(
+    dir: &Path,
+    broker: SocketAddr,
+    project: &str,
+    api_key: &str,
+) -> anyhow::Result<Process> {
+    let mut command = labrelay(&["lab-report-service"])?;
+    command
+        .env("PORT", "0")
+        .env("PUBSUB_EMULATOR_HOST", broker.to_string())
+        .env("PUBSUB_PROJECT_ID", project)
+        .env(
+            "INGEST_API_KEYS",
+            format!("{LOCAL_LAB}:{}", hash_key(api_key)),
+        );
+    Process::spawn(
+        "lab-report-service",
+        command,
+        &dir.join("lab-report-service.log"),
+    )
+}
+
+/// A push receiver (`email-service` or `sms-service`) on a chosen port,
+/// verifying the broker's tokens as under `labrelay up`.
+fn start_receiver(
+    name: &str,
+    dir: &Path,
+    broker: SocketAddr,
+    project: &str,
+    channel: (&str, String),
+) -> anyhow::Result<Process> {
+    let port = free_port()?;
+    let own = format!("http://127.0.0.1:{port}/");
+    let service_dir = dir.join(name);
+    std::fs::create_dir_all(&service_dir)?;
+    let mut command = labrelay(&[name])?;
+    command
+        .env("PORT", port.to_string())
+        .env(channel.0, channel.1)
+        .env(
+            "NOTIFY_LOG",
+            format!(
+                "sqlite://{}",
+                service_dir
+                    .canonicalize()?
+                    .join("notifications.sqlite3")
+                    .display()
+            ),
+        )
+        .env("PUSH_AUDIENCE", own)
+        .env("PUSH_ALLOWED_SERVICE_ACCOUNTS", invoker(project))
+        .env("PUSH_TOKEN_ISSUERS", format!("http://{broker}"))
+        .env(
+            "PUSH_JWKS_URL",
+            format!("http://{broker}/.well-known/jwks.json"),
+        );
+    Process::spawn(name, command, &dir.join(format!("{name}.log")))
+}
+
+/// Creates `new-lab-report`, its dead-letter topic and subscription, and the
+/// two push subscriptions, as `up`'s `ensure_topology` does, through the API.
+async fn create_topology(
+    broker: SocketAddr,
+    project: &str,
+    email: &str,
+    sms: &str,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{broker}"))?
+        .connect()
+        .await?;
+    let mut publisher = PublisherClient::new(channel.clone());
+    let mut subscriber = SubscriberClient::new(channel);
+    let topic = format!("projects/{project}/topics/{TOPIC}");
+    let dead_letter = format!("projects/{project}/topics/{DEAD_LETTER_TOPIC}");
+    for name in [&topic, &dead_letter] {
+        publisher
+            .create_topic(pb::Topic {
+                name: name.clone(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    subscriber
+        .create_subscription(pb::Subscription {
+            name: format!("projects/{project}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
+            topic: dead_letter.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let seconds = |s| {
+        Some(prost_types::Duration {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    for (id, endpoint) in [("email-service-sub", email), ("sms-service-sub", sms)] {
+        subscriber
+            .create_subscription(pb::Subscription {
+                name: format!("projects/{project}/subscriptions/{id}"),
+                topic: topic.clone(),
+                ack_deadline_seconds: 30,
+                push_config: Some(pb::PushConfig {
+                    push_endpoint: endpoint.to_string(),
+                    authentication_method: Some(pb::push_config::AuthenticationMethod::OidcToken(
+                        pb::push_config::OidcToken {
+                            service_account_email: invoker(project),
+                            audience: endpoint.to_string(),
+                        },
+                    )),
+                    ..Default::default()
+                }),
+                retry_policy: Some(pb::RetryPolicy {
+                    minimum_backoff: seconds(1),
+                    maximum_backoff: seconds(30),
+                }),
+                dead_letter_policy: Some(pb::DeadLetterPolicy {
+                    dead_letter_topic: dead_letter.clone(),
+                    max_delivery_attempts: 5,
+                }),
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The whole system on a temporary data directory, one process per part.
+pub struct OwnSystem {
+    pub broker: Process,
+    pub lab: Process,
+    pub email: Process,
+    pub sms: Process,
+    pub api_key: String,
+    pub email_outbox: PathBuf,
+    pub sms_outbox: PathBuf,
+    // Last: the processes are killed before their directory goes.
+    pub dir: tempfile::TempDir,
+}
+
+impl OwnSystem {
+    pub async fn start() -> anyhow::Result<OwnSystem> {
+        let dir = tempfile::Builder::new()
+            .prefix("labrelay-bench-")
+            .tempdir()?;
+        let root = dir.path();
+        let project = crate::up::project_id();
+        let api_key: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let email_outbox = root.join("outbox").join("email");
+        let sms_outbox = root.join("outbox").join("sms");
+        let broker = start_broker(root)?;
+        let email = start_receiver(
+            "email-service",
+            root,
+            broker.addr,
+            &project,
+            ("SMTP_URL", file_url(&email_outbox)?),
+        )?;
+        let sms = start_receiver(
+            "sms-service",
+            root,
+            broker.addr,
+            &project,
+            ("SMS_URL", file_url(&sms_outbox)?),
+        )?;
+        create_topology(broker.addr, &project, &email.url(), &sms.url())
+            .await
+            .context("creating topics and subscriptions")?;
+        let lab = start_lab_report_service(root, broker.addr, &project, &api_key)?;
+        Ok(OwnSystem {
+            broker,
+            lab,
+            email,
+            sms,
+            api_key,
+            email_outbox,
+            sms_outbox,
+            dir,
+        })
+    }
+
+    pub fn watched(&self) -> Vec<Watched> {
+        [&self.broker, &self.lab, &self.email, &self.sms]
+            .iter()
+            .map(|p| p.watched())
+            .collect()
+    }
+}

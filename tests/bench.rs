@@ -1,0 +1,90 @@
+//! `labrelay bench` end to end: it starts its own system as separate
+//! processes, posts 200 reports and prints one JSON object. This checks the
+//! tool (complete, consistent figures), not the speed.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures() {
+    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args(["bench", "--reports", "200", "--concurrency", "16", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running labrelay bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+
+    for (field, want) in [
+        ("reports_issued", 200),
+        ("accepted", 200),
+        ("rejected", 0),
+        ("delivered_email", 200),
+        ("delivered_sms", 200),
+        ("delivered_both", 200),
+        ("missing", 0),
+    ] {
+        assert_eq!(figures[field], want, "{field} in {figures:#}");
+    }
+    for rate in ["ingest_per_sec", "end_to_end_per_sec"] {
+        assert!(figures[rate].as_f64().unwrap() > 0.0, "{rate}");
+    }
+
+    for stage in ["ingest", "email", "sms", "end_to_end"] {
+        let latency = &figures["latency_ms"][stage];
+        assert_eq!(latency["count"], 200, "{stage}: {latency}");
+        let p = |q: &str| latency[q].as_f64().unwrap_or_else(|| panic!("{stage} {q}"));
+        assert!(p("p50_ms") > 0.0, "{stage}: {latency}");
+        assert!(
+            p("p50_ms") <= p("p90_ms") && p("p90_ms") <= p("p99_ms") && p("p99_ms") <= p("max_ms"),
+            "{stage} percentiles out of order: {latency}"
+        );
+    }
+    // End to end is the later of the two channels, so never shorter than
+    // either, and the ingest answer comes before delivery can be complete.
+    let e2e = &figures["latency_ms"]["end_to_end"];
+    for channel in ["email", "sms"] {
+        let max = figures["latency_ms"][channel]["max_ms"].as_f64().unwrap();
+        assert!(e2e["max_ms"].as_f64().unwrap() >= max, "{channel}");
+    }
+
+    let processes = figures["processes"].as_array().expect("processes");
+    let names: Vec<&str> = processes
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "broker",
+        "lab-report-service",
+        "email-service",
+        "sms-service",
+        "bench (load + watch)",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for process in processes {
+        for field in [
+            "peak_rss_mib",
+            "rss_start_mib",
+            "rss_end_mib",
+            "cpu_seconds",
+        ] {
+            let value = process[field].as_f64();
+            assert!(
+                value.is_some_and(|v| v >= 0.0),
+                "{field} of {}: {process}",
+                process["name"]
+            );
+        }
+        let peak = process["peak_rss_mib"].as_f64().unwrap();
+        assert!(peak > 0.0 && peak >= process["rss_end_mib"].as_f64().unwrap());
+    }
+    assert!(figures["load_average_start"].as_array().unwrap().len() == 3);
+}
