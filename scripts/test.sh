@@ -15,6 +15,11 @@ npm ci --prefix tests/conformance/node --no-audit --no-fund --loglevel=error
 # The deployment scripts' test runs shellcheck.
 command -v shellcheck >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 
+# The console's browser test (tests/console.rs): headless Debian chromium
+# driven by playwright-core.
+command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -143,6 +143,9 @@ struct BrokerArgs {
     /// The most pushes one subscription may have outstanding (slow start grows towards it).
     #[arg(long, default_value_t = 1000)]
     max_push_window: u32,
+    /// Let the console at /console show message data (personal data); off by default.
+    #[arg(long, env = "LABRELAY_CONSOLE_SHOW_DATA")]
+    console_show_data: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -219,6 +222,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         config.issuer = issuer;
     }
     config.max_push_window = args.max_push_window;
+    config.console_show_data = args.console_show_data;
     let broker = labrelay_broker::Broker::open(config)?;
     // Scripts and tests read this line to find the port.
     println!(

@@ -326,6 +326,9 @@ pub async fn run(
     );
     println!("  broker              http://{broker_addr}   PUBSUB_EMULATOR_HOST={broker_addr}");
     println!(
+        "  console             http://{broker_addr}/console   metrics: http://{broker_addr}/metrics"
+    );
+    println!(
         "  lab-report-service  http://{lab_addr}/   POST lab reports here: labrelay post 12 34 56"
     );
     println!(

@@ -45,7 +45,7 @@ async function getJson(path) {
 // A bar chart of the last 30 minutes: successes up (green), failures down (red).
 function chart(series) {
   const ns = "http://www.w3.org/2000/svg";
-  const width = 180, height = 36, mid = height / 2;
+  const width = 270, height = 40, mid = height / 2;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
@@ -114,9 +114,11 @@ function renderRecent(recent) {
 }
 
 function eventLine(e) {
-  const parts = [time(e.at_ms), e.kind + (e.attempt ? ` ${e.attempt}` : "")];
+  const what = e.kind === "dead-lettered" ? `dead-lettered after ${e.attempt} attempts`
+    : e.kind === "push" ? `push ${e.attempt}` : e.kind;
+  const parts = [time(e.at_ms), what];
   if (e.status) parts.push(`HTTP ${e.status}`);
-  if (e.error) parts.push(e.error);
+  else if (e.error) parts.push(e.error);
   if (e.outcome) parts.push(e.outcome);
   if (e.latency_ms !== null && e.latency_ms !== undefined) parts.push(`${e.latency_ms.toFixed(1)} ms`);
   if (e.related_id) parts.push(`as ${e.related_id}`);
