@@ -51,10 +51,13 @@ pub use firestore::{DEFAULT_COLLECTION, FirestoreLog, FirestoreSetting};
 pub use sqlite::SqliteLog;
 
 /// How long a claim keeps other instances from sending the same
-/// notification: far beyond a send (SMTP and Twilio time out after 10 s by
-/// default), short enough that a crashed sender's notification goes out
-/// on a redelivery a few minutes later.
-pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// notification. A live holder ends its claim when its push ends, and a
+/// push ends by its request timeout (the send timeout, 10 s by default,
+/// plus a margin; Cloud Run's 60 s at most, as deploy.sh sets it), so the
+/// lease matters only when the holder died: then its notification waits
+/// this long, and costs the broker a few failed attempts, before another
+/// instance sends it.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// What identifies one notification.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -2,6 +2,11 @@
 //! call on a blocking thread. Claims live in their own table, taken in an
 //! `IMMEDIATE` transaction, so processes sharing the file exclude each
 //! other like Cloud Run instances sharing Firestore.
+//!
+//! A SQLite file is shared only on one machine, so a claim also names its
+//! holder (host name and process id): a live claim whose process is gone
+//! (killed mid-send, restarted) is taken over at once instead of holding
+//! its notification back until its lease lapses.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +51,8 @@ impl SqliteLog {
                  content_hash   TEXT    NOT NULL,
                  token          TEXT    NOT NULL,
                  lease_until_ms INTEGER NOT NULL,
+                 holder_host    TEXT    NOT NULL,
+                 holder_pid     INTEGER NOT NULL,
                  PRIMARY KEY (report_id, channel, content_hash)
              ) WITHOUT ROWID;",
         )
@@ -88,6 +95,28 @@ fn sent_record(
     .optional()
 }
 
+/// This machine's name, as claims record it; empty when unknown (then no
+/// claim is taken for a dead process's).
+fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether the claim of process `pid` on `host` may be taken over before
+/// its lease lapses: it was made on this machine by a process that no
+/// longer exists. Without `/proc` nothing is known and the lease stands.
+fn holder_is_gone(host: &str, pid: i64) -> bool {
+    !host.is_empty()
+        && host == host_name()
+        && pid != i64::from(std::process::id())
+        && Path::new("/proc/self").exists()
+        && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Unique among the claims of every process on this machine.
 fn new_token() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -112,15 +141,18 @@ impl NotificationLog for SqliteLog {
             if let Some(record) = sent_record(&tx, &key)? {
                 return Ok(Claim::AlreadySent(record));
             }
-            let held: Option<i64> = tx
+            let held: Option<(i64, String, i64)> = tx
                 .query_row(
-                    "SELECT lease_until_ms FROM notification_claims
+                    "SELECT lease_until_ms, holder_host, holder_pid FROM notification_claims
                      WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
                     (&key.report_id, key.channel, &key.content_hash),
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()?;
-            if let Some(until) = held.filter(|until| *until > now_ms()) {
+            if let Some((until, host, pid)) = held
+                && until > now_ms()
+                && !holder_is_gone(&host, pid)
+            {
                 return Ok(Claim::HeldByOther {
                     lease_until_ms: until,
                 });
@@ -128,14 +160,16 @@ impl NotificationLog for SqliteLog {
             let token = new_token();
             tx.execute(
                 "INSERT OR REPLACE INTO notification_claims
-                 (report_id, channel, content_hash, token, lease_until_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                 (report_id, channel, content_hash, token, lease_until_ms, holder_host, holder_pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 (
                     &key.report_id,
                     key.channel,
                     &key.content_hash,
                     &token,
                     lease_until_ms,
+                    host_name(),
+                    i64::from(std::process::id()),
                 ),
             )?;
             tx.commit()?;
@@ -278,5 +312,43 @@ mod tests {
         };
         a.record_sent(&k, record.clone()).await.unwrap();
         assert_eq!(b.claim(&k, far).await.unwrap(), Claim::AlreadySent(record));
+    }
+
+    #[tokio::test]
+    async fn a_dead_process_claim_on_this_host_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let far = now_ms() + 60_000;
+        // A live claim as another process left it.
+        let claimed_by = |hash: &str, host: &str, pid: u32| {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .execute(
+                    "INSERT INTO notification_claims VALUES ('14', 'email', ?1, 't', ?2, ?3, ?4)",
+                    (hash, far, host, pid),
+                )
+                .unwrap();
+            key("14", hash)
+        };
+        let dead_here = claimed_by("dead-here", host_name(), gone.id());
+        let live_here = claimed_by("live-here", host_name(), std::process::id());
+        let elsewhere = claimed_by("elsewhere", "another-host", gone.id());
+        assert!(!host_name().is_empty());
+        assert!(matches!(
+            log.claim(&dead_here, far).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        for held in [live_here, elsewhere] {
+            assert_eq!(
+                log.claim(&held, far).await.unwrap(),
+                Claim::HeldByOther {
+                    lease_until_ms: far
+                },
+                "{held:?}"
+            );
+        }
     }
 }
