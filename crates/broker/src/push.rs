@@ -91,13 +91,26 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
 
         tokio::select! {
             Some(done) = in_flight.join_next() => {
-                if let Ok((delivery, outcome, trace)) = done {
-                    let result = match &outcome {
-                        Outcome::Status(code) => PushResult::Status(*code),
-                        Outcome::Failed(why) => PushResult::Failed(why),
-                    };
-                    inner.observer.pushed(&sub, &delivery, result, trace);
-                    settle(&inner, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await;
+                // Settle everything that has finished, so that the acks of a
+                // busy window go to the store as one command and the window
+                // is refilled in one lease.
+                let mut acked = Vec::new();
+                let mut next = Some(done);
+                while let Some(done) = next {
+                    if let Ok((delivery, outcome, trace)) = done {
+                        let result = match &outcome {
+                            Outcome::Status(code) => PushResult::Status(*code),
+                            Outcome::Failed(why) => PushResult::Failed(why),
+                        };
+                        inner.observer.pushed(&sub, &delivery, result, trace);
+                        if let Some(seq) = settle(&inner, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await {
+                            acked.push(seq);
+                        }
+                    }
+                    next = in_flight.try_join_next();
+                }
+                if !acked.is_empty() {
+                    inner.store().ack_later(sub.id, acked).await;
                 }
             }
             _ = &mut changed, if settings.push.is_some() && paused_until.is_none()
@@ -111,6 +124,8 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
     }
 }
 
+/// Books one finished push; returns the sequence number to record as
+/// acknowledged when it was a success.
 #[allow(clippy::too_many_arguments)]
 async fn settle(
     inner: &Arc<Inner>,
@@ -121,17 +136,11 @@ async fn settle(
     window: &mut PushWindow,
     backoff: &mut PushBackoff,
     paused_until: &mut Option<tokio::time::Instant>,
-) {
+) -> Option<u64> {
     if matches!(outcome, Outcome::Status(code) if is_push_ack(code)) {
         window.on_success();
         backoff.on_success();
-        if sub.ack_lease(delivery.lease) {
-            inner
-                .store()
-                .ack_later(sub.id, vec![delivery.lease.seq])
-                .await;
-        }
-        return;
+        return sub.ack_lease(delivery.lease).then_some(delivery.lease.seq);
     }
     let reason = match &outcome {
         Outcome::Status(code) => format!("HTTP {code}"),
@@ -150,6 +159,7 @@ async fn settle(
     }
     let failures = sub.nack(&[delivery.lease], Instant::now());
     settle_failures(inner, sub, failures, &format!("push failed: {reason}")).await;
+    None
 }
 
 fn describe(error: &reqwest::Error) -> String {
