@@ -1,15 +1,20 @@
 //! One tracing setup for every labrelay process: human-readable on a
-//! terminal; JSON in Cloud Logging's structured shape when `LOG_FORMAT=json`
-//! or on Cloud Run (`K_SERVICE` set). `RUST_LOG` filters as usual (default:
-//! info).
+//! terminal; JSON in Cloud Logging's structured shape when `LOG_FORMAT=json`,
+//! or on Cloud Run (`K_SERVICE` set) unless `LOG_FORMAT` names another
+//! format (`LOG_FORMAT=text`). `RUST_LOG` filters as usual (default: info).
 //!
 //! Cloud Logging reads `severity`, `message` and `time` from each JSON line
 //! and keeps the other keys as the entry's payload; the fields of the spans
 //! an event happens in (`report_id`, `message_id`, ...) are merged in, so
-//! every line about a report carries them.
+//! every line about a report carries them. The trace fields of a request's
+//! span ([`labrelay_contract::trace`]) become the special keys
+//! `logging.googleapis.com/trace`, `logging.googleapis.com/spanId` and
+//! `logging.googleapis.com/trace_sampled`, which Cloud Logging uses to
+//! group a request's lines under its trace.
 
 use std::fmt;
 
+use labrelay_contract::trace;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -20,8 +25,10 @@ use tracing_subscriber::registry::LookupSpan;
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
-        || std::env::var_os("K_SERVICE").is_some();
+    let json = wants_json(
+        std::env::var("LOG_FORMAT").ok().as_deref(),
+        std::env::var_os("K_SERVICE").is_some_and(|s| !s.is_empty()),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -34,6 +41,22 @@ pub fn init() {
         builder.init();
     }
 }
+
+/// JSON when `LOG_FORMAT` says `json`; when it is unset (or empty), JSON
+/// on Cloud Run only.
+fn wants_json(log_format: Option<&str>, on_cloud_run: bool) -> bool {
+    match log_format.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(format) => format.eq_ignore_ascii_case("json"),
+        None => on_cloud_run,
+    }
+}
+
+/// Span fields that Cloud Logging reads under special keys.
+const LIFTED: [(&str, &str); 3] = [
+    (trace::TRACE_FIELD, "logging.googleapis.com/trace"),
+    (trace::SPAN_ID_FIELD, "logging.googleapis.com/spanId"),
+    (trace::SAMPLED_FIELD, "logging.googleapis.com/trace_sampled"),
+];
 
 /// Formats an event as one Cloud Logging JSON line.
 struct CloudLogging;
@@ -95,6 +118,11 @@ where
             }
         }
         event.record(&mut JsonVisitor(&mut line));
+        for (field, key) in LIFTED {
+            if let Some(value) = line.remove(field) {
+                line.insert(key.into(), value);
+            }
+        }
         let metadata = event.metadata();
         line.insert("severity".into(), severity(metadata.level()).into());
         line.insert("time".into(), humantime_now().into());
@@ -117,4 +145,112 @@ fn humantime_now() -> String {
         nanos: (now.subsec_micros() * 1000) as i32,
     };
     timestamp.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn json_when_asked_or_on_cloud_run_unless_told_otherwise() {
+        let cases = [
+            (None, false, false),
+            (None, true, true),
+            (Some(""), true, true),
+            (Some("json"), false, true),
+            (Some("JSON"), false, true),
+            (Some("text"), true, false),
+            (Some("text"), false, false),
+        ];
+        for (log_format, on_cloud_run, want) in cases {
+            assert_eq!(
+                wants_json(log_format, on_cloud_run),
+                want,
+                "{log_format:?} {on_cloud_run}"
+            );
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The JSON lines `emit` logs.
+    fn json_lines(emit: impl FnOnce()) -> Vec<Map<String, Value>> {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields::new())
+            .event_format(CloudLogging)
+            .with_writer({
+                let captured = captured.clone();
+                move || captured.clone()
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_request_with_a_trace_logs_cloud_loggings_trace_keys_and_the_report_ids() {
+        let lines = json_lines(|| {
+            let request = tracing::error_span!(
+                "request",
+                trace = "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736",
+                trace_span_id = "00f067aa0ba902b7",
+                trace_sampled = true,
+            );
+            let _request = request.enter();
+            let push =
+                tracing::error_span!("push", report_id = tracing::field::Empty, message_id = "17",);
+            let _push = push.enter();
+            push.record("report_id", "LR-1");
+            tracing::warn!(outcome = "sent", "push handled");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["severity"], "WARNING");
+        assert_eq!(line["message"], "push handled");
+        assert_eq!(line["report_id"], "LR-1");
+        assert_eq!(line["message_id"], "17");
+        assert_eq!(line["outcome"], "sent");
+        assert_eq!(
+            line["logging.googleapis.com/trace"],
+            "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(line["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+        assert_eq!(line["logging.googleapis.com/trace_sampled"], true);
+        for raw in ["trace", "trace_span_id", "trace_sampled"] {
+            assert!(!line.contains_key(raw), "{raw} left in {line:?}");
+        }
+        assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line:?}");
+    }
+
+    #[test]
+    fn without_a_trace_there_is_no_trace_key() {
+        let lines = json_lines(|| tracing::info!(report_id = "LR-2", "report accepted"));
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["severity"], "INFO");
+        assert_eq!(lines[0]["report_id"], "LR-2");
+        assert!(
+            !lines[0]
+                .keys()
+                .any(|k| k.starts_with("logging.googleapis.com/")),
+            "{:?}",
+            lines[0]
+        );
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use labrelay_testkit::smtp::SmtpSink;
 use labrelay_testkit::twilio::TwilioStandIn;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TWILIO_TOKEN: &str = "twilio-token-must-not-be-logged";
@@ -21,10 +21,17 @@ const SMTP_PASSWORD: &str = "smtp-password-must-not-be-logged";
 
 /// Waits for `path` to contain `needle`, for at most 30 s.
 fn wait_for_text(path: &Path, needle: &str) -> String {
+    wait_for_count(path, needle, 1)
+}
+
+/// Waits for `path` to contain `needle` `n` times, for at most 30 s. The
+/// file is another process's output, so there is nothing to await but
+/// the file itself.
+fn wait_for_count(path: &Path, needle: &str, n: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) || Instant::now() > deadline {
+        if text.matches(needle).count() >= n || Instant::now() > deadline {
             return text;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -153,6 +160,159 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
     for needle in forbidden {
         assert!(
             !logs.contains(&needle),
+            "the logs contain {needle:?}:\n{logs}"
+        );
+    }
+}
+
+const PROJECT: &str = "logs-trace-project";
+const W3C_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLOUD_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// `LOG_FORMAT=json`: every line is a Cloud Logging entry; a request with
+/// a trace header (W3C or Google's) names its trace as Cloud Logging wants
+/// it; every line about a report names the report and its message, and the
+/// push services' lines carry the message id the lab-report-service got
+/// from the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let stdout_path = data.path().join("up.stdout");
+    let stderr_path = data.path().join("up.stderr");
+    let mut up = support::up_command(&data_dir)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .env("GOOGLE_CLOUD_PROJECT", PROJECT)
+        .env_remove("PUBSUB_PROJECT_ID")
+        .env_remove("PUSH_AUTH")
+        .env_remove("K_SERVICE")
+        .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
+        .spawn()
+        .unwrap();
+
+    let banner = wait_for_text(&stdout_path, "Ctrl-C");
+    let lab_url = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("lab-report-service"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no lab-report-service URL in {banner}"))
+        .to_string();
+    let api_key = std::fs::read_to_string(data_dir.join("ingest-api-key")).unwrap();
+
+    let http = reqwest::Client::new();
+    let headers: [(&str, Option<(&str, String)>); 3] = [
+        (
+            "TRACE-W3C",
+            Some(("traceparent", format!("00-{W3C_TRACE}-00f067aa0ba902b7-01"))),
+        ),
+        (
+            "TRACE-GCP",
+            Some(("x-cloud-trace-context", format!("{CLOUD_TRACE}/123;o=1"))),
+        ),
+        ("TRACE-NONE", None),
+    ];
+    for (id, header) in &headers {
+        let report = json!({
+            "id": id,
+            "owner": {"name": "Owner Qwvx", "email": "owner.qwvx@example.com", "phone": "+15552718281"},
+            "tests": [{"name": "ALT", "value": 7777.25, "unit": "U/L"}],
+        });
+        let mut request = http
+            .post(&lab_url)
+            .bearer_auth(api_key.trim())
+            .json(&report);
+        if let Some((name, value)) = header {
+            request = request.header(*name, value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 204);
+    }
+    // One email and one SMS per report.
+    let logs = wait_for_count(&stderr_path, "\"push handled\"", 6);
+    assert_eq!(
+        logs.matches("\"push handled\"").count(),
+        6,
+        "every push logged: {logs}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(up.wait().unwrap().success());
+
+    let logs = std::fs::read_to_string(&stderr_path).unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect();
+    for line in &lines {
+        assert!(line["severity"].is_string(), "{line:?}");
+        assert!(line["message"].is_string(), "{line:?}");
+        assert!(line["time"].is_string(), "{line:?}");
+        // Every line naming a report names its message too.
+        if line.get("report_id").is_some() {
+            assert!(line["message_id"].is_string(), "{line:?}");
+        }
+    }
+    let about = |id: &str, message: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["report_id"] == id && l["message"] == message)
+            .collect()
+    };
+    let trace_key = "logging.googleapis.com/trace";
+    let span_key = "logging.googleapis.com/spanId";
+    let expected_trace = [
+        (
+            "TRACE-W3C",
+            Some((
+                format!("projects/{PROJECT}/traces/{W3C_TRACE}"),
+                "00f067aa0ba902b7",
+            )),
+        ),
+        (
+            "TRACE-GCP",
+            // Google's header gives the span id in decimal: 123.
+            Some((
+                format!("projects/{PROJECT}/traces/{CLOUD_TRACE}"),
+                "000000000000007b",
+            )),
+        ),
+        ("TRACE-NONE", None),
+    ];
+    for (id, trace) in expected_trace {
+        let accepted = about(id, "report accepted");
+        assert_eq!(accepted.len(), 1, "{id}: {logs}");
+        let accepted = accepted[0];
+        let message_id = accepted["message_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message_id: {accepted:?}"));
+        match &trace {
+            Some((trace, span)) => {
+                assert_eq!(accepted[trace_key], trace.as_str(), "{accepted:?}");
+                assert_eq!(accepted[span_key], *span, "{accepted:?}");
+                assert_eq!(
+                    accepted["logging.googleapis.com/trace_sampled"], true,
+                    "{accepted:?}"
+                );
+            }
+            None => assert!(accepted.get(trace_key).is_none(), "{accepted:?}"),
+        }
+        // The email and the SMS of this report, under the broker's id.
+        let pushes = about(id, "push handled");
+        assert_eq!(pushes.len(), 2, "{id}: {pushes:?}");
+        for push in pushes {
+            assert_eq!(push["message_id"], message_id, "{push:?}");
+            assert_eq!(push["outcome"], "sent", "{push:?}");
+        }
+    }
+    for needle in ["owner.qwvx@example.com", "5552718281", "Qwvx", "7777"] {
+        assert!(
+            !logs.contains(needle),
             "the logs contain {needle:?}:\n{logs}"
         );
     }

@@ -22,6 +22,8 @@
 //! - [`serve`]: serving a router with a header-read timeout and graceful
 //!   shutdown.
 //! - [`secret`]: credentials read from the environment, never printed.
+//! - [`trace`]: the trace a request belongs to (`traceparent`,
+//!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
 
 pub mod ingest_auth;
 pub mod limits;
@@ -32,5 +34,6 @@ pub mod push_auth;
 pub mod report;
 pub mod secret;
 pub mod serve;
+pub mod trace;
 
 pub use report::{LabReport, ReportError, ReportId};

@@ -42,6 +42,10 @@ pub struct Settings {
     /// already sent are not sent again. `Off` (the default): every push
     /// sends.
     pub notify_log: NotifyLogSetting,
+    /// The project in the trace names of log lines
+    /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
+    /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
+    pub trace_project: Option<String>,
 }
 
 /// Where messages go.
@@ -92,6 +96,7 @@ impl fmt::Debug for Settings {
             .field("send_timeout", &self.send_timeout)
             .field("push_auth", &self.push_auth)
             .field("notify_log", &self.notify_log)
+            .field("trace_project", &self.trace_project)
             .finish()
     }
 }
@@ -106,6 +111,7 @@ impl Settings {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
+            trace_project: None,
         }
     }
 
@@ -126,6 +132,8 @@ impl Settings {
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
     /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` records every email sent
     ///   and does not send it again; unset or `off`: no log.
+    /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
+    ///   trace names in log lines belong to.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let url = get("SMTP_URL")
@@ -159,6 +167,7 @@ impl Settings {
             settings.send_timeout = parse_timeout(&secs)?;
         }
         settings.notify_log = labrelay_contract::notify_log::setting_from_vars(get)?;
+        settings.trace_project = labrelay_contract::trace::project_from_vars(get);
         settings.push_auth = PushAuth::from_vars(get)?;
         Ok(settings)
     }

@@ -22,6 +22,7 @@ use tracing::Instrument as _;
 
 use crate::email::{self, ComposeError, Sender};
 use crate::mailer::{Class, Mailer};
+use crate::metrics::{Metrics, Notification, OUTCOME_HEADER};
 
 /// What the handlers share.
 pub struct Service {
@@ -31,6 +32,7 @@ pub struct Service {
     pub send_timeout: Duration,
     /// The notification log, when `NOTIFY_LOG` is set.
     pub dedupe: Option<Dedupe>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A push handled to the end.
@@ -71,14 +73,33 @@ pub fn status_of(result: &Result<Outcome, Failure>) -> StatusCode {
     }
 }
 
+/// What the metrics and the `X-Labrelay-Outcome` header call each result.
+pub fn notification_of(result: &Result<Outcome, Failure>) -> Notification {
+    match result {
+        Ok(Outcome::Sent { .. }) => Notification::Sent,
+        Ok(Outcome::Duplicate { .. }) => Notification::Duplicate,
+        Ok(Outcome::Skipped { .. }) => Notification::Skipped,
+        Err(Failure::Malformed(_) | Failure::Permanent(_)) => Notification::FailedPermanent,
+        Err(Failure::Transient(_) | Failure::Internal) => Notification::FailedTransient,
+    }
+}
+
 fn respond(result: &Result<Outcome, Failure>) -> Response {
     let status = status_of(result);
-    let message = match result {
-        Ok(_) => return status.into_response(),
-        Err(Failure::Malformed(m) | Failure::Permanent(m) | Failure::Transient(m)) => m.as_str(),
-        Err(Failure::Internal) => "internal error",
+    let mut response = match result {
+        Ok(_) => status.into_response(),
+        Err(failure) => {
+            let message = match failure {
+                Failure::Malformed(m) | Failure::Permanent(m) | Failure::Transient(m) => m.as_str(),
+                Failure::Internal => "internal error",
+            };
+            (status, Json(serde_json::json!({ "error": message }))).into_response()
+        }
     };
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    response
+        .headers_mut()
+        .insert(OUTCOME_HEADER, notification_of(result).header_value());
+    response
 }
 
 pub async fn healthz() -> StatusCode {
@@ -96,10 +117,14 @@ pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response 
                 status = status_of(&result).as_u16(),
                 "push handled"
             );
+            service.metrics.notification(notification_of(&result));
             return respond(&result);
         }
     };
-    let span = tracing::info_span!(
+    service.metrics.delivery_attempt(envelope.delivery_attempt);
+    // ERROR level so that no level filter drops the span and with it the
+    // ids on the lines logged inside; a span never prints by itself.
+    let span = tracing::error_span!(
         "push",
         report_id = tracing::field::Empty,
         message_id = %envelope.message.message_id,
@@ -108,6 +133,10 @@ pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response 
     async move {
         let result = handle(&service, &envelope).await;
         log_result(&result);
+        service.metrics.notification(notification_of(&result));
+        if let Ok(Outcome::Sent { .. }) = result {
+            service.metrics.delivered(&envelope.message.publish_time);
+        }
         respond(&result)
     }
     .instrument(span)
@@ -179,7 +208,10 @@ async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, F
 }
 
 async fn send(service: &Service, email: &email::Email) -> Result<Outcome, Failure> {
-    match service.mailer.send(email, service.send_timeout).await {
+    let started = std::time::Instant::now();
+    let sent = service.mailer.send(email, service.send_timeout).await;
+    service.metrics.send_took(started.elapsed());
+    match sent {
         Ok(()) => Ok(Outcome::Sent {
             email_message_id: email.message_id.clone(),
         }),

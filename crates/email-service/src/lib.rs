@@ -20,6 +20,11 @@
 //!   classification of failures.
 //! - `http`: the push and health handlers, and the one mapping from a
 //!   push's outcome to its HTTP status.
+//! - `metrics`: the Prometheus metrics served at `GET /metrics` (its own
+//!   registry), and the `X-Labrelay-Outcome` header on every push answer.
+//!
+//! Every request carrying a trace header runs in a span naming the trace
+//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
 //! (report id, channel `email`, SHA-256 of recipient and content; see
@@ -38,6 +43,7 @@ pub mod config;
 mod email;
 mod http;
 mod mailer;
+mod metrics;
 mod render;
 
 use std::future::Future;
@@ -58,7 +64,7 @@ const REQUEST_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_se
 /// Large enough for any Pub/Sub message (10 MB) once base64-encoded.
 const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;
 
-/// The service's routes: `POST /` (push) and `GET /healthz`.
+/// The service's routes: `POST /` (push), `GET /healthz` and `GET /metrics`.
 ///
 /// Must be called inside a Tokio runtime (the SMTP connection pool starts a
 /// background task). Fails when the TLS settings cannot be built.
@@ -69,7 +75,10 @@ pub fn app(settings: Settings) -> anyhow::Result<Router> {
 fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
     let mailer = mailer::Mailer::new(&settings.delivery, settings.send_timeout)
         .context("setting up email delivery")?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
     let service = Arc::new(http::Service {
+        metrics: Arc::clone(&metrics),
         mailer,
         from: settings.from,
         reply_to: settings.reply_to,
@@ -88,7 +97,15 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         request_timeout: service.send_timeout + REQUEST_TIMEOUT_MARGIN,
     }
-    .apply(router);
+    .apply(router)
+    .layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::count_pushes,
+    ))
+    // Read-only and free of personal data: no push token needed. Its own
+    // route, so the token check on `POST /` is untouched.
+    .merge(labrelay_contract::metrics::router(Arc::new(registry)));
+    let router = labrelay_contract::trace::apply(router, settings.trace_project.as_deref());
     Ok((router, service))
 }
 

@@ -14,12 +14,18 @@
 //!   the local broker or Google Cloud, each publish bounded in time.
 //! - [`error`]: [`IngestError`], every reason for not answering 204, and its
 //!   one mapping to HTTP responses.
-//! - `routes`: the handlers for `POST /` and `GET /healthz`.
+//! - `routes`: the handlers for `POST /`, `GET /healthz` and `GET /metrics`.
+//! - `metrics`: the service's Prometheus metrics (reports received by
+//!   outcome, publishes, publish latency), in a registry of its own.
+//!
+//! Every request carrying a trace header runs in a span naming the trace
+//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
 //!
 //! [`app`] builds the router; [`run`] serves it on a bound listener until
 //! shutdown.
 
 pub mod error;
+mod metrics;
 pub mod publisher;
 mod routes;
 pub mod settings;
@@ -48,13 +54,29 @@ pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
             tracing::info!(labs = ?keys.labs().collect::<Vec<_>>(), "reports require an API key")
         }
     }
-    let router = routes::router(publisher, settings.max_body_bytes, settings.ingest_auth);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let router = routes::router(
+        publisher,
+        settings.max_body_bytes,
+        settings.ingest_auth,
+        metrics,
+    );
     // A report waits for at most one publish, plus room to read its body.
-    Ok(Limits {
+    let router = Limits {
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         request_timeout: settings.publish_timeout + std::time::Duration::from_secs(5),
     }
-    .apply(router))
+    .apply(router)
+    // Read-only and free of personal data, so without the API key, and
+    // outside the request limit so a scrape works while the service is busy.
+    .merge(labrelay_contract::metrics::router(std::sync::Arc::new(
+        registry,
+    )));
+    Ok(labrelay_contract::trace::apply(
+        router,
+        settings.trace_project.as_deref(),
+    ))
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops

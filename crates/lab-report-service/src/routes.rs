@@ -1,4 +1,5 @@
 //! The HTTP surface: `POST /` ingests a report, `GET /healthz` answers 200.
+//! (`GET /metrics` is added by [`crate::app`].)
 
 use std::sync::Arc;
 
@@ -12,23 +13,27 @@ use labrelay_contract::LabReport;
 use labrelay_contract::ingest_auth::IngestAuth;
 
 use crate::error::IngestError;
+use crate::metrics::Metrics;
 use crate::publisher::ReportPublisher;
 
 struct AppState {
     publisher: ReportPublisher,
     max_body_bytes: usize,
     ingest_auth: IngestAuth,
+    metrics: Metrics,
 }
 
 pub(crate) fn router(
     publisher: ReportPublisher,
     max_body_bytes: usize,
     ingest_auth: IngestAuth,
+    metrics: Metrics,
 ) -> Router {
     let state = Arc::new(AppState {
         publisher,
         max_body_bytes,
         ingest_auth,
+        metrics,
     });
     Router::new()
         .route("/", post(ingest))
@@ -61,7 +66,9 @@ async fn ingest(
     let (report_id, result) = match received {
         Err(error) => (None, Err(error)),
         Ok((lab, report)) => {
+            let started = std::time::Instant::now();
             let stored = state.publisher.publish(&report, lab).await;
+            state.metrics.published(&stored, started.elapsed());
             (
                 Some(report.id.to_string()),
                 stored.map_err(IngestError::Unavailable),
@@ -69,6 +76,12 @@ async fn ingest(
         }
     };
     let report_id = report_id.as_deref();
+    let (outcome, status) = match &result {
+        Ok(_) => ("stored", StatusCode::NO_CONTENT),
+        Err(error @ IngestError::Unavailable(_)) => ("unavailable", error.status()),
+        Err(error) => ("rejected", error.status()),
+    };
+    state.metrics.received(outcome, status.as_u16());
     match &result {
         Ok(message_id) => {
             tracing::info!(
@@ -99,7 +112,7 @@ async fn ingest(
             );
         }
     }
-    result.map(|_| StatusCode::NO_CONTENT)
+    result.map(|_| status)
 }
 
 /// Turns the request into a report, or says why it is not one.

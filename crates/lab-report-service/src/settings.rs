@@ -44,6 +44,10 @@ pub struct Settings {
     /// environment, keys are required unless `INGEST_OPEN=true`; the
     /// [`Default`] for code and tests is open.
     pub ingest_auth: IngestAuth,
+    /// The project in the trace names of log lines
+    /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
+    /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
+    pub trace_project: Option<String>,
 }
 
 impl Default for Settings {
@@ -56,6 +60,7 @@ impl Default for Settings {
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             batch_delay: Duration::ZERO,
             ingest_auth: IngestAuth::Open,
+            trace_project: None,
         }
     }
 }
@@ -123,6 +128,7 @@ impl Settings {
                 })?,
         };
         let ingest_auth = IngestAuth::from_vars(get)?;
+        let trace_project = labrelay_contract::trace::project_from_vars(get);
         let settings = Settings {
             project,
             topic,
@@ -131,6 +137,7 @@ impl Settings {
             publish_timeout,
             batch_delay,
             ingest_auth,
+            trace_project,
         };
         settings.emulator_endpoint()?;
         Ok(settings)

@@ -124,6 +124,7 @@ fn every_variable_is_read() {
             publish_timeout: Duration::from_millis(2500),
             batch_delay: Duration::from_millis(3),
             ingest_auth: IngestAuth::Open,
+            trace_project: Some("p".into()),
         }
     );
     assert_eq!(settings.topic_name(), "projects/p/topics/reports");

@@ -24,12 +24,18 @@
 //! - [`phone`]: [`PhoneNumber`], E.164, parsed once.
 //! - [`segments`]: GSM-7 / UCS-2 length and segment counting.
 //! - [`notice`]: the SMS text, shortened to fit one segment.
-//! - `routes`: `POST /` and `GET /healthz`.
+//! - `routes`: `POST /`, `GET /healthz` and `GET /metrics`.
+//! - `metrics`: the Prometheus metrics (its own registry), and the
+//!   `X-Labrelay-Outcome` header on every push answer.
 //! - `transport`: the channel (Twilio or outbox) and its errors.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
 //! - `outbox`: one JSON file per message, written atomically.
 //! - `outcome`: the one mapping from what happened to HTTP status and log.
+//!
+//! Every request carrying a trace header runs in a span naming the trace
+//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
 
+mod metrics;
 pub mod notice;
 mod outbox;
 mod outcome;
@@ -70,11 +76,7 @@ pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
         transport,
         dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?,
     };
-    Ok(routes::router(
-        service,
-        settings.push_auth,
-        limits(&settings.channel),
-    ))
+    Ok(routes::router(service, &settings))
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
@@ -95,7 +97,7 @@ pub async fn run(
         .map_or_else(|| "off".to_string(), |d| d.describe());
     tracing::info!(%address, channel = %transport.describe(), %notify_log, "sms-service listening");
     let service = routes::Service { transport, dedupe };
-    let router = routes::router(service, settings.push_auth, limits(&settings.channel));
+    let router = routes::router(service, &settings);
     labrelay_contract::serve::serve(listener, router, shutdown)
         .await
         .context("serving the sms-service")?;

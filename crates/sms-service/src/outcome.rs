@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::push::DecodeError;
 
+use crate::metrics::Notification;
 use crate::phone::PhoneError;
 use crate::transport::SendError;
 
@@ -58,6 +59,19 @@ impl Outcome {
                 | SendError::Unreachable(_)
                 | SendError::Outbox(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
+        }
+    }
+
+    /// What the metrics and the `X-Labrelay-Outcome` header call it: a
+    /// failure the broker should retry (5xx) is transient, one it should
+    /// give up on (4xx) permanent.
+    pub fn notification(&self) -> Notification {
+        match self {
+            Outcome::Sent(_) => Notification::Sent,
+            Outcome::Skipped(_) => Notification::Skipped,
+            Outcome::Duplicate(_) => Notification::Duplicate,
+            _ if self.status().is_server_error() => Notification::FailedTransient,
+            _ => Notification::FailedPermanent,
         }
     }
 

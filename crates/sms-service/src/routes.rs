@@ -1,4 +1,5 @@
-//! The HTTP surface: `POST /` for push deliveries, `GET /healthz`.
+//! The HTTP surface: `POST /` for push deliveries, `GET /healthz`,
+//! `GET /metrics`.
 
 use std::sync::Arc;
 
@@ -8,15 +9,16 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
-use labrelay_contract::limits::Limits;
 use labrelay_contract::notify_log::{Dedupe, NotificationKey, SentRecord, content_hash};
 use labrelay_contract::push::PushEnvelope;
-use labrelay_contract::push_auth::PushAuth;
+use prometheus_client::registry::Registry;
 use tracing::Instrument as _;
 
+use crate::metrics::{Metrics, OUTCOME_HEADER};
 use crate::notice;
 use crate::outcome::{Outcome, PushInfo};
 use crate::phone::PhoneNumber;
+use crate::settings::Settings;
 use crate::transport::{Sms, Transport};
 
 /// Push bodies up to this size are read: a 1 MiB report, base64-encoded,
@@ -30,47 +32,93 @@ pub(crate) struct Service {
     pub dedupe: Option<Dedupe>,
 }
 
-pub(crate) fn router(service: Service, push_auth: PushAuth, limits: Limits) -> Router {
+/// The handlers' state.
+struct Shared {
+    service: Service,
+    metrics: Arc<Metrics>,
+}
+
+/// The service's routes, with a metrics registry of their own.
+pub(crate) fn router(service: Service, settings: &Settings) -> Router {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
     let pushes = Router::new().route("/", post(push));
-    let router = push_auth
+    let router = settings
+        .push_auth
+        .clone()
         .protect(pushes)
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
-        .with_state(Arc::new(service));
-    limits.apply(router)
+        .with_state(Arc::new(Shared {
+            service,
+            metrics: Arc::clone(&metrics),
+        }));
+    let router = crate::limits(&settings.channel)
+        .apply(router)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::count_pushes,
+        ))
+        // Read-only and free of personal data: no push token needed. Its
+        // own route, so the token check on `POST /` is untouched.
+        .merge(labrelay_contract::metrics::router(Arc::new(registry)));
+    labrelay_contract::trace::apply(router, settings.trace_project.as_deref())
 }
 
 async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response {
+async fn push(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let (service, metrics) = (&shared.service, &shared.metrics);
     let mut info = PushInfo::default();
+    let mut publish_time = None;
     let outcome = match PushEnvelope::parse(&body) {
         Err(error) => Outcome::Malformed(error),
         Ok(envelope) => {
             info.message_id = Some(envelope.message.message_id.clone());
             info.delivery_attempt = envelope.delivery_attempt;
+            metrics.delivery_attempt(envelope.delivery_attempt);
             match envelope.report() {
                 Err(error) => Outcome::Malformed(error),
                 Ok(report) => {
                     let report_id = report.id.to_string();
-                    let span = tracing::info_span!(
+                    // ERROR level so that no level filter drops the span
+                    // and the ids on the lines logged inside; a span never
+                    // prints by itself.
+                    let span = tracing::error_span!(
                         "push",
                         report_id = %report_id,
                         message_id = %envelope.message.message_id,
                     );
                     info.report_id = Some(report_id);
-                    deliver(&service, &envelope, &report).instrument(span).await
+                    publish_time = Some(envelope.message.publish_time.clone());
+                    deliver(service, metrics, &envelope, &report)
+                        .instrument(span)
+                        .await
                 }
             }
         }
     };
     outcome.log(&info);
-    outcome.into_response()
+    let notification = outcome.notification();
+    metrics.notification(notification);
+    if let (Outcome::Sent(_), Some(publish_time)) = (&outcome, publish_time) {
+        metrics.delivered(&publish_time);
+    }
+    let mut response = outcome.into_response();
+    response
+        .headers_mut()
+        .insert(OUTCOME_HEADER, notification.header_value());
+    response
 }
 
-async fn deliver(service: &Service, envelope: &PushEnvelope, report: &LabReport) -> Outcome {
+async fn deliver(
+    service: &Service,
+    metrics: &Metrics,
+    envelope: &PushEnvelope,
+    report: &LabReport,
+) -> Outcome {
     let Some(raw) = report
         .owner
         .phone
@@ -91,7 +139,7 @@ async fn deliver(service: &Service, envelope: &PushEnvelope, report: &LabReport)
         body: &body,
     };
     let Some(dedupe) = &service.dedupe else {
-        return send(&service.transport, &sms).await;
+        return send(&service.transport, metrics, &sms).await;
     };
     let key = NotificationKey {
         report_id: report.id.to_string(),
@@ -106,7 +154,7 @@ async fn deliver(service: &Service, envelope: &PushEnvelope, report: &LabReport)
         Ok(None) => {}
         Err(error) => return Outcome::LogUnavailable(error),
     }
-    let outcome = send(&service.transport, &sms).await;
+    let outcome = send(&service.transport, metrics, &sms).await;
     if let Outcome::Sent(id) = &outcome
         && let Err(error) = dedupe.record_sent(&key, SentRecord::now(id.clone())).await
     {
@@ -116,8 +164,11 @@ async fn deliver(service: &Service, envelope: &PushEnvelope, report: &LabReport)
     outcome
 }
 
-async fn send(transport: &Transport, sms: &Sms<'_>) -> Outcome {
-    match transport.send(sms).await {
+async fn send(transport: &Transport, metrics: &Metrics, sms: &Sms<'_>) -> Outcome {
+    let started = std::time::Instant::now();
+    let sent = transport.send(sms).await;
+    metrics.send_took(started.elapsed());
+    match sent {
         Ok(id) => Outcome::Sent(id),
         Err(error) => Outcome::Failed(error),
     }

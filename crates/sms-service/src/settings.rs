@@ -39,6 +39,10 @@ pub struct Settings {
     /// already sent are not sent again. `Off` (the default): every push
     /// sends.
     pub notify_log: NotifyLogSetting,
+    /// The project in the trace names of log lines
+    /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
+    /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
+    pub trace_project: Option<String>,
 }
 
 /// How messages leave the service.
@@ -86,6 +90,7 @@ impl Settings {
             }),
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
+            trace_project: None,
         }
     }
 
@@ -101,6 +106,7 @@ impl Settings {
             }),
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
+            trace_project: None,
         }
     }
 
@@ -131,6 +137,7 @@ impl Settings {
             channel,
             push_auth,
             notify_log,
+            trace_project: labrelay_contract::trace::project_from_vars(var),
         };
         settings.validate()?;
         Ok(settings)

@@ -96,6 +96,18 @@ impl TestApp {
     }
 }
 
+/// The value of `series` (the metric name and labels exactly as exposed)
+/// in a scrape; 0 when the series is absent, as a counter that never moved.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// A wrapped push envelope carrying `data` as the message bytes.
 pub fn envelope_bytes(data: &[u8], message_id: &str, attempt: u32) -> Value {
     json!({
@@ -144,12 +156,24 @@ pub async fn error_of(response: HttpResponse) -> String {
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
 impl HttpResponse {
     pub fn status(&self) -> u16 {
         self.status
+    }
+
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
     }
 }
 
@@ -179,17 +203,20 @@ pub async fn http(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| invalid("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| invalid("no status"))?;
     let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body).ok_or_else(|| invalid("bad chunked body"))?;
     }
-    Ok(HttpResponse { status, body })
+    Ok(HttpResponse { status, head, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {

@@ -5,5 +5,6 @@
 mod dedupe;
 mod handler;
 mod helpers;
+mod metrics;
 mod outbox;
 mod smtp;

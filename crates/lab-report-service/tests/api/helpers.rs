@@ -282,3 +282,29 @@ pub async fn error_message(response: reqwest::Response) -> String {
         .unwrap_or_else(|| panic!("no \"error\" string in {body}"))
         .to_string()
 }
+
+impl TestApp {
+    /// `GET /metrics`, without any credentials.
+    pub async fn scrape(&self) -> String {
+        let response = within(
+            "a scrape",
+            self.http.get(format!("{}/metrics", self.url)).send(),
+        )
+        .await
+        .expect("the service answers /metrics");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("a text scrape")
+    }
+}
+
+/// The value of `series` (the metric name and labels exactly as exposed)
+/// in a scrape; 0 when the series is absent, as a counter that never moved.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.split(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0.0)
+}

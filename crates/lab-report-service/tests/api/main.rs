@@ -4,5 +4,6 @@ mod helpers;
 mod ingest;
 mod keys;
 mod logging;
+mod metrics;
 mod outage;
 mod rejections;

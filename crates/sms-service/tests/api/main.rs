@@ -4,6 +4,7 @@
 mod dedupe;
 mod helpers;
 mod logs;
+mod metrics;
 mod oneshot;
 mod outbox;
 mod shutdown;
