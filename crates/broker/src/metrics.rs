@@ -36,6 +36,8 @@ use crate::stats::PushResult;
 type Labels = [(&'static str, String); 1];
 type CodeLabels = [(&'static str, String); 2];
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+/// How a scrape-time gauge is read from a subscription's counts.
+type Gauge = fn(&crate::subscription::Counts, SystemTime) -> f64;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
@@ -166,11 +168,7 @@ impl Collector for BacklogCollector {
             .iter()
             .map(|s| (s.name.to_string(), s.counts()))
             .collect();
-        let gauges: [(
-            &str,
-            &str,
-            fn(&crate::subscription::Counts, SystemTime) -> f64,
-        ); 3] = [
+        let gauges: [(&str, &str, Gauge); 3] = [
             (
                 "backlog_messages",
                 "Unacknowledged messages of the subscription",

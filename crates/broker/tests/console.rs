@@ -3,6 +3,8 @@
 //! endpoint that answers like labrelay's receivers, with
 //! `X-Labrelay-Outcome`.
 
+// The harness's `both!` macro (gRPC and REST scenarios) is not used here.
+#[allow(unused_macros, unused_imports)]
 mod common;
 
 use std::sync::Arc;
