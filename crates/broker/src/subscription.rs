@@ -260,6 +260,10 @@ impl Subscription {
     pub fn peek(&self, limit: usize) -> Vec<(Arc<Message>, u32)> {
         let queue = self.queue();
         let mut seqs: Vec<u64> = queue.entries.keys().copied().collect();
+        if seqs.len() > limit && limit > 0 {
+            seqs.select_nth_unstable(limit - 1);
+            seqs.truncate(limit);
+        }
         seqs.sort_unstable();
         seqs.into_iter()
             .take(limit)
@@ -828,6 +832,23 @@ mod tests {
         );
         sub.remove_parked(1);
         assert_eq!(sub.backlog(), 0);
+    }
+
+    #[test]
+    fn counts_and_peek_read_the_backlog_without_leasing() {
+        let sub = subscription(|_| {});
+        sub.enqueue([7, 3, 9, 5].map(message));
+        let leased = sub.lease(1, None, Duration::from_secs(10), Instant::now());
+        assert_eq!(leased[0].lease.seq, 3);
+        let counts = sub.counts();
+        assert_eq!((counts.backlog, counts.in_flight), (4, 1));
+        assert!(counts.oldest_published.is_some());
+        let seqs = |n| sub.peek(n).iter().map(|(m, _)| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(2), [3, 5]);
+        assert_eq!(seqs(10), [3, 5, 7, 9]);
+        assert_eq!(sub.counts().in_flight, 1, "peeking leases nothing");
+        sub.clear();
+        assert_eq!(sub.counts().oldest_age(SystemTime::now()), Duration::ZERO);
     }
 
     #[test]
