@@ -219,41 +219,72 @@ pub fn setting_from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result
 /// module doc.
 pub struct Dedupe {
     log: Arc<dyn NotificationLog>,
-    locks: Arc<Mutex<HashMap<NotificationKey, Arc<tokio::sync::Mutex<()>>>>>,
-    /// Claims this instance holds and has neither recorded nor released.
-    claims: Mutex<HashMap<NotificationKey, ClaimToken>>,
+    keys: Arc<Mutex<HashMap<NotificationKey, Arc<KeyState>>>>,
     lease: Duration,
+}
+
+/// One key's in-process state, kept while a delivery holds or awaits it.
+#[derive(Default)]
+struct KeyState {
+    /// Held by the delivery in progress.
+    delivery: Arc<tokio::sync::Mutex<()>>,
+    /// The claim this instance holds on the key, neither recorded nor
+    /// released. Locked while a claim is being taken, so whoever releases
+    /// it sees the outcome of a claim whose caller was cancelled.
+    claim: Arc<tokio::sync::Mutex<Option<ClaimToken>>>,
 }
 
 /// Held while a notification is checked, sent and recorded; releasing it
 /// lets the next delivery of the same key look it up. Dropped with a claim
-/// neither recorded nor released (the send failed), it releases the claim
-/// first, on a task, and only then lets the next delivery in.
+/// neither recorded nor released (the send failed, or the push was
+/// cancelled), it releases the claim first, on a task, and only then lets
+/// the next delivery in.
 pub struct KeyGuard<'a> {
     dedupe: &'a Dedupe,
     key: NotificationKey,
+    state: Option<Arc<KeyState>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
-        let guard = self.guard.take();
-        let token = lock(&self.dedupe.claims).remove(&self.key);
-        if let (Some(token), Ok(runtime)) = (token, tokio::runtime::Handle::try_current()) {
-            let log = Arc::clone(&self.dedupe.log);
-            let locks = Arc::clone(&self.dedupe.locks);
-            let key = self.key.clone();
-            runtime.spawn(async move {
-                if let Err(error) = log.release(&key, token).await {
-                    tracing::warn!(error = ?error, "releasing the claim of an unsent notification failed; it lapses with its lease");
+        let (Some(state), Some(guard)) = (self.state.take(), self.guard.take()) else {
+            return;
+        };
+        let settled = match Arc::clone(&state.claim).try_lock_owned() {
+            Ok(mut slot) => match slot.take() {
+                None => {
+                    drop((guard, state));
+                    forget_if_idle(&self.dedupe.keys, &self.key);
+                    return;
                 }
-                drop(guard);
-                forget_if_idle(&locks, &key);
-            });
-        } else {
-            drop(guard);
-            forget_if_idle(&self.dedupe.locks, &self.key);
-        }
+                Some(token) => Some(token),
+            },
+            // A claim is still being taken: wait for it on the task.
+            Err(_) => None,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to release on: the claim lapses with its lease.
+            drop((guard, state));
+            forget_if_idle(&self.dedupe.keys, &self.key);
+            return;
+        };
+        let log = Arc::clone(&self.dedupe.log);
+        let keys = Arc::clone(&self.dedupe.keys);
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            let token = match settled {
+                Some(token) => Some(token),
+                None => state.claim.lock().await.take(),
+            };
+            if let Some(token) = token
+                && let Err(error) = log.release(&key, token).await
+            {
+                tracing::warn!(error = ?error, "releasing the claim of an unsent notification failed; it lapses with its lease");
+            }
+            drop((guard, state));
+            forget_if_idle(&keys, &key);
+        });
     }
 }
 
@@ -263,14 +294,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Only the map holds the key's lock: nobody waits, forget the key.
-fn forget_if_idle(
-    locks: &Mutex<HashMap<NotificationKey, Arc<tokio::sync::Mutex<()>>>>,
-    key: &NotificationKey,
-) {
-    let mut locks = lock(locks);
-    if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
-        locks.remove(key);
+/// Nobody holds or awaits the key: forget it.
+fn forget_if_idle(keys: &Mutex<HashMap<NotificationKey, Arc<KeyState>>>, key: &NotificationKey) {
+    let mut keys = lock(keys);
+    if keys.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
+        keys.remove(key);
     }
 }
 
@@ -278,8 +306,7 @@ impl Dedupe {
     pub fn new(log: Arc<dyn NotificationLog>) -> Dedupe {
         Dedupe {
             log,
-            locks: Arc::default(),
-            claims: Mutex::default(),
+            keys: Arc::default(),
             lease: DEFAULT_CLAIM_LEASE,
         }
     }
@@ -320,13 +347,19 @@ impl Dedupe {
         self.log.describe()
     }
 
+    fn state(&self, key: &NotificationKey) -> Arc<KeyState> {
+        Arc::clone(lock(&self.keys).entry(key.clone()).or_default())
+    }
+
     /// Waits for the lock of `key`; hold it across lookup, send and record.
     pub async fn lock(&self, key: &NotificationKey) -> KeyGuard<'_> {
-        let lock = Arc::clone(lock(&self.locks).entry(key.clone()).or_default());
+        let state = self.state(key);
+        let guard = Arc::clone(&state.delivery).lock_owned().await;
         KeyGuard {
             dedupe: self,
             key: key.clone(),
-            guard: Some(lock.lock_owned().await),
+            state: Some(state),
+            guard: Some(guard),
         }
     }
 
@@ -334,14 +367,26 @@ impl Dedupe {
     /// if not, claims it for this instance (`None`: send, then
     /// [`record_sent`](Self::record_sent)). Fails with [`ClaimHeld`] while
     /// another instance holds the claim: do not send, let the broker retry.
+    ///
+    /// Cancel-safe: the claim is taken on a task, and a claim whose caller
+    /// went away is released when the key's lock is dropped.
     pub async fn already_sent(&self, key: &NotificationKey) -> anyhow::Result<Option<SentRecord>> {
         let lease_until_ms =
             now_ms().saturating_add(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX));
-        match self.log.claim(key, lease_until_ms).await? {
-            Claim::Claimed(token) => {
-                lock(&self.claims).insert(key.clone(), token);
-                Ok(None)
+        // Uncontended under the key's lock; taken before the task starts so
+        // a release waits for the task.
+        let mut slot = Arc::clone(&self.state(key).claim).lock_owned().await;
+        let log = Arc::clone(&self.log);
+        let owned = key.clone();
+        let claiming = tokio::spawn(async move {
+            let claim = log.claim(&owned, lease_until_ms).await;
+            if let Ok(Claim::Claimed(token)) = &claim {
+                *slot = Some(token.clone());
             }
+            claim
+        });
+        match claiming.await?? {
+            Claim::Claimed(_) => Ok(None),
             Claim::AlreadySent(record) => Ok(Some(record)),
             Claim::HeldByOther { lease_until_ms } => Err(ClaimHeld { lease_until_ms }.into()),
         }
@@ -355,8 +400,10 @@ impl Dedupe {
         key: &NotificationKey,
         record: SentRecord,
     ) -> anyhow::Result<()> {
+        let state = self.state(key);
+        let mut slot = state.claim.lock().await;
         let result = self.log.record_sent(key, record).await;
-        lock(&self.claims).remove(key);
+        *slot = None;
         result
     }
 }
@@ -393,8 +440,7 @@ mod tests {
         dedupe.record_sent(&k, SentRecord::now(None)).await.unwrap();
         drop(first);
         assert!(waiter.await.unwrap().is_some(), "and then sees the record");
-        assert!(dedupe.locks.lock().unwrap().is_empty());
-        assert!(dedupe.claims.lock().unwrap().is_empty());
+        assert!(dedupe.keys.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -419,6 +465,26 @@ mod tests {
             Ok(None),
             "the next delivery claims it again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_claim_is_released_with_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let (a, b) = (
+            Dedupe::sqlite(&path).unwrap(),
+            Dedupe::sqlite(&path).unwrap(),
+        );
+        let k = key("11", "gg");
+        let guard = a.lock(&k).await;
+        // The push goes away while its claim is being written.
+        let cancelled = tokio::time::timeout(Duration::ZERO, a.already_sent(&k)).await;
+        assert!(cancelled.is_err(), "{cancelled:?}");
+        drop(guard);
+        // The release runs on a task that holds the key until it is done.
+        drop(a.lock(&k).await);
+        assert_eq!(b.already_sent(&k).await.unwrap(), None, "b may send");
+        assert!(a.keys.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
