@@ -389,6 +389,71 @@ mod tests {
         assert_eq!(series.buckets[0].1, 2);
     }
 
+    /// What the hooks cost the publish and push paths, per call (run by
+    /// hand: `cargo test --profile bench -p labrelay-broker --lib hook_cost
+    /// -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn hook_cost() {
+        use crate::names::SubscriptionName;
+        use crate::subscription::LeaseId;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::new(dir.path(), "127.0.0.1:1".parse().unwrap());
+        let observer = Observer::open(&config).unwrap();
+        let name = SubscriptionName::parse("projects/p/subscriptions/email").unwrap();
+        let sub = Arc::new(Subscription::new(
+            name,
+            1,
+            crate::pb::Subscription::default(),
+        ));
+        let message = Arc::new(Message {
+            seq: 1,
+            pb: crate::pb::PubsubMessage {
+                data: vec![b'x'; 1024],
+                attributes: [("reportId".to_string(), "LR-1".to_string())].into(),
+                message_id: "1".into(),
+                ..Default::default()
+            },
+            published_at: SystemTime::now(),
+        });
+        let delivery = Delivery {
+            ack_id: "1-1".into(),
+            lease: LeaseId {
+                seq: 1,
+                generation: 1,
+            },
+            message: message.clone(),
+            attempt: 1,
+        };
+        let n = 20_000u32;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            observer.published(
+                "projects/p/topics/t",
+                std::slice::from_ref(&message),
+                vec![sub.clone()],
+                vec![vec![true]],
+                Duration::from_micros(200),
+            );
+        }
+        let publish = started.elapsed() / n;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            let trace = PushTrace {
+                latency: Duration::from_millis(2),
+                receiver_outcome: Some("sent".into()),
+            };
+            observer.pushed(&sub, &delivery, PushResult::Status(204), trace);
+        }
+        let push = started.elapsed() / n;
+        runtime.block_on(observer.close());
+        eprintln!(
+            "published hook: {publish:?}/call, pushed hook: {push:?}/call, journal events dropped: {}",
+            observer.metrics.journal_dropped.get()
+        );
+    }
+
     #[test]
     fn delivery_rate_is_per_second_over_the_last_minute() {
         let stats = SubscriptionStats::default();
