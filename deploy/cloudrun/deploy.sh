@@ -39,6 +39,8 @@ Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
   --twilio-messaging-service-sid SID   env TWILIO_MESSAGING_SERVICE_SID (instead of --twilio-from)
   --ingest-keys-file FILE      first version of the ingest keys secret: lines of lab-name:sha256-hex-of-key
   --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 20: about 2.3 hours of retries before a message is parked)
+  --notify-log firestore       env NOTIFY_LOG: the push services share a notification log in Firestore, so no email or SMS
+                               goes out twice (creates the (default) database in the region if missing); default off
   --dry-run                    print the gcloud commands instead of running them
   -h, --help                   this text
 EOF
@@ -70,6 +72,7 @@ TWILIO_FROM=${TWILIO_FROM:-}
 TWILIO_MESSAGING_SERVICE_SID=${TWILIO_MESSAGING_SERVICE_SID:-}
 INGEST_KEYS_FILE=
 MAX_DELIVERY_ATTEMPTS=20
+NOTIFY_LOG=${NOTIFY_LOG:-}
 
 set_option() {
     case $1 in
@@ -86,6 +89,7 @@ set_option() {
         --twilio-messaging-service-sid) TWILIO_MESSAGING_SERVICE_SID=$2 ;;
         --ingest-keys-file) INGEST_KEYS_FILE=$2 ;;
         --max-delivery-attempts) MAX_DELIVERY_ATTEMPTS=$2 ;;
+        --notify-log) NOTIFY_LOG=$2 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 }
@@ -150,6 +154,12 @@ cargo_version() {
 if [[ ! $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || MAX_DELIVERY_ATTEMPTS > 100)); then
     die "--max-delivery-attempts must be between 5 and 100"
 fi
+# A SQLite log would vanish with its instance; only Firestore is shared.
+case $NOTIFY_LOG in
+    '' | off) NOTIFY_LOG= ;;
+    firestore) ;;
+    *) die "--notify-log must be firestore or off on Cloud Run, not '$NOTIFY_LOG'" ;;
+esac
 
 # A provider setting that must be there. A dry run shows a placeholder
 # instead of stopping, so the whole plan can be read before anything is set.
@@ -199,6 +209,7 @@ INGEST_KEYS_PATH=/secrets/ingest/keys
 SMTP_SECRET=labrelay-smtp-password
 TWILIO_SECRET=labrelay-twilio-auth-token
 APIS=(run pubsub cloudbuild artifactregistry secretmanager iam)
+[[ -z $NOTIFY_LOG ]] || APIS+=(firestore)
 
 # --- Running gcloud ----------------------------------------------------------
 
@@ -330,6 +341,18 @@ done
 grant pubsub topics add-iam-policy-binding "$TOPIC" "$P" \
     --member="serviceAccount:$INGEST_SA" --role=roles/pubsub.publisher
 
+if [[ -n $NOTIFY_LOG ]]; then
+    step "Firestore: the notification log both push services share (docs/production.md)"
+    if ! exists firestore databases describe --database='(default)' "$P"; then
+        change firestore databases create --database='(default)' --location="$REGION" \
+            --type=firestore-native "$P"
+    fi
+    for account in "$EMAIL_SA" "$SMS_SA"; do
+        grant projects add-iam-policy-binding "$PROJECT" --condition=None \
+            --member="serviceAccount:$account" --role=roles/datastore.user
+    done
+fi
+
 # --- 5. Secrets -----------------------------------------------------------------
 
 # Creates the secret if missing and, if it has no version yet, adds the first
@@ -441,6 +464,7 @@ push_service() {
 
 step "email-service: private, reached by Pub/Sub push only"
 email_settings=("SMTP_URL=$SMTP_URL")
+[[ -z $NOTIFY_LOG ]] || email_settings+=("NOTIFY_LOG=$NOTIFY_LOG")
 [[ -z $SMTP_USERNAME ]] || email_settings+=("SMTP_USERNAME=$SMTP_USERNAME")
 [[ -z $EMAIL_FROM ]] || email_settings+=("EMAIL_FROM=$EMAIL_FROM")
 [[ -z $EMAIL_REPLY_TO ]] || email_settings+=("EMAIL_REPLY_TO=$EMAIL_REPLY_TO")
@@ -451,6 +475,7 @@ email_url=$PUSH_URL
 
 step "sms-service: private, reached by Pub/Sub push only"
 sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID")
+[[ -z $NOTIFY_LOG ]] || sms_settings+=("NOTIFY_LOG=$NOTIFY_LOG")
 [[ -z $TWILIO_FROM ]] || sms_settings+=("TWILIO_FROM=$TWILIO_FROM")
 [[ -z $TWILIO_MESSAGING_SERVICE_SID ]] || sms_settings+=("TWILIO_MESSAGING_SERVICE_SID=$TWILIO_MESSAGING_SERVICE_SID")
 push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest" "${sms_settings[@]}"
