@@ -130,8 +130,9 @@ impl Settings {
     ///   file holding the password; one trailing newline is ignored).
     /// - `EMAIL_FROM` (default [`DEFAULT_FROM`]), `EMAIL_REPLY_TO`.
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
-    /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` records every email sent
-    ///   and does not send it again; unset or `off`: no log.
+    /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` or `firestore[://...]`
+    ///   (see [`labrelay_contract::notify_log::setting_from_vars`]) records
+    ///   every email sent and does not send it again; unset or `off`: no log.
     /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
     ///   trace names in log lines belong to.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
