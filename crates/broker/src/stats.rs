@@ -237,12 +237,33 @@ pub(crate) struct Observer {
 impl Observer {
     pub fn open(config: &BrokerConfig) -> anyhow::Result<Observer> {
         let metrics = Metrics::default();
-        let journal = Journal::open(
-            &config.data_dir.join("journal.sqlite3"),
-            config.journal_max_messages,
-            config.console_show_data,
-            metrics.journal_dropped.clone(),
-        )?;
+        let path = config.data_dir.join("journal.sqlite3");
+        let open = || {
+            Journal::open(
+                &path,
+                config.journal_max_messages,
+                config.console_show_data,
+                metrics.journal_dropped.clone(),
+            )
+        };
+        // The journal is history, not data: one that cannot be opened (a
+        // corrupt file) is set aside and started afresh rather than keeping
+        // the broker down.
+        let journal = match open() {
+            Ok(journal) => journal,
+            Err(error) => {
+                let aside =
+                    path.with_extension(format!("sqlite3.broken-{}", unix_secs(SystemTime::now())));
+                tracing::warn!(error = format!("{error:#}"), aside = %aside.display(), "journal unreadable; starting a new one");
+                std::fs::rename(&path, &aside)?;
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = path.clone().into_os_string();
+                    side.push(suffix);
+                    let _ = std::fs::remove_file(side);
+                }
+                open()?
+            }
+        };
         Ok(Observer {
             metrics,
             journal,
@@ -452,6 +473,27 @@ mod tests {
             "published hook: {publish:?}/call, pushed hook: {push:?}/call, journal events dropped: {}",
             observer.metrics.journal_dropped.get()
         );
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_set_aside_and_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("journal.sqlite3"),
+            b"not a database, not at all",
+        )
+        .unwrap();
+        let config = BrokerConfig::new(dir.path(), "127.0.0.1:1".parse().unwrap());
+        let observer = Observer::open(&config).unwrap();
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".broken-"))
+            .count();
+        assert_eq!(aside, 1);
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(observer.close());
     }
 
     #[test]
