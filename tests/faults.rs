@@ -31,7 +31,7 @@ const POSTERS: usize = 8;
 
 /// Bounds for the waits; a healthy run takes a fraction of each.
 const STREAM: Duration = Duration::from_secs(60);
-const QUIET_LIMIT: Duration = Duration::from_secs(90);
+const QUIET_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long after a SIGKILL the SMTP server may still store a message the
 /// dead process had finished sending.
@@ -85,6 +85,24 @@ fn email_duplicates_within(tally: &Tally, fault_ns: u128, margin: Duration) -> V
     offsets
 }
 
+/// The same for SMS: the first copy accepted by the Twilio stand-in before
+/// the end of the window. Returns the offsets (ms) from the fault.
+fn sms_duplicates_within(tally: &Tally, fault_ns: u128, margin: Duration) -> Vec<i64> {
+    let window_end_ns = fault_ns + margin.as_nanos();
+    let mut offsets = Vec::new();
+    for (report, copies) in tally.duplicated_sms() {
+        let first = *copies.iter().min().unwrap();
+        let offset_ms = (first as i128 - fault_ns as i128) / 1_000_000;
+        assert!(
+            first <= window_end_ns,
+            "report {report} was texted {} times, the first {offset_ms} ms after the fault",
+            copies.len()
+        );
+        offsets.push(offset_ms as i64);
+    }
+    offsets
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_sigkilled_mid_stream_and_restarted_on_its_data() {
     let started = Instant::now();
@@ -104,21 +122,24 @@ async fn broker_sigkilled_mid_stream_and_restarted_on_its_data() {
         .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
         .await;
     // No service died, yet the pushes in flight died with the broker's
-    // connections, and with them (see RELIABILITY.md) the email-service's
-    // handling of them: an email the SMTP server had just accepted is not
-    // recorded and goes out again. Allowed for what was in flight only.
-    let offsets = email_duplicates_within(&tally, killed_ns, IN_FLIGHT_MARGIN);
+    // connections, and with them (see RELIABILITY.md) the push services'
+    // handling of them: a notification the provider had just accepted is
+    // not recorded and goes out again. Allowed for what was in flight only.
+    let email_offsets = email_duplicates_within(&tally, killed_ns, IN_FLIGHT_MARGIN);
+    let sms_offsets = sms_duplicates_within(&tally, killed_ns, IN_FLIGHT_MARGIN);
     summary(
         "broker SIGKILL mid-stream, restarted on the same data dir",
         &posted,
         &tally,
         Some(complete - healed),
         started.elapsed(),
-        json!({"duplicates_first_stored_ms_from_kill": offsets}),
+        json!({
+            "email_duplicates_first_stored_ms_from_kill": email_offsets,
+            "sms_duplicates_first_accepted_ms_from_kill": sms_offsets,
+        }),
     );
     assert_nothing_lost(&posted, &tally);
     assert!(posted.refused.contains_key("503"), "{:?}", posted.refused);
-    assert_eq!(tally.duplicates().1, 0, "no SMS twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -306,6 +327,9 @@ async fn lab_report_service_sigterm_under_load() {
     let broker = pipeline.pid(Part::Broker);
     signal(broker, "STOP");
     stream.wait_in_flight(POSTERS, STREAM).await;
+    // Nothing tells when the last post has reached the service (rather than
+    // the listen queue); on loopback it takes far less than this.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let term_at = Instant::now();
     let resume = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -340,14 +364,10 @@ async fn lab_report_service_sigterm_under_load() {
         "Cloud Run kills after 10 s; it took {took:?}"
     );
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
-    // The drain answered every report it had taken (a connection still in
-    // the listen queue at the SIGTERM is refused: that report was never
-    // taken, and the lab posts it again).
-    let answered = in_flight.iter().filter(|o| **o == "204").count();
-    assert!(answered >= POSTERS / 2, "{in_flight:?}");
-    assert!(
-        in_flight.iter().all(|o| *o == "204" || *o == "refused"),
-        "{in_flight:?}"
+    // The drain answered every report it had taken.
+    assert_eq!(
+        in_flight, ["204"; POSTERS],
+        "answers to the posts in flight"
     );
     assert_nothing_lost(&posted, &tally);
     assert_eq!(tally.duplicates(), (0, 0));

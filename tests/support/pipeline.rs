@@ -15,8 +15,9 @@
 //! report reached both channels and nothing happens any more, and returns
 //! the [`Tally`]: per report, each email and SMS that arrived.
 //!
-//! Each process's log (stderr) goes to a file in the pipeline's directory;
-//! the last lines of each are printed when a test fails.
+//! Each process's log (stderr, at `TEST_LOG` level, default warn) goes to a
+//! file in the pipeline's directory; the last lines of each are printed
+//! when a test fails, and `FAULT_LOGS=DIR` keeps them all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead as _, BufReader};
@@ -537,7 +538,16 @@ impl Pipeline {
             list.sort_by_key(|e| e.stored_ns);
         }
         for sms in self.twilio.messages() {
-            *tally.sms.entry(report_for_phone(&sms.to)).or_default() += 1;
+            let accepted_ns = sms
+                .accepted_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            tally
+                .sms
+                .entry(report_for_phone(&sms.to))
+                .or_default()
+                .push(accepted_ns);
         }
         tally
     }
@@ -556,7 +566,14 @@ impl Pipeline {
         let deadline = Instant::now() + timeout;
         let mut complete_at = None;
         loop {
-            let (events, requests) = (self.smtp.events(), self.twilio.requests());
+            // Counted before looking, so that whatever happens after is
+            // awaited below. The stand-in counts a request when it arrives
+            // and the SMS when it answers: both are watched.
+            let (events, requests, texts) = (
+                self.smtp.events(),
+                self.twilio.requests(),
+                self.twilio.messages().len(),
+            );
             // Reading the Maildir only once the counts can add up.
             if complete_at.is_none()
                 && self.smtp.accepted_count() >= accepted.len()
@@ -568,8 +585,17 @@ impl Pipeline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 let tally = self.tally();
+                // An SMTP session reused mid-transaction can fold one
+                // message into another's body.
+                let merged = self
+                    .smtp
+                    .messages()
+                    .iter()
+                    .filter(|m| m.raw.matches("X-Report-Id:").count() > 1)
+                    .count();
                 panic!(
-                    "no quiet within {timeout:?}: lost (email, sms) = {:?}; missing emails {:?}, missing SMS {:?}",
+                    "no quiet within {timeout:?}: lost (email, sms) = {:?}; missing emails {:?}, \
+                     missing SMS {:?}; stored messages carrying more than one report: {merged}",
                     tally.lost(accepted),
                     first(accepted.iter().filter(|id| !tally.emails.contains_key(*id))),
                     first(accepted.iter().filter(|id| !tally.sms.contains_key(*id))),
@@ -578,11 +604,13 @@ impl Pipeline {
             let wait = if complete_at.is_some() {
                 quiet.min(remaining)
             } else {
-                remaining
+                // Only a bound on a wakeup missed by mistake.
+                Duration::from_secs(5).min(remaining)
             };
             let activity = tokio::select! {
                 happened = self.smtp.wait_for_event_after(events, wait) => happened,
                 counted = self.twilio.wait_for_requests(requests + 1, wait) => counted.is_ok(),
+                sent = self.twilio.wait_for_messages(texts + 1, wait) => sent.is_ok(),
             };
             if !activity && let Some(at) = complete_at {
                 return (self.tally(), at);
@@ -597,6 +625,21 @@ fn first<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
+        // FAULT_LOGS=DIR keeps every process's log, for a look afterwards.
+        if let Some(keep) = std::env::var_os("FAULT_LOGS") {
+            let keep = Path::new(&keep).join(self.dir.path().file_name().unwrap());
+            let _ = std::fs::create_dir_all(&keep);
+            for part in [
+                "broker",
+                "lab-report-service",
+                "email-service",
+                "sms-service",
+            ] {
+                let log = format!("{part}.log");
+                let _ = std::fs::copy(self.dir.path().join(&log), keep.join(&log));
+            }
+            eprintln!("logs kept in {}", keep.display());
+        }
         if std::thread::panicking() {
             for part in [
                 "broker",
@@ -628,7 +671,8 @@ pub struct Email {
 #[derive(Debug, Default)]
 pub struct Tally {
     pub emails: BTreeMap<String, Vec<Email>>,
-    pub sms: BTreeMap<String, usize>,
+    /// When the Twilio stand-in accepted each SMS (ns since the epoch).
+    pub sms: BTreeMap<String, Vec<u128>>,
 }
 
 impl Tally {
@@ -637,7 +681,7 @@ impl Tally {
     }
 
     pub fn sms_total(&self) -> usize {
-        self.sms.values().sum()
+        self.sms.values().map(Vec::len).sum()
     }
 
     /// Extra copies beyond the first, by channel.
@@ -665,6 +709,11 @@ impl Tally {
     /// Reports emailed more than once, with their copies.
     pub fn duplicated_emails(&self) -> Vec<(&String, &Vec<Email>)> {
         self.emails.iter().filter(|(_, e)| e.len() > 1).collect()
+    }
+
+    /// Reports texted more than once, with when each copy was accepted.
+    pub fn duplicated_sms(&self) -> Vec<(&String, &Vec<u128>)> {
+        self.sms.iter().filter(|(_, s)| s.len() > 1).collect()
     }
 }
 

@@ -59,6 +59,8 @@ pub struct SentSms {
     pub body: String,
     /// Counted by the stand-in: 160 GSM-7 septets / 70 UCS-2 units in one.
     pub num_segments: u32,
+    /// When the stand-in accepted it.
+    pub accepted_at: SystemTime,
 }
 
 struct Shared {
@@ -288,6 +290,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         from,
         messaging_service_sid: service,
         body,
+        accepted_at: SystemTime::now(),
     };
     let resource = message_resource(&shared.account_sid, &sent);
     shared.messages.send_modify(|m| m.push(sent));
