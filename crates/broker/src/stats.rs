@@ -468,10 +468,14 @@ mod tests {
             observer.pushed(&sub, &delivery, PushResult::Status(204), trace);
         }
         let push = started.elapsed() / n;
+        let draining = std::time::Instant::now();
         runtime.block_on(observer.close());
         eprintln!(
-            "published hook: {publish:?}/call, pushed hook: {push:?}/call, journal events dropped: {}",
-            observer.metrics.journal_dropped.get()
+            "published hook: {publish:?}/call, pushed hook: {push:?}/call, journal events dropped: {}, \
+             journal drained {} events in {:?} after the last hook",
+            observer.metrics.journal_dropped.get(),
+            2 * n,
+            draining.elapsed()
         );
     }
 
