@@ -251,7 +251,8 @@ fn overview(broker: &Broker) -> Overview {
 pub(crate) struct Channel {
     subscription: String,
     /// `pending`, `retrying`, `delivered`, `skipped`, `duplicate`,
-    /// `dead-lettered`, `parked` or `replayed`.
+    /// `acked` (by a pull subscriber), `dead-lettered`, `parked` or
+    /// `replayed`.
     state: &'static str,
     attempts: u32,
     last_status: Option<u16>,
@@ -304,6 +305,8 @@ pub(crate) fn channels(message: &JournalMessage) -> Vec<Channel> {
                     Some("duplicate") => "duplicate",
                     _ => "delivered",
                 }
+            } else if events.iter().any(|e| e.kind == "acked") {
+                "acked"
             } else if !pushes.is_empty() {
                 "retrying"
             } else if parked {
@@ -802,6 +805,11 @@ mod tests {
                 vec![],
                 &["CloudPubSubDeadLetterSourceSubscription"],
                 ["parked", "parked"],
+            ),
+            (
+                vec![event("sms", "acked", None, None)],
+                &["CloudPubSubDeadLetterSourceSubscription"],
+                ["parked", "acked"],
             ),
             (
                 vec![event("email", "replayed", None, None)],

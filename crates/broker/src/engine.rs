@@ -710,6 +710,7 @@ impl Broker {
         let sub = self.subscription(name)?;
         let acked = sub.ack(ack_ids)?;
         if !acked.is_empty() {
+            self.inner.observer.acked(&sub, &acked);
             self.inner.store.ack(sub.id, acked).await?;
         }
         Ok(())

@@ -2,7 +2,8 @@
 //! report search. Per message: its topic, report id (the `reportId`
 //! attribute), publish time, attributes and the subscriptions it was fanned
 //! out to; per delivery: each push attempt (time, HTTP status or error,
-//! latency, the receiver's `X-Labrelay-Outcome`), dead-lettering and replay.
+//! latency, the receiver's `X-Labrelay-Outcome`), acknowledgements by pull
+//! subscribers, dead-lettering and replay.
 //!
 //! The journal is kept off the durable path on purpose. It has its own
 //! SQLite file (`<data-dir>/journal.sqlite3`, WAL, `synchronous=NORMAL`: a
@@ -64,6 +65,12 @@ pub(crate) enum Event {
         reason: String,
         dead_letter_id: String,
     },
+    /// Messages a pull subscriber acknowledged.
+    Acked {
+        subscription: String,
+        seqs: Vec<u64>,
+        at: SystemTime,
+    },
     /// A dead letter was republished (as `new_id`) from the console.
     Replayed {
         message_id: u64,
@@ -104,7 +111,7 @@ pub(crate) struct JournalMessage {
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct JournalEvent {
     pub subscription: String,
-    /// `push`, `dead-lettered` or `replayed`.
+    /// `push`, `acked` (by a pull subscriber), `dead-lettered` or `replayed`.
     pub kind: String,
     pub at_ms: i64,
     pub attempt: Option<u32>,
@@ -462,6 +469,26 @@ impl Writer {
                             None::<String>,
                             dead_letter_id,
                         ])?;
+                    }
+                    Event::Acked {
+                        subscription,
+                        seqs,
+                        at,
+                    } => {
+                        for seq in seqs {
+                            event.execute(params![
+                                *seq as i64,
+                                subscription,
+                                "acked",
+                                unix_millis(*at),
+                                None::<u32>,
+                                None::<u16>,
+                                None::<String>,
+                                None::<f64>,
+                                None::<String>,
+                                None::<String>,
+                            ])?;
+                        }
                     }
                     Event::Replayed {
                         message_id,

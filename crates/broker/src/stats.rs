@@ -337,6 +337,16 @@ impl Observer {
         });
     }
 
+    /// Messages acknowledged by a pull subscriber (`Acknowledge`, or an ack
+    /// on a StreamingPull stream).
+    pub fn acked(&self, sub: &Subscription, seqs: &[u64]) {
+        self.journal.send(Event::Acked {
+            subscription: sub.name.to_string(),
+            seqs: seqs.to_vec(),
+            at: SystemTime::now(),
+        });
+    }
+
     /// A message used up its attempts and reached the dead-letter topic as
     /// `dead_letter_id`.
     pub fn dead_lettered(

@@ -470,6 +470,22 @@ fn a_report_is_delivered_fails_is_dead_lettered_and_replayed_as_the_console_show
             )
             .await;
         assert!(has_state(&journey, DEAD_SUB, "replayed"), "{journey:#}");
+        let dead_message = journey["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["message_id"] == dead_id.as_str())
+            .unwrap();
+        let kinds: Vec<&str> = dead_message["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert!(
+            kinds.contains(&"acked") && kinds.contains(&"replayed"),
+            "{kinds:?}"
+        );
         let replayed_message = journey["messages"]
             .as_array()
             .unwrap()
