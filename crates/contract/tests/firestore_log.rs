@@ -262,7 +262,29 @@ async fn concurrent_claims_from_many_clients_one_wins(emulator: &Emulator) {
                 }),
         "{answers:?}"
     );
+    // A lapsed claim taken over by many at once, all with the same lease:
+    // one wins again.
+    let lapsed = key("LR-4", "sms", "ef");
     let log = open(&setting);
+    assert!(matches!(
+        log.claim(&lapsed, now_ms() - 1).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    let mut takeovers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let log = open(&setting);
+        let lapsed = lapsed.clone();
+        takeovers.spawn(async move { log.claim(&lapsed, lease).await.unwrap() });
+    }
+    let answers = takeovers.join_all().await;
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|c| matches!(c, Claim::Claimed(_)))
+            .count(),
+        1,
+        "{answers:?}"
+    );
     assert_eq!(
         log.already_sent(&k).await.unwrap(),
         None,
