@@ -130,17 +130,24 @@ pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response 
         message_id = %envelope.message.message_id,
         delivery_attempt = envelope.delivery_attempt,
     );
-    async move {
-        let result = handle(&service, &envelope).await;
-        log_result(&result);
-        service.metrics.notification(notification_of(&result));
-        if let Ok(Outcome::Sent { .. }) = result {
-            service.metrics.delivered(&envelope.message.publish_time);
+    // On a task of its own: when the broker stops waiting (its ack deadline
+    // passed, or it died) hyper drops this handler, and a claim → send →
+    // record cut in the middle would send the email again on redelivery (or
+    // leave lettre's pooled connection mid-transaction). Only the wait is
+    // cancelled; the redelivery, waiting on the key's lock, finds the record.
+    let handling = tokio::spawn(
+        async move {
+            let result = handle(&service, &envelope).await;
+            log_result(&result);
+            service.metrics.notification(notification_of(&result));
+            if let Ok(Outcome::Sent { .. }) = result {
+                service.metrics.delivered(&envelope.message.publish_time);
+            }
+            result
         }
-        respond(&result)
-    }
-    .instrument(span)
-    .await
+        .instrument(span),
+    );
+    respond(&handling.await.unwrap_or(Err(Failure::Internal)))
 }
 
 async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, Failure> {

@@ -31,6 +31,8 @@ pub(crate) enum Outcome {
     Malformed(DecodeError),
     InvalidNumber(PhoneError),
     Failed(SendError),
+    /// The task handling the push died (a bug of ours); the broker retries.
+    Internal,
 }
 
 /// What is known about the push being answered, for the log line.
@@ -48,6 +50,7 @@ impl Outcome {
                 StatusCode::NO_CONTENT
             }
             Outcome::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::Malformed(_) => StatusCode::BAD_REQUEST,
             Outcome::InvalidNumber(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Outcome::Failed(error) => match error {
@@ -82,6 +85,7 @@ impl Outcome {
             Outcome::Skipped(_) => "skipped",
             Outcome::Duplicate(_) => "duplicate",
             Outcome::LogUnavailable(_) => "notify_log_error",
+            Outcome::Internal => "internal_error",
             Outcome::Malformed(_) => "malformed",
             Outcome::InvalidNumber(_) => "invalid_number",
             Outcome::Failed(SendError::Refused { .. }) => "refused",
@@ -101,6 +105,7 @@ impl Outcome {
         match self {
             Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => None,
             Outcome::LogUnavailable(_) => Some("the SMS could not be sent now; retry later".into()),
+            Outcome::Internal => Some("internal error".into()),
             Outcome::Malformed(error) => Some(error.to_string()),
             Outcome::InvalidNumber(error) => Some(format!("owner.phone {error}")),
             Outcome::Failed(error @ SendError::Refused { .. }) => Some(error.to_string()),
@@ -117,6 +122,7 @@ impl Outcome {
             Outcome::Skipped(reason) => Some((*reason).to_string()),
             Outcome::Duplicate(_) => Some("duplicate, not sent again".to_string()),
             Outcome::LogUnavailable(error) => Some(format!("{error:#}")),
+            Outcome::Internal => Some("the push handler task failed".into()),
             Outcome::Malformed(error) => Some(
                 match error {
                     DecodeError::Envelope(_) => "the body is not a push envelope",

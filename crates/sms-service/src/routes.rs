@@ -70,7 +70,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn push(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let (service, metrics) = (&shared.service, &shared.metrics);
+    let metrics = &shared.metrics;
     let mut info = PushInfo::default();
     let mut publish_time = None;
     let outcome = match PushEnvelope::parse(&body) {
@@ -93,9 +93,19 @@ async fn push(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                     );
                     info.report_id = Some(report_id);
                     publish_time = Some(envelope.message.publish_time.clone());
-                    deliver(service, metrics, &envelope, &report)
-                        .instrument(span)
-                        .await
+                    // On a task of its own: when the broker stops waiting
+                    // (its ack deadline passed, or it died) hyper drops this
+                    // handler, and a claim → send → record cut in the middle
+                    // would send the SMS again on redelivery. Only the wait
+                    // is cancelled; the redelivery finds the record.
+                    let shared = Arc::clone(&shared);
+                    let handling = tokio::spawn(
+                        async move {
+                            deliver(&shared.service, &shared.metrics, &envelope, &report).await
+                        }
+                        .instrument(span),
+                    );
+                    handling.await.unwrap_or(Outcome::Internal)
                 }
             }
         }
