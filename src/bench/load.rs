@@ -161,12 +161,16 @@ pub async fn drive(
         Some(rate) => {
             let in_flight = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
             let period = Duration::from_secs_f64(1.0 / rate);
+            // rate × duration reports exactly, whatever the rounding of `due`.
+            let scheduled = plan
+                .duration
+                .map_or(usize::MAX, |d| (d.as_secs_f64() * rate).round() as usize);
             let mut tasks = tokio::task::JoinSet::new();
             let mut index = 0;
             loop {
                 let due = started + period.mul_f64(index as f64);
                 tokio::time::sleep_until(due).await;
-                if !more(index, due) {
+                if index >= scheduled || !more(index, due) {
                     break;
                 }
                 let permit = in_flight.clone().acquire_owned().await;
