@@ -463,6 +463,17 @@ impl Pipeline {
         answer["messageIds"][0].as_str().unwrap().to_string()
     }
 
+    /// The sum of the samples of `metric` whose labels include `label`
+    /// (e.g. `outcome="duplicate"`) on the part's `GET /metrics`.
+    pub async fn metric(&self, part: Part, metric: &str, label: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ports[part.name()]);
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Pulls (through REST) and acknowledges what the dead-letter
     /// subscription holds, until `n` messages arrived or `timeout` passed.
     pub async fn dead_letters(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
@@ -709,11 +720,6 @@ impl Tally {
     /// Reports emailed more than once, with their copies.
     pub fn duplicated_emails(&self) -> Vec<(&String, &Vec<Email>)> {
         self.emails.iter().filter(|(_, e)| e.len() > 1).collect()
-    }
-
-    /// Reports texted more than once, with when each copy was accepted.
-    pub fn duplicated_sms(&self) -> Vec<(&String, &Vec<u128>)> {
-        self.sms.iter().filter(|(_, s)| s.len() > 1).collect()
     }
 }
 
