@@ -140,8 +140,9 @@ struct BrokerArgs {
     /// The issuer (`iss`) of push tokens; defaults to http://HOST:PORT.
     #[arg(long, env = "LABRELAY_ISSUER")]
     issuer: Option<String>,
-    /// The most pushes one subscription may have outstanding (slow start grows towards it).
-    #[arg(long, default_value_t = 1000)]
+    /// The most pushes one subscription may have outstanding (slow start
+    /// grows towards it); the default is what a labrelay push receiver admits.
+    #[arg(long, default_value_t = labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32)]
     max_push_window: u32,
     /// Let the console at /console show message data (personal data); off by default.
     #[arg(long, env = "LABRELAY_CONSOLE_SHOW_DATA")]

@@ -33,7 +33,11 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// The `iss` of push tokens, and the base of the JWKS URL.
     pub issuer: String,
-    /// The most pushes one subscription may have outstanding.
+    /// The most pushes one subscription may have outstanding. Default 256,
+    /// what a labrelay push receiver admits at once
+    /// ([`labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT`]): a larger
+    /// window only earns 503s, and each 503 halves the window and pauses
+    /// the subscription.
     pub max_push_window: u32,
     /// Whether the console shows message data (off: ids, attributes,
     /// status codes and times only). Also makes the journal keep the data.
@@ -48,7 +52,7 @@ impl BrokerConfig {
         BrokerConfig {
             data_dir: data_dir.into(),
             issuer: format!("http://{addr}"),
-            max_push_window: 1000,
+            max_push_window: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32,
             console_show_data: false,
             journal_max_messages: 100_000,
         }

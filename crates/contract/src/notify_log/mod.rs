@@ -477,9 +477,13 @@ mod tests {
         );
         let k = key("11", "gg");
         let guard = a.lock(&k).await;
-        // The push goes away while its claim is being written.
-        let cancelled = tokio::time::timeout(Duration::ZERO, a.already_sent(&k)).await;
+        // The push goes away while its claim is being written: another
+        // connection holds the write lock, so the claim waits on it.
+        let blocker = rusqlite::Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), a.already_sent(&k)).await;
         assert!(cancelled.is_err(), "{cancelled:?}");
+        blocker.execute_batch("COMMIT").unwrap();
         drop(guard);
         // The release runs on a task that holds the key until it is done.
         drop(a.lock(&k).await);

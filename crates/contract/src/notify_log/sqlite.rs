@@ -1,5 +1,14 @@
-//! The embedded store: one SQLite file (WAL, `synchronous=FULL`), every
-//! call on a blocking thread. Claims live in their own table, taken in an
+//! The embedded store: one SQLite file (WAL, `synchronous=NORMAL`), every
+//! call on a blocking thread.
+//!
+//! `NORMAL`, not `FULL`: in WAL mode a commit then survives the process
+//! dying (it is in the operating system's cache) but not a power cut or a
+//! kernel crash, which can roll back the last records; the notifications
+//! they recorded would then be sent again on redelivery, the same
+//! duplicate window as a crash between the provider accepting and the
+//! record being written. In exchange a claim and a record cost no fsync:
+//! with `FULL`, two fsyncs per notification made this log the pipeline's
+//! bottleneck (`BENCHMARKS.md`, "Where the time goes"). Claims live in their own table, taken in an
 //! `IMMEDIATE` transaction, so processes sharing the file exclude each
 //! other like Cloud Run instances sharing Firestore.
 //!
@@ -35,7 +44,7 @@ impl SqliteLog {
             .with_context(|| format!("opening the notification log {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS sent_notifications (
                  report_id    TEXT    NOT NULL,
