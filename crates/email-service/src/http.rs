@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::ReportError;
-use labrelay_contract::notify_log::{Dedupe, NotificationKey, SentRecord};
+use labrelay_contract::notify_log::{ClaimHeld, Dedupe, NotificationKey, SentRecord};
 use labrelay_contract::push::{DecodeError, PushEnvelope};
 use lettre::message::Mailbox;
 use tracing::Instrument as _;
@@ -197,6 +197,13 @@ async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, F
             });
         }
         Ok(None) => {}
+        Err(err) if err.is::<ClaimHeld>() => {
+            // Another instance is sending this very email: not a fault.
+            tracing::info!(error = %err, "email held by another delivery");
+            return Err(Failure::Transient(
+                "another delivery is sending this email; retry later".into(),
+            ));
+        }
         Err(err) => {
             // Sending without knowing could notify twice; let the broker retry.
             tracing::error!(error = ?err, "reading the notification log failed");
