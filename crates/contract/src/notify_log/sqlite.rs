@@ -18,8 +18,8 @@
 //! its notification back until its lease lapses.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension as _, TransactionBehavior};
 
@@ -30,7 +30,10 @@ use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, Sent
 #[derive(Clone)]
 pub struct SqliteLog {
     path: PathBuf,
-    conn: Arc<Mutex<rusqlite::Connection>>,
+    /// An async lock, taken before a blocking thread is: with hundreds of
+    /// pushes at once, a `std` mutex parked one blocking thread per push on
+    /// it (hundreds of threads, most of the CPU in context switches).
+    conn: Arc<tokio::sync::Mutex<rusqlite::Connection>>,
 }
 
 impl SqliteLog {
@@ -68,7 +71,7 @@ impl SqliteLog {
         .context("creating the notification log's tables")?;
         Ok(SqliteLog {
             path: path.to_path_buf(),
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
         })
     }
 
@@ -76,12 +79,8 @@ impl SqliteLog {
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let conn = Arc::clone(&self.conn);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut conn)
-        })
-        .await?;
+        let mut conn = Arc::clone(&self.conn).lock_owned().await;
+        let result = tokio::task::spawn_blocking(move || f(&mut conn)).await?;
         Ok(result?)
     }
 }
