@@ -89,17 +89,16 @@ fn sent_record(
     conn: &rusqlite::Connection,
     key: &NotificationKey,
 ) -> rusqlite::Result<Option<SentRecord>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT provider_id, sent_at_ms FROM sent_notifications
          WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
-        (&key.report_id, key.channel, &key.content_hash),
-        |row| {
-            Ok(SentRecord {
-                provider_id: row.get(0)?,
-                sent_at_ms: row.get(1)?,
-            })
-        },
-    )
+    )?
+    .query_row((&key.report_id, key.channel, &key.content_hash), |row| {
+        Ok(SentRecord {
+            provider_id: row.get(0)?,
+            sent_at_ms: row.get(1)?,
+        })
+    })
     .optional()
 }
 
@@ -150,12 +149,13 @@ impl NotificationLog for SqliteLog {
                 return Ok(Claim::AlreadySent(record));
             }
             let held: Option<(i64, String, i64)> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT lease_until_ms, holder_host, holder_pid FROM notification_claims
                      WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
-                    (&key.report_id, key.channel, &key.content_hash),
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
+                )?
+                .query_row((&key.report_id, key.channel, &key.content_hash), |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
                 .optional()?;
             if let Some((until, host, pid)) = held
                 && until > now_ms()
@@ -166,20 +166,20 @@ impl NotificationLog for SqliteLog {
                 });
             }
             let token = new_token();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO notification_claims
                  (report_id, channel, content_hash, token, lease_until_ms, holder_host, holder_pid)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                (
-                    &key.report_id,
-                    key.channel,
-                    &key.content_hash,
-                    &token,
-                    lease_until_ms,
-                    host_name(),
-                    i64::from(std::process::id()),
-                ),
-            )?;
+            )?
+            .execute((
+                &key.report_id,
+                key.channel,
+                &key.content_hash,
+                &token,
+                lease_until_ms,
+                host_name(),
+                i64::from(std::process::id()),
+            ))?;
             tx.commit()?;
             Ok(Claim::Claimed(ClaimToken::new(token)))
         }))
@@ -188,16 +188,16 @@ impl NotificationLog for SqliteLog {
     fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()> {
         let key = key.clone();
         Box::pin(self.blocking(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "DELETE FROM notification_claims
                  WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3 AND token = ?4",
-                (
-                    &key.report_id,
-                    key.channel,
-                    &key.content_hash,
-                    token.as_str(),
-                ),
-            )
+            )?
+            .execute((
+                &key.report_id,
+                key.channel,
+                &key.content_hash,
+                token.as_str(),
+            ))
             .map(|_| ())
         }))
     }
@@ -210,23 +210,23 @@ impl NotificationLog for SqliteLog {
         let key = key.clone();
         Box::pin(self.blocking(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO sent_notifications
                  (report_id, channel, content_hash, provider_id, sent_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                (
-                    &key.report_id,
-                    key.channel,
-                    &key.content_hash,
-                    &record.provider_id,
-                    record.sent_at_ms,
-                ),
-            )?;
-            tx.execute(
+            )?
+            .execute((
+                &key.report_id,
+                key.channel,
+                &key.content_hash,
+                &record.provider_id,
+                record.sent_at_ms,
+            ))?;
+            tx.prepare_cached(
                 "DELETE FROM notification_claims
                  WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
-                (&key.report_id, key.channel, &key.content_hash),
-            )?;
+            )?
+            .execute((&key.report_id, key.channel, &key.content_hash))?;
             tx.commit()
         }))
     }
