@@ -8,6 +8,8 @@
 //!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
+//! - [`push_metrics`]: the push receivers' metrics and their
+//!   `X-Labrelay-Outcome` header.
 //! - [`push_auth`]: the OIDC bearer-token check in front of every push
 //!   endpoint (RS256, JWKS cached, issuer, audience, service account).
 //! - [`ingest_auth`]: the API keys labs present to the lab-report-service,
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod notify_log;
 pub mod push;
 pub mod push_auth;
+pub mod push_metrics;
 pub mod report;
 pub mod secret;
 pub mod serve;

@@ -43,7 +43,7 @@ pub mod config;
 mod email;
 mod http;
 mod mailer;
-mod metrics;
+use labrelay_contract::push_metrics as metrics;
 mod render;
 
 use std::future::Future;
@@ -76,7 +76,7 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
     let mailer = mailer::Mailer::new(&settings.delivery, settings.send_timeout)
         .context("setting up email delivery")?;
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
+    let metrics = Arc::new(metrics::Metrics::register(&mut registry, "email"));
     let service = Arc::new(http::Service {
         metrics: Arc::clone(&metrics),
         mailer,

@@ -35,7 +35,7 @@
 //! Every request carrying a trace header runs in a span naming the trace
 //! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
 
-mod metrics;
+use labrelay_contract::push_metrics as metrics;
 pub mod notice;
 mod outbox;
 mod outcome;

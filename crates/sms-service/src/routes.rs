@@ -41,7 +41,7 @@ struct Shared {
 /// The service's routes, with a metrics registry of their own.
 pub(crate) fn router(service: Service, settings: &Settings) -> Router {
     let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
+    let metrics = Arc::new(Metrics::register(&mut registry, "sms"));
     let pushes = Router::new().route("/", post(push));
     let router = settings
         .push_auth

@@ -1,12 +1,13 @@
-//! The service's Prometheus metrics, in its own registry (served at
-//! `GET /metrics`), and the `X-Labrelay-Outcome` header of every push
-//! answer.
+//! The push receivers' Prometheus metrics (email-service and sms-service
+//! alike, told apart by the `channel` label), registered in the service's
+//! own registry (served at `GET /metrics`), and the `X-Labrelay-Outcome`
+//! header of every push answer.
 //!
 //! | metric | labels | what |
 //! | --- | --- | --- |
 //! | `labrelay_push_requests_total` | `status` | every `POST /`, by the HTTP status answered (token refusals, overload and timeouts included) |
 //! | `labrelay_notifications_total` | `channel`, `outcome` (`sent`, `skipped`, `duplicate`, `failed_transient`, `failed_permanent`) | every push that got past authentication |
-//! | `labrelay_notification_send_duration_seconds` | `channel` | histogram: one call to the provider (SMTP server or outbox), success or not |
+//! | `labrelay_notification_send_duration_seconds` | `channel` | histogram: one call to the provider (SMTP server, Twilio or an outbox), success or not |
 //! | `labrelay_notification_delivery_latency_seconds` | `channel` | histogram: the message's `publishTime` to the notification sent |
 //! | `labrelay_push_delivery_attempt` | | histogram: the envelope's `deliveryAttempt`, when the subscription sets it |
 
@@ -23,9 +24,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-/// The channel label of this service's notifications.
-pub const CHANNEL: &str = "email";
 
 /// Says what became of a push, for the broker's console: `sent`,
 /// `skipped` (nothing to send), `duplicate` (sent before) or `failed`.
@@ -84,12 +82,14 @@ struct ChannelLabels {
 type Latencies = Family<ChannelLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(labrelay_contract::metrics::latency_buckets())
+    Histogram::new(crate::metrics::latency_buckets())
 }
 
 /// Handles to the service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// The `channel` label: `email` or `sms`.
+    channel: &'static str,
     push_requests: Family<StatusLabels, Counter>,
     notifications: Family<NotificationLabels, Counter>,
     send_duration: Latencies,
@@ -98,9 +98,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Metrics {
+    /// Creates the metrics of the `channel` (`email`, `sms`) receiver and
+    /// registers them in `registry`.
+    pub fn register(registry: &mut Registry, channel: &'static str) -> Metrics {
         let metrics = Metrics {
+            channel,
             push_requests: Family::default(),
             notifications: Family::default(),
             send_duration: Family::new_with_constructor(latency_histogram),
@@ -138,7 +140,7 @@ impl Metrics {
     pub fn notification(&self, outcome: Notification) {
         self.notifications
             .get_or_create(&NotificationLabels {
-                channel: CHANNEL,
+                channel: self.channel,
                 outcome: outcome.label(),
             })
             .inc();
@@ -146,7 +148,9 @@ impl Metrics {
 
     pub fn send_took(&self, elapsed: Duration) {
         self.send_duration
-            .get_or_create(&ChannelLabels { channel: CHANNEL })
+            .get_or_create(&ChannelLabels {
+                channel: self.channel,
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -156,7 +160,9 @@ impl Metrics {
     pub fn delivered(&self, publish_time: &str) {
         if let Some(latency) = since(publish_time, SystemTime::now()) {
             self.delivery_latency
-                .get_or_create(&ChannelLabels { channel: CHANNEL })
+                .get_or_create(&ChannelLabels {
+                    channel: self.channel,
+                })
                 .observe(latency.as_secs_f64());
         }
     }
