@@ -1,8 +1,11 @@
 //! `labrelay bench --broker`: measures a Pub/Sub server through the Pub/Sub
 //! API, the same way for ours and for any other (the official emulator
 //! included): publish through the official Rust client's batching, publish
-//! one message per request from 32 clients, push to an in-process 204 sink,
-//! and StreamingPull through the official Subscriber.
+//! one message per request from 32 clients (each its own connection), push
+//! a backlog to an in-process 204 sink, push to a sink that fails (503) for
+//! two seconds and then heals (requests and concurrency while it fails,
+//! time to the first delivery and drain rate once healed), and
+//! StreamingPull through the official Subscriber.
 //!
 //! Without `--target` it starts its own `labrelay broker` as a child process
 //! on a temporary data directory, so the broker's peak memory can be read
@@ -10,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,16 @@ struct Figures {
     push_per_sec: f64,
     push_duplicates: u64,
     push_lost: u64,
+    /// The most pushes the 204 endpoint had at once.
+    push_most_in_flight: u64,
+    /// Requests per second to an endpoint answering 503 (after 5 ms).
+    failing_requests_per_sec: f64,
+    failing_most_in_flight: u64,
+    /// From healing the endpoint to its first delivery.
+    recovery_first_delivery_ms: u64,
+    /// The backlog drained from healing on (the pause included).
+    recovery_drain_per_sec: f64,
+    recovery_lost: u64,
     streaming_pull_per_sec: f64,
     broker_peak_rss_mib: Option<f64>,
 }
@@ -78,28 +91,72 @@ fn start_own_broker() -> anyhow::Result<(OwnBroker, String)> {
     Ok((OwnBroker { child, _dir: dir }, format!("http://{addr}")))
 }
 
+/// How long the failing endpoint fails in phase 3b.
+const FAILING_FOR: Duration = Duration::from_secs(2);
+
 fn rate(n: usize, elapsed: Duration) -> f64 {
     (n as f64 / elapsed.as_secs_f64()).round()
 }
 
-/// A push endpoint answering 204 and counting distinct message ids.
+/// A push endpoint answering 204 (or 503 while `failing`) and counting
+/// distinct message ids, requests and the most requests it had at once.
 struct Sink {
     url: String,
     seen: Arc<Mutex<HashSet<String>>>,
     duplicates: Arc<AtomicU64>,
     changed: Arc<Notify>,
+    failing: Arc<AtomicBool>,
+    load: Arc<Load>,
+}
+
+/// Requests a sink has seen, and how many it had at once.
+#[derive(Default)]
+struct Load {
+    requests: AtomicU64,
+    now: AtomicU64,
+    most: AtomicU64,
+}
+
+impl Load {
+    fn enter(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Starts a new measurement: returns the requests so far.
+    fn reset(&self) -> u64 {
+        self.most
+            .store(self.now.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.requests.load(Ordering::Relaxed)
+    }
 }
 
 async fn start_sink() -> anyhow::Result<Sink> {
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let duplicates = Arc::new(AtomicU64::new(0));
     let changed = Arc::new(Notify::new());
+    let failing = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
     let (s, d, c) = (seen.clone(), duplicates.clone(), changed.clone());
+    let (f, l) = (failing.clone(), load.clone());
     let app = axum::Router::new().route(
         "/",
         axum::routing::post(move |body: axum::body::Bytes| {
             let (seen, duplicates, changed) = (s.clone(), d.clone(), c.clone());
+            let (failing, load) = (f.clone(), l.clone());
             async move {
+                load.enter();
+                if failing.load(Ordering::Relaxed) {
+                    // A struggling endpoint: slow, then refusing.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    load.leave();
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
                 let id = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["message"]["messageId"].as_str().map(str::to_string))
@@ -108,6 +165,7 @@ async fn start_sink() -> anyhow::Result<Sink> {
                     duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 changed.notify_waiters();
+                load.leave();
                 axum::http::StatusCode::NO_CONTENT
             }
         }),
@@ -120,6 +178,8 @@ async fn start_sink() -> anyhow::Result<Sink> {
         seen,
         duplicates,
         changed,
+        failing,
+        load,
     })
 }
 
@@ -281,6 +341,44 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
     let complete = sink.wait_for(n, Duration::from_secs(600)).await;
     let push = started.elapsed();
     let delivered = sink.seen.lock().expect("sink lock").len();
+    let push_most_in_flight = sink.load.most.load(Ordering::Relaxed);
+
+    // 3b. An endpoint that fails (slowly, 503) for a while with a backlog
+    // waiting, then heals: while it fails the push window must shrink (few
+    // requests, few at once); once healthy it must open fast.
+    let ailing = start_sink().await?;
+    ailing.failing.store(true, Ordering::Relaxed);
+    admin
+        .create_topic(pb::Topic {
+            name: topic("recover"),
+            ..Default::default()
+        })
+        .await?;
+    subs.create_subscription(pb::Subscription {
+        name: sub("recover"),
+        topic: topic("recover"),
+        ack_deadline_seconds: 60,
+        push_config: Some(pb::PushConfig {
+            push_endpoint: ailing.url.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await?;
+    say("pushing to a failing endpoint, then healing it...");
+    publish_batched(&endpoint, &topic("recover"), n, &payload).await?;
+    let requests_before = ailing.load.reset();
+    // A fixed stretch of failure is what is being measured.
+    tokio::time::sleep(FAILING_FOR).await;
+    let failing_requests = ailing.load.requests.load(Ordering::Relaxed) - requests_before;
+    let failing_most_in_flight = ailing.load.most.load(Ordering::Relaxed);
+    ailing.failing.store(false, Ordering::Relaxed);
+    let healed = Instant::now();
+    ailing.wait_for(1, Duration::from_secs(120)).await;
+    let first_after_healing = healed.elapsed();
+    let recovered = ailing.wait_for(n, Duration::from_secs(600)).await;
+    let drained = healed.elapsed();
+    let recovered_count = ailing.seen.lock().expect("sink lock").len();
 
     // 4. StreamingPull through the official Subscriber.
     admin
@@ -332,6 +430,16 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
         push_per_sec: rate(delivered, push),
         push_duplicates: sink.duplicates.load(Ordering::Relaxed),
         push_lost: if complete { 0 } else { (n - delivered) as u64 },
+        push_most_in_flight,
+        failing_requests_per_sec: (failing_requests as f64 / FAILING_FOR.as_secs_f64()).round(),
+        failing_most_in_flight,
+        recovery_first_delivery_ms: first_after_healing.as_millis() as u64,
+        recovery_drain_per_sec: rate(recovered_count, drained),
+        recovery_lost: if recovered {
+            0
+        } else {
+            (n - recovered_count) as u64
+        },
         streaming_pull_per_sec: rate(n, pull),
         broker_peak_rss_mib: own
             .as_ref()
@@ -353,6 +461,24 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
         println!(
             "push to a 204 endpoint      {:>10} msg/s  (duplicates {}, lost {})",
             figures.push_per_sec, figures.push_duplicates, figures.push_lost
+        );
+        println!(
+            "  most pushes at once       {:>10}",
+            figures.push_most_in_flight
+        );
+        println!(
+            "failing endpoint (503)      {:>10} req/s  (most at once {}, for {} s)",
+            figures.failing_requests_per_sec,
+            figures.failing_most_in_flight,
+            FAILING_FOR.as_secs()
+        );
+        println!(
+            "  healed: first delivery    {:>10} ms",
+            figures.recovery_first_delivery_ms
+        );
+        println!(
+            "  healed: backlog drained   {:>10} msg/s  (lost {})",
+            figures.recovery_drain_per_sec, figures.recovery_lost
         );
         println!(
             "StreamingPull               {:>10} msg/s",
