@@ -45,8 +45,6 @@ struct Figures {
     push_per_sec: f64,
     push_duplicates: u64,
     push_lost: u64,
-    /// The most pushes the 204 endpoint had at once.
-    push_most_in_flight: u64,
     /// Requests per second to an endpoint answering 503 (after 5 ms).
     failing_requests_per_sec: f64,
     failing_most_in_flight: u64,
@@ -109,7 +107,7 @@ struct Sink {
     load: Arc<Load>,
 }
 
-/// Requests a sink has seen, and how many it had at once.
+/// Requests a sink has seen, and how many were in its handler at once.
 #[derive(Default)]
 struct Load {
     requests: AtomicU64,
@@ -341,7 +339,6 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
     let complete = sink.wait_for(n, Duration::from_secs(600)).await;
     let push = started.elapsed();
     let delivered = sink.seen.lock().expect("sink lock").len();
-    let push_most_in_flight = sink.load.most.load(Ordering::Relaxed);
 
     // 3b. An endpoint that fails (slowly, 503) for a while with a backlog
     // waiting, then heals: while it fails the push window must shrink (few
@@ -430,7 +427,6 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
         push_per_sec: rate(delivered, push),
         push_duplicates: sink.duplicates.load(Ordering::Relaxed),
         push_lost: if complete { 0 } else { (n - delivered) as u64 },
-        push_most_in_flight,
         failing_requests_per_sec: (failing_requests as f64 / FAILING_FOR.as_secs_f64()).round(),
         failing_most_in_flight,
         recovery_first_delivery_ms: first_after_healing.as_millis() as u64,
@@ -461,10 +457,6 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
         println!(
             "push to a 204 endpoint      {:>10} msg/s  (duplicates {}, lost {})",
             figures.push_per_sec, figures.push_duplicates, figures.push_lost
-        );
-        println!(
-            "  most pushes at once       {:>10}",
-            figures.push_most_in_flight
         );
         println!(
             "failing endpoint (503)      {:>10} req/s  (most at once {}, for {} s)",
