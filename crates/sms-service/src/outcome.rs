@@ -17,6 +17,7 @@ use labrelay_contract::push::DecodeError;
 use crate::metrics::Notification;
 use crate::phone::PhoneError;
 use crate::transport::SendError;
+use labrelay_contract::notify_log::ClaimHeld;
 
 pub(crate) enum Outcome {
     /// Sent; Twilio's message SID or the outbox file name.
@@ -84,6 +85,7 @@ impl Outcome {
             Outcome::Sent(_) => "sent",
             Outcome::Skipped(_) => "skipped",
             Outcome::Duplicate(_) => "duplicate",
+            Outcome::LogUnavailable(error) if error.is::<ClaimHeld>() => "claim_held",
             Outcome::LogUnavailable(_) => "notify_log_error",
             Outcome::Internal => "internal_error",
             Outcome::Malformed(_) => "malformed",
@@ -104,6 +106,9 @@ impl Outcome {
     fn public_error(&self) -> Option<String> {
         match self {
             Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => None,
+            Outcome::LogUnavailable(error) if error.is::<ClaimHeld>() => {
+                Some("another delivery is sending this SMS; retry later".into())
+            }
             Outcome::LogUnavailable(_) => Some("the SMS could not be sent now; retry later".into()),
             Outcome::Internal => Some("internal error".into()),
             Outcome::Malformed(error) => Some(error.to_string()),
@@ -216,6 +221,11 @@ mod tests {
                 Outcome::LogUnavailable(anyhow::anyhow!("disk I/O error")),
                 503,
                 "notify_log_error",
+            ),
+            (
+                Outcome::LogUnavailable(ClaimHeld { lease_until_ms: 1 }.into()),
+                503,
+                "claim_held",
             ),
             (
                 Outcome::Malformed(DecodeError::Envelope("x".into())),
