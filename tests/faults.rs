@@ -47,6 +47,15 @@ fn quiet(settings: &Settings) -> Duration {
     settings.max_backoff + Duration::from_secs(2)
 }
 
+/// Waits until every report `posted` got a 204 for has been delivered on
+/// both channels and nothing has happened for a while; see
+/// `Pipeline::await_quiet`.
+async fn settle(pipeline: &Pipeline, posted: &Posted) -> (Tally, Instant) {
+    pipeline
+        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
+        .await
+}
+
 fn assert_nothing_lost(posted: &Posted, tally: &Tally) {
     assert!(
         posted.accepted.len() >= REPORTS / 2,
@@ -99,9 +108,7 @@ async fn broker_sigkilled_mid_stream_and_restarted_on_its_data() {
     let healed = Instant::now();
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     summary(
         "broker SIGKILL mid-stream, restarted on the same data dir",
         &posted,
@@ -132,9 +139,7 @@ async fn email_service_sigkilled_and_restarted() {
     let healed = Instant::now();
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     let offsets = email_duplicates_within(&tally, killed_ns, IN_FLIGHT_MARGIN);
     summary(
         "email-service SIGKILL mid-stream, restarted",
@@ -163,9 +168,7 @@ async fn broker_sigterm_mid_stream_exits_cleanly_and_resumes() {
     let healed = Instant::now();
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     summary(
         "broker SIGTERM mid-stream, restarted on the same data dir",
         &posted,
@@ -198,9 +201,7 @@ async fn email_service_sigterm_drains_its_pushes() {
     let healed = Instant::now();
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     summary(
         "email-service SIGTERM mid-stream, restarted",
         &posted,
@@ -246,9 +247,7 @@ async fn twilio_answers_500_then_429_with_retry_after() {
     let healed = Instant::now();
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     let refused = pipeline.twilio.requests() - pipeline.twilio.messages().len();
     summary(
         "Twilio answers 500, then 429 with Retry-After: 1",
@@ -278,9 +277,7 @@ async fn smtp_server_down_then_back_on_the_same_port() {
     let healed = Instant::now();
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     // Killing the server can lose its 250 for a message it stored.
     let offsets = email_duplicates_within(&tally, stopped_ns, Duration::ZERO);
     summary(
@@ -327,9 +324,7 @@ async fn smtp_server_slower_than_the_ack_deadline() {
         .await
         .unwrap();
 
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     // Redeliveries of pushes the broker gave up on, answered from the log.
     let redelivered = pipeline
         .metric(
@@ -386,9 +381,7 @@ async fn lab_report_service_sigterm_under_load() {
 
     let posted = stream.finish().await;
     let in_flight = posted.in_flight_at(term_at);
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     summary(
         "lab-report-service SIGTERM under load (publishes held), then started again",
         &posted,
@@ -443,9 +436,7 @@ async fn poison_message_ends_in_the_dead_letter_topic_while_reports_flow() {
 
     let posted = stream.finish().await;
     let letters = pipeline.dead_letters(2, QUIET_LIMIT).await;
-    let (tally, _) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, _) = settle(&pipeline, &posted).await;
     summary(
         "poison message (undecodable data) published mid-stream",
         &posted,
@@ -584,9 +575,7 @@ async fn broker_disk_full_then_space_returns() {
     stream.wait_answered(answered_at_heal + 20, STREAM).await;
 
     let posted = stream.finish().await;
-    let (tally, complete) = pipeline
-        .await_quiet(&posted.accepted, quiet(&pipeline.settings), QUIET_LIMIT)
-        .await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
     summary(
         "broker's data dir full (tmpfs), then space freed",
         &posted,

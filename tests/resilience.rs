@@ -21,12 +21,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 use labrelay_contract::ingest_auth::hash_key;
 use labrelay_testkit::smtp::{self, SmtpSink};
 use labrelay_testkit::twilio::TwilioStandIn;
-use pb::publisher_client::PublisherClient;
-use pb::subscriber_client::SubscriberClient;
 use support::Process;
 
 const PROJECT: &str = "resilience";
@@ -125,70 +122,18 @@ impl System {
     /// What `labrelay up` and the deployment script create, with retries
     /// paced for a test.
     async fn create_topology(&self) {
-        let channel = tonic::transport::Channel::from_shared(self.broker.url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut publisher = PublisherClient::new(channel.clone());
-        let mut subscriber = SubscriberClient::new(channel);
-        let topic = format!("projects/{PROJECT}/topics/new-lab-report");
-        let dead_letter = format!("projects/{PROJECT}/topics/new-lab-report-dead-letter");
-        for name in [&topic, &dead_letter] {
-            publisher
-                .create_topic(pb::Topic {
-                    name: name.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+        support::Topology {
+            project: PROJECT,
+            invoker: INVOKER,
+            email_endpoint: format!("http://127.0.0.1:{}/", self.email_port),
+            sms_endpoint: format!("http://127.0.0.1:{}/", self.sms_port),
+            ack_deadline_secs: 10,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(2),
+            max_delivery_attempts: 20,
         }
-        let seconds = |s| {
-            Some(prost_types::Duration {
-                seconds: s,
-                nanos: 0,
-            })
-        };
-        for (id, endpoint) in [
-            (
-                "email-service-sub",
-                format!("http://127.0.0.1:{}/", self.email_port),
-            ),
-            (
-                "sms-service-sub",
-                format!("http://127.0.0.1:{}/", self.sms_port),
-            ),
-        ] {
-            subscriber
-                .create_subscription(pb::Subscription {
-                    name: format!("projects/{PROJECT}/subscriptions/{id}"),
-                    topic: topic.clone(),
-                    ack_deadline_seconds: 10,
-                    push_config: Some(pb::PushConfig {
-                        push_endpoint: endpoint.clone(),
-                        authentication_method: Some(
-                            pb::push_config::AuthenticationMethod::OidcToken(
-                                pb::push_config::OidcToken {
-                                    service_account_email: INVOKER.into(),
-                                    audience: endpoint,
-                                },
-                            ),
-                        ),
-                        ..Default::default()
-                    }),
-                    retry_policy: Some(pb::RetryPolicy {
-                        minimum_backoff: seconds(1),
-                        maximum_backoff: seconds(2),
-                    }),
-                    dead_letter_policy: Some(pb::DeadLetterPolicy {
-                        dead_letter_topic: dead_letter.clone(),
-                        max_delivery_attempts: 20,
-                    }),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
+        .create(&self.broker.url())
+        .await;
     }
 
     /// `labrelay post --url ... IDS`, as the lab's script did.

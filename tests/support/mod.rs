@@ -120,3 +120,93 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// What `labrelay up` creates on the broker (`src/up.rs`), paced for a test:
+/// the reports topic, the dead-letter topic with its pull subscription, and
+/// one OIDC-authenticated push subscription per channel with a retry policy
+/// and a dead-letter policy.
+pub struct Topology<'a> {
+    pub project: &'a str,
+    /// The service account the push tokens name.
+    pub invoker: &'a str,
+    pub email_endpoint: String,
+    pub sms_endpoint: String,
+    pub ack_deadline_secs: i32,
+    pub min_backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+    pub max_delivery_attempts: i32,
+}
+
+impl Topology<'_> {
+    /// Creates it on the broker at `broker_url`.
+    pub async fn create(&self, broker_url: &str) {
+        use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+        let channel = tonic::transport::Channel::from_shared(broker_url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut publisher = pb::publisher_client::PublisherClient::new(channel.clone());
+        let mut subscriber = pb::subscriber_client::SubscriberClient::new(channel);
+        let project = self.project;
+        let topic = format!("projects/{project}/topics/new-lab-report");
+        let dead_letter = format!("projects/{project}/topics/new-lab-report-dead-letter");
+        for name in [&topic, &dead_letter] {
+            publisher
+                .create_topic(pb::Topic {
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        subscriber
+            .create_subscription(pb::Subscription {
+                name: format!("projects/{project}/subscriptions/new-lab-report-dead-letter-sub"),
+                topic: dead_letter.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let duration = |d: std::time::Duration| {
+            Some(prost_types::Duration {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            })
+        };
+        for (id, endpoint) in [
+            ("email-service-sub", &self.email_endpoint),
+            ("sms-service-sub", &self.sms_endpoint),
+        ] {
+            subscriber
+                .create_subscription(pb::Subscription {
+                    name: format!("projects/{project}/subscriptions/{id}"),
+                    topic: topic.clone(),
+                    ack_deadline_seconds: self.ack_deadline_secs,
+                    push_config: Some(pb::PushConfig {
+                        push_endpoint: endpoint.clone(),
+                        authentication_method: Some(
+                            pb::push_config::AuthenticationMethod::OidcToken(
+                                pb::push_config::OidcToken {
+                                    service_account_email: self.invoker.into(),
+                                    audience: endpoint.clone(),
+                                },
+                            ),
+                        ),
+                        ..Default::default()
+                    }),
+                    retry_policy: Some(pb::RetryPolicy {
+                        minimum_backoff: duration(self.min_backoff),
+                        maximum_backoff: duration(self.max_backoff),
+                    }),
+                    dead_letter_policy: Some(pb::DeadLetterPolicy {
+                        dead_letter_topic: dead_letter.clone(),
+                        max_delivery_attempts: self.max_delivery_attempts,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+}

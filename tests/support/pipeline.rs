@@ -29,12 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 use labrelay_contract::ingest_auth::hash_key;
 use labrelay_testkit::smtp::SmtpSink;
 use labrelay_testkit::twilio::TwilioStandIn;
-use pb::publisher_client::PublisherClient;
-use pb::subscriber_client::SubscriberClient;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
@@ -42,7 +39,6 @@ use crate::support::free_port;
 
 pub const PROJECT: &str = "faults";
 pub const TOPIC: &str = "new-lab-report";
-pub const DEAD_LETTER_TOPIC: &str = "new-lab-report-dead-letter";
 pub const DEAD_LETTER_SUBSCRIPTION: &str = "new-lab-report-dead-letter-sub";
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "faults-auth-token";
@@ -375,73 +371,18 @@ impl Pipeline {
     /// What `labrelay up` creates (`src/up.rs`), with this scenario's ack
     /// deadline, retry policy and attempts.
     async fn create_topology(&self) {
-        let channel = tonic::transport::Channel::from_shared(self.broker_url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut publisher = PublisherClient::new(channel.clone());
-        let mut subscriber = SubscriberClient::new(channel);
-        let topic = format!("projects/{PROJECT}/topics/{TOPIC}");
-        let dead_letter = format!("projects/{PROJECT}/topics/{DEAD_LETTER_TOPIC}");
-        for name in [&topic, &dead_letter] {
-            publisher
-                .create_topic(pb::Topic {
-                    name: name.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+        crate::support::Topology {
+            project: PROJECT,
+            invoker: INVOKER,
+            email_endpoint: self.push_endpoint(Part::Email),
+            sms_endpoint: self.push_endpoint(Part::Sms),
+            ack_deadline_secs: self.settings.ack_deadline_secs,
+            min_backoff: self.settings.min_backoff,
+            max_backoff: self.settings.max_backoff,
+            max_delivery_attempts: self.settings.max_delivery_attempts,
         }
-        subscriber
-            .create_subscription(pb::Subscription {
-                name: format!("projects/{PROJECT}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
-                topic: dead_letter.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let duration = |d: Duration| {
-            Some(prost_types::Duration {
-                seconds: d.as_secs() as i64,
-                nanos: d.subsec_nanos() as i32,
-            })
-        };
-        for (id, part) in [
-            ("email-service-sub", Part::Email),
-            ("sms-service-sub", Part::Sms),
-        ] {
-            let endpoint = self.push_endpoint(part);
-            subscriber
-                .create_subscription(pb::Subscription {
-                    name: format!("projects/{PROJECT}/subscriptions/{id}"),
-                    topic: topic.clone(),
-                    ack_deadline_seconds: self.settings.ack_deadline_secs,
-                    push_config: Some(pb::PushConfig {
-                        push_endpoint: endpoint.clone(),
-                        authentication_method: Some(
-                            pb::push_config::AuthenticationMethod::OidcToken(
-                                pb::push_config::OidcToken {
-                                    service_account_email: INVOKER.into(),
-                                    audience: endpoint,
-                                },
-                            ),
-                        ),
-                        ..Default::default()
-                    }),
-                    retry_policy: Some(pb::RetryPolicy {
-                        minimum_backoff: duration(self.settings.min_backoff),
-                        maximum_backoff: duration(self.settings.max_backoff),
-                    }),
-                    dead_letter_policy: Some(pb::DeadLetterPolicy {
-                        dead_letter_topic: dead_letter.clone(),
-                        max_delivery_attempts: self.settings.max_delivery_attempts,
-                    }),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
+        .create(&self.broker_url())
+        .await;
     }
 
     /// Publishes raw `data` to the reports topic through the broker's REST
