@@ -39,7 +39,7 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
         })
 }
 
-fn file_url(dir: &Path) -> anyhow::Result<String> {
+pub fn file_url(dir: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     Ok(format!("file://{}", dir.display()))
@@ -96,7 +96,7 @@ fn push_endpoint(addr: SocketAddr) -> String {
     format!("http://{addr}/")
 }
 
-fn invoker(project: &str) -> String {
+pub fn invoker(project: &str) -> String {
     format!("pubsub-cloud-run-invoker@{project}.iam.gserviceaccount.com")
 }
 
@@ -155,13 +155,14 @@ pub async fn ensure_topology(
     email: SocketAddr,
     sms: SocketAddr,
 ) -> anyhow::Result<()> {
-    let topic = format!("projects/{project}/topics/{TOPIC}");
-    let dead_letter = format!("projects/{project}/topics/{DEAD_LETTER_TOPIC}");
-    for name in [&topic, &dead_letter] {
+    for name in [
+        topic_name(project, TOPIC),
+        topic_name(project, DEAD_LETTER_TOPIC),
+    ] {
         ignore_exists(
             broker
                 .create_topic(pb::Topic {
-                    name: name.clone(),
+                    name,
                     ..Default::default()
                 })
                 .await,
@@ -169,54 +170,16 @@ pub async fn ensure_topology(
     }
     ignore_exists(
         broker
-            .create_subscription(pb::Subscription {
-                name: format!("projects/{project}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
-                topic: dead_letter.clone(),
-                ..Default::default()
-            })
+            .create_subscription(dead_letter_subscription(project))
             .await,
     )?;
-    let invoker = invoker(project);
     for (id, addr) in [("email-service-sub", email), ("sms-service-sub", sms)] {
-        let endpoint = push_endpoint(addr);
-        let seconds = |s| {
-            Some(prost_types::Duration {
-                seconds: s,
-                nanos: 0,
-            })
-        };
-        let name = format!("projects/{project}/subscriptions/{id}");
-        let push_config = pb::PushConfig {
-            push_endpoint: endpoint.clone(),
-            authentication_method: Some(pb::push_config::AuthenticationMethod::OidcToken(
-                pb::push_config::OidcToken {
-                    service_account_email: invoker.clone(),
-                    audience: endpoint,
-                },
-            )),
-            ..Default::default()
-        };
-        let subscription = pb::Subscription {
-            name: name.clone(),
-            topic: topic.clone(),
-            ack_deadline_seconds: 30,
-            push_config: Some(push_config.clone()),
-            // One machine: retry within seconds, not the cloud's minutes.
-            retry_policy: Some(pb::RetryPolicy {
-                minimum_backoff: seconds(1),
-                maximum_backoff: seconds(30),
-            }),
-            dead_letter_policy: Some(pb::DeadLetterPolicy {
-                dead_letter_topic: dead_letter.clone(),
-                max_delivery_attempts: 5,
-            }),
-            ..Default::default()
-        };
-        match broker.create_subscription(subscription).await {
+        let subscription = push_subscription(project, id, &push_endpoint(addr));
+        match broker.create_subscription(subscription.clone()).await {
             Ok(_) => {}
             Err(BrokerError::AlreadyExists(_)) => {
                 broker
-                    .modify_push_config(&name, Some(push_config))
+                    .modify_push_config(&subscription.name, subscription.push_config)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
@@ -224,6 +187,55 @@ pub async fn ensure_topology(
         }
     }
     Ok(())
+}
+
+fn topic_name(project: &str, topic: &str) -> String {
+    format!("projects/{project}/topics/{topic}")
+}
+
+/// The pull subscription that keeps what the push subscriptions park.
+pub fn dead_letter_subscription(project: &str) -> pb::Subscription {
+    pb::Subscription {
+        name: format!("projects/{project}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
+        topic: topic_name(project, DEAD_LETTER_TOPIC),
+        ..Default::default()
+    }
+}
+
+/// The push subscription `id` of the reports topic, delivering to
+/// `endpoint` with an OIDC token, as `up` paces it.
+pub fn push_subscription(project: &str, id: &str, endpoint: &str) -> pb::Subscription {
+    let seconds = |s| {
+        Some(prost_types::Duration {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    pb::Subscription {
+        name: format!("projects/{project}/subscriptions/{id}"),
+        topic: topic_name(project, TOPIC),
+        ack_deadline_seconds: 30,
+        push_config: Some(pb::PushConfig {
+            push_endpoint: endpoint.to_string(),
+            authentication_method: Some(pb::push_config::AuthenticationMethod::OidcToken(
+                pb::push_config::OidcToken {
+                    service_account_email: invoker(project),
+                    audience: endpoint.to_string(),
+                },
+            )),
+            ..Default::default()
+        }),
+        // One machine: retry within seconds, not the cloud's minutes.
+        retry_policy: Some(pb::RetryPolicy {
+            minimum_backoff: seconds(1),
+            maximum_backoff: seconds(30),
+        }),
+        dead_letter_policy: Some(pb::DeadLetterPolicy {
+            dead_letter_topic: topic_name(project, DEAD_LETTER_TOPIC),
+            max_delivery_attempts: 5,
+        }),
+        ..Default::default()
+    }
 }
 
 /// Runs everything until `shutdown` completes.

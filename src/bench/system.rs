@@ -17,7 +17,7 @@ use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 
 use super::procfs::Watched;
-use crate::up::{DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC, LOCAL_LAB, TOPIC};
+use crate::up::{self, DEAD_LETTER_TOPIC, LOCAL_LAB, TOPIC, file_url, invoker};
 
 /// Settings a developer's shell may carry that would rewire a child.
 const INHERITED_SETTINGS: &[&str] = &[
@@ -134,21 +134,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn file_url(dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(format!("file://{}", dir.canonicalize()?.display()))
-}
-
 /// The broker alone, on `dir`.
 pub fn start_broker(dir: &Path) -> anyhow::Result<Process> {
     let data = dir.join("broker");
     let mut command = labrelay(&["broker", "--port", "0", "--data-dir"])?;
     command.arg(&data);
     Process::spawn("broker", command, &dir.join("broker.log"))
-}
-
-pub fn invoker(project: &str) -> String {
-    format!("pubsub-cloud-run-invoker@{project}.iam.gserviceaccount.com")
 }
 
 /// The lab-report-service, publishing to `broker`, accepting `api_key`.
@@ -224,55 +215,20 @@ async fn create_topology(
         .await?;
     let mut publisher = PublisherClient::new(channel.clone());
     let mut subscriber = SubscriberClient::new(channel);
-    let topic = format!("projects/{project}/topics/{TOPIC}");
-    let dead_letter = format!("projects/{project}/topics/{DEAD_LETTER_TOPIC}");
-    for name in [&topic, &dead_letter] {
+    for name in [TOPIC, DEAD_LETTER_TOPIC] {
         publisher
             .create_topic(pb::Topic {
-                name: name.clone(),
+                name: format!("projects/{project}/topics/{name}"),
                 ..Default::default()
             })
             .await?;
     }
     subscriber
-        .create_subscription(pb::Subscription {
-            name: format!("projects/{project}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}"),
-            topic: dead_letter.clone(),
-            ..Default::default()
-        })
+        .create_subscription(up::dead_letter_subscription(project))
         .await?;
-    let seconds = |s| {
-        Some(prost_types::Duration {
-            seconds: s,
-            nanos: 0,
-        })
-    };
     for (id, endpoint) in [("email-service-sub", email), ("sms-service-sub", sms)] {
         subscriber
-            .create_subscription(pb::Subscription {
-                name: format!("projects/{project}/subscriptions/{id}"),
-                topic: topic.clone(),
-                ack_deadline_seconds: 30,
-                push_config: Some(pb::PushConfig {
-                    push_endpoint: endpoint.to_string(),
-                    authentication_method: Some(pb::push_config::AuthenticationMethod::OidcToken(
-                        pb::push_config::OidcToken {
-                            service_account_email: invoker(project),
-                            audience: endpoint.to_string(),
-                        },
-                    )),
-                    ..Default::default()
-                }),
-                retry_policy: Some(pb::RetryPolicy {
-                    minimum_backoff: seconds(1),
-                    maximum_backoff: seconds(30),
-                }),
-                dead_letter_policy: Some(pb::DeadLetterPolicy {
-                    dead_letter_topic: dead_letter.clone(),
-                    max_delivery_attempts: 5,
-                }),
-                ..Default::default()
-            })
+            .create_subscription(up::push_subscription(project, id, endpoint))
             .await?;
     }
     Ok(())
