@@ -20,7 +20,8 @@
 //!   classification of failures.
 //! - `http`: the push and health handlers, and the one mapping from a
 //!   push's outcome to its HTTP status.
-//! - `metrics`: the Prometheus metrics served at `GET /metrics` (its own
+//! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
+//!   sms-service): the Prometheus metrics served at `GET /metrics` (its own
 //!   registry), and the `X-Labrelay-Outcome` header on every push answer.
 //!
 //! Every request carrying a trace header runs in a span naming the trace

@@ -25,7 +25,8 @@
 //! - [`segments`]: GSM-7 / UCS-2 length and segment counting.
 //! - [`notice`]: the SMS text, shortened to fit one segment.
 //! - `routes`: `POST /`, `GET /healthz` and `GET /metrics`.
-//! - `metrics`: the Prometheus metrics (its own registry), and the
+//! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
+//!   email-service): the Prometheus metrics (its own registry), and the
 //!   `X-Labrelay-Outcome` header on every push answer.
 //! - `transport`: the channel (Twilio or outbox) and its errors.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
