@@ -88,3 +88,47 @@ fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures()
     }
     assert!(figures["load_average_start"].as_array().unwrap().len() == 3);
 }
+
+/// `labrelay bench --broker` against its own broker: every phase completes,
+/// nothing is lost or duplicated, and a failing endpoint is backed off from
+/// (a tool check on a small run; the figures themselves are in
+/// BENCHMARKS.md).
+#[test]
+fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
+    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args(["bench", "--broker", "--messages", "500", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running labrelay bench --broker");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench --broker failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for field in ["push_duplicates", "push_lost", "recovery_lost"] {
+        assert_eq!(figures[field], 0, "{field} in {figures:#}");
+    }
+    for rate in [
+        "publish_batched_per_sec",
+        "publish_32_clients_per_sec",
+        "push_per_sec",
+        "recovery_drain_per_sec",
+        "streaming_pull_per_sec",
+    ] {
+        assert!(
+            figures[rate].as_f64().is_some_and(|r| r > 0.0),
+            "{rate} in {figures:#}"
+        );
+    }
+    // 500 messages wait while the endpoint fails for 2 s: the window falls
+    // to one push at a time, and the subscription pauses between failures.
+    assert_eq!(figures["failing_most_in_flight"], 1, "{figures:#}");
+    assert!(
+        figures["failing_requests_per_sec"].as_f64().unwrap() < 20.0,
+        "{figures:#}"
+    );
+    assert!(figures["broker_peak_rss_mib"].as_f64().unwrap() > 0.0);
+}
