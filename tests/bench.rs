@@ -132,3 +132,42 @@ fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
     );
     assert!(figures["broker_peak_rss_mib"].as_f64().unwrap() > 0.0);
 }
+
+/// `--phases` runs only the phases named: the others' figures are `null`.
+#[test]
+fn broker_bench_runs_only_the_phases_asked_for() {
+    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args([
+            "bench",
+            "--broker",
+            "--messages",
+            "200",
+            "--phases",
+            "single,push",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running labrelay bench --broker --phases");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stdout: {stdout}");
+    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for ran in [
+        "publish_32_clients_per_sec",
+        "push_per_sec",
+        "backlog_rss_mib",
+    ] {
+        assert!(
+            figures[ran].as_f64().is_some_and(|r| r > 0.0),
+            "{ran} in {figures:#}"
+        );
+    }
+    assert_eq!(figures["push_lost"], 0, "{figures:#}");
+    for skipped in [
+        "publish_batched_per_sec",
+        "recovery_drain_per_sec",
+        "streaming_pull_per_sec",
+    ] {
+        assert!(figures[skipped].is_null(), "{skipped} in {figures:#}");
+    }
+}

@@ -32,28 +32,51 @@ pub struct BrokerBench {
     pub target: Option<String>,
     pub messages: usize,
     pub size: usize,
+    /// The phases to run, in their fixed order; empty runs them all.
+    pub phases: Vec<Phase>,
     pub json: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// One measurement of `bench --broker`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Publish through the official client's batching.
+    Batched,
+    /// 32 clients, one message per request, each on its own connection.
+    Single,
+    /// Push a backlog to a 204 endpoint.
+    Push,
+    /// Push to an endpoint that fails for a while, then heals.
+    Recover,
+    /// StreamingPull through the official Subscriber.
+    Pull,
+}
+
+/// What `bench --broker` prints; a phase that was not run leaves its
+/// figures `null`.
+#[derive(Debug, Default, Serialize)]
 struct Figures {
     target: String,
     messages: usize,
     message_bytes: usize,
-    publish_batched_per_sec: f64,
-    publish_32_clients_per_sec: f64,
-    push_per_sec: f64,
-    push_duplicates: u64,
-    push_lost: u64,
+    publish_batched_per_sec: Option<f64>,
+    publish_32_clients_per_sec: Option<f64>,
+    push_per_sec: Option<f64>,
+    push_duplicates: Option<u64>,
+    push_lost: Option<u64>,
     /// Requests per second to an endpoint answering 503 (after 5 ms).
-    failing_requests_per_sec: f64,
-    failing_most_in_flight: u64,
+    failing_requests_per_sec: Option<f64>,
+    failing_most_in_flight: Option<u64>,
     /// From healing the endpoint to its first delivery.
-    recovery_first_delivery_ms: u64,
+    recovery_first_delivery_ms: Option<u64>,
     /// The backlog drained from healing on (the pause included).
-    recovery_drain_per_sec: f64,
-    recovery_lost: u64,
-    streaming_pull_per_sec: f64,
+    recovery_drain_per_sec: Option<f64>,
+    recovery_lost: Option<u64>,
+    streaming_pull_per_sec: Option<f64>,
+    /// Our broker's resident memory with a full backlog waiting (the
+    /// largest reading: after publishing the push phase's backlog, and at
+    /// the end of the recovery phase's failing stretch).
+    backlog_rss_mib: Option<f64>,
     broker_peak_rss_mib: Option<f64>,
 }
 
@@ -234,251 +257,340 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(endpoint.clone())?
         .connect()
         .await?;
-    let mut admin = PublisherClient::new(channel.clone());
-    let mut subs = SubscriberClient::new(channel.clone());
-    let run_id = std::process::id();
-    let topic = |name: &str| format!("projects/bench/topics/{name}-{run_id}");
-    let sub = |name: &str| format!("projects/bench/subscriptions/{name}-{run_id}");
-    let payload = vec![b'x'; bench.size];
-    let n = bench.messages;
-    let say = |what: &str| {
-        if !bench.json {
-            eprintln!("{what}");
-        }
+    let bench_run = Run {
+        endpoint: endpoint.clone(),
+        admin: PublisherClient::new(channel.clone()),
+        subs: SubscriberClient::new(channel),
+        run_id: std::process::id(),
+        payload: vec![b'x'; bench.size],
+        n: bench.messages,
+        json: bench.json,
+        broker_pid: own.as_ref().map(|o| o.child.id()),
     };
-
-    // 1. The official client's batching, one topic without subscriptions.
-    admin
-        .create_topic(pb::Topic {
-            name: topic("publish"),
-            ..Default::default()
-        })
-        .await?;
-    say("publishing with the official client's batching...");
-    let batched = publish_batched(&endpoint, &topic("publish"), n, &payload).await?;
-
-    // 2. 32 clients, one message per request, each on its own connection
-    // (one shared HTTP/2 connection would measure its single task), into a
-    // topic with a subscription so every message is stored.
-    admin
-        .create_topic(pb::Topic {
-            name: topic("single"),
-            ..Default::default()
-        })
-        .await?;
-    subs.create_subscription(pb::Subscription {
-        name: sub("single"),
-        topic: topic("single"),
-        ..Default::default()
-    })
-    .await?;
-    let mut clients = Vec::new();
-    for _ in 0..32 {
-        let connection = tonic::transport::Channel::from_shared(endpoint.clone())?
-            .connect()
-            .await?;
-        clients.push(PublisherClient::new(connection));
-    }
-    say("publishing one message per request from 32 clients...");
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (worker, mut client) in clients.into_iter().enumerate() {
-        let (topic, payload) = (topic("single"), payload.clone());
-        let count = n / 32 + usize::from(worker < n % 32);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..count {
-                let request = pb::PublishRequest {
-                    topic: topic.clone(),
-                    messages: vec![pb::PubsubMessage {
-                        data: payload.clone(),
-                        ..Default::default()
-                    }],
-                };
-                client.publish(request).await?;
-            }
-            Ok::<_, tonic::Status>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let single = started.elapsed();
-    // Its backlog must not count towards the memory of the later phases.
-    subs.delete_subscription(pb::DeleteSubscriptionRequest {
-        subscription: sub("single"),
-    })
-    .await?;
-
-    // 3. Push to a 204 endpoint: the backlog is published first, then the
-    // subscription's endpoint is set and the drain is timed.
-    let sink = start_sink().await?;
-    admin
-        .create_topic(pb::Topic {
-            name: topic("push"),
-            ..Default::default()
-        })
-        .await?;
-    subs.create_subscription(pb::Subscription {
-        name: sub("push"),
-        topic: topic("push"),
-        ack_deadline_seconds: 60,
-        ..Default::default()
-    })
-    .await?;
-    publish_batched(&endpoint, &topic("push"), n, &payload).await?;
-    say("pushing the backlog to a 204 endpoint...");
-    let started = Instant::now();
-    subs.modify_push_config(pb::ModifyPushConfigRequest {
-        subscription: sub("push"),
-        push_config: Some(pb::PushConfig {
-            push_endpoint: sink.url.clone(),
-            ..Default::default()
-        }),
-    })
-    .await?;
-    let complete = sink.wait_for(n, Duration::from_secs(600)).await;
-    let push = started.elapsed();
-    let delivered = sink.seen.lock().expect("sink lock").len();
-
-    // 3b. An endpoint that fails (slowly, 503) for a while with a backlog
-    // waiting, then heals: while it fails the push window must shrink (few
-    // requests, few at once); once healthy it must open fast.
-    let ailing = start_sink().await?;
-    ailing.failing.store(true, Ordering::Relaxed);
-    admin
-        .create_topic(pb::Topic {
-            name: topic("recover"),
-            ..Default::default()
-        })
-        .await?;
-    subs.create_subscription(pb::Subscription {
-        name: sub("recover"),
-        topic: topic("recover"),
-        ack_deadline_seconds: 60,
-        push_config: Some(pb::PushConfig {
-            push_endpoint: ailing.url.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await?;
-    say("pushing to a failing endpoint, then healing it...");
-    publish_batched(&endpoint, &topic("recover"), n, &payload).await?;
-    let requests_before = ailing.load.reset();
-    // A fixed stretch of failure is what is being measured.
-    tokio::time::sleep(FAILING_FOR).await;
-    let failing_requests = ailing.load.requests.load(Ordering::Relaxed) - requests_before;
-    let failing_most_in_flight = ailing.load.most.load(Ordering::Relaxed);
-    ailing.failing.store(false, Ordering::Relaxed);
-    let healed = Instant::now();
-    ailing.wait_for(1, Duration::from_secs(120)).await;
-    let first_after_healing = healed.elapsed();
-    let recovered = ailing.wait_for(n, Duration::from_secs(600)).await;
-    let drained = healed.elapsed();
-    let recovered_count = ailing.seen.lock().expect("sink lock").len();
-
-    // 4. StreamingPull through the official Subscriber.
-    admin
-        .create_topic(pb::Topic {
-            name: topic("pull"),
-            ..Default::default()
-        })
-        .await?;
-    subs.create_subscription(pb::Subscription {
-        name: sub("pull"),
-        topic: topic("pull"),
-        ack_deadline_seconds: 60,
-        ..Default::default()
-    })
-    .await?;
-    publish_batched(&endpoint, &topic("pull"), n, &payload).await?;
-    say("receiving the backlog with StreamingPull...");
-    let subscriber = Subscriber::builder()
-        .with_endpoint(&endpoint)
-        .with_credentials(Anonymous::new().build())
-        .build()
-        .await?;
-    let mut stream = subscriber.subscribe(sub("pull")).build();
-    let started = Instant::now();
-    let mut received = 0;
-    while received < n {
-        match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
-            Ok(Some(Ok((_, handler)))) => {
-                handler.ack();
-                received += 1;
-            }
-            Ok(Some(Err(error))) => anyhow::bail!("StreamingPull failed: {error}"),
-            Ok(None) | Err(_) => {
-                anyhow::bail!("StreamingPull stalled after {received} of {n} messages")
-            }
-        }
-    }
-    let pull = started.elapsed();
-
-    let figures = Figures {
+    let mut figures = Figures {
         target: bench
             .target
             .clone()
             .unwrap_or_else(|| format!("labrelay broker ({endpoint})")),
-        messages: n,
+        messages: bench.messages,
         message_bytes: bench.size,
-        publish_batched_per_sec: rate(n, batched),
-        publish_32_clients_per_sec: rate(n, single),
-        push_per_sec: rate(delivered, push),
-        push_duplicates: sink.duplicates.load(Ordering::Relaxed),
-        push_lost: if complete { 0 } else { (n - delivered) as u64 },
-        failing_requests_per_sec: (failing_requests as f64 / FAILING_FOR.as_secs_f64()).round(),
-        failing_most_in_flight,
-        recovery_first_delivery_ms: first_after_healing.as_millis() as u64,
-        recovery_drain_per_sec: rate(recovered_count, drained),
-        recovery_lost: if recovered {
-            0
-        } else {
-            (n - recovered_count) as u64
-        },
-        streaming_pull_per_sec: rate(n, pull),
-        broker_peak_rss_mib: own
-            .as_ref()
-            .and_then(|o| super::procfs::status_mib(o.child.id(), "VmHWM")),
+        ..Figures::default()
     };
+    let runs = |phase| bench.phases.is_empty() || bench.phases.contains(&phase);
+    if runs(Phase::Batched) {
+        bench_run.batched(&mut figures).await?;
+    }
+    if runs(Phase::Single) {
+        bench_run.single(&mut figures).await?;
+    }
+    if runs(Phase::Push) {
+        bench_run.push(&mut figures).await?;
+    }
+    if runs(Phase::Recover) {
+        bench_run.recover(&mut figures).await?;
+    }
+    if runs(Phase::Pull) {
+        bench_run.pull(&mut figures).await?;
+    }
+    figures.broker_peak_rss_mib = own
+        .as_ref()
+        .and_then(|o| super::procfs::status_mib(o.child.id(), "VmHWM"));
     if bench.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        println!("target                      {}", figures.target);
-        println!("messages                    {} x {} bytes", n, bench.size);
-        println!(
-            "publish, client batching    {:>10} msg/s",
-            figures.publish_batched_per_sec
-        );
-        println!(
-            "publish, 32 clients x 1     {:>10} msg/s",
-            figures.publish_32_clients_per_sec
-        );
-        println!(
-            "push to a 204 endpoint      {:>10} msg/s  (duplicates {}, lost {})",
-            figures.push_per_sec, figures.push_duplicates, figures.push_lost
-        );
-        println!(
-            "failing endpoint (503)      {:>10} req/s  (most at once {}, for {} s)",
-            figures.failing_requests_per_sec,
-            figures.failing_most_in_flight,
-            FAILING_FOR.as_secs()
-        );
-        println!(
-            "  healed: first delivery    {:>10} ms",
-            figures.recovery_first_delivery_ms
-        );
-        println!(
-            "  healed: backlog drained   {:>10} msg/s  (lost {})",
-            figures.recovery_drain_per_sec, figures.recovery_lost
-        );
-        println!(
-            "StreamingPull               {:>10} msg/s",
-            figures.streaming_pull_per_sec
-        );
-        if let Some(rss) = figures.broker_peak_rss_mib {
-            println!("broker peak RSS             {rss:>10.1} MiB");
-        }
+        print_table(&figures);
     }
     Ok(())
+}
+
+/// One `bench --broker` run: where it points and what it sends.
+struct Run {
+    endpoint: String,
+    admin: PublisherClient<tonic::transport::Channel>,
+    subs: SubscriberClient<tonic::transport::Channel>,
+    run_id: u32,
+    payload: Vec<u8>,
+    n: usize,
+    json: bool,
+    /// Our own broker's pid, for its memory.
+    broker_pid: Option<u32>,
+}
+
+impl Run {
+    fn topic(&self, name: &str) -> String {
+        format!("projects/bench/topics/{name}-{}", self.run_id)
+    }
+
+    fn sub(&self, name: &str) -> String {
+        format!("projects/bench/subscriptions/{name}-{}", self.run_id)
+    }
+
+    fn say(&self, what: &str) {
+        if !self.json {
+            eprintln!("{what}");
+        }
+    }
+
+    async fn create_topic(&self, name: &str) -> anyhow::Result<()> {
+        self.admin
+            .clone()
+            .create_topic(pb::Topic {
+                name: self.topic(name),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn create_subscription(
+        &self,
+        name: &str,
+        push_endpoint: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.subs
+            .clone()
+            .create_subscription(pb::Subscription {
+                name: self.sub(name),
+                topic: self.topic(name),
+                ack_deadline_seconds: 60,
+                push_config: push_endpoint.map(|url| pb::PushConfig {
+                    push_endpoint: url.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records our broker's resident memory now if it is the largest yet.
+    fn note_backlog_rss(&self, figures: &mut Figures) {
+        let rss = self
+            .broker_pid
+            .and_then(|pid| super::procfs::status_mib(pid, "VmRSS"));
+        figures.backlog_rss_mib = match (figures.backlog_rss_mib, rss) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// 1. The official client's batching, one topic without subscriptions.
+    async fn batched(&self, figures: &mut Figures) -> anyhow::Result<()> {
+        self.create_topic("publish").await?;
+        self.say("publishing with the official client's batching...");
+        let elapsed = publish_batched(
+            &self.endpoint,
+            &self.topic("publish"),
+            self.n,
+            &self.payload,
+        )
+        .await?;
+        figures.publish_batched_per_sec = Some(rate(self.n, elapsed));
+        Ok(())
+    }
+
+    /// 2. 32 clients, one message per request, each on its own connection
+    /// (one shared HTTP/2 connection would measure its single task), into a
+    /// topic with a subscription so every message is stored.
+    async fn single(&self, figures: &mut Figures) -> anyhow::Result<()> {
+        self.create_topic("single").await?;
+        self.create_subscription("single", None).await?;
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            let connection = tonic::transport::Channel::from_shared(self.endpoint.clone())?
+                .connect()
+                .await?;
+            clients.push(PublisherClient::new(connection));
+        }
+        self.say("publishing one message per request from 32 clients...");
+        let n = self.n;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (worker, mut client) in clients.into_iter().enumerate() {
+            let (topic, payload) = (self.topic("single"), self.payload.clone());
+            let count = n / 32 + usize::from(worker < n % 32);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..count {
+                    let request = pb::PublishRequest {
+                        topic: topic.clone(),
+                        messages: vec![pb::PubsubMessage {
+                            data: payload.clone(),
+                            ..Default::default()
+                        }],
+                    };
+                    client.publish(request).await?;
+                }
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        figures.publish_32_clients_per_sec = Some(rate(n, started.elapsed()));
+        // Its backlog must not count towards the memory of the later phases.
+        self.subs
+            .clone()
+            .delete_subscription(pb::DeleteSubscriptionRequest {
+                subscription: self.sub("single"),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// 3. Push to a 204 endpoint: the backlog is published first, then the
+    /// subscription's endpoint is set and the drain is timed.
+    async fn push(&self, figures: &mut Figures) -> anyhow::Result<()> {
+        let sink = start_sink().await?;
+        self.create_topic("push").await?;
+        self.create_subscription("push", None).await?;
+        publish_batched(&self.endpoint, &self.topic("push"), self.n, &self.payload).await?;
+        self.note_backlog_rss(figures);
+        self.say("pushing the backlog to a 204 endpoint...");
+        let started = Instant::now();
+        self.subs
+            .clone()
+            .modify_push_config(pb::ModifyPushConfigRequest {
+                subscription: self.sub("push"),
+                push_config: Some(pb::PushConfig {
+                    push_endpoint: sink.url.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        let complete = sink.wait_for(self.n, Duration::from_secs(600)).await;
+        let elapsed = started.elapsed();
+        let delivered = sink.seen.lock().expect("sink lock").len();
+        figures.push_per_sec = Some(rate(delivered, elapsed));
+        figures.push_duplicates = Some(sink.duplicates.load(Ordering::Relaxed));
+        figures.push_lost = Some(if complete {
+            0
+        } else {
+            (self.n - delivered) as u64
+        });
+        Ok(())
+    }
+
+    /// 3b. An endpoint that fails (slowly, 503) for a while with a backlog
+    /// waiting, then heals: while it fails the push window must shrink (few
+    /// requests, few at once); once healthy it must open fast.
+    async fn recover(&self, figures: &mut Figures) -> anyhow::Result<()> {
+        let ailing = start_sink().await?;
+        ailing.failing.store(true, Ordering::Relaxed);
+        self.create_topic("recover").await?;
+        self.create_subscription("recover", Some(&ailing.url))
+            .await?;
+        self.say("pushing to a failing endpoint, then healing it...");
+        publish_batched(
+            &self.endpoint,
+            &self.topic("recover"),
+            self.n,
+            &self.payload,
+        )
+        .await?;
+        let requests_before = ailing.load.reset();
+        // A fixed stretch of failure is what is being measured.
+        tokio::time::sleep(FAILING_FOR).await;
+        self.note_backlog_rss(figures);
+        let failing_requests = ailing.load.requests.load(Ordering::Relaxed) - requests_before;
+        figures.failing_requests_per_sec =
+            Some((failing_requests as f64 / FAILING_FOR.as_secs_f64()).round());
+        figures.failing_most_in_flight = Some(ailing.load.most.load(Ordering::Relaxed));
+        ailing.failing.store(false, Ordering::Relaxed);
+        let healed = Instant::now();
+        ailing.wait_for(1, Duration::from_secs(120)).await;
+        figures.recovery_first_delivery_ms = Some(healed.elapsed().as_millis() as u64);
+        let recovered = ailing.wait_for(self.n, Duration::from_secs(600)).await;
+        let drained = healed.elapsed();
+        let recovered_count = ailing.seen.lock().expect("sink lock").len();
+        figures.recovery_drain_per_sec = Some(rate(recovered_count, drained));
+        figures.recovery_lost = Some(if recovered {
+            0
+        } else {
+            (self.n - recovered_count) as u64
+        });
+        Ok(())
+    }
+
+    /// 4. StreamingPull through the official Subscriber.
+    async fn pull(&self, figures: &mut Figures) -> anyhow::Result<()> {
+        self.create_topic("pull").await?;
+        self.create_subscription("pull", None).await?;
+        publish_batched(&self.endpoint, &self.topic("pull"), self.n, &self.payload).await?;
+        self.say("receiving the backlog with StreamingPull...");
+        let subscriber = Subscriber::builder()
+            .with_endpoint(&self.endpoint)
+            .with_credentials(Anonymous::new().build())
+            .build()
+            .await?;
+        let mut stream = subscriber.subscribe(self.sub("pull")).build();
+        let started = Instant::now();
+        let mut received = 0;
+        while received < self.n {
+            match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+                Ok(Some(Ok((_, handler)))) => {
+                    handler.ack();
+                    received += 1;
+                }
+                Ok(Some(Err(error))) => anyhow::bail!("StreamingPull failed: {error}"),
+                Ok(None) | Err(_) => {
+                    anyhow::bail!(
+                        "StreamingPull stalled after {received} of {} messages",
+                        self.n
+                    )
+                }
+            }
+        }
+        figures.streaming_pull_per_sec = Some(rate(self.n, started.elapsed()));
+        Ok(())
+    }
+}
+
+fn print_table(figures: &Figures) {
+    fn show<T: std::fmt::Display>(value: Option<T>) -> String {
+        value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+    }
+    println!("target                      {}", figures.target);
+    println!(
+        "messages                    {} x {} bytes",
+        figures.messages, figures.message_bytes
+    );
+    println!(
+        "publish, client batching    {:>10} msg/s",
+        show(figures.publish_batched_per_sec)
+    );
+    println!(
+        "publish, 32 clients x 1     {:>10} msg/s",
+        show(figures.publish_32_clients_per_sec)
+    );
+    println!(
+        "push to a 204 endpoint      {:>10} msg/s  (duplicates {}, lost {})",
+        show(figures.push_per_sec),
+        show(figures.push_duplicates),
+        show(figures.push_lost)
+    );
+    println!(
+        "failing endpoint (503)      {:>10} req/s  (most at once {}, for {} s)",
+        show(figures.failing_requests_per_sec),
+        show(figures.failing_most_in_flight),
+        FAILING_FOR.as_secs()
+    );
+    println!(
+        "  healed: first delivery    {:>10} ms",
+        show(figures.recovery_first_delivery_ms)
+    );
+    println!(
+        "  healed: backlog drained   {:>10} msg/s  (lost {})",
+        show(figures.recovery_drain_per_sec),
+        show(figures.recovery_lost)
+    );
+    println!(
+        "StreamingPull               {:>10} msg/s",
+        show(figures.streaming_pull_per_sec)
+    );
+    if let Some(rss) = figures.backlog_rss_mib {
+        println!("broker RSS with backlog     {rss:>10.1} MiB");
+    }
+    if let Some(rss) = figures.broker_peak_rss_mib {
+        println!("broker peak RSS             {rss:>10.1} MiB");
+    }
 }

@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// --broker: bytes of data per message.
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// --broker: run only these phases (comma-separated; default all).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "broker")]
+    phases: Vec<broker::Phase>,
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
@@ -112,6 +115,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             target: args.target,
             messages: args.messages,
             size: args.size,
+            phases: args.phases,
             json: args.json,
         })
         .await;
