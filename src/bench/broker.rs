@@ -374,7 +374,7 @@ impl Run {
         };
     }
 
-    /// 1. The official client's batching, one topic without subscriptions.
+    /// Phase 1: the official client's batching, one topic without subscriptions.
     async fn batched(&self, figures: &mut Figures) -> anyhow::Result<()> {
         self.create_topic("publish").await?;
         self.say("publishing with the official client's batching...");
@@ -389,7 +389,7 @@ impl Run {
         Ok(())
     }
 
-    /// 2. 32 clients, one message per request, each on its own connection
+    /// Phase 2: 32 clients, one message per request, each on its own connection
     /// (one shared HTTP/2 connection would measure its single task), into a
     /// topic with a subscription so every message is stored.
     async fn single(&self, figures: &mut Figures) -> anyhow::Result<()> {
@@ -437,7 +437,7 @@ impl Run {
         Ok(())
     }
 
-    /// 3. Push to a 204 endpoint: the backlog is published first, then the
+    /// Phase 3: push to a 204 endpoint: the backlog is published first, then the
     /// subscription's endpoint is set and the drain is timed.
     async fn push(&self, figures: &mut Figures) -> anyhow::Result<()> {
         let sink = start_sink().await?;
@@ -470,7 +470,7 @@ impl Run {
         Ok(())
     }
 
-    /// 3b. An endpoint that fails (slowly, 503) for a while with a backlog
+    /// Phase 3b: an endpoint that fails (slowly, 503) for a while with a backlog
     /// waiting, then heals: while it fails the push window must shrink (few
     /// requests, few at once); once healthy it must open fast.
     async fn recover(&self, figures: &mut Figures) -> anyhow::Result<()> {
@@ -511,7 +511,7 @@ impl Run {
         Ok(())
     }
 
-    /// 4. StreamingPull through the official Subscriber.
+    /// Phase 4: StreamingPull through the official Subscriber.
     async fn pull(&self, figures: &mut Figures) -> anyhow::Result<()> {
         self.create_topic("pull").await?;
         self.create_subscription("pull", None).await?;
