@@ -340,7 +340,7 @@ fn claim(
         &token,
         lease_until_ms,
         host_name(),
-        i64::from(std::process::id()),
+        i64::from(own_pid()),
     ))?;
     Ok(Claim::Claimed(ClaimToken::new(token)))
 }
@@ -399,13 +399,20 @@ fn host_name() -> &'static str {
     })
 }
 
+/// This process's id, read once: `std::process::id` is a system call, and
+/// every claim needs it twice.
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Whether the claim of process `pid` on `host` may be taken over before
 /// its lease lapses: it was made on this machine by a process that no
 /// longer exists. Without `/proc` nothing is known and the lease stands.
 fn holder_is_gone(host: &str, pid: i64) -> bool {
     !host.is_empty()
         && host == host_name()
-        && pid != i64::from(std::process::id())
+        && pid != i64::from(own_pid())
         && Path::new("/proc/self").exists()
         && !Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -415,7 +422,7 @@ fn new_token() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}-{}",
-        std::process::id(),
+        own_pid(),
         now_ms(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
