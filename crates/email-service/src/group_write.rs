@@ -8,8 +8,9 @@
 //! directory open and two syncs per file. The writer instead takes every
 //! write waiting and, for the whole batch: writes the temporary files,
 //! starts their writeback together (Linux `sync_file_range`, a hint), syncs
-//! them (their blocks were allocated in the same journal transaction, so
-//! on ext4 the first sync commits it for all), renames them into place,
+//! them on a few threads at once (their blocks were allocated in the same
+//! journal transaction, so on ext4 they share its commit, and their device
+//! flushes overlap instead of queueing), renames them into place,
 //! and syncs the directory once. Only
 //! then is each caller answered, with its own result: a write that fails
 //! (its temporary file, its sync, its rename) fails alone and leaves no
@@ -29,6 +30,12 @@ use tokio::sync::oneshot;
 /// At most this many files per batch, so the first caller of a large batch
 /// does not wait for all of it.
 const MAX_BATCH: usize = 256;
+/// The syncs of a batch run on up to this many threads, one per
+/// [`FILES_PER_SYNC_THREAD`] files: each sync may wait for its own device
+/// flush, and one after another they made a slow device (a loop mount, a
+/// busy disk) the limit of the whole pipeline.
+const SYNC_THREADS: usize = 8;
+const FILES_PER_SYNC_THREAD: usize = 4;
 
 /// A directory written by its own thread, which stops when this is dropped.
 pub(crate) struct GroupWriter {
@@ -128,11 +135,13 @@ fn commit(dir: &Path, options: Options, batch: &[Write]) -> Vec<std::io::Result<
     for file in staged.iter().flatten() {
         start_writeback(file.as_file());
     }
+    let synced = sync_each(&staged);
     let staged: Vec<std::io::Result<tempfile::NamedTempFile>> = staged
         .into_iter()
-        .map(|file| {
+        .zip(synced)
+        .map(|(file, synced)| {
             let file = file?;
-            file.as_file().sync_all()?;
+            synced?;
             Ok(file)
         })
         .collect();
@@ -153,6 +162,55 @@ fn commit(dir: &Path, options: Options, batch: &[Write]) -> Vec<std::io::Result<
         for result in results.iter_mut().filter(|r| r.is_ok()) {
             *result = Err(copy(&err));
         }
+    }
+    results
+}
+
+/// `sync_all` of every file staged, in order (`Ok` for the ones that
+/// failed before: their error is already in `staged`).
+fn sync_each(staged: &[std::io::Result<tempfile::NamedTempFile>]) -> Vec<std::io::Result<()>> {
+    type Part<'a> = &'a [(usize, &'a std::fs::File)];
+    fn sync_part(part: Part<'_>) -> Vec<(usize, std::io::Result<()>)> {
+        part.iter().map(|(i, file)| (*i, file.sync_all())).collect()
+    }
+    let files: Vec<(usize, &std::fs::File)> = staged
+        .iter()
+        .enumerate()
+        .filter_map(|(i, file)| Some((i, file.as_ref().ok()?.as_file())))
+        .collect();
+    let mut results: Vec<std::io::Result<()>> = staged.iter().map(|_| Ok(())).collect();
+    let threads = (files.len() / FILES_PER_SYNC_THREAD).clamp(1, SYNC_THREADS);
+    let synced: Vec<(usize, std::io::Result<()>)> = if threads == 1 {
+        sync_part(&files)
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = files
+                .chunks(files.len().div_ceil(threads))
+                .map(|part| {
+                    let thread = std::thread::Builder::new()
+                        .name("outbox-sync".into())
+                        .spawn_scoped(scope, move || sync_part(part));
+                    (part, thread)
+                })
+                .collect();
+            running
+                .into_iter()
+                .flat_map(|(part, thread)| match thread {
+                    Ok(thread) => thread.join().unwrap_or_else(|_| {
+                        part.iter()
+                            .map(|(i, _)| {
+                                (*i, Err(std::io::Error::other("the sync thread panicked")))
+                            })
+                            .collect()
+                    }),
+                    // No thread to be had: sync here.
+                    Err(_) => sync_part(part),
+                })
+                .collect()
+        })
+    };
+    for (i, result) in synced {
+        results[i] = result;
     }
     results
 }
@@ -266,6 +324,31 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("c.msg")).unwrap(),
             "C"
+        );
+    }
+
+    #[test]
+    fn a_large_batch_is_synced_on_threads_and_answered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // One failure in the middle of a batch that takes the threaded path.
+        std::fs::create_dir(dir.path().join("17.msg")).unwrap();
+        std::fs::write(dir.path().join("17.msg").join("keep"), "x").unwrap();
+        let count = SYNC_THREADS * FILES_PER_SYNC_THREAD + 3;
+        let batch: Vec<_> = (0..count)
+            .map(|i| write(&format!("{i:02}.msg"), &format!("message {i}")).0)
+            .collect();
+        let results = commit(dir.path(), OPTIONS, &batch);
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(result.is_ok(), i != 17, "{i}: {result:?}");
+        }
+        for i in (0..count).filter(|i| *i != 17) {
+            let text = std::fs::read_to_string(dir.path().join(format!("{i:02}.msg"))).unwrap();
+            assert_eq!(text, format!("message {i}"));
+        }
+        assert_eq!(
+            names_in(dir.path()).len(),
+            count,
+            "no temporary file is left"
         );
     }
 
