@@ -10,9 +10,9 @@
 //! starts their writeback together (Linux `sync_file_range`, a hint), syncs
 //! them on a few threads at once (their blocks were allocated in the same
 //! journal transaction, so on ext4 they share its commit, and their device
-//! flushes overlap instead of queueing), renames them into place,
-//! and syncs the directory once. Only
-//! then is each caller answered, with its own result: a write that fails
+//! flushes overlap instead of queueing), renames them into place, and
+//! syncs the directory once. Only then is each caller answered, with its
+//! own result: a write that fails
 //! (its temporary file, its sync, its rename) fails alone and leaves no
 //! temporary file behind; if the directory sync fails, every file renamed
 //! in that batch is answered with the error (its rename may not survive a
