@@ -13,6 +13,14 @@
 //! configured audience; `exp` and `iat` within [`CLOCK_SKEW`]; `email` one of
 //! the allowed service accounts; `email_verified` true.
 //!
+//! A token that passed every check is remembered, by its exact text, in a
+//! small cache ([`VERIFIED_CACHE_CAPACITY`] tokens): the broker pushes with
+//! one token per subscription for up to an hour, so without it every push
+//! paid for the same RSA signature check. A remembered token skips only the
+//! signature check; its claims (`exp`, `iat`, `iss`, `aud`, `email`,
+//! `email_verified`) are checked again on every push, so it stops being
+//! accepted when it expires. Only tokens that passed are remembered.
+//!
 //! Answers: no bearer token → 401; any check failed → 403; the keys cannot
 //! be fetched → 503 (the broker retries). Bodies never say which check
 //! failed; the reason is logged, the token never is.
@@ -23,7 +31,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -45,6 +53,10 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// forged tokens cannot turn into a stream of requests to the key server.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Verified tokens remembered at most. The broker mints one token per
+/// (service account, audience) and renews it before it expires, so a
+/// receiver sees a handful at a time.
+pub const VERIFIED_CACHE_CAPACITY: usize = 64;
 
 /// Whether and how push requests are authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +257,26 @@ struct Claims {
     #[serde(default)]
     email_verified: Option<bool>,
     iat: u64,
+    exp: u64,
+    iss: String,
+    aud: Audience,
+}
+
+/// `aud`: one audience or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(one) => one == audience,
+            Audience::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
 }
 
 /// Checks push tokens against one [`PushAuthConfig`], with the JWKS cached.
@@ -256,6 +288,9 @@ pub struct Verifier {
     /// Held while fetching, so concurrent misses share one fetch; holds the
     /// time of the last fetch and whether it failed.
     fetch: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
+    /// Tokens whose signature was verified, by their exact text, with
+    /// their claims (checked again on every use).
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 impl fmt::Debug for Verifier {
@@ -285,6 +320,7 @@ impl Verifier {
             client,
             keys: RwLock::default(),
             fetch: tokio::sync::Mutex::new(None),
+            verified: Mutex::default(),
         }
     }
 
@@ -296,6 +332,37 @@ impl Verifier {
 
     /// Checks one token (without the `Bearer ` prefix).
     pub async fn verify(&self, token: &str) -> Result<(), Rejection> {
+        self.verify_at(token, unix_now()).await
+    }
+
+    /// [`Verifier::verify`] with the claims checked against `now` (seconds
+    /// since the epoch).
+    async fn verify_at(&self, token: &str, now: u64) -> Result<(), Rejection> {
+        if let Some(checked) = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(token)
+            .map(|claims| self.check_claims(claims, now))
+        {
+            return checked;
+        }
+        let claims = self.verify_signature(token).await?;
+        self.check_claims(&claims, now)?;
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CACHE_CAPACITY {
+            verified.retain(|_, claims| !expired(claims, now));
+        }
+        if verified.len() >= VERIFIED_CACHE_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims);
+        Ok(())
+    }
+
+    /// The claims of `token` once its header and signature check out, and
+    /// its claims pass `jsonwebtoken`'s validation.
+    async fn verify_signature(&self, token: &str) -> Result<Claims, Rejection> {
         let invalid = |why: &str| Rejection::Invalid(why.to_string());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Rejection::Invalid(format!("unreadable header: {e}")))?;
@@ -309,13 +376,25 @@ impl Verifier {
         let key = self.key(&kid).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| Rejection::Invalid(e.to_string()))?;
-        let claims = data.claims;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        if claims.iat > now + CLOCK_SKEW.as_secs() {
+        Ok(data.claims)
+    }
+
+    /// The checks of a token's claims that a remembered token must pass
+    /// again: they depend on the time, or would matter if the settings
+    /// changed.
+    fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), Rejection> {
+        let invalid = |why: &str| Rejection::Invalid(why.to_string());
+        if expired(claims, now) {
+            return Err(invalid("the token has expired"));
+        }
+        if claims.iat > now.saturating_add(CLOCK_SKEW.as_secs()) {
             return Err(invalid("iat is in the future"));
+        }
+        if !self.config.issuers.contains(&claims.iss) {
+            return Err(invalid("iss is not an accepted issuer"));
+        }
+        if !claims.aud.contains(&self.config.audience) {
+            return Err(invalid("aud is not this service"));
         }
         match &claims.email {
             Some(email) if self.config.allowed_service_accounts.contains(email) => {}
@@ -381,6 +460,18 @@ impl Verifier {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Past `exp` by more than [`CLOCK_SKEW`], as `jsonwebtoken` counts it.
+fn expired(claims: &Claims, now: u64) -> bool {
+    claims.exp.saturating_add(CLOCK_SKEW.as_secs()) < now
+}
+
 /// The RS256 signing keys of a JWKS, by `kid`; other keys are ignored.
 fn usable_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
     set.keys
@@ -409,4 +500,120 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use base64::Engine as _;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+
+    const ISSUER: &str = "http://127.0.0.1:8085";
+    const AUDIENCE: &str = "http://127.0.0.1:8081/";
+    const EMAIL: &str = "invoker@labrelay-local.iam.gserviceaccount.com";
+
+    /// A verifier that knows the key `kid` and cannot fetch any other: its
+    /// JWKS URL is unreachable and it fetched a moment ago.
+    fn verifier_with_key(kid: &str) -> (Verifier, EncodingKey) {
+        let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let der = pair.as_der().unwrap();
+        let der = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in der.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap());
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        let jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap();
+        let verifier = Verifier::new(PushAuthConfig {
+            audience: AUDIENCE.into(),
+            allowed_service_accounts: HashSet::from([EMAIL.to_string()]),
+            issuers: HashSet::from([ISSUER.to_string()]),
+            jwks_url: "http://127.0.0.1:9/unreachable".into(),
+        });
+        let keys = HashMap::from([(kid.to_string(), DecodingKey::from_jwk(&jwk).unwrap())]);
+        *verifier.keys.write().unwrap() = Arc::new(keys);
+        *verifier.fetch.try_lock().unwrap() = Some((Instant::now(), Some("unreachable".into())));
+        (verifier, encoding)
+    }
+
+    fn sign(key: &EncodingKey, kid: &str, iat: u64, exp: u64) -> String {
+        let header = Header {
+            kid: Some(kid.into()),
+            ..Header::new(Algorithm::RS256)
+        };
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": AUDIENCE, "email": EMAIL, "email_verified": true,
+            "iat": iat, "exp": exp,
+        });
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    fn forget_keys(verifier: &Verifier) {
+        *verifier.keys.write().unwrap() = Arc::default();
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_until_it_expires() {
+        let (verifier, key) = verifier_with_key("k1");
+        let now = unix_now();
+        let exp = now + 300;
+        let token = sign(&key, "k1", now, exp);
+        verifier.verify_at(&token, now).await.unwrap();
+        // Without its key the token can only pass from the cache.
+        forget_keys(&verifier);
+        verifier.verify_at(&token, now + 10).await.unwrap();
+        let skew = CLOCK_SKEW.as_secs();
+        verifier.verify_at(&token, exp + skew).await.unwrap();
+        let late = verifier.verify_at(&token, exp + skew + 1).await;
+        assert!(
+            matches!(&late, Err(Rejection::Invalid(why)) if why.contains("expired")),
+            "{late:?}"
+        );
+        // Expiry does not evict a token that is checked again later.
+        assert!(verifier.verify_at(&token, exp + skew + 60).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn only_tokens_that_pass_are_remembered() {
+        let (verifier, key) = verifier_with_key("k1");
+        let now = unix_now();
+        let token = sign(&key, "k1", now, now + 300);
+        // Its signature broken: refused, and not remembered.
+        let forged = format!("{}A", &token[..token.len() - 1]);
+        let forged = if forged == token {
+            format!("{}B", &token[..token.len() - 1])
+        } else {
+            forged
+        };
+        assert!(matches!(
+            verifier.verify_at(&forged, now).await,
+            Err(Rejection::Invalid(_))
+        ));
+        // A token issued in the future by more than the skew: refused,
+        // and still refused once the clock reaches it.
+        let early = sign(&key, "k1", now + 600, now + 900);
+        assert!(verifier.verify_at(&early, now).await.is_err());
+        assert!(verifier.verify_at(&token, now).await.is_ok());
+        assert_eq!(verifier.verified.lock().unwrap().len(), 1);
+        forget_keys(&verifier);
+        assert!(verifier.verify_at(&forged, now).await.is_err());
+        assert!(verifier.verify_at(&early, now + 600).await.is_err());
+        assert!(verifier.verify_at(&token, now).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_bounded() {
+        let (verifier, key) = verifier_with_key("k1");
+        let now = unix_now();
+        for i in 0..(VERIFIED_CACHE_CAPACITY as u64 * 2 + 1) {
+            let token = sign(&key, "k1", now, now + 300 + i);
+            verifier.verify_at(&token, now).await.unwrap();
+            assert!(verifier.verified.lock().unwrap().len() <= VERIFIED_CACHE_CAPACITY);
+        }
+    }
 }

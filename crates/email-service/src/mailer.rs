@@ -5,16 +5,16 @@
 //! pure [`class_of`]. Summaries are safe to log and return: the server's
 //! own words, which may quote the recipient, stay at debug level.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 
 use crate::config::{Delivery, SmtpServer, SmtpTls};
 use crate::email::Email;
+use crate::group_write::{self, GroupWriter};
 
 pub enum Mailer {
     Smtp {
@@ -22,8 +22,16 @@ pub enum Mailer {
         /// For logs: `smtp://host:port (tls)`, never credentials.
         describe: String,
     },
-    Directory(PathBuf),
+    Directory(GroupWriter),
 }
+
+/// The outbox's temporary files are hidden, never `.eml`; the directory is
+/// created again if it goes.
+const WRITER: group_write::Options = group_write::Options {
+    temp_prefix: ".tmp-",
+    temp_suffix: ".part",
+    create_dir: true,
+};
 
 /// A delivery that did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +80,10 @@ impl Mailer {
     /// Needs a Tokio runtime: lettre's pool starts its reaper task here.
     pub fn new(delivery: &Delivery, send_timeout: Duration) -> anyhow::Result<Mailer> {
         match delivery {
-            Delivery::Directory(dir) => Ok(Mailer::Directory(dir.clone())),
+            Delivery::Directory(dir) => Ok(Mailer::Directory(
+                GroupWriter::start(dir.clone(), WRITER)
+                    .context("starting the outbox's writer thread")?,
+            )),
             Delivery::Smtp(server) => Ok(Mailer::Smtp {
                 transport: smtp_transport(server, send_timeout)?,
                 describe: describe(server),
@@ -84,7 +95,7 @@ impl Mailer {
     pub fn describe(&self) -> String {
         match self {
             Mailer::Smtp { describe, .. } => describe.clone(),
-            Mailer::Directory(dir) => format!("directory outbox {}", dir.display()),
+            Mailer::Directory(writer) => format!("directory outbox {}", writer.dir().display()),
         }
     }
 
@@ -93,7 +104,7 @@ impl Mailer {
         let attempt = async {
             match self {
                 Mailer::Smtp { transport, .. } => send_smtp(transport, email).await,
-                Mailer::Directory(dir) => write_file(dir, email).await,
+                Mailer::Directory(writer) => write_file(writer, email).await,
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -196,31 +207,18 @@ fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
 }
 
 /// Writes `<dir>/<Message-ID hash>.eml` atomically: a hidden temporary file
-/// in the same directory, synced, then renamed over any earlier copy.
-async fn write_file(dir: &Path, email: &Email) -> Result<(), SendError> {
-    let dir = dir.to_path_buf();
+/// in the same directory, synced, then renamed over any earlier copy (see
+/// [`crate::group_write`]).
+async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError> {
     let name = format!("{}.eml", email.id_left());
-    let bytes = email.message.formatted();
-    let write = move || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .suffix(".part")
-            .tempfile_in(&dir)?;
-        tmp.write_all(&bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(dir.join(&name)).map_err(|e| e.error)?;
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    let result = match tokio::task::spawn_blocking(write).await {
-        Ok(result) => result.map_err(anyhow::Error::new),
-        Err(join) => Err(anyhow::Error::new(join)),
-    };
-    result.map_err(|source| SendError {
-        class: Class::Transient,
-        summary: "writing to the outbox directory failed".into(),
-        source,
-    })
+    writer
+        .write(name, email.message.formatted())
+        .await
+        .map_err(|err| SendError {
+            class: Class::Transient,
+            summary: "writing to the outbox directory failed".into(),
+            source: anyhow::Error::new(err),
+        })
 }
 
 #[cfg(test)]

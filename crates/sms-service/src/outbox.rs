@@ -6,15 +6,15 @@
 //! same file instead of adding one. It is written to a hidden temporary file
 //! in the same directory, flushed to disk and renamed over the target, so a
 //! reader never sees half a message and an acknowledged message survives a
-//! crash.
+//! crash; [`crate::group_write`] does that for many messages at once.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::group_write::{self, GroupWriter};
 use crate::settings::OutboxSettings;
 use crate::transport::{SendError, Sms};
 
@@ -22,9 +22,16 @@ use crate::transport::{SendError, Sms};
 const MAX_ID_IN_NAME: usize = 64;
 
 pub(crate) struct Outbox {
-    dir: PathBuf,
+    writer: GroupWriter,
     from: String,
 }
+
+/// A missing outbox is a fault (an unmounted or lost disk), not recreated.
+const WRITER: group_write::Options = group_write::Options {
+    temp_prefix: ".sms-",
+    temp_suffix: ".tmp",
+    create_dir: false,
+};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,14 +47,16 @@ impl Outbox {
     pub fn new(settings: &OutboxSettings) -> anyhow::Result<Outbox> {
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("creating the SMS outbox {}", settings.dir.display()))?;
+        let writer = GroupWriter::start(settings.dir.clone(), WRITER)
+            .context("starting the SMS outbox's writer thread")?;
         Ok(Outbox {
-            dir: settings.dir.clone(),
+            writer,
             from: settings.from.clone(),
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.writer.dir()
     }
 
     /// Writes the message; returns the file name.
@@ -64,28 +73,12 @@ impl Outbox {
         let mut json = serde_json::to_vec_pretty(&message)
             .map_err(|e| SendError::Outbox(std::io::Error::other(e)))?;
         json.push(b'\n');
-        let dir = self.dir.clone();
-        let target = dir.join(&name);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &json))
+        self.writer
+            .write(name.clone(), json)
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(SendError::Outbox)?;
         Ok(name)
     }
-}
-
-fn write_atomically(dir: &Path, target: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(".sms-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    temp.write_all(contents)?;
-    temp.as_file().sync_all()?;
-    temp.persist(target).map_err(|e| e.error)?;
-    // Make the rename itself durable before the push is acknowledged.
-    #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 /// `{sanitized id}-{16 hex digits}.json`: stable for the same report and

@@ -1,5 +1,5 @@
-//! The embedded store: one SQLite file (WAL, `synchronous=NORMAL`), every
-//! call on a blocking thread.
+//! The embedded store: one SQLite file (WAL, `synchronous=NORMAL`), written
+//! by one thread per [`SqliteLog`] with group commit.
 //!
 //! `NORMAL`, not `FULL`: in WAL mode a commit then survives the process
 //! dying (it is in the operating system's cache) but not a power cut or a
@@ -12,40 +12,140 @@
 //! `IMMEDIATE` transaction, so processes sharing the file exclude each
 //! other like Cloud Run instances sharing Firestore.
 //!
+//! Group commit: every call is queued to the log's writer thread, which
+//! takes all the calls waiting and runs them, in arrival order, in one
+//! transaction. Each call sees the effects of the calls before it, so the
+//! answers are those of running the calls one by one; what is saved is a
+//! transaction, a lock round and a blocking-pool hop per call. A caller is
+//! answered only after the transaction holding its call has committed. If
+//! one call of a batch fails, the batch is rolled back and run again with a
+//! savepoint around each call, so the failing call is answered with its
+//! error, leaves nothing behind, and its neighbours still commit; if the
+//! transaction itself cannot begin or commit, every caller of the batch is
+//! answered with an error and nothing of the batch is recorded.
+//!
 //! A SQLite file is shared only on one machine, so a claim also names its
 //! holder (host name and process id): a live claim whose process is gone
 //! (killed mid-send, restarted) is taken over at once instead of holding
 //! its notification back until its lease lapses.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension as _, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord, now_ms};
 
-/// The embedded log: one SQLite file, one connection used from blocking
-/// threads.
+/// How long a write waits for another connection (another process sharing
+/// the file) to finish its transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many calls share one transaction, so one batch never holds
+/// the file's write lock for long.
+const MAX_BATCH: usize = 512;
+
+/// The embedded log: one SQLite file, written by one thread. Clones share
+/// the thread, which stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqliteLog {
     path: PathBuf,
-    /// An async lock, taken before a blocking thread is: with hundreds of
-    /// pushes at once, a `std` mutex parked one blocking thread per push on
-    /// it (hundreds of threads, most of the CPU in context switches).
-    conn: Arc<tokio::sync::Mutex<rusqlite::Connection>>,
+    calls: mpsc::Sender<Call>,
+    stats: Arc<BatchStats>,
+}
+
+/// What the writer thread has done, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Transactions committed or attempted.
+    pub batches: AtomicU64,
+    /// Calls answered.
+    pub calls: AtomicU64,
+}
+
+/// One call queued to the writer thread, with where its answer goes.
+enum Call {
+    AlreadySent(NotificationKey, Reply<Option<SentRecord>>),
+    Claim(NotificationKey, i64, Reply<Claim>),
+    Release(NotificationKey, ClaimToken, Reply<()>),
+    RecordSent(NotificationKey, SentRecord, Reply<()>),
+}
+
+type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
+
+/// A call's answer, before it is sent.
+enum Answer {
+    AlreadySent(Option<SentRecord>),
+    Claim(Claim),
+    Done,
+}
+
+impl Call {
+    fn writes(&self) -> bool {
+        !matches!(self, Call::AlreadySent(..))
+    }
+
+    fn run(&self, conn: &rusqlite::Connection) -> rusqlite::Result<Answer> {
+        match self {
+            Call::AlreadySent(key, _) => sent_record(conn, key).map(Answer::AlreadySent),
+            Call::Claim(key, lease_until_ms, _) => {
+                claim(conn, key, *lease_until_ms).map(Answer::Claim)
+            }
+            Call::Release(key, token, _) => release(conn, key, token).map(|()| Answer::Done),
+            Call::RecordSent(key, record, _) => {
+                record_sent(conn, key, record).map(|()| Answer::Done)
+            }
+        }
+    }
+
+    /// Sends the answer; a caller that went away is not waiting for it.
+    fn answer(self, answer: anyhow::Result<Answer>) {
+        fn send<T>(reply: Reply<T>, answer: anyhow::Result<T>) {
+            let _ = reply.send(answer);
+        }
+        let mismatch = || {
+            anyhow::anyhow!(
+                "the notification log answered a call with another call's kind of answer"
+            )
+        };
+        match self {
+            Call::AlreadySent(_, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::AlreadySent(record) => Ok(record),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::Claim(_, _, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::Claim(claim) => Ok(claim),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::Release(_, _, reply) | Call::RecordSent(_, _, reply) => {
+                send(reply, answer.map(|_| ()))
+            }
+        }
+    }
 }
 
 impl SqliteLog {
-    /// Opens (creating it and its directory if needed) the log at `path`.
+    /// Opens (creating it and its directory if needed) the log at `path`
+    /// and starts its writer thread.
     pub fn open(path: &Path) -> anyhow::Result<SqliteLog> {
+        SqliteLog::open_with(path, BUSY_TIMEOUT)
+    }
+
+    fn open_with(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteLog> {
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening the notification log {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
@@ -69,19 +169,119 @@ impl SqliteLog {
              ) WITHOUT ROWID;",
         )
         .context("creating the notification log's tables")?;
+        let (calls, queue) = mpsc::channel();
+        let stats = Arc::new(BatchStats::default());
+        let writer_stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("notify-log".into())
+            .spawn(move || write_batches(conn, &queue, &writer_stats))
+            .context("starting the notification log's writer thread")?;
         Ok(SqliteLog {
             path: path.to_path_buf(),
-            conn: Arc::new(tokio::sync::Mutex::new(conn)),
+            calls,
+            stats,
         })
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let mut conn = Arc::clone(&self.conn).lock_owned().await;
-        let result = tokio::task::spawn_blocking(move || f(&mut conn)).await?;
-        Ok(result?)
+    /// Counts of the writer thread's work so far.
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    /// Queues a call at once (so calls are run in the order they were
+    /// made, not the order their futures are first polled) and returns its
+    /// answer's future.
+    fn call<'a, T: Send + 'static>(&self, call: impl FnOnce(Reply<T>) -> Call) -> LogFuture<'a, T> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.calls.send(call(reply));
+        Box::pin(async move {
+            if queued.is_err() {
+                anyhow::bail!("the notification log's writer thread has stopped");
+            }
+            answer
+                .await
+                .map_err(|_| anyhow::anyhow!("the notification log's writer thread stopped"))?
+        })
+    }
+}
+
+/// The writer thread: runs every call waiting, in one transaction, until
+/// every [`SqliteLog`] clone is gone.
+fn write_batches(mut conn: rusqlite::Connection, queue: &mpsc::Receiver<Call>, stats: &BatchStats) {
+    let mut batch = Vec::new();
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(call) => batch.push(call),
+                Err(_) => break,
+            }
+        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.calls.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let answers = run_batch(&mut conn, &batch);
+        for (call, answer) in batch.drain(..).zip(answers) {
+            call.answer(answer);
+        }
+    }
+}
+
+/// Each call's answer, in order; every answer is an error when the batch's
+/// transaction failed as a whole.
+fn run_batch(conn: &mut rusqlite::Connection, batch: &[Call]) -> Vec<anyhow::Result<Answer>> {
+    let behavior = if batch.iter().any(Call::writes) {
+        TransactionBehavior::Immediate
+    } else {
+        TransactionBehavior::Deferred
+    };
+    let all_failed = |err: rusqlite::Error, what: &str| -> Vec<anyhow::Result<Answer>> {
+        let err = anyhow::Error::new(err).context(format!(
+            "the notification log's transaction failed to {what}; nothing of it was recorded"
+        ));
+        batch
+            .iter()
+            .map(|_| Err(anyhow::anyhow!("{err:#}")))
+            .collect()
+    };
+    // Fast path: every call in one transaction, no savepoints.
+    let attempt = (|| {
+        let tx = conn
+            .transaction_with_behavior(behavior)
+            .map_err(|e| (e, "begin"))?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for call in batch {
+            match call.run(&tx) {
+                Ok(answer) => answers.push(answer),
+                // Rolled back when `tx` drops; run again call by call.
+                Err(_) => return Ok(None),
+            }
+        }
+        tx.commit().map_err(|e| (e, "commit"))?;
+        Ok(Some(answers))
+    })();
+    match attempt {
+        Ok(Some(answers)) => return answers.into_iter().map(Ok).collect(),
+        Ok(None) => {}
+        Err((err, what)) => return all_failed(err, what),
+    }
+    // A call failed: each call in a savepoint of its own, so only the calls
+    // that fail are rolled back.
+    let mut tx = match conn.transaction_with_behavior(behavior) {
+        Ok(tx) => tx,
+        Err(err) => return all_failed(err, "begin"),
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    for call in batch {
+        let answer = tx.savepoint().and_then(|savepoint| {
+            let answer = call.run(&savepoint)?;
+            savepoint.commit()?;
+            Ok(answer)
+        });
+        answers.push(answer.map_err(anyhow::Error::new));
+    }
+    match tx.commit() {
+        Ok(()) => answers,
+        Err(err) => all_failed(err, "commit"),
     }
 }
 
@@ -102,6 +302,92 @@ fn sent_record(
     .optional()
 }
 
+fn claim(
+    conn: &rusqlite::Connection,
+    key: &NotificationKey,
+    lease_until_ms: i64,
+) -> rusqlite::Result<Claim> {
+    if let Some(record) = sent_record(conn, key)? {
+        return Ok(Claim::AlreadySent(record));
+    }
+    let held: Option<(i64, String, i64)> = conn
+        .prepare_cached(
+            "SELECT lease_until_ms, holder_host, holder_pid FROM notification_claims
+             WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
+        )?
+        .query_row((&key.report_id, key.channel, &key.content_hash), |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    if let Some((until, host, pid)) = held
+        && until > now_ms()
+        && !holder_is_gone(&host, pid)
+    {
+        return Ok(Claim::HeldByOther {
+            lease_until_ms: until,
+        });
+    }
+    let token = new_token();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO notification_claims
+         (report_id, channel, content_hash, token, lease_until_ms, holder_host, holder_pid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute((
+        &key.report_id,
+        key.channel,
+        &key.content_hash,
+        &token,
+        lease_until_ms,
+        host_name(),
+        i64::from(own_pid()),
+    ))?;
+    Ok(Claim::Claimed(ClaimToken::new(token)))
+}
+
+fn release(
+    conn: &rusqlite::Connection,
+    key: &NotificationKey,
+    token: &ClaimToken,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM notification_claims
+         WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3 AND token = ?4",
+    )?
+    .execute((
+        &key.report_id,
+        key.channel,
+        &key.content_hash,
+        token.as_str(),
+    ))
+    .map(|_| ())
+}
+
+fn record_sent(
+    conn: &rusqlite::Connection,
+    key: &NotificationKey,
+    record: &SentRecord,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO sent_notifications
+         (report_id, channel, content_hash, provider_id, sent_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute((
+        &key.report_id,
+        key.channel,
+        &key.content_hash,
+        &record.provider_id,
+        record.sent_at_ms,
+    ))?;
+    conn.prepare_cached(
+        "DELETE FROM notification_claims
+         WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
+    )?
+    .execute((&key.report_id, key.channel, &key.content_hash))?;
+    Ok(())
+}
+
 /// This machine's name, as claims record it; empty when unknown (then no
 /// claim is taken for a dead process's).
 fn host_name() -> &'static str {
@@ -113,13 +399,20 @@ fn host_name() -> &'static str {
     })
 }
 
+/// This process's id, read once: `std::process::id` is a system call, and
+/// every claim needs it twice.
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Whether the claim of process `pid` on `host` may be taken over before
 /// its lease lapses: it was made on this machine by a process that no
 /// longer exists. Without `/proc` nothing is known and the lease stands.
 fn holder_is_gone(host: &str, pid: i64) -> bool {
     !host.is_empty()
         && host == host_name()
-        && pid != i64::from(std::process::id())
+        && pid != i64::from(own_pid())
         && Path::new("/proc/self").exists()
         && !Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -129,7 +422,7 @@ fn new_token() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}-{}",
-        std::process::id(),
+        own_pid(),
         now_ms(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
@@ -137,69 +430,15 @@ fn new_token() -> String {
 
 impl NotificationLog for SqliteLog {
     fn already_sent<'a>(&'a self, key: &'a NotificationKey) -> LogFuture<'a, Option<SentRecord>> {
-        let key = key.clone();
-        Box::pin(self.blocking(move |conn| sent_record(conn, &key)))
+        self.call(|reply| Call::AlreadySent(key.clone(), reply))
     }
 
     fn claim<'a>(&'a self, key: &'a NotificationKey, lease_until_ms: i64) -> LogFuture<'a, Claim> {
-        let key = key.clone();
-        Box::pin(self.blocking(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(record) = sent_record(&tx, &key)? {
-                return Ok(Claim::AlreadySent(record));
-            }
-            let held: Option<(i64, String, i64)> = tx
-                .prepare_cached(
-                    "SELECT lease_until_ms, holder_host, holder_pid FROM notification_claims
-                     WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
-                )?
-                .query_row((&key.report_id, key.channel, &key.content_hash), |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })
-                .optional()?;
-            if let Some((until, host, pid)) = held
-                && until > now_ms()
-                && !holder_is_gone(&host, pid)
-            {
-                return Ok(Claim::HeldByOther {
-                    lease_until_ms: until,
-                });
-            }
-            let token = new_token();
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO notification_claims
-                 (report_id, channel, content_hash, token, lease_until_ms, holder_host, holder_pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute((
-                &key.report_id,
-                key.channel,
-                &key.content_hash,
-                &token,
-                lease_until_ms,
-                host_name(),
-                i64::from(std::process::id()),
-            ))?;
-            tx.commit()?;
-            Ok(Claim::Claimed(ClaimToken::new(token)))
-        }))
+        self.call(|reply| Call::Claim(key.clone(), lease_until_ms, reply))
     }
 
     fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()> {
-        let key = key.clone();
-        Box::pin(self.blocking(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM notification_claims
-                 WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3 AND token = ?4",
-            )?
-            .execute((
-                &key.report_id,
-                key.channel,
-                &key.content_hash,
-                token.as_str(),
-            ))
-            .map(|_| ())
-        }))
+        self.call(|reply| Call::Release(key.clone(), token, reply))
     }
 
     fn record_sent<'a>(
@@ -207,28 +446,7 @@ impl NotificationLog for SqliteLog {
         key: &'a NotificationKey,
         record: SentRecord,
     ) -> LogFuture<'a, ()> {
-        let key = key.clone();
-        Box::pin(self.blocking(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO sent_notifications
-                 (report_id, channel, content_hash, provider_id, sent_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute((
-                &key.report_id,
-                key.channel,
-                &key.content_hash,
-                &record.provider_id,
-                record.sent_at_ms,
-            ))?;
-            tx.prepare_cached(
-                "DELETE FROM notification_claims
-                 WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3",
-            )?
-            .execute((&key.report_id, key.channel, &key.content_hash))?;
-            tx.commit()
-        }))
+        self.call(|reply| Call::RecordSent(key.clone(), record, reply))
     }
 
     fn describe(&self) -> String {
@@ -358,5 +576,162 @@ mod tests {
                 "{held:?}"
             );
         }
+    }
+
+    /// Holds the file's write lock from another connection, so the log's
+    /// writer stalls on the first call it takes and the calls made
+    /// meanwhile queue into one batch.
+    struct Blocker(rusqlite::Connection);
+
+    impl Blocker {
+        fn hold(path: &Path) -> Blocker {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            Blocker(conn)
+        }
+
+        fn commit(self) {
+            self.0.execute_batch("COMMIT").unwrap();
+        }
+    }
+
+    /// Waits until the writer thread has taken `calls` calls.
+    fn taken(log: &SqliteLog, calls: u64) {
+        while log.stats().calls.load(Ordering::Relaxed) < calls {
+            std::thread::yield_now();
+        }
+    }
+
+    fn record(id: &str) -> SentRecord {
+        SentRecord {
+            provider_id: Some(id.into()),
+            sent_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_each_call_as_if_run_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        let far = now_ms() + 60_000;
+        let blocker = Blocker::hold(&path);
+        let zero = key("0", "x");
+        let first = log.record_sent(&zero, record("first"));
+        taken(&log, 1);
+        // Queued in this order while the writer waits; answered as if one
+        // by one.
+        let (a, b, c) = (key("1", "a"), key("2", "b"), key("3", "c"));
+        let claim_a = log.claim(&a, far);
+        let claim_a_again = log.claim(&a, far);
+        let record_b = log.record_sent(&b, record("b"));
+        let claim_b = log.claim(&b, far);
+        let sent_a = log.already_sent(&a);
+        let claim_c = log.claim(&c, far);
+        let sent_first = log.already_sent(&zero);
+        let many_keys: Vec<_> = (0..50).map(|i| key(&format!("m{i}"), "m")).collect();
+        let many: Vec<_> = many_keys.iter().map(|k| log.claim(k, far)).collect();
+        blocker.commit();
+        first.await.unwrap();
+        let Claim::Claimed(token_a) = claim_a.await.unwrap() else {
+            panic!("a fresh key is claimed");
+        };
+        assert_eq!(
+            claim_a_again.await.unwrap(),
+            Claim::HeldByOther {
+                lease_until_ms: far
+            }
+        );
+        record_b.await.unwrap();
+        assert_eq!(claim_b.await.unwrap(), Claim::AlreadySent(record("b")));
+        assert_eq!(sent_a.await.unwrap(), None);
+        let Claim::Claimed(token_c) = claim_c.await.unwrap() else {
+            panic!("a fresh key is claimed");
+        };
+        assert_ne!(token_a, token_c);
+        assert_eq!(sent_first.await.unwrap(), Some(record("first")));
+        for claim in many {
+            assert!(matches!(claim.await.unwrap(), Claim::Claimed(_)));
+        }
+        assert_eq!(log.stats().batches.load(Ordering::Relaxed), 2);
+        // Committed: another connection sees the claims and the record.
+        let other = SqliteLog::open(&path).unwrap();
+        assert!(matches!(
+            other.claim(&a, far).await.unwrap(),
+            Claim::HeldByOther { .. }
+        ));
+        assert_eq!(other.already_sent(&b).await.unwrap(), Some(record("b")));
+    }
+
+    #[tokio::test]
+    async fn a_failing_call_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        let far = now_ms() + 60_000;
+        let bad = key("bad", "b");
+        assert!(matches!(
+            log.claim(&bad, far).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        // Recording `bad` fails after its insert, when it ends its claim.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER fail_bad BEFORE DELETE ON notification_claims
+                 WHEN OLD.report_id = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let blocker = Blocker::hold(&path);
+        let zero = key("0", "x");
+        let first = log.record_sent(&zero, record("first"));
+        taken(&log, 2);
+        let (good, next) = (key("good", "g"), key("next", "n"));
+        let record_good = log.record_sent(&good, record("good"));
+        let record_bad = log.record_sent(&bad, record("bad"));
+        let claim_next = log.claim(&next, far);
+        blocker.commit();
+        first.await.unwrap();
+        record_good.await.unwrap();
+        let err = record_bad.await.unwrap_err();
+        assert!(format!("{err:#}").contains("injected failure"), "{err:#}");
+        assert!(matches!(claim_next.await.unwrap(), Claim::Claimed(_)));
+        let other = SqliteLog::open(&path).unwrap();
+        assert_eq!(
+            other.already_sent(&good).await.unwrap(),
+            Some(record("good"))
+        );
+        // Nothing of the failed call stayed: no record, its claim intact.
+        assert_eq!(other.already_sent(&bad).await.unwrap(), None);
+        assert!(matches!(
+            other.claim(&bad, far).await.unwrap(),
+            Claim::HeldByOther { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_commit_fails_every_call_and_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        // No patience for another writer: its transaction cannot begin.
+        let log = SqliteLog::open_with(&path, Duration::ZERO).unwrap();
+        let far = now_ms() + 60_000;
+        let blocker = Blocker::hold(&path);
+        let keys = [key("1", "a"), key("2", "b"), key("3", "c")];
+        let calls = (
+            log.record_sent(&keys[0], record("a")),
+            log.claim(&keys[1], far),
+            log.release(&keys[2], ClaimToken::new("t".into())),
+        );
+        assert!(calls.0.await.is_err());
+        assert!(calls.1.await.is_err());
+        assert!(calls.2.await.is_err());
+        blocker.commit();
+        assert_eq!(log.already_sent(&keys[0]).await.unwrap(), None);
+        assert!(matches!(
+            log.claim(&keys[1], far).await.unwrap(),
+            Claim::Claimed(_)
+        ));
     }
 }
