@@ -373,27 +373,45 @@ impl Writer {
     /// Applies a batch in one transaction; returns the id each command
     /// produced (only subscriptions get one).
     fn apply_all(&mut self, batch: &[Command]) -> anyhow::Result<Vec<Option<i64>>> {
-        let tx = self.conn.transaction()?;
+        // BEGIN and COMMIT as cached statements: `Connection::transaction`
+        // parses them again for every batch.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
         let mut max_seq = None;
-        let mut ids = Vec::with_capacity(batch.len());
-        for command in batch {
-            ids.push(apply(&tx, command, &mut max_seq)?);
+        let applied = batch
+            .iter()
+            .map(|command| apply(&self.conn, command, &mut max_seq))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .and_then(|ids| {
+                if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
+                             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        )?
+                        .execute(params![(max + 1) as i64])?;
+                }
+                self.conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(ids)
+            });
+        match applied {
+            Ok(ids) => {
+                if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
+                    self.next_seq = max + 1;
+                }
+                Ok(ids)
+            }
+            Err(error) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(error)
+            }
         }
-        if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![(max + 1) as i64],
-            )?;
-            self.next_seq = max + 1;
-        }
-        tx.commit()?;
-        Ok(ids)
     }
 }
 
 fn apply(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     command: &Command,
     max_seq: &mut Option<u64>,
 ) -> anyhow::Result<Option<i64>> {
