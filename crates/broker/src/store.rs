@@ -534,3 +534,54 @@ fn fail(command: Command, message: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_are_stored_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.sqlite3");
+        let (store, thread, _) = Store::open(&path).unwrap();
+        let sub = store
+            .put_subscription("projects/p/subscriptions/s".into(), Vec::new())
+            .await
+            .unwrap();
+        let publishes: Vec<_> = (1..=64u64)
+            .map(|seq| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .publish(vec![NewMessage {
+                            seq,
+                            bytes: vec![seq as u8],
+                            subscriptions: vec![sub],
+                        }])
+                        .await
+                })
+            })
+            .collect();
+        for publish in publishes {
+            publish.await.unwrap().unwrap();
+        }
+        // Background writes are committed before the writer stops.
+        store.ack_later(sub, vec![1, 2]).await;
+        store.close().await;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap();
+        assert!(
+            store.publish(Vec::new()).await.is_err(),
+            "a closed store answers unavailable"
+        );
+
+        let (store, thread, snapshot) = Store::open(&path).unwrap();
+        assert_eq!(snapshot.deliveries.len(), 62);
+        assert_eq!(snapshot.next_seq, 65);
+        store.close().await;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap();
+    }
+}
