@@ -565,8 +565,19 @@ mod tests {
         for publish in publishes {
             publish.await.unwrap().unwrap();
         }
-        // Background writes are committed before the writer stops.
+        // A background write waits for company; a publish arriving
+        // meanwhile ends the wait and commits both.
         store.ack_later(sub, vec![1, 2]).await;
+        store
+            .publish(vec![NewMessage {
+                seq: 65,
+                bytes: vec![65],
+                subscriptions: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        // Background writes are committed before the writer stops.
+        store.ack_later(sub, vec![3]).await;
         store.close().await;
         tokio::task::spawn_blocking(move || thread.join())
             .await
@@ -577,8 +588,8 @@ mod tests {
         );
 
         let (store, thread, snapshot) = Store::open(&path).unwrap();
-        assert_eq!(snapshot.deliveries.len(), 62);
-        assert_eq!(snapshot.next_seq, 65);
+        assert_eq!(snapshot.deliveries.len(), 61);
+        assert_eq!(snapshot.next_seq, 66);
         store.close().await;
         tokio::task::spawn_blocking(move || thread.join())
             .await
