@@ -17,7 +17,7 @@
 //! | `labrelay_broker_backlog_messages`, `_in_flight_messages`, `_oldest_unacked_message_age_seconds` | `subscription` |
 //! | `labrelay_broker_journal_dropped_events_total` | |
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use labrelay_contract::metrics::latency_buckets;
@@ -41,6 +41,17 @@ type Gauge = fn(&crate::subscription::Counts, SystemTime) -> f64;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
+}
+
+/// One subscription's handles on the push metrics (clones share the
+/// registry's values).
+#[derive(Debug)]
+pub(crate) struct PushMetrics {
+    subscription: String,
+    latency: Histogram,
+    delivery: Histogram,
+    /// Attempt counters by status code (or failure kind), found on first use.
+    attempts: Mutex<Vec<(Result<u16, &'static str>, Counter)>>,
 }
 
 /// The metrics the hooks update. Clones share the same values.
@@ -78,25 +89,52 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    pub fn pushed(&self, subscription: &str, result: PushResult<'_>, latency: Duration) {
-        let code = match result {
-            PushResult::Status(code) => code.to_string(),
-            PushResult::Failed(why) if why.contains("timed out") => "timeout".into(),
-            PushResult::Failed(why) if why.contains("connection") => "connection".into(),
-            PushResult::Failed(_) => "error".into(),
-        };
-        self.push_attempts
-            .get_or_create(&[("subscription", subscription.to_string()), ("code", code)])
-            .inc();
-        self.push_latency
-            .get_or_create(&[("subscription", subscription.to_string())])
-            .observe(latency.as_secs_f64());
+    /// The push metrics of `subscription`, to be kept by the subscription:
+    /// the hooks then update them without building labels.
+    pub fn push_metrics(&self, subscription: &str) -> PushMetrics {
+        let labels = [("subscription", subscription.to_string())];
+        PushMetrics {
+            subscription: subscription.to_string(),
+            latency: self.push_latency.get_or_create(&labels).clone(),
+            delivery: self.delivery_latency.get_or_create(&labels).clone(),
+            attempts: Mutex::default(),
+        }
     }
 
-    pub fn delivered(&self, subscription: &str, since_publish: Duration) {
-        self.delivery_latency
-            .get_or_create(&[("subscription", subscription.to_string())])
-            .observe(since_publish.as_secs_f64());
+    pub fn pushed(&self, cached: &PushMetrics, result: PushResult<'_>, latency: Duration) {
+        let code = match result {
+            PushResult::Status(code) => Ok(code),
+            PushResult::Failed(why) if why.contains("timed out") => Err("timeout"),
+            PushResult::Failed(why) if why.contains("connection") => Err("connection"),
+            PushResult::Failed(_) => Err("error"),
+        };
+        let counter = {
+            let mut attempts = cached.attempts.lock().expect("push metrics lock");
+            match attempts.iter().find(|(c, _)| *c == code) {
+                Some((_, counter)) => counter.clone(),
+                None => {
+                    let label = match code {
+                        Ok(status) => status.to_string(),
+                        Err(what) => what.to_string(),
+                    };
+                    let counter = self
+                        .push_attempts
+                        .get_or_create(&[
+                            ("subscription", cached.subscription.clone()),
+                            ("code", label),
+                        ])
+                        .clone();
+                    attempts.push((code, counter.clone()));
+                    counter
+                }
+            }
+        };
+        counter.inc();
+        cached.latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn delivered(&self, cached: &PushMetrics, since_publish: Duration) {
+        cached.delivery.observe(since_publish.as_secs_f64());
     }
 
     pub fn dead_lettered(&self, subscription: &str) {

@@ -23,6 +23,7 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -50,6 +51,8 @@ pub(crate) struct OidcSigner {
 
 struct CachedToken {
     token: Arc<str>,
+    /// `Bearer <token>`, built once: it is sent with every push.
+    bearer: HeaderValue,
     renew_at: SystemTime,
 }
 
@@ -119,16 +122,33 @@ impl OidcSigner {
         audience: &str,
     ) -> anyhow::Result<Arc<str>> {
         self.token_at(service_account_email, audience, SystemTime::now())
+            .map(|(token, _)| token)
     }
 
-    fn token_at(&self, email: &str, audience: &str, now: SystemTime) -> anyhow::Result<Arc<str>> {
+    /// The `Authorization` header of a push: [`OidcSigner::token`] as
+    /// `Bearer <token>`.
+    pub(crate) fn authorization(
+        &self,
+        service_account_email: &str,
+        audience: &str,
+    ) -> anyhow::Result<HeaderValue> {
+        self.token_at(service_account_email, audience, SystemTime::now())
+            .map(|(_, bearer)| bearer)
+    }
+
+    fn token_at(
+        &self,
+        email: &str,
+        audience: &str,
+        now: SystemTime,
+    ) -> anyhow::Result<(Arc<str>, HeaderValue)> {
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(cached) = cache
             .get(email)
             .and_then(|by_audience| by_audience.get(audience))
             && now < cached.renew_at
         {
-            return Ok(cached.token.clone());
+            return Ok((cached.token.clone(), cached.bearer.clone()));
         }
         drop(cache);
 
@@ -153,6 +173,9 @@ impl OidcSigner {
         let token: Arc<str> = jsonwebtoken::encode(&self.header, &claims, &self.key)
             .context("signing a push token")?
             .into();
+        let mut bearer = HeaderValue::try_from(format!("Bearer {token}"))
+            .context("a push token that is not a header value")?;
+        bearer.set_sensitive(true);
 
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         // Pairs of deleted or reconfigured subscriptions would otherwise stay forever.
@@ -163,10 +186,11 @@ impl OidcSigner {
             audience.to_owned(),
             CachedToken {
                 token: token.clone(),
+                bearer: bearer.clone(),
                 renew_at: UNIX_EPOCH + Duration::from_secs(exp) - RENEW_BEFORE_EXPIRY,
             },
         );
-        Ok(token)
+        Ok((token, bearer))
     }
 
     /// The JWK Set with the one public key: `{"keys":[{kty,alg,use,kid,n,e}]}`.
@@ -368,6 +392,9 @@ mod tests {
         let t0 = SystemTime::now();
         let minutes = |m: u64| t0 + Duration::from_secs(m * 60);
         let first = signer.token_at(EMAIL, AUDIENCE, t0).unwrap();
+        let (token, bearer) = &first;
+        assert_eq!(bearer.to_str().unwrap(), format!("Bearer {token}"));
+        assert!(bearer.is_sensitive(), "kept out of debug output");
 
         assert_eq!(
             signer.token_at(EMAIL, AUDIENCE, minutes(54)).unwrap(),

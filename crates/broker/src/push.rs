@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use labrelay_contract::push::{PushEnvelope, PushMessage};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::task::JoinSet;
 
@@ -43,6 +44,8 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
     let mut backoff = PushBackoff::default();
     let mut paused_until: Option<tokio::time::Instant> = None;
     let mut in_flight: JoinSet<(Delivery, Outcome, PushTrace)> = JoinSet::new();
+    // The endpoint parsed once per configuration rather than once per push.
+    let mut endpoint: Option<(Arc<SubscriptionSettings>, Option<reqwest::Url>)> = None;
     loop {
         let changed = sub.changed.notified();
         let reconfigured = sub.reconfigured.notified();
@@ -65,8 +68,16 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                     settings.ack_deadline + LEASE_GRACE,
                     Instant::now(),
                 );
+                if endpoint
+                    .as_ref()
+                    .is_none_or(|(parsed_for, _)| !Arc::ptr_eq(parsed_for, &settings))
+                {
+                    let url = reqwest::Url::parse(&push.endpoint).ok();
+                    endpoint = Some((settings.clone(), url));
+                }
+                let url = endpoint.as_ref().and_then(|(_, url)| url.as_ref());
                 for delivery in deliveries {
-                    let request = build_request(&inner, &sub, push, &settings, &delivery);
+                    let request = build_request(&inner, &sub, push, url, &settings, &delivery);
                     in_flight.spawn(async move {
                         let started = Instant::now();
                         let mut trace = PushTrace::default();
@@ -176,6 +187,7 @@ fn build_request(
     inner: &Inner,
     sub: &Subscription,
     push: &PushSettings,
+    url: Option<&reqwest::Url>,
     settings: &SubscriptionSettings,
     delivery: &Delivery,
 ) -> Result<reqwest::RequestBuilder, String> {
@@ -184,36 +196,26 @@ fn build_request(
         .publish_time
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let mut request = inner
-        .http
-        .post(&push.endpoint)
-        .timeout(settings.ack_deadline);
+    let url = url.ok_or_else(|| "request failed".to_string())?;
+    let mut request = inner.http.post(url.clone()).timeout(settings.ack_deadline);
     if let Some((email, audience)) = &push.oidc {
-        let token = inner
+        let bearer = inner
             .signer
-            .token(email, audience)
+            .authorization(email, audience)
             .map_err(|e| format!("could not sign a push token: {e:#}"))?;
-        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        request = request.header(AUTHORIZATION, bearer);
     }
     match push.no_wrapper {
         None => {
-            let envelope = PushEnvelope {
-                message: PushMessage::new(
-                    &message.data,
-                    message
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect::<BTreeMap<_, _>>(),
-                    message.message_id.clone(),
-                    publish_time,
-                    Some(message.ordering_key.clone()),
-                ),
-                subscription: sub.name.to_string(),
-                delivery_attempt: settings.dead_letter.as_ref().map(|_| delivery.attempt),
-            };
-            let body = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
-            Ok(request.header(CONTENT_TYPE, "application/json").body(body))
+            let body = envelope(
+                sub.name.as_str(),
+                message,
+                &publish_time,
+                settings.dead_letter.as_ref().map(|_| delivery.attempt),
+            );
+            Ok(request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body))
         }
         Some(write_metadata) => {
             let mut headers = reqwest::header::HeaderMap::new();
@@ -246,6 +248,118 @@ fn build_request(
                 );
             }
             Ok(request.headers(headers).body(message.data.clone()))
+        }
+    }
+}
+
+/// The wrapped push body: [`labrelay_contract::push::PushEnvelope`]'s JSON,
+/// written from borrowed fields (the contract's type owns its strings, so
+/// building one cloned every attribute, the id and the time twice per push).
+fn envelope(
+    subscription: &str,
+    message: &crate::pb::PubsubMessage,
+    publish_time: &str,
+    delivery_attempt: Option<u32>,
+) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Envelope<'a> {
+        message: Message<'a>,
+        subscription: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delivery_attempt: Option<u32>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Message<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<&'a str, &'a str>,
+        message_id: &'a str,
+        #[serde(rename = "message_id")]
+        message_id_legacy: &'a str,
+        publish_time: &'a str,
+        #[serde(rename = "publish_time")]
+        publish_time_legacy: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ordering_key: Option<&'a str>,
+    }
+    let envelope = Envelope {
+        message: Message {
+            data: (!message.data.is_empty()).then(|| STANDARD.encode(&message.data)),
+            attributes: message
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            message_id: &message.message_id,
+            message_id_legacy: &message.message_id,
+            publish_time,
+            publish_time_legacy: publish_time,
+            ordering_key: Some(message.ordering_key.as_str()).filter(|k| !k.is_empty()),
+        },
+        subscription,
+        delivery_attempt,
+    };
+    let size = 256 + message.data.len().div_ceil(3) * 4;
+    let mut body = Vec::with_capacity(size);
+    serde_json::to_writer(&mut body, &envelope).expect("serializing to memory cannot fail");
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use labrelay_contract::push::{PushEnvelope, PushMessage};
+
+    use super::*;
+
+    #[test]
+    fn the_envelope_is_the_contracts() {
+        let message = crate::pb::PubsubMessage {
+            data: b"{\"id\":12}".to_vec(),
+            attributes: [
+                ("reportId".to_string(), "12".to_string()),
+                ("b\"quoted\"".to_string(), "\u{e9}\n".to_string()),
+            ]
+            .into(),
+            message_id: "42".into(),
+            ordering_key: "k".into(),
+            ..Default::default()
+        };
+        let time = "2026-11-25T22:00:00.123Z";
+        for (message, attempt) in [
+            (message.clone(), Some(3)),
+            (
+                crate::pb::PubsubMessage {
+                    data: Vec::new(),
+                    attributes: Default::default(),
+                    ordering_key: String::new(),
+                    ..message
+                },
+                None,
+            ),
+        ] {
+            let expected = PushEnvelope {
+                message: PushMessage::new(
+                    &message.data,
+                    message
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    message.message_id.clone(),
+                    time.into(),
+                    Some(message.ordering_key.clone()),
+                ),
+                subscription: "projects/p/subscriptions/s".into(),
+                delivery_attempt: attempt,
+            };
+            let ours = envelope("projects/p/subscriptions/s", &message, time, attempt);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&expected).unwrap()
+            );
         }
     }
 }

@@ -12,12 +12,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::engine::BrokerConfig;
 use crate::journal::{Event, Journal};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PushMetrics};
 use crate::subscription::{Delivery, Message, Subscription};
 
 /// Width of one time-series bucket.
@@ -34,6 +34,9 @@ pub(crate) struct SubscriptionStats {
     pushes_failed: AtomicU64,
     dead_lettered: AtomicU64,
     recent: Mutex<Recent>,
+    /// Handles on this subscription's push metrics, looked up on the first
+    /// push.
+    metrics: OnceLock<PushMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -318,12 +321,16 @@ impl Observer {
             error: error.clone().unwrap_or_default(),
         });
         let name = sub.name.as_str();
-        self.metrics.pushed(name, result, trace.latency);
+        let metrics = sub
+            .stats
+            .metrics
+            .get_or_init(|| self.metrics.push_metrics(name));
+        self.metrics.pushed(metrics, result, trace.latency);
         if ok {
             let age = now
                 .duration_since(delivery.message.published_at)
                 .unwrap_or_default();
-            self.metrics.delivered(name, age);
+            self.metrics.delivered(metrics, age);
         }
         self.journal.send(Event::Attempt {
             message_id: delivery.message.seq,

@@ -373,27 +373,45 @@ impl Writer {
     /// Applies a batch in one transaction; returns the id each command
     /// produced (only subscriptions get one).
     fn apply_all(&mut self, batch: &[Command]) -> anyhow::Result<Vec<Option<i64>>> {
-        let tx = self.conn.transaction()?;
+        // BEGIN and COMMIT as cached statements: `Connection::transaction`
+        // parses them again for every batch.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
         let mut max_seq = None;
-        let mut ids = Vec::with_capacity(batch.len());
-        for command in batch {
-            ids.push(apply(&tx, command, &mut max_seq)?);
+        let applied = batch
+            .iter()
+            .map(|command| apply(&self.conn, command, &mut max_seq))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .and_then(|ids| {
+                if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
+                             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        )?
+                        .execute(params![(max + 1) as i64])?;
+                }
+                self.conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(ids)
+            });
+        match applied {
+            Ok(ids) => {
+                if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
+                    self.next_seq = max + 1;
+                }
+                Ok(ids)
+            }
+            Err(error) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(error)
+            }
         }
-        if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![(max + 1) as i64],
-            )?;
-            self.next_seq = max + 1;
-        }
-        tx.commit()?;
-        Ok(ids)
     }
 }
 
 fn apply(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     command: &Command,
     max_seq: &mut Option<u64>,
 ) -> anyhow::Result<Option<i64>> {
@@ -514,5 +532,67 @@ fn fail(command: Command, message: &str) {
                 "could not record an acknowledgement or attempt count"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_are_stored_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.sqlite3");
+        let (store, thread, _) = Store::open(&path).unwrap();
+        let sub = store
+            .put_subscription("projects/p/subscriptions/s".into(), Vec::new())
+            .await
+            .unwrap();
+        let publishes: Vec<_> = (1..=64u64)
+            .map(|seq| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .publish(vec![NewMessage {
+                            seq,
+                            bytes: vec![seq as u8],
+                            subscriptions: vec![sub],
+                        }])
+                        .await
+                })
+            })
+            .collect();
+        for publish in publishes {
+            publish.await.unwrap().unwrap();
+        }
+        // A background write waits for company; a publish arriving
+        // meanwhile ends the wait and commits both.
+        store.ack_later(sub, vec![1, 2]).await;
+        store
+            .publish(vec![NewMessage {
+                seq: 65,
+                bytes: vec![65],
+                subscriptions: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        // Background writes are committed before the writer stops.
+        store.ack_later(sub, vec![3]).await;
+        store.close().await;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap();
+        assert!(
+            store.publish(Vec::new()).await.is_err(),
+            "a closed store answers unavailable"
+        );
+
+        let (store, thread, snapshot) = Store::open(&path).unwrap();
+        assert_eq!(snapshot.deliveries.len(), 61);
+        assert_eq!(snapshot.next_seq, 66);
+        store.close().await;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap();
     }
 }
