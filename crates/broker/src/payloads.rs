@@ -409,10 +409,7 @@ impl Payloads {
         &self,
         mut visit: impl FnMut(i64, Arc<Stored>, u32),
     ) -> anyhow::Result<usize> {
-        let reader = self
-            .reader
-            .as_ref()
-            .context("restoring needs a store")?;
+        let reader = self.reader.as_ref().context("restoring needs a store")?;
         let conn = reader.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: Option<Arc<Stored>> = None;
         let mut restored = 0;
@@ -486,7 +483,10 @@ fn run_reader(mut conn: Connection, rx: mpsc::Receiver<Request>) {
         let bodies = match read_batch(&mut conn, &items, keep_all) {
             Ok(bodies) => bodies,
             Err(error) => {
-                tracing::warn!(cause = format!("{error:#}"), "could not read message bodies");
+                tracing::warn!(
+                    cause = format!("{error:#}"),
+                    "could not read message bodies"
+                );
                 for stored in &items {
                     stored.unclaim();
                 }
@@ -619,7 +619,7 @@ mod tests {
         let budget = 100 << 10;
         let payloads = Payloads::open(&path, budget).unwrap();
         let sub = |id: i64| {
-            let name = SubscriptionName::parse(&format!("projects/p/subscriptions/s{id}"));
+            let name = SubscriptionName::parse(&format!("projects/p/subscriptions/sub{id}"));
             Subscription::with_payloads(
                 name.unwrap(),
                 id,

@@ -410,11 +410,9 @@ impl Subscription {
         self.reading_ahead.store(true, Ordering::Release);
         // A closing broker reads no more; the flag stays set so that
         // nothing asks again.
-        let _ = self.payloads.read_ahead(
-            items,
-            self.reading_ahead.clone(),
-            self.changed.clone(),
-        );
+        let _ = self
+            .payloads
+            .read_ahead(items, self.reading_ahead.clone(), self.changed.clone());
     }
 
     /// Whether a lease is still held (not acked, nacked or expired).
@@ -735,6 +733,10 @@ impl Queue {
         let entry = self.entries.remove(&seq)?;
         if Arc::strong_count(&entry.stored) > 1 {
             entry.stored.evict_if_over_budget();
+        }
+        if self.entries.is_empty() && self.entries.capacity() > 4096 {
+            // A drained backlog gives its table back.
+            self.entries = HashMap::new();
         }
         self.ready.remove(&seq);
         let key = &*entry.stored.ordering_key;
