@@ -650,10 +650,11 @@ impl Broker {
                     .collect(),
             })
             .collect();
-        self.inner.store.publish(rows).await?;
         let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
         // A body stays in memory within the budget, or when a subscription
-        // will deliver it at once (it would be read back right away).
+        // will deliver it at once (it would be read back right away). The
+        // others drop their data now, while the commit is awaited: only the
+        // encoded rows need it. Nothing is enqueued before the commit.
         let mut soon: Vec<usize> = subscriptions
             .iter()
             .map(|sub| READ_AHEAD.saturating_sub(sub.backlog()))
@@ -703,6 +704,7 @@ impl Broker {
             records.push(Some(stored));
             journaled.push(message);
         }
+        self.inner.store.publish(rows).await?;
         for (sub, wants) in subscriptions.iter().zip(&wanted) {
             sub.enqueue(
                 records

@@ -41,9 +41,9 @@ use crate::pb;
 use crate::subscription::Message;
 
 /// The most messages one read-ahead request brings back.
-pub(crate) const READ_AHEAD: usize = 1024;
+pub(crate) const READ_AHEAD: usize = 2048;
 /// The most bytes one read-ahead request brings back (at least one message).
-pub(crate) const READ_AHEAD_BYTES: usize = 4 << 20;
+pub(crate) const READ_AHEAD_BYTES: usize = 8 << 20;
 /// What a resident body costs beyond its data and attributes: the
 /// `Message`, its `Arc`, the message id and the allocator's rounding.
 const BODY_OVERHEAD: usize = 256;
@@ -513,43 +513,67 @@ fn read_batch(
     keep_all: bool,
 ) -> anyhow::Result<Vec<Option<Arc<Message>>>> {
     let tx = conn.transaction()?;
-    let mut out = Vec::with_capacity(items.len());
-    for stored in items {
-        if let Some(message) = stored.message() {
-            out.push(Some(message));
-            continue;
-        }
-        // Acknowledged everywhere since it was asked for: only this request
-        // still holds it.
-        if !keep_all && Arc::strong_count(stored) == 1 {
-            out.push(None);
-            continue;
-        }
-        match crate::store::read_message(&tx, stored.seq, decode)? {
-            Some(Ok(pb)) => {
+    let mut out: Vec<Option<Arc<Message>>> = items.iter().map(|s| s.message()).collect();
+    // Not worth reading when acknowledged everywhere since it was asked
+    // for (only this request still holds it), unless a caller waits for it.
+    let wanted = |i: usize| keep_all || Arc::strong_count(&items[i]) > 1;
+    let mut todo: Vec<usize> = (0..items.len())
+        .filter(|&i| out[i].is_none() && wanted(i))
+        .collect();
+    todo.sort_unstable_by_key(|&i| items[i].seq);
+    let mut found = vec![false; items.len()];
+    let fill = |i: usize, bytes: &[u8], out: &mut Vec<Option<Arc<Message>>>| {
+        let stored = &items[i];
+        match decode(bytes) {
+            Ok(pb) => {
                 let message = Arc::new(Message {
                     seq: stored.seq,
                     pb,
                     published_at: stored.published_at,
                 });
                 stored.fill(message.clone());
-                out.push(Some(message));
+                out[i] = Some(message);
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 tracing::error!(seq = stored.seq, %error, "a stored message does not decode");
                 stored.lose();
-                out.push(None);
             }
-            None => {
-                if Arc::strong_count(stored) > 1 {
-                    tracing::error!(
-                        seq = stored.seq,
-                        "an unacknowledged message is missing from the store"
-                    );
+        }
+    };
+    if let (Some(&lo), Some(&hi)) = (todo.first(), todo.last()) {
+        let (first, last) = (items[lo].seq, items[hi].seq);
+        if last - first < 4 * todo.len() as u64 {
+            // Mostly what is wanted: one walk over the range.
+            let mut at = 0;
+            crate::store::read_message_range(&tx, first, last, |seq, bytes| {
+                while at < todo.len() && items[todo[at]].seq < seq {
+                    at += 1;
                 }
-                stored.lose();
-                out.push(None);
+                if at < todo.len() && items[todo[at]].seq == seq {
+                    let i = todo[at];
+                    found[i] = true;
+                    fill(i, bytes, &mut out);
+                }
+            })?;
+        } else {
+            for &i in &todo {
+                if crate::store::read_message(&tx, items[i].seq, |bytes| fill(i, bytes, &mut out))?
+                    .is_some()
+                {
+                    found[i] = true;
+                }
             }
+        }
+    }
+    for &i in &todo {
+        if !found[i] {
+            if Arc::strong_count(&items[i]) > 1 {
+                tracing::error!(
+                    seq = items[i].seq,
+                    "an unacknowledged message is missing from the store"
+                );
+            }
+            items[i].lose();
         }
     }
     tx.commit()?;

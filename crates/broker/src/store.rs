@@ -210,6 +210,24 @@ pub(crate) fn read_message<T>(
     }
 }
 
+/// Calls `visit(seq, encoded pb::PubsubMessage)` for every message with
+/// `first <= seq <= last`, in order: one walk of the table, cheaper than a
+/// lookup per message when most of the range is wanted.
+pub(crate) fn read_message_range(
+    conn: &Connection,
+    first: u64,
+    last: u64,
+    mut visit: impl FnMut(u64, &[u8]),
+) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, message FROM messages WHERE seq BETWEEN ?1 AND ?2")?;
+    let mut rows = stmt.query(params![first as i64, last as i64])?;
+    while let Some(row) = rows.next()? {
+        visit(row.get::<_, i64>(0)? as u64, row.get_ref(1)?.as_blob()?);
+    }
+    Ok(())
+}
+
 /// Calls `visit(subscription id, seq, failed attempts, encoded
 /// pb::PubsubMessage)` for every unacknowledged delivery, in publish order
 /// (the rows of one message are adjacent), one row in memory at a time.

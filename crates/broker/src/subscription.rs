@@ -391,13 +391,13 @@ impl Subscription {
     }
 
     /// Asks for the bodies of the next cold messages in delivery order when
-    /// leasing is blocked on one, or once half a read-ahead batch has been
-    /// leased since the last look (so the next batch is read while the
-    /// previous one goes out). One request per subscription at a time.
+    /// leasing is blocked on one, or once a quarter of a read-ahead batch
+    /// has been leased since the last look (so the next batch is read while
+    /// the previous one goes out). One request per subscription at a time.
     fn read_ahead(&self, queue: &mut Queue, leased: usize, blocked: bool) {
         queue.leased_since_read_ahead += leased;
         if !self.payloads.budget().any_cold()
-            || !(blocked || queue.leased_since_read_ahead >= READ_AHEAD / 2)
+            || !(blocked || queue.leased_since_read_ahead >= READ_AHEAD / 4)
             || self.reading_ahead.load(Ordering::Acquire)
         {
             return;
