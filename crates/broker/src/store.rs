@@ -11,6 +11,12 @@
 //! `deliveries` holds one row per (message, subscription) that is not yet
 //! acknowledged, with the number of failed delivery attempts. A message row
 //! is deleted with its last delivery row.
+//!
+//! Reading is separate from writing: [`open_reader`] opens a read-only
+//! connection beside the writer's, through which `payloads` reads the
+//! bodies it does not keep in memory ([`read_message`],
+//! [`read_message_range`]) and the broker restores its backlog at start-up
+//! ([`for_each_delivery`]).
 
 use std::path::Path;
 use std::thread;
