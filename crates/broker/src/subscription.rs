@@ -155,8 +155,6 @@ struct Queue {
     next_retention_check: Option<Instant>,
     /// Messages leased since the last look for cold ones ahead.
     leased_since_read_ahead: usize,
-    /// Where the next look ahead starts (see `cold_ahead`).
-    read_ahead_from: u64,
 }
 
 /// How often the timer drops messages past their retention.
@@ -405,7 +403,7 @@ impl Subscription {
             return;
         }
         queue.leased_since_read_ahead = 0;
-        let items = queue.cold_ahead(blocked);
+        let items = queue.cold_ahead();
         if items.is_empty() {
             return;
         }
@@ -636,15 +634,9 @@ impl Queue {
     /// claimed for reading: ready ones oldest first and, with ordering, the
     /// ones waiting behind each ready key. At most one read-ahead batch,
     /// found within a bounded walk.
-    /// The walk goes on from where the last one stopped, so that the warm
-    /// messages already read ahead are not walked again and again; when
-    /// leasing is blocked (`from_front`) it starts at the oldest, which
-    /// also finds what went cold behind it (a retry, an evicted body).
-    fn cold_ahead(&mut self, from_front: bool) -> Vec<Arc<Stored>> {
+    fn cold_ahead(&self) -> Vec<Arc<Stored>> {
         /// How many of a key's waiting messages one batch reads.
         const PER_KEY: usize = 16;
-        let start = if from_front { 0 } else { self.read_ahead_from };
-        let mut last_seen = None;
         let mut items = Vec::new();
         let mut bytes = 0;
         let mut take = |stored: &Arc<Stored>| {
@@ -654,8 +646,7 @@ impl Queue {
             }
             items.len() >= READ_AHEAD || bytes >= READ_AHEAD_BYTES
         };
-        for seq in self.ready.range(start..).take(4 * READ_AHEAD) {
-            last_seen = Some(*seq);
+        for seq in self.ready.iter().take(4 * READ_AHEAD) {
             let Some(entry) = self.entries.get(seq) else {
                 continue;
             };
@@ -672,9 +663,6 @@ impl Queue {
                     break;
                 }
             }
-        }
-        if let Some(seq) = last_seen {
-            self.read_ahead_from = seq + 1;
         }
         items
     }
