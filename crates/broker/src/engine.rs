@@ -22,6 +22,7 @@ use crate::config::{self, normalize_subscription, normalize_topic, validate_mess
 use crate::error::{BrokerError, Result};
 use crate::names::{DELETED_TOPIC, ProjectName, SubscriptionName, TopicName};
 use crate::oidc::OidcSigner;
+use crate::payloads::{Payloads, READ_AHEAD, Stored};
 use crate::pb;
 use crate::store::{NewMessage, Store, StoreThread};
 use crate::subscription::{Delivery, Failure, Message, Subscription};
@@ -44,6 +45,11 @@ pub struct BrokerConfig {
     pub console_show_data: bool,
     /// The most messages the console's journal keeps.
     pub journal_max_messages: u64,
+    /// How many bytes of unacknowledged message bodies stay in memory
+    /// (default [`config::DEFAULT_PAYLOAD_BUDGET`]). Beyond it bodies stay
+    /// on disk only and are read back, ahead of delivery, when they are
+    /// next; the rest of each message (about 250 bytes) stays in memory.
+    pub payload_budget: usize,
 }
 
 impl BrokerConfig {
@@ -55,6 +61,7 @@ impl BrokerConfig {
             max_push_window: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32,
             console_show_data: false,
             journal_max_messages: 100_000,
+            payload_budget: config::DEFAULT_PAYLOAD_BUDGET,
         }
     }
 }
@@ -80,6 +87,9 @@ pub(crate) struct Inner {
     pub config: BrokerConfig,
     store: Store,
     store_thread: Mutex<Option<StoreThread>>,
+    /// Message bodies in memory within the budget, and the reader of the
+    /// others.
+    payloads: Arc<Payloads>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     subscriptions: RwLock<BTreeMap<String, Arc<Subscription>>>,
     admin: tokio::sync::Mutex<()>,
@@ -100,16 +110,6 @@ fn now_timestamp(now: SystemTime) -> prost_types::Timestamp {
         seconds: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i32,
     }
-}
-
-fn system_time(ts: Option<&prost_types::Timestamp>) -> SystemTime {
-    ts.and_then(|t| {
-        SystemTime::UNIX_EPOCH.checked_add(Duration::new(
-            t.seconds.max(0) as u64,
-            t.nanos.max(0) as u32,
-        ))
-    })
-    .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 fn decode<M: prost::Message + Default>(bytes: &[u8], what: &str) -> anyhow::Result<M> {
@@ -159,7 +159,9 @@ impl Broker {
             &config.data_dir,
             config.issuer.clone(),
         )?);
-        let (store, store_thread, snapshot) = Store::open(&config.data_dir.join("broker.sqlite3"))?;
+        let path = config.data_dir.join("broker.sqlite3");
+        let (store, store_thread, snapshot) = Store::open(&path)?;
+        let payloads = Payloads::open(&path, config.payload_budget)?;
         let http = reqwest::Client::builder()
             .user_agent("APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)")
             .pool_max_idle_per_host(1024)
@@ -170,6 +172,7 @@ impl Broker {
             config,
             store,
             store_thread: Mutex::new(Some(store_thread)),
+            payloads,
             topics: RwLock::default(),
             subscriptions: RwLock::default(),
             admin: tokio::sync::Mutex::new(()),
@@ -198,26 +201,22 @@ impl Broker {
             let sub = self.insert_subscription(name, *id, config);
             by_id.insert(*id, sub);
         }
-        let mut current: Option<Arc<Message>> = None;
-        let mut restored = 0usize;
-        for (sub_id, seq, attempts, bytes) in &snapshot.deliveries {
-            let message = match &current {
-                Some(m) if m.seq == *seq => m.clone(),
-                _ => {
-                    let pb: pb::PubsubMessage = decode(bytes, "message")?;
-                    let published_at = system_time(pb.publish_time.as_ref());
-                    let m = Arc::new(Message {
-                        seq: *seq,
-                        pb,
-                        published_at,
-                    });
-                    current = Some(m.clone());
-                    m
+        // Oldest first, so the bodies kept in memory are the first delivered.
+        let mut backlogs: std::collections::HashMap<i64, Vec<(Arc<Stored>, u32)>> =
+            std::collections::HashMap::new();
+        self.inner
+            .payloads
+            .restore(|sub_id, stored, attempts| {
+                if by_id.contains_key(&sub_id) {
+                    backlogs.entry(sub_id).or_default().push((stored, attempts));
                 }
-            };
-            if let Some(sub) = by_id.get(sub_id) {
-                sub.enqueue([(message, *attempts)]);
-                restored += 1;
+            })
+            .context("reading the unacknowledged messages")?;
+        let mut restored = 0usize;
+        for (sub_id, backlog) in backlogs {
+            restored += backlog.len();
+            if let Some(sub) = by_id.get(&sub_id) {
+                sub.enqueue(backlog);
             }
         }
         tracing::info!(
@@ -250,7 +249,12 @@ impl Broker {
         config: pb::Subscription,
     ) -> Arc<Subscription> {
         let topic_name = config.topic.clone();
-        let sub = Arc::new(Subscription::new(name.clone(), id, config));
+        let sub = Arc::new(Subscription::with_payloads(
+            name.clone(),
+            id,
+            config,
+            self.inner.payloads.clone(),
+        ));
         self.inner
             .subscriptions
             .write()
@@ -610,18 +614,13 @@ impl Broker {
             .inner
             .next_seq
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        let stored: Vec<Arc<Message>> = messages
+        let messages: Vec<pb::PubsubMessage> = messages
             .into_iter()
             .enumerate()
             .map(|(i, mut pb)| {
-                let seq = first + i as u64;
-                pb.message_id = seq.to_string();
+                pb.message_id = (first + i as u64).to_string();
                 pb.publish_time = Some(publish_time);
-                Arc::new(Message {
-                    seq,
-                    pb,
-                    published_at: now,
-                })
+                pb
             })
             .collect();
         let subscriptions = topic.subscriptions.read().expect("topic lock").clone();
@@ -631,18 +630,18 @@ impl Broker {
             .iter()
             .map(|sub| {
                 let filter = sub.settings().filter.clone();
-                stored
+                messages
                     .iter()
-                    .map(|m| filter.as_ref().is_none_or(|f| f.matches(&m.pb.attributes)))
+                    .map(|m| filter.as_ref().is_none_or(|f| f.matches(&m.attributes)))
                     .collect()
             })
             .collect();
-        let rows = stored
+        let rows = messages
             .iter()
             .enumerate()
             .map(|(i, m)| NewMessage {
-                seq: m.seq,
-                bytes: m.pb.encode_to_vec(),
+                seq: first + i as u64,
+                bytes: m.encode_to_vec(),
                 subscriptions: subscriptions
                     .iter()
                     .zip(&wanted)
@@ -651,25 +650,80 @@ impl Broker {
                     .collect(),
             })
             .collect();
+        let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+        // A body stays in memory within the budget, or when a subscription
+        // will deliver it at once (it would be read back right away). The
+        // others drop their data now, while the commit is awaited: only the
+        // encoded rows need it. Nothing is enqueued before the commit.
+        let mut soon: Vec<usize> = subscriptions
+            .iter()
+            .map(|sub| READ_AHEAD.saturating_sub(sub.backlog()))
+            .collect();
+        let keep_data = self.inner.config.console_show_data;
+        let mut journaled = Vec::with_capacity(messages.len());
+        let mut records: Vec<Option<Arc<Stored>>> = Vec::with_capacity(messages.len());
+        for (i, pb) in messages.into_iter().enumerate() {
+            let mut wanted_soon = false;
+            let mut wanted_at_all = false;
+            for (room, wants) in soon.iter_mut().zip(&wanted) {
+                if wants[i] {
+                    wanted_at_all = true;
+                    if *room > 0 {
+                        *room -= 1;
+                        wanted_soon = true;
+                    }
+                }
+            }
+            let message = Message {
+                seq: first + i as u64,
+                pb,
+                published_at: now,
+            };
+            if !wanted_at_all {
+                let mut message = message;
+                if !keep_data {
+                    message.pb.data = Vec::new();
+                }
+                records.push(None);
+                journaled.push(Arc::new(message));
+                continue;
+            }
+            let full = keep_data.then(|| message.pb.data.clone());
+            let (stored, mut message) = self.inner.payloads.admit(message, wanted_soon);
+            if let Some(data) = full.filter(|_| !stored.is_warm()) {
+                // Only the journal wants the data of a cold message.
+                message = Arc::new(Message {
+                    seq: message.seq,
+                    pb: pb::PubsubMessage {
+                        data,
+                        ..message.pb.clone()
+                    },
+                    published_at: message.published_at,
+                });
+            }
+            records.push(Some(stored));
+            journaled.push(message);
+        }
         self.inner.store.publish(rows).await?;
         for (sub, wants) in subscriptions.iter().zip(&wanted) {
             sub.enqueue(
-                stored
+                records
                     .iter()
                     .zip(wants)
                     .filter(|(_, wanted)| **wanted)
-                    .map(|(m, _)| (m.clone(), 0)),
+                    .filter_map(|(stored, _)| Some((stored.clone()?, 0))),
             );
         }
+        drop(records);
         let observer = &self.inner.observer;
         observer.published(
             topic_name,
-            &stored,
+            &journaled,
             subscriptions,
             wanted,
             started.elapsed(),
         );
-        Ok(stored.iter().map(|m| m.pb.message_id.clone()).collect())
+        Ok(ids)
     }
 
     /// `Pull`: leases up to `max_messages`, waiting a while for the first
@@ -792,6 +846,8 @@ impl Broker {
             .expect("store thread lock")
             .take();
         self.inner.observer.close().await;
+        let payloads = self.inner.payloads.clone();
+        let _ = tokio::task::spawn_blocking(move || payloads.close()).await;
         if let Some(thread) = thread {
             self.inner.store.close().await;
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -854,7 +910,16 @@ pub(crate) async fn settle_failures(
                     .record_attempts(sub.id, failure.seq, failure.attempts)
                     .await
             }
-            Some(message) => {
+            Some(stored) => {
+                let Some(message) = inner.payloads.fetch(&stored).await else {
+                    tracing::warn!(
+                        subscription = %sub.name,
+                        seq = stored.seq,
+                        "could not read a message to dead-letter; will try again"
+                    );
+                    sub.unpark(stored.seq, DEAD_LETTER_RETRY, Instant::now());
+                    continue;
+                };
                 forward_dead_letter(inner, sub, &message, failure.attempts, reason).await
             }
         }

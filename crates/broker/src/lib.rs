@@ -14,6 +14,8 @@
 //! - `config`: subscription settings, validated from the API's messages.
 //! - `filter`: the attribute filter language of subscription filters.
 //! - `store`: SQLite persistence; one writer thread commits in groups.
+//! - `payloads`: message bodies in memory within a budget; a reader thread
+//!   brings the others back from the store ahead of delivery.
 //! - `engine`: topics, subscriptions, leases and redelivery in memory.
 //! - `retry`: pure backoff and push-window policies.
 //! - `push`: one push worker per push subscription.
@@ -52,6 +54,7 @@ mod journal;
 mod metrics;
 pub mod names;
 mod oidc;
+mod payloads;
 mod push;
 mod rest;
 mod retry;

@@ -11,6 +11,12 @@
 //! `deliveries` holds one row per (message, subscription) that is not yet
 //! acknowledged, with the number of failed delivery attempts. A message row
 //! is deleted with its last delivery row.
+//!
+//! Reading is separate from writing: [`open_reader`] opens a read-only
+//! connection beside the writer's, through which `payloads` reads the
+//! bodies it does not keep in memory ([`read_message`],
+//! [`read_message_range`]) and the broker restores its backlog at start-up
+//! ([`for_each_delivery`]).
 
 use std::path::Path;
 use std::thread;
@@ -32,15 +38,14 @@ const MAX_BATCH: usize = 4096;
 /// notification log absorbs.
 const BACKGROUND_COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Everything the broker had on disk when it started.
+/// The topics and subscriptions the broker had on disk when it started.
+/// The unacknowledged messages are read with [`for_each_delivery`], so
+/// that their bodies need not all be in memory at once.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub topics: Vec<Vec<u8>>,
     /// `(id, encoded pb::Subscription)`.
     pub subscriptions: Vec<(i64, Vec<u8>)>,
-    /// `(subscription id, seq, failed attempts, encoded pb::PubsubMessage)` in
-    /// publish order; rows of one message are adjacent.
-    pub deliveries: Vec<(i64, u64, u32, Vec<u8>)>,
     /// The next free message sequence number.
     pub next_seq: u64,
 }
@@ -146,10 +151,12 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
 fn load(conn: &mut Connection) -> anyhow::Result<Snapshot> {
     let tx = conn.transaction()?;
     // Rows left behind by a subscription deleted while a publish was in
-    // flight, and messages nobody needs any more.
+    // flight, messages nobody needs any more, and deliveries of a message
+    // that is gone (they could never be delivered).
     tx.execute_batch(
         "DELETE FROM deliveries WHERE sub NOT IN (SELECT id FROM subscriptions);
-         DELETE FROM messages WHERE seq NOT IN (SELECT seq FROM deliveries);",
+         DELETE FROM messages WHERE seq NOT IN (SELECT seq FROM deliveries);
+         DELETE FROM deliveries WHERE seq NOT IN (SELECT seq FROM messages);",
     )?;
     let mut snapshot = Snapshot::default();
     {
@@ -160,15 +167,6 @@ fn load(conn: &mut Connection) -> anyhow::Result<Snapshot> {
         let mut stmt = tx.prepare("SELECT id, config FROM subscriptions ORDER BY name")?;
         snapshot.subscriptions = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = tx.prepare(
-            "SELECT d.sub, d.seq, d.attempts, m.message
-             FROM deliveries d JOIN messages m ON m.seq = d.seq ORDER BY d.seq",
-        )?;
-        snapshot.deliveries = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
-            })?
             .collect::<Result<_, _>>()?;
         let max_message: Option<i64> =
             tx.query_row("SELECT MAX(seq) FROM messages", [], |r| r.get(0))?;
@@ -185,6 +183,78 @@ fn load(conn: &mut Connection) -> anyhow::Result<Snapshot> {
     }
     tx.commit()?;
     Ok(snapshot)
+}
+
+/// Opens a connection that only reads, beside the writer's (WAL lets
+/// readers and the writer proceed without waiting for each other): message
+/// bodies that are not kept in memory are read back through it.
+pub(crate) fn open_reader(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // Each body is read about once: a large page cache would only hold
+    // copies of what was just delivered.
+    conn.execute_batch(
+        "PRAGMA query_only = ON;
+         PRAGMA cache_size = -1024;",
+    )
+    .context("configuring a reader")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Reads one message's encoded `pb::PubsubMessage` and hands it to `f`
+/// without copying; `None` when there is no such message.
+pub(crate) fn read_message<T>(
+    conn: &Connection,
+    seq: u64,
+    f: impl FnOnce(&[u8]) -> T,
+) -> rusqlite::Result<Option<T>> {
+    let mut stmt = conn.prepare_cached("SELECT message FROM messages WHERE seq = ?1")?;
+    let mut rows = stmt.query(params![seq as i64])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(f(row.get_ref(0)?.as_blob()?))),
+        None => Ok(None),
+    }
+}
+
+/// Calls `visit(seq, encoded pb::PubsubMessage)` for every message with
+/// `first <= seq <= last`, in order: one walk of the table, cheaper than a
+/// lookup per message when most of the range is wanted.
+pub(crate) fn read_message_range(
+    conn: &Connection,
+    first: u64,
+    last: u64,
+    mut visit: impl FnMut(u64, &[u8]),
+) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, message FROM messages WHERE seq BETWEEN ?1 AND ?2")?;
+    let mut rows = stmt.query(params![first as i64, last as i64])?;
+    while let Some(row) = rows.next()? {
+        visit(row.get::<_, i64>(0)? as u64, row.get_ref(1)?.as_blob()?);
+    }
+    Ok(())
+}
+
+/// Calls `visit(subscription id, seq, failed attempts, encoded
+/// pb::PubsubMessage)` for every unacknowledged delivery, in publish order
+/// (the rows of one message are adjacent), one row in memory at a time.
+pub(crate) fn for_each_delivery(
+    conn: &Connection,
+    mut visit: impl FnMut(i64, u64, u32, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT d.sub, d.seq, d.attempts, m.message
+         FROM deliveries d JOIN messages m ON m.seq = d.seq ORDER BY d.seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        visit(
+            row.get(0)?,
+            row.get::<_, i64>(1)? as u64,
+            row.get(2)?,
+            row.get_ref(3)?.as_blob()?,
+        )?;
+    }
+    Ok(())
 }
 
 impl Store {

@@ -4,10 +4,13 @@
 //! Everything here is synchronous and takes the current time as an argument,
 //! so it is tested without a clock. The asynchronous parts (persisting acks,
 //! forwarding dead letters, the timer that expires leases) live in `engine`
-//! and drive these methods.
+//! and drive these methods. Message bodies may be on disk only
+//! (`payloads`): leasing hands out what is in memory, in order, and asks
+//! for the rest to be read ahead.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SubscriptionSettings;
 use crate::error::{BrokerError, Result};
 use crate::names::SubscriptionName;
+use crate::payloads::{Payloads, Presence, READ_AHEAD, READ_AHEAD_BYTES, Stored};
 use crate::pb;
 use crate::retry::retry_delay;
 
@@ -100,7 +104,7 @@ pub struct Failure {
     pub attempts: u32,
     /// Set when the failure used up the dead-letter policy's attempts: the
     /// message must now be forwarded to the dead-letter topic.
-    pub dead_letter: Option<Arc<Message>>,
+    pub dead_letter: Option<Arc<Stored>>,
 }
 
 /// What a timer tick found.
@@ -128,7 +132,7 @@ enum State {
 
 #[derive(Debug)]
 struct Entry {
-    message: Arc<Message>,
+    stored: Arc<Stored>,
     attempts: u32,
     state: State,
 }
@@ -149,6 +153,8 @@ struct Queue {
     /// When the timer will look next; earlier deadlines must wake it.
     next_wake: Option<Instant>,
     next_retention_check: Option<Instant>,
+    /// Messages leased since the last look for cold ones ahead.
+    leased_since_read_ahead: usize,
 }
 
 /// How often the timer drops messages past their retention.
@@ -162,9 +168,10 @@ pub struct Subscription {
     config: RwLock<pb::Subscription>,
     settings: RwLock<Arc<SubscriptionSettings>>,
     queue: Mutex<Queue>,
-    /// Signalled whenever messages become deliverable or leases end, for
-    /// pullers, streams and the push worker waiting for work.
-    pub changed: Notify,
+    /// Signalled whenever messages become deliverable (their bodies read
+    /// back from disk included) or leases end, for pullers, streams and the
+    /// push worker waiting for work.
+    pub changed: Arc<Notify>,
     /// Signalled when a deadline earlier than the timer's next wake appears.
     pub timer: Notify,
     /// Signalled when the configuration changes (push worker restarts).
@@ -173,6 +180,10 @@ pub struct Subscription {
     pub closed: CancellationToken,
     /// Push figures for the console and `/metrics`.
     pub(crate) stats: crate::stats::SubscriptionStats,
+    /// Message bodies: the budget and the reader of cold ones.
+    payloads: Arc<Payloads>,
+    /// Set while a read-ahead request of this subscription is out.
+    reading_ahead: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -184,7 +195,19 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
+    /// A subscription whose messages all stay in memory (tests).
+    #[cfg(test)]
     pub fn new(name: SubscriptionName, id: i64, config: pb::Subscription) -> Self {
+        Self::with_payloads(name, id, config, Payloads::unbounded())
+    }
+
+    /// A subscription whose message bodies live within `payloads`' budget.
+    pub(crate) fn with_payloads(
+        name: SubscriptionName,
+        id: i64,
+        config: pb::Subscription,
+        payloads: Arc<Payloads>,
+    ) -> Self {
         let settings = Arc::new(SubscriptionSettings::from_config(&config));
         let epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -199,11 +222,13 @@ impl Subscription {
                 next_generation: epoch,
                 ..Queue::default()
             }),
-            changed: Notify::new(),
+            changed: Arc::new(Notify::new()),
             timer: Notify::new(),
             reconfigured: Notify::new(),
             closed: CancellationToken::new(),
             stats: crate::stats::SubscriptionStats::default(),
+            payloads,
+            reading_ahead: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -228,7 +253,6 @@ impl Subscription {
     }
 
     /// Number of unacknowledged messages.
-    #[cfg(test)]
     pub fn backlog(&self) -> usize {
         self.queue().entries.len()
     }
@@ -246,7 +270,7 @@ impl Subscription {
             if matches!(entry.state, State::Leased { .. }) {
                 counts.in_flight += 1;
             }
-            let published = entry.message.published_at;
+            let published = entry.stored.published_at;
             if counts.oldest_published.is_none_or(|o| published < o) {
                 counts.oldest_published = Some(published);
             }
@@ -256,36 +280,48 @@ impl Subscription {
 
     /// Up to `limit` unacknowledged messages, oldest first, with their
     /// failed-attempt counts, without leasing them (the console's view of
-    /// a dead-letter subscription).
+    /// a dead-letter subscription). Bodies on disk only are read on the
+    /// calling thread (a few primary-key lookups) and not kept.
     pub fn peek(&self, limit: usize) -> Vec<(Arc<Message>, u32)> {
-        let queue = self.queue();
-        let mut seqs: Vec<u64> = queue.entries.keys().copied().collect();
-        if seqs.len() > limit && limit > 0 {
-            seqs.select_nth_unstable(limit - 1);
-            seqs.truncate(limit);
-        }
-        seqs.sort_unstable();
-        seqs.into_iter()
-            .take(limit)
-            .filter_map(|seq| queue.entries.get(&seq))
-            .map(|e| (e.message.clone(), e.attempts))
+        let picked: Vec<(Arc<Stored>, u32)> = {
+            let queue = self.queue();
+            let mut seqs: Vec<u64> = queue.entries.keys().copied().collect();
+            if seqs.len() > limit && limit > 0 {
+                seqs.select_nth_unstable(limit - 1);
+                seqs.truncate(limit);
+            }
+            seqs.sort_unstable();
+            seqs.into_iter()
+                .take(limit)
+                .filter_map(|seq| queue.entries.get(&seq))
+                .map(|e| (e.stored.clone(), e.attempts))
+                .collect()
+        };
+        let stored: Vec<Arc<Stored>> = picked.iter().map(|(s, _)| s.clone()).collect();
+        self.payloads
+            .read_now(&stored)
+            .into_iter()
+            .zip(picked)
+            .filter_map(|(message, (_, attempts))| Some((message?, attempts)))
             .collect()
     }
 
     /// Adds newly published messages (or, at start-up, restored ones with
     /// their failed-attempt counts).
-    pub fn enqueue(&self, messages: impl IntoIterator<Item = (Arc<Message>, u32)>) {
+    pub fn enqueue(&self, messages: impl IntoIterator<Item = (Arc<Stored>, u32)>) {
         let ordered = self.settings().ordered;
         let mut queue = self.queue();
-        for (message, attempts) in messages {
-            queue.add(message, attempts, ordered);
+        for (stored, attempts) in messages {
+            queue.add(stored, attempts, ordered);
         }
         drop(queue);
         self.changed.notify_waiters();
     }
 
     /// Leases up to `max_messages` ready messages (and, when given, up to
-    /// `max_bytes`, always at least one), oldest first.
+    /// `max_bytes`, always at least one), oldest first. Stops early at a
+    /// message whose body is on disk only: its read is asked for, and
+    /// `changed` is notified once it is in memory.
     pub fn lease(
         &self,
         max_messages: usize,
@@ -297,11 +333,28 @@ impl Subscription {
         let deadline = now + lease_for;
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut blocked = false;
         while out.len() < max_messages {
             let Some(&seq) = queue.ready.first() else {
                 break;
             };
-            let size = queue.entries.get(&seq).map_or(0, |e| e.message.size());
+            let Some(entry) = queue.entries.get(&seq) else {
+                queue.ready.pop_first();
+                continue;
+            };
+            let size = entry.stored.size;
+            let message = match entry.stored.presence() {
+                Presence::Warm(message) => message,
+                Presence::Absent => {
+                    blocked = true;
+                    break;
+                }
+                Presence::Lost => {
+                    // Logged by the reader; it can never be delivered.
+                    queue.remove(seq);
+                    continue;
+                }
+            };
             if let Some(limit) = max_bytes
                 && !out.is_empty()
                 && bytes + size > limit
@@ -324,7 +377,7 @@ impl Subscription {
             out.push(Delivery {
                 ack_id: lease.ack_id(),
                 lease,
-                message: entry.message.clone(),
+                message,
                 attempt: entry.attempts,
             });
             queue.leases.push(Reverse((deadline, seq, generation)));
@@ -333,7 +386,33 @@ impl Subscription {
             queue.next_wake = Some(deadline);
             self.timer.notify_one();
         }
+        self.read_ahead(&mut queue, out.len(), blocked);
         out
+    }
+
+    /// Asks for the bodies of the next cold messages in delivery order when
+    /// leasing is blocked on one, or once a quarter of a read-ahead batch
+    /// has been leased since the last look (so the next batch is read while
+    /// the previous one goes out). One request per subscription at a time.
+    fn read_ahead(&self, queue: &mut Queue, leased: usize, blocked: bool) {
+        queue.leased_since_read_ahead += leased;
+        if !self.payloads.budget().any_cold()
+            || !(blocked || queue.leased_since_read_ahead >= READ_AHEAD / 4)
+            || self.reading_ahead.load(Ordering::Acquire)
+        {
+            return;
+        }
+        queue.leased_since_read_ahead = 0;
+        let items = queue.cold_ahead();
+        if items.is_empty() {
+            return;
+        }
+        self.reading_ahead.store(true, Ordering::Release);
+        // A closing broker reads no more; the flag stays set so that
+        // nothing asks again.
+        let _ = self
+            .payloads
+            .read_ahead(items, self.reading_ahead.clone(), self.changed.clone());
     }
 
     /// Whether a lease is still held (not acked, nacked or expired).
@@ -472,7 +551,7 @@ impl Subscription {
             let old: Vec<u64> = queue
                 .entries
                 .iter()
-                .filter(|(_, e)| e.message.published_at < horizon && e.state != State::Parked)
+                .filter(|(_, e)| e.stored.published_at < horizon && e.state != State::Parked)
                 .map(|(seq, _)| *seq)
                 .collect();
             for seq in &old {
@@ -551,6 +630,43 @@ impl Subscription {
 }
 
 impl Queue {
+    /// The next messages in delivery order whose bodies are on disk only,
+    /// claimed for reading: ready ones oldest first and, with ordering, the
+    /// ones waiting behind each ready key. At most one read-ahead batch,
+    /// found within a bounded walk.
+    fn cold_ahead(&self) -> Vec<Arc<Stored>> {
+        /// How many of a key's waiting messages one batch reads.
+        const PER_KEY: usize = 16;
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut take = |stored: &Arc<Stored>| {
+            if stored.claim() {
+                bytes += stored.size;
+                items.push(stored.clone());
+            }
+            items.len() >= READ_AHEAD || bytes >= READ_AHEAD_BYTES
+        };
+        for seq in self.ready.iter().take(4 * READ_AHEAD) {
+            let Some(entry) = self.entries.get(seq) else {
+                continue;
+            };
+            if take(&entry.stored) {
+                break;
+            }
+            let key = &*entry.stored.ordering_key;
+            if let Some(line) = self.keys.get(key).filter(|_| !key.is_empty()) {
+                let waiting = line.iter().skip(1).take(PER_KEY);
+                if waiting
+                    .filter_map(|s| self.entries.get(s))
+                    .any(|e| take(&e.stored))
+                {
+                    break;
+                }
+            }
+        }
+        items
+    }
+
     fn holds(&self, lease: LeaseId) -> bool {
         matches!(
             self.entries.get(&lease.seq).map(|e| e.state),
@@ -573,12 +689,12 @@ impl Queue {
     }
 
     /// Adds a message; with ordering, behind the earlier messages of its key.
-    fn add(&mut self, message: Arc<Message>, attempts: u32, ordered: bool) {
-        let seq = message.seq;
-        let key = &message.pb.ordering_key;
+    fn add(&mut self, stored: Arc<Stored>, attempts: u32, ordered: bool) {
+        let seq = stored.seq;
+        let key = &stored.ordering_key;
         let mut state = State::Ready;
         if ordered && !key.is_empty() {
-            let line = self.keys.entry(key.clone()).or_default();
+            let line = self.keys.entry(key.to_string()).or_default();
             let mut at = line.partition_point(|s| *s < seq);
             if at == 0 && !line.is_empty() {
                 // A concurrent publish committed later but sorts first: it
@@ -600,7 +716,7 @@ impl Queue {
         self.entries.insert(
             seq,
             Entry {
-                message,
+                stored,
                 attempts,
                 state,
             },
@@ -611,11 +727,19 @@ impl Queue {
     }
 
     /// Removes a message from the backlog; with ordering, the next message
-    /// of its key becomes ready.
+    /// of its key becomes ready. A body that other subscriptions still hold
+    /// goes back to disk when the budget is exceeded.
     fn remove(&mut self, seq: u64) -> Option<Entry> {
         let entry = self.entries.remove(&seq)?;
+        if Arc::strong_count(&entry.stored) > 1 {
+            entry.stored.evict_if_over_budget();
+        }
+        if self.entries.is_empty() && self.entries.capacity() > 4096 {
+            // A drained backlog gives its table back.
+            self.entries = HashMap::new();
+        }
         self.ready.remove(&seq);
-        let key = &entry.message.pb.ordering_key;
+        let key = &*entry.stored.ordering_key;
         if let Some(line) = self.keys.get_mut(key) {
             if let Some(at) = line.iter().position(|s| *s == seq) {
                 line.remove(at);
@@ -647,7 +771,7 @@ impl Queue {
             return Some(Failure {
                 seq,
                 attempts,
-                dead_letter: Some(entry.message.clone()),
+                dead_letter: Some(entry.stored.clone()),
             });
         }
         let delay = retry_delay(settings.retry.as_ref(), attempts, rand::random());
@@ -693,20 +817,23 @@ mod tests {
         Subscription::new(name, 1, config)
     }
 
-    fn message(seq: u64) -> (Arc<Message>, u32) {
+    /// A record as a subscription without a store holds it (always warm).
+    fn record(seq: u64, pb: pb::PubsubMessage, published_at: SystemTime) -> (Arc<Stored>, u32) {
+        let message = Message {
+            seq,
+            pb,
+            published_at,
+        };
+        (Payloads::unbounded().admit(message, false).0, 0)
+    }
+
+    fn message(seq: u64) -> (Arc<Stored>, u32) {
         let pb = pb::PubsubMessage {
             data: vec![b'x'; 10],
             message_id: seq.to_string(),
             ..Default::default()
         };
-        (
-            Arc::new(Message {
-                seq,
-                pb,
-                published_at: SystemTime::now(),
-            }),
-            0,
-        )
+        record(seq, pb, SystemTime::now())
     }
 
     fn secs(s: i64) -> Option<prost_types::Duration> {
@@ -866,21 +993,14 @@ mod tests {
         );
     }
 
-    fn keyed(seq: u64, key: &str) -> (Arc<Message>, u32) {
+    fn keyed(seq: u64, key: &str) -> (Arc<Stored>, u32) {
         let pb = pb::PubsubMessage {
             data: vec![b'x'],
             ordering_key: key.into(),
             message_id: seq.to_string(),
             ..Default::default()
         };
-        (
-            Arc::new(Message {
-                seq,
-                pb,
-                published_at: SystemTime::now(),
-            }),
-            0,
-        )
+        record(seq, pb, SystemTime::now())
     }
 
     #[test]
@@ -942,13 +1062,12 @@ mod tests {
     #[test]
     fn retention_drops_old_messages() {
         let sub = subscription(|_| {});
-        let (old, _) = message(1);
-        let old = Arc::new(Message {
-            published_at: SystemTime::now() - Duration::from_secs(8 * 24 * 3600),
-            seq: old.seq,
-            pb: old.pb.clone(),
-        });
-        sub.enqueue([(old, 0), message(2)]);
+        let old = record(
+            1,
+            pb::PubsubMessage::default(),
+            SystemTime::now() - Duration::from_secs(8 * 24 * 3600),
+        );
+        sub.enqueue([old, message(2)]);
         let tick = sub.tick(Instant::now(), SystemTime::now());
         assert_eq!(tick.expired, [1]);
         assert_eq!(sub.backlog(), 1);

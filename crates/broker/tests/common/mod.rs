@@ -215,8 +215,14 @@ impl TestBroker {
     /// Stops the broker and opens a new one on the same data directory (and
     /// a new port: make new clients).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Like [`restart`](Self::restart), with `edit` applied to the default
+    /// configuration of the new broker.
+    pub async fn restart_with(&mut self, edit: impl FnOnce(&mut BrokerConfig)) {
         self.stop().await;
-        let (addr, config, broker, shutdown, server) = start(self.dir.path(), |_| {}).await;
+        let (addr, config, broker, shutdown, server) = start(self.dir.path(), edit).await;
         self.addr = addr;
         self.config = config;
         self.broker = broker;
