@@ -21,12 +21,16 @@
 //! - [`notify_log`]: which notifications were sent (report id, channel,
 //!   content hash), so redeliveries do not notify twice; SQLite or
 //!   Firestore.
+//! - [`group_write`]: group commit for the receivers' directory outboxes
+//!   (one writer thread per directory; each caller answered after its
+//!   file is durable).
 //! - [`serve`]: serving a router with a header-read timeout and graceful
 //!   shutdown.
 //! - [`secret`]: credentials read from the environment, never printed.
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
 
+pub mod group_write;
 pub mod ingest_auth;
 pub mod limits;
 pub mod metrics;

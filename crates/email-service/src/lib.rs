@@ -18,8 +18,8 @@
 //!   `X-Report-Id` and `Auto-Submitted` headers.
 //! - `mailer`: SMTP or directory delivery, and the transient/permanent
 //!   classification of failures.
-//! - `group_write`: the directory outbox's writer thread, which makes
-//!   files durable in batches (group commit).
+//!   The directory outbox writes through
+//!   [`labrelay_contract::group_write`] (group commit).
 //! - `http`: the push and health handlers, and the one mapping from a
 //!   push's outcome to its HTTP status.
 //! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
@@ -44,7 +44,6 @@
 
 pub mod config;
 mod email;
-mod group_write;
 mod http;
 mod mailer;
 use labrelay_contract::push_metrics as metrics;

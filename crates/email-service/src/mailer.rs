@@ -14,7 +14,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 
 use crate::config::{Delivery, SmtpServer, SmtpTls};
 use crate::email::Email;
-use crate::group_write::{self, GroupWriter};
+use labrelay_contract::group_write::{self, GroupWriter};
 
 pub enum Mailer {
     Smtp {
@@ -208,7 +208,7 @@ fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
 
 /// Writes `<dir>/<Message-ID hash>.eml` atomically: a hidden temporary file
 /// in the same directory, synced, then renamed over any earlier copy (see
-/// [`crate::group_write`]).
+/// [`labrelay_contract::group_write`]).
 async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError> {
     let name = format!("{}.eml", email.id_left());
     writer

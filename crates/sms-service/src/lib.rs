@@ -31,15 +31,13 @@
 //! - `transport`: the channel (Twilio or outbox) and its errors.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
 //! - `outbox`: one JSON file per message, written atomically.
-//! - `group_write`: the outbox's writer thread, which makes files durable
-//!   in batches (group commit).
+//!   It writes through [`labrelay_contract::group_write`] (group commit).
 //! - `outcome`: the one mapping from what happened to HTTP status and log.
 //!
 //! Every request carrying a trace header runs in a span naming the trace
 //! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
 
 use labrelay_contract::push_metrics as metrics;
-mod group_write;
 pub mod notice;
 mod outbox;
 mod outcome;

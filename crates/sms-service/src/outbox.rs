@@ -6,7 +6,7 @@
 //! same file instead of adding one. It is written to a hidden temporary file
 //! in the same directory, flushed to disk and renamed over the target, so a
 //! reader never sees half a message and an acknowledged message survives a
-//! crash; [`crate::group_write`] does that for many messages at once.
+//! crash; [`labrelay_contract::group_write`] does that for many messages at once.
 
 use std::path::Path;
 
@@ -14,9 +14,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::group_write::{self, GroupWriter};
 use crate::settings::OutboxSettings;
 use crate::transport::{SendError, Sms};
+use labrelay_contract::group_write::{self, GroupWriter};
 
 /// At most this much of the report id goes into a file name.
 const MAX_ID_IN_NAME: usize = 64;

@@ -18,8 +18,8 @@
 //! in that batch is answered with the error (its rename may not survive a
 //! crash, so the caller must not count it as written).
 //!
-//! The same file lives, word for word, in the email-service and the
-//! sms-service: services share only `labrelay-contract`.
+//! Used by both receivers' directory outboxes (the email-service's `.eml`
+//! files, the sms-service's `.json` files).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,14 +38,14 @@ const SYNC_THREADS: usize = 8;
 const FILES_PER_SYNC_THREAD: usize = 4;
 
 /// A directory written by its own thread, which stops when this is dropped.
-pub(crate) struct GroupWriter {
+pub struct GroupWriter {
     dir: PathBuf,
     queue: mpsc::Sender<Write>,
 }
 
 /// How a [`GroupWriter`] treats its directory.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Options {
+pub struct Options {
     /// Names of the temporary files: hidden, and never the outbox's suffix.
     pub temp_prefix: &'static str,
     pub temp_suffix: &'static str,
