@@ -147,6 +147,14 @@ struct BrokerArgs {
     /// Let the console at /console show message data (personal data); off by default.
     #[arg(long, env = "LABRELAY_CONSOLE_SHOW_DATA")]
     console_show_data: bool,
+    /// MiB of unacknowledged message bodies kept in memory; the rest of a
+    /// backlog stays on disk and is read ahead of delivery.
+    #[arg(
+        long,
+        env = "LABRELAY_PAYLOAD_BUDGET_MIB",
+        default_value_t = labrelay_broker::DEFAULT_PAYLOAD_BUDGET >> 20
+    )]
+    payload_budget_mib: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -224,6 +232,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     }
     config.max_push_window = args.max_push_window;
     config.console_show_data = args.console_show_data;
+    config.payload_budget = args.payload_budget_mib.saturating_mul(1 << 20);
     let broker = labrelay_broker::Broker::open(config)?;
     // Scripts and tests read this line to find the port.
     println!(

@@ -62,6 +62,7 @@ mod stats;
 mod store;
 mod subscription;
 
+pub use config::DEFAULT_PAYLOAD_BUDGET;
 pub use engine::{Broker, BrokerConfig};
 pub use error::BrokerError;
 pub use grpc::PubSubService;
