@@ -16,7 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use labrelay_contract::push::{PushEnvelope, PushMessage};
-use labrelay_contract::push_auth::{PushAuthConfig, Verifier};
+use labrelay_contract::push_auth::{PushAuthConfig, VERIFIED_CACHE_CAPACITY, Verifier};
 use serde_json::json;
 
 const SUBSCRIPTION: &str = "projects/labrelay-local/subscriptions/email-service-sub";
@@ -122,10 +122,17 @@ fn keys() -> Keys {
 }
 
 fn sign(keys: &Keys, issuer: &str) -> String {
+    sign_issued_ago(keys, issuer, 0)
+}
+
+/// A token issued `ago` seconds before now: distinct `ago`s give distinct
+/// tokens with the same claims otherwise.
+fn sign_issued_ago(keys: &Keys, issuer: &str, ago: u64) -> String {
     let iat = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
-        .as_secs();
+        .as_secs()
+        - ago;
     let claims = json!({
         "iss": issuer, "aud": AUDIENCE, "azp": "1234567890", "sub": "1234567890",
         "email": EMAIL, "email_verified": true, "iat": iat, "exp": iat + 3600,
@@ -182,10 +189,27 @@ fn jwt(c: &mut Criterion) {
     runtime
         .block_on(verifier.verify(&token))
         .expect("the token verifies");
-    group.bench_function("verify (push_auth::Verifier, cached JWKS)", |b| {
+    // The broker reuses a token for many pushes, and the Verifier keeps the
+    // last VERIFIED_CACHE_CAPACITY tokens it verified: this is the common
+    // case, a lookup plus the claims' time checks.
+    group.bench_function("verify (push_auth::Verifier, token seen before)", |b| {
         b.iter(|| {
             runtime
                 .block_on(verifier.verify(black_box(&token)))
+                .expect("verify")
+        })
+    });
+    // Four times as many distinct tokens as the cache holds, taken in turn,
+    // so every call misses and checks the signature (JWKS still cached).
+    let fresh: Vec<String> = (0..4 * VERIFIED_CACHE_CAPACITY as u64)
+        .map(|ago| sign_issued_ago(&keys, issuer, ago + 1))
+        .collect();
+    let mut next = fresh.iter().cycle();
+    group.bench_function("verify (push_auth::Verifier, a new token)", |b| {
+        b.iter(|| {
+            let token = next.next().expect("cycle never ends");
+            runtime
+                .block_on(verifier.verify(black_box(token)))
                 .expect("verify")
         })
     });
