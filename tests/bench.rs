@@ -171,3 +171,80 @@ fn broker_bench_runs_only_the_phases_asked_for() {
         assert!(figures[skipped].is_null(), "{skipped} in {figures:#}");
     }
 }
+
+/// `--emulator` measures ours, then starts Google's official emulator,
+/// measures it the same way, prints both with ratios, and stops it (the
+/// Java server included) before it exits.
+#[test]
+fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
+    let gcloud = Command::new("gcloud").arg("--version").output();
+    if !gcloud.is_ok_and(|o| o.status.success()) {
+        println!("skipped: official emulator not installed (no `gcloud` on PATH)");
+        eprintln!("skipped: official emulator not installed (no `gcloud` on PATH)");
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        .args([
+            "bench",
+            "--broker",
+            "--emulator",
+            "--messages",
+            "200",
+            "--phases",
+            "batched,push",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running labrelay bench --broker --emulator");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench --broker --emulator failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let both: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for side in ["ours", "emulator"] {
+        let figures = &both[side];
+        for ran in [
+            "publish_batched_per_sec",
+            "push_per_sec",
+            "broker_peak_rss_mib",
+        ] {
+            assert!(
+                figures[ran].as_f64().is_some_and(|r| r > 0.0),
+                "{side}.{ran} in {both:#}"
+            );
+        }
+        assert_eq!(figures["push_lost"], 0, "{side} in {both:#}");
+        assert_eq!(figures["push_duplicates"], 0, "{side} in {both:#}");
+        assert!(figures["streaming_pull_per_sec"].is_null(), "{both:#}");
+    }
+    let ratios = &both["ratios"];
+    let ratio = |field: &str, ours: &str| {
+        ratios[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} in {both:#}"))
+            - both["ours"][ours].as_f64().unwrap() / both["emulator"][ours].as_f64().unwrap()
+    };
+    assert!(ratio("push", "push_per_sec").abs() < 0.01, "{both:#}");
+    assert!(
+        ratio("peak_rss", "broker_peak_rss_mib").abs() < 0.01,
+        "{both:#}"
+    );
+    assert!(ratios["streaming_pull"].is_null(), "{both:#}");
+
+    // Named as "official emulator (http://127.0.0.1:PORT)": nothing may be
+    // left listening there.
+    let target = both["emulator"]["target"].as_str().unwrap();
+    let port = target
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches(')').parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {target:?}"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the emulator still listens on {port} after the bench exited"
+    );
+}

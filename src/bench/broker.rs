@@ -5,7 +5,8 @@
 //! a backlog to an in-process 204 sink, push to a sink that fails (503) for
 //! two seconds and then heals (requests and concurrency while it fails,
 //! time to the first delivery and drain rate once healed), and
-//! StreamingPull through the official Subscriber.
+//! StreamingPull through the official Subscriber. With `--emulator` it then
+//! starts the official emulator and measures it the same way, for ratios.
 //!
 //! Without `--target` it starts its own `labrelay broker` as a child process
 //! on a temporary data directory, so the broker's peak memory can be read
@@ -34,6 +35,8 @@ pub struct BrokerBench {
     pub size: usize,
     /// The phases to run, in their fixed order; empty runs them all.
     pub phases: Vec<Phase>,
+    /// Then start the official emulator and measure it the same way.
+    pub emulator: bool,
     pub json: bool,
 }
 
@@ -247,31 +250,66 @@ async fn publish_batched(
 }
 
 pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
-    let (own, endpoint) = match &bench.target {
-        Some(target) => (None, target.clone()),
+    let ours = match &bench.target {
+        Some(target) => measure(&bench, target.clone(), target, None).await?,
         None => {
             let (own, endpoint) = start_own_broker()?;
-            (Some(own), endpoint)
+            let name = format!("labrelay broker ({endpoint})");
+            measure(&bench, name, &endpoint, Some(own.child.id())).await?
         }
     };
-    let channel = tonic::transport::Channel::from_shared(endpoint.clone())?
+    if !bench.emulator {
+        if bench.json {
+            println!("{}", serde_json::to_string_pretty(&ours)?);
+        } else {
+            print_table(&ours);
+        }
+        return Ok(());
+    }
+    if !bench.json {
+        print_table(&ours);
+        eprintln!("starting the official emulator (gcloud beta emulators pubsub start)...");
+    }
+    let emulator = Emulator::start().await?;
+    let name = format!("official emulator ({})", emulator.endpoint);
+    let theirs = measure(&bench, name, &emulator.endpoint, emulator.pid).await?;
+    drop(emulator);
+    let comparison = Comparison::new(ours, theirs);
+    if bench.json {
+        println!("{}", serde_json::to_string_pretty(&comparison)?);
+    } else {
+        println!();
+        print_table(&comparison.emulator);
+        println!();
+        print_comparison(&comparison);
+    }
+    Ok(())
+}
+
+/// Runs the phases asked for against `endpoint`; `pid` is the server's
+/// process on this machine, if known, for its memory.
+async fn measure(
+    bench: &BrokerBench,
+    name: String,
+    endpoint: &str,
+    pid: Option<u32>,
+) -> anyhow::Result<Figures> {
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())?
         .connect()
-        .await?;
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
     let bench_run = Run {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         admin: PublisherClient::new(channel.clone()),
         subs: SubscriberClient::new(channel),
         run_id: std::process::id(),
         payload: vec![b'x'; bench.size],
         n: bench.messages,
         json: bench.json,
-        broker_pid: own.as_ref().map(|o| o.child.id()),
+        broker_pid: pid,
     };
     let mut figures = Figures {
-        target: bench
-            .target
-            .clone()
-            .unwrap_or_else(|| format!("labrelay broker ({endpoint})")),
+        target: name,
         messages: bench.messages,
         message_bytes: bench.size,
         ..Figures::default()
@@ -292,15 +330,161 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
     if runs(Phase::Pull) {
         bench_run.pull(&mut figures).await?;
     }
-    figures.broker_peak_rss_mib = own
-        .as_ref()
-        .and_then(|o| super::procfs::status_mib(o.child.id(), "VmHWM"));
-    if bench.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-    } else {
-        print_table(&figures);
+    figures.broker_peak_rss_mib = pid.and_then(|pid| super::procfs::status_mib(pid, "VmHWM"));
+    Ok(figures)
+}
+
+/// The official emulator (`gcloud beta emulators pubsub start`) on a free
+/// port of this machine, in its own process group (gcloud runs it as a
+/// Java child), stopped with that group when dropped.
+struct Emulator {
+    child: Child,
+    endpoint: String,
+    /// The Java process serving the port, for its memory.
+    pid: Option<u32>,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    /// How long the emulator may take to answer; it is a JVM.
+    const START_LIMIT: Duration = Duration::from_secs(120);
+
+    async fn start() -> anyhow::Result<Emulator> {
+        use std::os::unix::process::CommandExt as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let log_path = dir.path().join("emulator.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new("gcloud")
+            .args(["beta", "emulators", "pubsub", "start", "--project=bench"])
+            .arg(format!("--host-port=127.0.0.1:{port}"))
+            .arg(format!("--data-dir={}", data.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context(
+                "starting the official emulator: `gcloud` was not found \
+                 (install the Google Cloud CLI with its pubsub-emulator component)",
+            )?;
+        let mut emulator = Emulator {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            pid: None,
+            _dir: dir,
+        };
+        let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Self::START_LIMIT;
+        loop {
+            // The emulator answers `GET /` with "Ok" once it serves.
+            let ready = http
+                .get(format!("{}/", emulator.endpoint))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(answer) = ready
+                && answer.status().is_success()
+                && answer.text().await.is_ok_and(|body| body.trim() == "Ok")
+            {
+                break;
+            }
+            if let Some(status) = emulator.child.try_wait()? {
+                anyhow::bail!(
+                    "the official emulator exited ({status}) before serving:\n{}",
+                    log_text()
+                );
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the official emulator did not serve within {} s:\n{}",
+                Self::START_LIMIT.as_secs(),
+                log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        emulator.pid = super::procfs::pid_listening_on(port);
+        Ok(emulator)
     }
-    Ok(())
+}
+
+impl Drop for Emulator {
+    /// Stops the whole group: the Java server outlives gcloud if gcloud
+    /// fails after starting it.
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal = |name: &str| {
+            Command::new("kill")
+                .args([name, "--", &group])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if signal("-TERM") {
+            // `kill -0` succeeds while any process of the group is left.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while signal("-0") && Instant::now() < deadline {
+                let _ = self.child.try_wait();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            signal("-KILL");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `bench --broker --emulator`: both servers' figures and, for every figure
+/// both have, ours ÷ the emulator's.
+#[derive(Debug, Serialize)]
+struct Comparison {
+    ours: Figures,
+    emulator: Figures,
+    /// Ours ÷ emulator, two decimals: above 1 is better for the rates,
+    /// below 1 for requests to a failing endpoint, time to first delivery
+    /// and memory.
+    ratios: Ratios,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    publish_batched: Option<f64>,
+    publish_32_clients: Option<f64>,
+    push: Option<f64>,
+    failing_requests: Option<f64>,
+    recovery_first_delivery: Option<f64>,
+    recovery_drain: Option<f64>,
+    streaming_pull: Option<f64>,
+    backlog_rss: Option<f64>,
+    peak_rss: Option<f64>,
+}
+
+impl Comparison {
+    fn new(ours: Figures, emulator: Figures) -> Comparison {
+        use super::peer::ratio;
+        let (o, e) = (&ours, &emulator);
+        let ms = |f: &Figures| f.recovery_first_delivery_ms.map(|ms| ms as f64);
+        let ratios = Ratios {
+            publish_batched: ratio(o.publish_batched_per_sec, e.publish_batched_per_sec),
+            publish_32_clients: ratio(o.publish_32_clients_per_sec, e.publish_32_clients_per_sec),
+            push: ratio(o.push_per_sec, e.push_per_sec),
+            failing_requests: ratio(o.failing_requests_per_sec, e.failing_requests_per_sec),
+            recovery_first_delivery: ratio(ms(o), ms(e)),
+            recovery_drain: ratio(o.recovery_drain_per_sec, e.recovery_drain_per_sec),
+            streaming_pull: ratio(o.streaming_pull_per_sec, e.streaming_pull_per_sec),
+            backlog_rss: ratio(o.backlog_rss_mib, e.backlog_rss_mib),
+            peak_rss: ratio(o.broker_peak_rss_mib, e.broker_peak_rss_mib),
+        };
+        Comparison {
+            ours,
+            emulator,
+            ratios,
+        }
+    }
 }
 
 /// One `bench --broker` run: where it points and what it sends.
@@ -588,9 +772,116 @@ fn print_table(figures: &Figures) {
         show(figures.streaming_pull_per_sec)
     );
     if let Some(rss) = figures.backlog_rss_mib {
-        println!("broker RSS with backlog     {rss:>10.1} MiB");
+        println!("RSS with backlog            {rss:>10.1} MiB");
     }
     if let Some(rss) = figures.broker_peak_rss_mib {
-        println!("broker peak RSS             {rss:>10.1} MiB");
+        println!("peak RSS                    {rss:>10.1} MiB");
     }
+}
+
+fn print_comparison(c: &Comparison) {
+    fn show(value: Option<f64>, decimals: usize) -> String {
+        value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+    }
+    /// "2.3x ours" when ours is better by 2.3 times, "1.5x emulator" when
+    /// the emulator is; `higher_is_better` says which way the figure points.
+    fn verdict(ratio: Option<f64>, higher_is_better: bool) -> String {
+        match ratio {
+            Some(r) if r > 0.0 => {
+                let ours_better = (r >= 1.0) == higher_is_better;
+                let times = if r >= 1.0 { r } else { 1.0 / r };
+                let who = if ours_better { "ours" } else { "emulator" };
+                format!("{times:.1}x {who}")
+            }
+            _ => "-".to_owned(),
+        }
+    }
+    let (o, e, r) = (&c.ours, &c.emulator, &c.ratios);
+    let ms = |f: &Figures| f.recovery_first_delivery_ms.map(|ms| ms as f64);
+    println!(
+        "{:<36} {:>14} {:>14} {:>16}",
+        "", "labrelay", "emulator", "better by"
+    );
+    let row = |what: &str, ours: Option<f64>, theirs: Option<f64>, ratio, higher_is_better| {
+        // Memory in MiB with a decimal; rates and times are whole numbers.
+        let decimals = usize::from(what.contains("MiB"));
+        println!(
+            "{what:<36} {:>14} {:>14} {:>16}",
+            show(ours, decimals),
+            show(theirs, decimals),
+            verdict(ratio, higher_is_better)
+        );
+    };
+    let higher = true;
+    row(
+        "publish, client batching (msg/s)",
+        o.publish_batched_per_sec,
+        e.publish_batched_per_sec,
+        r.publish_batched,
+        higher,
+    );
+    row(
+        "publish, 32 clients x 1 (msg/s)",
+        o.publish_32_clients_per_sec,
+        e.publish_32_clients_per_sec,
+        r.publish_32_clients,
+        higher,
+    );
+    row(
+        "push to a 204 endpoint (msg/s)",
+        o.push_per_sec,
+        e.push_per_sec,
+        r.push,
+        higher,
+    );
+    row(
+        "failing endpoint (req/s)",
+        o.failing_requests_per_sec,
+        e.failing_requests_per_sec,
+        r.failing_requests,
+        !higher,
+    );
+    row(
+        "  healed: first delivery (ms)",
+        ms(o),
+        ms(e),
+        r.recovery_first_delivery,
+        !higher,
+    );
+    row(
+        "  healed: backlog drained (msg/s)",
+        o.recovery_drain_per_sec,
+        e.recovery_drain_per_sec,
+        r.recovery_drain,
+        higher,
+    );
+    row(
+        "StreamingPull (msg/s)",
+        o.streaming_pull_per_sec,
+        e.streaming_pull_per_sec,
+        r.streaming_pull,
+        higher,
+    );
+    row(
+        "RSS with backlog (MiB)",
+        o.backlog_rss_mib,
+        e.backlog_rss_mib,
+        r.backlog_rss,
+        !higher,
+    );
+    row(
+        "peak RSS (MiB)",
+        o.broker_peak_rss_mib,
+        e.broker_peak_rss_mib,
+        r.peak_rss,
+        !higher,
+    );
+    let lost = |f: &Figures| {
+        format!(
+            "{} lost, {} duplicates",
+            f.push_lost.unwrap_or(0) + f.recovery_lost.unwrap_or(0),
+            f.push_duplicates.unwrap_or(0)
+        )
+    };
+    println!("{:<36} {:>22} {:>22}", "push", lost(o), lost(e));
 }

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// --broker: bytes of data per message.
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// --broker: then start the official emulator (`gcloud beta emulators
+    /// pubsub start`) and measure it the same way, and print both with ratios.
+    #[arg(long, requires = "broker", conflicts_with = "target")]
+    emulator: bool,
     /// --broker: run only these phases (comma-separated; default all).
     #[arg(long, value_enum, value_delimiter = ',', requires = "broker")]
     phases: Vec<broker::Phase>,
@@ -116,6 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             messages: args.messages,
             size: args.size,
             phases: args.phases,
+            emulator: args.emulator,
             json: args.json,
         })
         .await;

@@ -74,7 +74,7 @@ struct Figures {
     ratios: Ratios,
 }
 
-fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
+pub(super) fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
     let (n, d) = (numerator?, denominator?);
     (d > 0.0).then(|| (n / d * 100.0).round() / 100.0)
 }
