@@ -394,6 +394,8 @@ impl Writer {
                 if let Err(error) = self.prune(SystemTime::now()) {
                     tracing::warn!(%error, "could not prune the journal");
                 }
+                // Gives back what bursts and the prune's churn freed.
+                crate::memory::release_free_memory();
             }
             if stop {
                 return;

@@ -26,6 +26,8 @@
 //! - `metrics`: the Prometheus registry served at `/metrics`.
 //! - `journal`: each message's journey, in its own SQLite file, off the
 //!   durable path.
+//! - `memory`: gives the heap pages freed under traffic back to the
+//!   system, once a minute after the journal's prune.
 //! - `console`: the operator console at `/console` and its JSON API.
 //!
 //! See `ARCHITECTURE.md` beside this crate for how they fit together.
@@ -51,6 +53,7 @@ mod error;
 mod filter;
 mod grpc;
 mod journal;
+mod memory;
 mod metrics;
 pub mod names;
 mod oidc;
