@@ -6,21 +6,28 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures() {
+/// Runs `labrelay <args>` (which must include `--json`), requires success,
+/// and returns the one JSON object it printed.
+fn bench_json(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args(["bench", "--reports", "200", "--concurrency", "16", "--json"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("running labrelay bench");
+        .unwrap_or_else(|e| panic!("running labrelay {}: {e}", args.join(" ")));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "bench failed: {}\nstdout: {stdout}\nstderr: {}",
+        "labrelay {} failed: {}\nstdout: {stdout}\nstderr: {}",
+        args.join(" "),
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures() {
+    let figures = bench_json(&["bench", "--reports", "200", "--concurrency", "16", "--json"]);
 
     for (field, want) in [
         ("reports_issued", 200),
@@ -95,19 +102,7 @@ fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures()
 /// BENCHMARKS.md).
 #[test]
 fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
-    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args(["bench", "--broker", "--messages", "500", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running labrelay bench --broker");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench --broker failed: {}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let figures = bench_json(&["bench", "--broker", "--messages", "500", "--json"]);
     for field in ["push_duplicates", "push_lost", "recovery_lost"] {
         assert_eq!(figures[field], 0, "{field} in {figures:#}");
     }
@@ -136,22 +131,15 @@ fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
 /// `--phases` runs only the phases named: the others' figures are `null`.
 #[test]
 fn broker_bench_runs_only_the_phases_asked_for() {
-    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args([
-            "bench",
-            "--broker",
-            "--messages",
-            "200",
-            "--phases",
-            "single,push",
-            "--json",
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running labrelay bench --broker --phases");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout: {stdout}");
-    let figures: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let figures = bench_json(&[
+        "bench",
+        "--broker",
+        "--messages",
+        "200",
+        "--phases",
+        "single,push",
+        "--json",
+    ]);
     for ran in [
         "publish_32_clients_per_sec",
         "push_per_sec",
@@ -183,28 +171,16 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
         eprintln!("skipped: official emulator not installed (no `gcloud` on PATH)");
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args([
-            "bench",
-            "--broker",
-            "--emulator",
-            "--messages",
-            "200",
-            "--phases",
-            "batched,push",
-            "--json",
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running labrelay bench --broker --emulator");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench --broker --emulator failed: {}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let both: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let both = bench_json(&[
+        "bench",
+        "--broker",
+        "--emulator",
+        "--messages",
+        "200",
+        "--phases",
+        "batched,push",
+        "--json",
+    ]);
     for side in ["ours", "emulator"] {
         let figures = &both[side];
         for ran in [

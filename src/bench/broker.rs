@@ -83,6 +83,13 @@ struct Figures {
     broker_peak_rss_mib: Option<f64>,
 }
 
+impl Figures {
+    /// Healing to first delivery, as a number for ratios and tables.
+    fn first_delivery_ms(&self) -> Option<f64> {
+        self.recovery_first_delivery_ms.map(|ms| ms as f64)
+    }
+}
+
 struct OwnBroker {
     child: Child,
     _dir: tempfile::TempDir,
@@ -351,9 +358,7 @@ impl Emulator {
 
     async fn start() -> anyhow::Result<Emulator> {
         use std::os::unix::process::CommandExt as _;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = super::system::free_port()?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
@@ -467,13 +472,12 @@ impl Comparison {
     fn new(ours: Figures, emulator: Figures) -> Comparison {
         use super::peer::ratio;
         let (o, e) = (&ours, &emulator);
-        let ms = |f: &Figures| f.recovery_first_delivery_ms.map(|ms| ms as f64);
         let ratios = Ratios {
             publish_batched: ratio(o.publish_batched_per_sec, e.publish_batched_per_sec),
             publish_32_clients: ratio(o.publish_32_clients_per_sec, e.publish_32_clients_per_sec),
             push: ratio(o.push_per_sec, e.push_per_sec),
             failing_requests: ratio(o.failing_requests_per_sec, e.failing_requests_per_sec),
-            recovery_first_delivery: ratio(ms(o), ms(e)),
+            recovery_first_delivery: ratio(o.first_delivery_ms(), e.first_delivery_ms()),
             recovery_drain: ratio(o.recovery_drain_per_sec, e.recovery_drain_per_sec),
             streaming_pull: ratio(o.streaming_pull_per_sec, e.streaming_pull_per_sec),
             backlog_rss: ratio(o.backlog_rss_mib, e.backlog_rss_mib),
@@ -797,7 +801,6 @@ fn print_comparison(c: &Comparison) {
         }
     }
     let (o, e, r) = (&c.ours, &c.emulator, &c.ratios);
-    let ms = |f: &Figures| f.recovery_first_delivery_ms.map(|ms| ms as f64);
     println!(
         "{:<36} {:>14} {:>14} {:>16}",
         "", "labrelay", "emulator", "better by"
@@ -843,8 +846,8 @@ fn print_comparison(c: &Comparison) {
     );
     row(
         "  healed: first delivery (ms)",
-        ms(o),
-        ms(e),
+        o.first_delivery_ms(),
+        e.first_delivery_ms(),
         r.recovery_first_delivery,
         !higher,
     );

@@ -226,9 +226,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
     )
     .await?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = super::system::free_port()?;
     let mut node_command = Command::new("node");
     node_command
         .arg(&script)

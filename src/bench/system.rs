@@ -128,7 +128,7 @@ pub fn labrelay(args: &[&str]) -> anyhow::Result<Command> {
 
 /// A free port on 127.0.0.1: the push receivers must know their own address
 /// (the token audience) before they start.
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
