@@ -120,3 +120,44 @@ async fn without_a_log_a_redelivery_sends_again() {
     assert_eq!(settled_count(&sink, 2).await, 2);
     app.shutdown().await.unwrap();
 }
+
+/// An SMTP server slower than the send timeout: the broker is answered 503
+/// on time, the attempt goes on and is recorded, and the redelivery finds
+/// the record instead of sending again. (When the attempt was cut off at
+/// the timeout, its claim was released and the redelivery sent a second
+/// email: the server had kept the first.)
+#[tokio::test]
+async fn a_delivery_outliving_the_send_timeout_goes_on_and_is_sent_once() {
+    use labrelay_testkit::smtp::Mode;
+    use std::time::{Duration, Instant};
+
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.sqlite3").display());
+    let app = spawn_app(settings(&[
+        ("SMTP_URL", &sink.url()),
+        ("NOTIFY_LOG", &url),
+        ("SMTP_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    sink.set_mode(Mode::Slow(Duration::from_secs(2)));
+    let report = full_report("LR-DUP-SLOW");
+
+    let started = Instant::now();
+    let first = app.push(&envelope(&report, "2201", 1)).await;
+    assert_eq!(first.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after {:?}, not at the 1 s send timeout",
+        started.elapsed()
+    );
+    // The server is fast again; the attempt still waits for its answer.
+    sink.set_mode(Mode::Accept);
+    sink.wait_for_messages(1, PATIENCE).await.unwrap();
+
+    let redelivery = app.push(&envelope(&report, "2201", 2)).await;
+    assert_eq!(redelivery.status(), 204);
+    assert_eq!(redelivery.header("x-labrelay-outcome"), Some("duplicate"));
+    assert_eq!(settled_count(&sink, 1).await, 1);
+    app.shutdown().await.unwrap();
+}
