@@ -95,7 +95,7 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         .route("/healthz", get(http::healthz))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
         .with_state(Arc::clone(&service));
-    // A push waits for at most one delivery attempt, plus room to read it.
+    // A push is answered within the send timeout, plus room to read it.
     let router = Limits {
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         request_timeout: service.send_timeout + REQUEST_TIMEOUT_MARGIN,
@@ -113,8 +113,10 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
 }
 
 /// Serves the email-service on `listener` until `shutdown` completes, then
-/// stops accepting, lets in-flight pushes finish (each is bounded by the
-/// send timeout) and closes pooled SMTP connections.
+/// stops accepting, lets in-flight pushes finish (each is answered within
+/// the send timeout) and closes pooled SMTP connections. An SMTP attempt
+/// still going on after its push was answered ends with the process; its
+/// claim is taken over at once by the next start on this host.
 pub async fn run(
     settings: Settings,
     listener: tokio::net::TcpListener,
