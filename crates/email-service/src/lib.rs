@@ -116,7 +116,8 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
 /// stops accepting, lets in-flight pushes finish (each is answered within
 /// the send timeout) and closes pooled SMTP connections. An SMTP attempt
 /// still going on after its push was answered ends with the process; its
-/// claim is taken over at once by the next start on this host.
+/// claim is taken over at once by the next start on this host (SQLite log;
+/// on Firestore it lapses with its lease).
 pub async fn run(
     settings: Settings,
     listener: tokio::net::TcpListener,
