@@ -8,7 +8,7 @@
 //! directory open and two syncs per file. The writer instead takes every
 //! write waiting and, for the whole batch: writes the temporary files,
 //! starts their writeback together (Linux `sync_file_range`, a hint), syncs
-//! them on a few threads at once (their blocks were allocated in the same
+//! them on a few standing threads at once (their blocks were allocated in the same
 //! journal transaction, so on ext4 they share its commit, and their device
 //! flushes overlap instead of queueing), renames them into place, and
 //! syncs the directory once. Only then is each caller answered, with its
@@ -30,10 +30,8 @@ use tokio::sync::oneshot;
 /// At most this many files per batch, so the first caller of a large batch
 /// does not wait for all of it.
 const MAX_BATCH: usize = 256;
-/// The syncs of a batch run on up to this many threads, one per
-/// [`FILES_PER_SYNC_THREAD`] files: each sync may wait for its own device
-/// flush, and one after another they made a slow device (a loop mount, a
-/// busy disk) the limit of the whole pipeline.
+/// The syncs of a batch run on up to this many threads (the writer's own
+/// included), one per [`FILES_PER_SYNC_THREAD`] files.
 const SYNC_THREADS: usize = 8;
 const FILES_PER_SYNC_THREAD: usize = 4;
 
@@ -60,14 +58,20 @@ struct Write {
     reply: oneshot::Sender<std::io::Result<()>>,
 }
 
+/// A temporary file written for the write at this index of its batch.
+type Staged = (usize, tempfile::NamedTempFile);
+/// The same, with the result of its sync.
+type Synced = (usize, tempfile::NamedTempFile, std::io::Result<()>);
+
 impl GroupWriter {
-    /// Starts the writer thread of `dir`.
+    /// Starts the writer thread of `dir` and the threads it syncs on.
     pub fn start(dir: PathBuf, options: Options) -> std::io::Result<GroupWriter> {
         let (queue, writes) = mpsc::channel();
+        let syncers = Syncers::start(SYNC_THREADS - 1)?;
         let thread_dir = dir.clone();
         std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || run(&thread_dir, options, &writes))?;
+            .spawn(move || run(&thread_dir, options, &syncers, &writes))?;
         Ok(GroupWriter { dir, queue })
     }
 
@@ -93,8 +97,8 @@ impl GroupWriter {
 }
 
 /// The writer thread: commits every write waiting as one batch, until the
-/// [`GroupWriter`] is dropped.
-fn run(dir: &Path, options: Options, writes: &mpsc::Receiver<Write>) {
+/// [`GroupWriter`] is dropped (its syncers stop with it).
+fn run(dir: &Path, options: Options, syncers: &Syncers, writes: &mpsc::Receiver<Write>) {
     let mut batch = Vec::new();
     while let Ok(first) = writes.recv() {
         batch.push(first);
@@ -104,7 +108,7 @@ fn run(dir: &Path, options: Options, writes: &mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        let results = commit(dir, options, &batch);
+        let results = commit(dir, options, syncers, &batch);
         for (write, result) in batch.drain(..).zip(results) {
             // A caller that timed out is not waiting for its answer.
             let _ = write.reply.send(result);
@@ -113,48 +117,48 @@ fn run(dir: &Path, options: Options, writes: &mpsc::Receiver<Write>) {
 }
 
 /// Each write's result, in order.
-fn commit(dir: &Path, options: Options, batch: &[Write]) -> Vec<std::io::Result<()>> {
+fn commit(
+    dir: &Path,
+    options: Options,
+    syncers: &Syncers,
+    batch: &[Write],
+) -> Vec<std::io::Result<()>> {
     if options.create_dir
         && let Err(err) = std::fs::create_dir_all(dir)
     {
         return batch.iter().map(|_| Err(copy(&err))).collect();
     }
-    // Temporary files written and synced; a failed one is deleted when
-    // its handle drops.
-    let staged: Vec<std::io::Result<tempfile::NamedTempFile>> = batch
-        .iter()
-        .map(|write| {
-            let mut file = tempfile::Builder::new()
-                .prefix(options.temp_prefix)
-                .suffix(options.temp_suffix)
-                .tempfile_in(dir)?;
-            file.write_all(&write.contents)?;
-            Ok(file)
-        })
-        .collect();
-    for file in staged.iter().flatten() {
-        start_writeback(file.as_file());
+    // Temporary files written; a failed one is deleted when its handle
+    // drops.
+    let mut results: Vec<std::io::Result<()>> = Vec::with_capacity(batch.len());
+    let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+    for (i, write) in batch.iter().enumerate() {
+        let file = tempfile::Builder::new()
+            .prefix(options.temp_prefix)
+            .suffix(options.temp_suffix)
+            .tempfile_in(dir)
+            .and_then(|mut file| file.write_all(&write.contents).map(|()| file));
+        match file {
+            Ok(file) => {
+                start_writeback(file.as_file());
+                staged.push((i, file));
+                // Until its sync comes back.
+                results.push(Err(std::io::Error::other("the outbox sync thread stopped")));
+            }
+            Err(err) => results.push(Err(err)),
+        }
     }
-    let synced = sync_each(&staged);
-    let staged: Vec<std::io::Result<tempfile::NamedTempFile>> = staged
-        .into_iter()
-        .zip(synced)
-        .map(|(file, synced)| {
-            let file = file?;
-            synced?;
-            Ok(file)
-        })
-        .collect();
-    let mut results: Vec<std::io::Result<()>> = staged
-        .into_iter()
-        .zip(batch)
-        .map(|(file, write)| {
-            file?
-                .persist(dir.join(&write.name))
+    let mut synced = syncers.sync(staged);
+    // In the writes' order, so a name written twice in a batch ends with
+    // the later contents.
+    synced.sort_unstable_by_key(|(i, ..)| *i);
+    for (i, file, synced) in synced {
+        results[i] = synced.and_then(|()| {
+            file.persist(dir.join(&batch[i].name))
                 .map(drop)
                 .map_err(|e| e.error)
-        })
-        .collect();
+        });
+    }
     // Make the renames durable before anyone is told the file is written.
     if results.iter().any(Result::is_ok)
         && let Err(err) = std::fs::File::open(dir).and_then(|d| d.sync_all())
@@ -166,53 +170,77 @@ fn commit(dir: &Path, options: Options, batch: &[Write]) -> Vec<std::io::Result<
     results
 }
 
-/// `sync_all` of every file staged, in order (`Ok` for the ones that
-/// failed before: their error is already in `staged`).
-fn sync_each(staged: &[std::io::Result<tempfile::NamedTempFile>]) -> Vec<std::io::Result<()>> {
-    type Part<'a> = &'a [(usize, &'a std::fs::File)];
-    fn sync_part(part: Part<'_>) -> Vec<(usize, std::io::Result<()>)> {
-        part.iter().map(|(i, file)| (*i, file.sync_all())).collect()
+/// Threads that sync a batch's files next to the writer thread, started
+/// once: each sync may wait for its own device flush, and one after another
+/// they made a slow device (a loop mount, a busy disk) the limit of the
+/// whole pipeline; a thread started per batch cost more than a fast
+/// device's sync.
+struct Syncers {
+    parts: Vec<mpsc::Sender<Vec<Staged>>>,
+    synced: mpsc::Receiver<Vec<Synced>>,
+}
+
+impl Syncers {
+    /// `count` threads, which stop when this is dropped.
+    fn start(count: usize) -> std::io::Result<Syncers> {
+        let (done, synced) = mpsc::channel();
+        let parts = (0..count)
+            .map(|_| {
+                let (part, parts) = mpsc::channel::<Vec<Staged>>();
+                let done = done.clone();
+                std::thread::Builder::new()
+                    .name("outbox-sync".into())
+                    .spawn(move || {
+                        for part in parts {
+                            if done.send(sync_part(part)).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map(|_| part)
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Syncers { parts, synced })
     }
-    let files: Vec<(usize, &std::fs::File)> = staged
-        .iter()
-        .enumerate()
-        .filter_map(|(i, file)| Some((i, file.as_ref().ok()?.as_file())))
-        .collect();
-    let mut results: Vec<std::io::Result<()>> = staged.iter().map(|_| Ok(())).collect();
-    let threads = (files.len() / FILES_PER_SYNC_THREAD).clamp(1, SYNC_THREADS);
-    let synced: Vec<(usize, std::io::Result<()>)> = if threads == 1 {
-        sync_part(&files)
-    } else {
-        std::thread::scope(|scope| {
-            let running: Vec<_> = files
-                .chunks(files.len().div_ceil(threads))
-                .map(|part| {
-                    let thread = std::thread::Builder::new()
-                        .name("outbox-sync".into())
-                        .spawn_scoped(scope, move || sync_part(part));
-                    (part, thread)
-                })
-                .collect();
-            running
-                .into_iter()
-                .flat_map(|(part, thread)| match thread {
-                    Ok(thread) => thread.join().unwrap_or_else(|_| {
-                        part.iter()
-                            .map(|(i, _)| {
-                                (*i, Err(std::io::Error::other("the sync thread panicked")))
-                            })
-                            .collect()
-                    }),
-                    // No thread to be had: sync here.
-                    Err(_) => sync_part(part),
-                })
-                .collect()
+
+    /// `sync_all` of every file, on up to one thread per
+    /// [`FILES_PER_SYNC_THREAD`] files (this one included); in no
+    /// particular order.
+    fn sync(&self, mut files: Vec<Staged>) -> Vec<Synced> {
+        let threads = (files.len() / FILES_PER_SYNC_THREAD).clamp(1, self.parts.len() + 1);
+        let per_thread = files.len().div_ceil(threads);
+        let mut sent = 0;
+        for part in &self.parts {
+            if files.len() <= per_thread {
+                break;
+            }
+            let rest = files.split_off(per_thread);
+            match part.send(std::mem::replace(&mut files, rest)) {
+                Ok(()) => sent += 1,
+                // Its thread is gone: keep the part here.
+                Err(mpsc::SendError(back)) => files.extend(back),
+            }
+        }
+        let mut synced = sync_part(files);
+        for _ in 0..sent {
+            // A thread answers every part it is given (a sync returns its
+            // error, it does not panic); a part that never comes back
+            // leaves its writes failed.
+            if let Ok(part) = self.synced.recv() {
+                synced.extend(part);
+            }
+        }
+        synced
+    }
+}
+
+fn sync_part(part: Vec<Staged>) -> Vec<Synced> {
+    part.into_iter()
+        .map(|(i, file)| {
+            let synced = file.as_file().sync_all();
+            (i, file, synced)
         })
-    };
-    for (i, result) in synced {
-        results[i] = result;
-    }
-    results
+        .collect()
 }
 
 /// Asks the kernel to start writing `file` out now, so the syncs of a batch
@@ -247,6 +275,10 @@ mod tests {
         temp_suffix: ".tmp",
         create_dir: true,
     };
+
+    fn syncers() -> Syncers {
+        Syncers::start(SYNC_THREADS - 1).unwrap()
+    }
 
     fn names_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -312,7 +344,7 @@ mod tests {
             .into_iter()
             .map(|(name, contents)| write(name, contents).0)
             .collect();
-        let results = commit(dir.path(), OPTIONS, &batch);
+        let results = commit(dir.path(), OPTIONS, &syncers(), &batch);
         assert!(results[0].is_ok(), "{:?}", results[0]);
         assert!(results[1].is_err(), "{:?}", results[1]);
         assert!(results[2].is_ok(), "{:?}", results[2]);
@@ -337,7 +369,7 @@ mod tests {
         let batch: Vec<_> = (0..count)
             .map(|i| write(&format!("{i:02}.msg"), &format!("message {i}")).0)
             .collect();
-        let results = commit(dir.path(), OPTIONS, &batch);
+        let results = commit(dir.path(), OPTIONS, &syncers(), &batch);
         for (i, result) in results.iter().enumerate() {
             assert_eq!(result.is_ok(), i != 17, "{i}: {result:?}");
         }
@@ -350,6 +382,31 @@ mod tests {
             count,
             "no temporary file is left"
         );
+    }
+
+    #[test]
+    fn a_name_written_twice_in_a_batch_ends_with_the_later_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        // Large enough for every thread; the two writes of "04.msg" land
+        // in the parts of two different sync threads.
+        let count = SYNC_THREADS * FILES_PER_SYNC_THREAD;
+        let batch: Vec<_> = (0..count)
+            .map(|i| {
+                let name = if i == count - 1 {
+                    FILES_PER_SYNC_THREAD
+                } else {
+                    i
+                };
+                write(&format!("{name:02}.msg"), &format!("message {i}")).0
+            })
+            .collect();
+        let results = commit(dir.path(), OPTIONS, &syncers(), &batch);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("04.msg")).unwrap(),
+            format!("message {}", count - 1)
+        );
+        assert_eq!(names_in(dir.path()).len(), count - 1);
     }
 
     #[tokio::test]
@@ -366,7 +423,7 @@ mod tests {
             queue.send(write).unwrap();
         }
         drop(queue);
-        std::thread::spawn(move || run(&outbox, OPTIONS, &queued));
+        std::thread::spawn(move || run(&outbox, OPTIONS, &syncers(), &queued));
         for answer in answers {
             assert!(answer.await.unwrap().is_err());
         }
