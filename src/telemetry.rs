@@ -1,7 +1,8 @@
-//! One tracing setup for every labrelay process: human-readable on a
-//! terminal; JSON in Cloud Logging's structured shape when `LOG_FORMAT=json`,
-//! or on Cloud Run (`K_SERVICE` set) unless `LOG_FORMAT` names another
-//! format (`LOG_FORMAT=text`). `RUST_LOG` filters as usual (default: info).
+//! One tracing setup for every labrelay process: human-readable text (in
+//! colour on a terminal, plain in a file or a pipe); JSON in Cloud
+//! Logging's structured shape when `LOG_FORMAT=json`, or on Cloud Run
+//! (`K_SERVICE` set) unless `LOG_FORMAT` names another format
+//! (`LOG_FORMAT=text`). `RUST_LOG` filters as usual (default: info).
 //!
 //! Cloud Logging reads `severity`, `message` and `time` from each JSON line
 //! and keeps the other keys as the entry's payload; the fields of the spans
@@ -31,7 +32,9 @@ pub fn init() {
     );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours on a terminal only, not in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder
             .fmt_fields(JsonFields::new())

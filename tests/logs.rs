@@ -143,6 +143,10 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
         "both push services verify tokens under `up`: {logs}"
     );
     assert!(logs.contains("reports require an API key"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "a log written to a file carries no terminal colour codes: {logs}"
+    );
     let mut forbidden = vec![
         SMTP_PASSWORD.to_string(),
         TWILIO_TOKEN.to_string(),

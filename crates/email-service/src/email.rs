@@ -212,6 +212,35 @@ mod tests {
         assert!(plain < html, "text/plain comes first");
     }
 
+    /// The `Content-Transfer-Encoding` of each part, in order.
+    fn encodings(text: &str) -> Vec<&str> {
+        text.split("\r\n")
+            .filter_map(|line| line.strip_prefix("Content-Transfer-Encoding: "))
+            .collect()
+    }
+
+    #[test]
+    fn an_ascii_report_goes_out_as_7bit_text_readable_as_it_is() {
+        let email = compose_json(REPORT).unwrap();
+        let text = formatted(&email);
+        assert_eq!(encodings(&text), ["7bit", "7bit"], "{text}");
+        assert!(text.contains("<td style="), "HTML as written:\n{text}");
+    }
+
+    #[test]
+    fn the_html_part_stays_7bit_with_markers_and_names_beyond_ascii() {
+        let flagged = REPORT
+            .replace("\"Max\"", "\"Chloé\"")
+            .replace(r#""value": 42}"#, r#""value": 420, "flag": "high"}"#);
+        let email = compose_json(&flagged).unwrap();
+        let text = formatted(&email);
+        // The plain text keeps its ▲ and é, so it is encoded; the HTML
+        // carries them as character references.
+        assert_eq!(encodings(&text), ["quoted-printable", "7bit"], "{text}");
+        assert!(text.contains("Chlo&#xE9;"), "{text}");
+        assert!(text.contains("&#x25B2;&nbsp;High"), "{text}");
+    }
+
     #[test]
     fn message_id_is_stable_and_carries_no_personal_data() {
         let a = compose_json(REPORT).unwrap();
