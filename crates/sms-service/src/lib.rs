@@ -15,9 +15,12 @@
 //! [`labrelay_contract::notify_log`]) and a push whose SMS is already
 //! recorded is acknowledged (204) without sending, whether it is a
 //! redelivery or the lab posting the same report again; a corrected report
-//! whose text differs is sent. The one duplicate left: the service dies (or
-//! the record fails) after Twilio accepted the message and before the
-//! record is committed; the broker redelivers and the owner gets it twice.
+//! whose text differs is sent. A push still sending at the Twilio timeout
+//! is answered 503 while its request goes on (see `twilio`); the
+//! redelivery waits for it and finds the record. The one duplicate left:
+//! the service dies (or the record fails, or the request outlives its
+//! limit, four times the timeout) after Twilio accepted the message and
+//! before the record is committed; the broker redelivers and the owner gets it twice.
 //!
 //! Layout:
 //! - [`settings`]: typed settings from the environment or from code.
@@ -56,16 +59,21 @@ pub use labrelay_contract::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
 pub use settings::{Channel, OutboxSettings, Settings, TwilioSender, TwilioSettings};
 
-/// A push waits for at most one Twilio request (or file write), plus room
-/// to read it.
-fn limits(channel: &Channel) -> labrelay_contract::limits::Limits {
-    let send = match channel {
+/// How long a push waits for its SMS (the Twilio request or the file
+/// write) before the broker is answered 503: the Twilio timeout. The send
+/// goes on and is recorded or released when it ends.
+fn answer_within(channel: &Channel) -> std::time::Duration {
+    match channel {
         Channel::Twilio(twilio) => twilio.timeout,
         Channel::Outbox(_) => settings::DEFAULT_TWILIO_TIMEOUT,
-    };
+    }
+}
+
+/// A push is answered within the Twilio timeout, plus room to read it.
+fn limits(channel: &Channel) -> labrelay_contract::limits::Limits {
     labrelay_contract::limits::Limits {
         max_in_flight: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT,
-        request_timeout: send + std::time::Duration::from_secs(5),
+        request_timeout: answer_within(channel).saturating_add(std::time::Duration::from_secs(5)),
     }
 }
 
@@ -83,7 +91,10 @@ pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
 /// accepting connections and lets requests in flight finish (each is
-/// bounded by the Twilio timeout).
+/// answered within the Twilio timeout). A Twilio request still going on
+/// after its push was answered ends with the process; its claim is taken
+/// over at once by the next start on this host (SQLite log; on Firestore it
+/// lapses with its lease).
 pub async fn run(
     settings: Settings,
     listener: tokio::net::TcpListener,

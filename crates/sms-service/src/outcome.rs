@@ -6,8 +6,11 @@
 //! | sent, skipped (no owner phone), duplicate (already in the notification log) | 204 | ack |
 //! | malformed envelope, base64 or report | 400 | retries, then dead-letters |
 //! | invalid E.164 number; Twilio refused the message (21211, 21610, 21614, other 4xx) | 422 | retries, then dead-letters |
-//! | Twilio 429 / 5xx / timeout / unreachable; outbox write failed; notification log unreadable | 503 | retries with backoff |
+//! | Twilio 429 / 5xx / unreachable / no answer by the request limit; outbox write failed; notification log unreadable | 503 | retries with backoff |
+//! | still sending at the Twilio timeout (the request goes on and is recorded or released) | 503 | retries; the redelivery waits for it |
 //! | Twilio refused our credentials or sender (401/20003, 21606, ...) | 503 | retries: an operator can fix it |
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -32,12 +35,15 @@ pub(crate) enum Outcome {
     Malformed(DecodeError),
     InvalidNumber(PhoneError),
     Failed(SendError),
+    /// Still sending when the push had waited this long: answered now, the
+    /// send goes on and is logged and counted when it ends.
+    InProgress(Duration),
     /// The task handling the push died (a bug of ours); the broker retries.
     Internal,
 }
 
 /// What is known about the push being answered, for the log line.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct PushInfo {
     pub report_id: Option<String>,
     pub message_id: Option<String>,
@@ -50,7 +56,7 @@ impl Outcome {
             Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => {
                 StatusCode::NO_CONTENT
             }
-            Outcome::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::LogUnavailable(_) | Outcome::InProgress(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::Malformed(_) => StatusCode::BAD_REQUEST,
             Outcome::InvalidNumber(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -87,6 +93,7 @@ impl Outcome {
             Outcome::Duplicate(_) => "duplicate",
             Outcome::LogUnavailable(error) if error.is::<ClaimHeld>() => "claim_held",
             Outcome::LogUnavailable(_) => "notify_log_error",
+            Outcome::InProgress(_) => "in_progress",
             Outcome::Internal => "internal_error",
             Outcome::Malformed(_) => "malformed",
             Outcome::InvalidNumber(_) => "invalid_number",
@@ -110,6 +117,7 @@ impl Outcome {
                 Some("another delivery is sending this SMS; retry later".into())
             }
             Outcome::LogUnavailable(_) => Some("the SMS could not be sent now; retry later".into()),
+            Outcome::InProgress(_) => Some("the SMS is still being sent; retry later".into()),
             Outcome::Internal => Some("internal error".into()),
             Outcome::Malformed(error) => Some(error.to_string()),
             Outcome::InvalidNumber(error) => Some(format!("owner.phone {error}")),
@@ -127,6 +135,9 @@ impl Outcome {
             Outcome::Skipped(reason) => Some((*reason).to_string()),
             Outcome::Duplicate(_) => Some("duplicate, not sent again".to_string()),
             Outcome::LogUnavailable(error) => Some(format!("{error:#}")),
+            Outcome::InProgress(waited) => Some(format!(
+                "Twilio had not answered within {waited:?}; the request goes on"
+            )),
             Outcome::Internal => Some("the push handler task failed".into()),
             Outcome::Malformed(error) => Some(
                 match error {
@@ -141,9 +152,11 @@ impl Outcome {
         }
     }
 
-    /// The one log line of a push. Info for what the broker acknowledges or
-    /// should give up on, warn for what it must retry (the operator may need
-    /// to act). Never a phone number or the message body.
+    /// The one log line of a push, "push handled" (a push answered while
+    /// its SMS is still being sent logs "push answered" first). Info for
+    /// what the broker acknowledges or should give up on, warn for what it
+    /// must retry (the operator may need to act). Never a phone number or
+    /// the message body.
     pub fn log(&self, push: &PushInfo) {
         let (sent_id, twilio_code, retry_after) = match self {
             Outcome::Sent(id) | Outcome::Duplicate(id) => (id.as_deref(), None, None),
@@ -160,7 +173,7 @@ impl Outcome {
         let status = self.status();
         let detail = self.log_detail();
         macro_rules! log_at {
-            ($level:ident) => {
+            ($level:ident, $message:literal) => {
                 tracing::$level!(
                     report_id = push.report_id.as_deref(),
                     message_id = push.message_id.as_deref(),
@@ -171,14 +184,16 @@ impl Outcome {
                     sent_id,
                     retry_after,
                     detail = detail.as_deref(),
-                    "push handled"
+                    $message
                 )
             };
         }
-        if status.is_server_error() {
-            log_at!(warn);
+        if let Outcome::InProgress(_) = self {
+            log_at!(warn, "push answered; its SMS is still being sent");
+        } else if status.is_server_error() {
+            log_at!(warn, "push handled");
         } else {
-            log_at!(info);
+            log_at!(info, "push handled");
         }
     }
 }
@@ -292,9 +307,14 @@ mod tests {
                 "provider_error",
             ),
             (
-                failed(SendError::Timeout(std::time::Duration::from_secs(1))),
+                failed(SendError::Timeout(Duration::from_secs(1))),
                 503,
                 "timeout",
+            ),
+            (
+                Outcome::InProgress(Duration::from_secs(10)),
+                503,
+                "in_progress",
             ),
             (
                 failed(SendError::Outbox(std::io::Error::other("disk full"))),

@@ -2,6 +2,7 @@
 //! `GET /metrics`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -36,6 +37,8 @@ pub(crate) struct Service {
 struct Shared {
     service: Service,
     metrics: Arc<Metrics>,
+    /// How long a push waits for its SMS before the broker is answered.
+    answer_within: Duration,
 }
 
 /// The service's routes, with a metrics registry of their own.
@@ -52,6 +55,7 @@ pub(crate) fn router(service: Service, settings: &Settings) -> Router {
         .with_state(Arc::new(Shared {
             service,
             metrics: Arc::clone(&metrics),
+            answer_within: crate::answer_within(&settings.channel),
         }));
     let router = crate::limits(&settings.channel)
         .apply(router)
@@ -70,52 +74,88 @@ async fn healthz() -> &'static str {
 }
 
 async fn push(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let metrics = &shared.metrics;
     let mut info = PushInfo::default();
-    let mut publish_time = None;
     let outcome = match PushEnvelope::parse(&body) {
         Err(error) => Outcome::Malformed(error),
         Ok(envelope) => {
             info.message_id = Some(envelope.message.message_id.clone());
             info.delivery_attempt = envelope.delivery_attempt;
-            metrics.delivery_attempt(envelope.delivery_attempt);
+            shared.metrics.delivery_attempt(envelope.delivery_attempt);
             match envelope.report() {
                 Err(error) => Outcome::Malformed(error),
                 Ok(report) => {
-                    let report_id = report.id.to_string();
-                    // ERROR level so that no level filter drops the span
-                    // and the ids on the lines logged inside; a span never
-                    // prints by itself.
-                    let span = tracing::error_span!(
-                        "push",
-                        report_id = %report_id,
-                        message_id = %envelope.message.message_id,
-                    );
-                    info.report_id = Some(report_id);
-                    publish_time = Some(envelope.message.publish_time.clone());
-                    // On a task of its own: when the broker stops waiting
-                    // (its ack deadline passed, or it died) hyper drops this
-                    // handler, and a claim → send → record cut in the middle
-                    // would send the SMS again on redelivery. Only the wait
-                    // is cancelled; the redelivery finds the record.
-                    let shared = Arc::clone(&shared);
-                    let handling = tokio::spawn(
-                        async move {
-                            deliver(&shared.service, &shared.metrics, &envelope, &report).await
-                        }
-                        .instrument(span),
-                    );
-                    handling.await.unwrap_or(Outcome::Internal)
+                    info.report_id = Some(report.id.to_string());
+                    return handle(&shared, envelope, report, info).await;
                 }
             }
         }
     };
-    outcome.log(&info);
-    let notification = outcome.notification();
-    metrics.notification(notification);
-    if let (Outcome::Sent(_), Some(publish_time)) = (&outcome, publish_time) {
-        metrics.delivered(&publish_time);
+    conclude(&shared.metrics, &outcome, &info, None);
+    answer(outcome)
+}
+
+/// Delivers the SMS of a decoded push on a task of its own, which logs and
+/// counts its outcome, and answers the broker with it, or with 503 when it
+/// takes longer than the Twilio timeout.
+async fn handle(
+    shared: &Arc<Shared>,
+    envelope: PushEnvelope,
+    report: LabReport,
+    info: PushInfo,
+) -> Response {
+    // ERROR level so that no level filter drops the span and the ids on
+    // the lines logged inside; a span never prints by itself.
+    let span = tracing::error_span!(
+        "push",
+        report_id = %report.id,
+        message_id = %envelope.message.message_id,
+    );
+    // On a task of its own: when the broker stops waiting (its ack
+    // deadline passed, or it died) hyper drops this handler, and a claim →
+    // send → record cut in the middle would send the SMS again on
+    // redelivery. Only the wait is cancelled; the redelivery, waiting on
+    // the key's lock, finds the record.
+    let (on_task, task_info) = (Arc::clone(shared), info.clone());
+    let handling = tokio::spawn(
+        async move {
+            let outcome = deliver(&on_task.service, &on_task.metrics, &envelope, &report).await;
+            let publish_time = envelope.message.publish_time.as_str();
+            conclude(&on_task.metrics, &outcome, &task_info, Some(publish_time));
+            outcome
+        }
+        .instrument(span),
+    );
+    // A Twilio request still going on at the timeout goes on (see
+    // `twilio::request_limit`) and is recorded or released when it ends;
+    // until then the redelivery waits on the key's lock.
+    match tokio::time::timeout(shared.answer_within, handling).await {
+        Ok(Ok(outcome)) => answer(outcome),
+        Ok(Err(_)) => {
+            let outcome = Outcome::Internal;
+            conclude(&shared.metrics, &outcome, &info, None);
+            answer(outcome)
+        }
+        Err(_) => {
+            // Counted when the task ends, as what became of the SMS.
+            let outcome = Outcome::InProgress(shared.answer_within);
+            outcome.log(&info);
+            answer(outcome)
+        }
     }
+}
+
+/// Logs what became of a push and counts it.
+fn conclude(metrics: &Metrics, outcome: &Outcome, info: &PushInfo, publish_time: Option<&str>) {
+    outcome.log(info);
+    metrics.notification(outcome.notification());
+    if let (Outcome::Sent(_), Some(publish_time)) = (outcome, publish_time) {
+        metrics.delivered(publish_time);
+    }
+}
+
+/// The broker's answer, with the `X-Labrelay-Outcome` header.
+fn answer(outcome: Outcome) -> Response {
+    let notification = outcome.notification();
     let mut response = outcome.into_response();
     response
         .headers_mut()

@@ -20,9 +20,12 @@ use crate::phone::PhoneNumber;
 
 /// Where Twilio's REST API lives.
 pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
-/// How long one Twilio request may take, connection included. The push
-/// request that triggers it is bounded by the subscription's ack deadline
-/// (10 s by default): keep this at or below it.
+/// How long a push waits for its Twilio request, connection included,
+/// before the broker is answered 503. The request itself goes on, up to
+/// four times this but at most 45 s (inside the notification log's 60 s
+/// claim lease), and is recorded or released when it ends. The broker waits
+/// for the push up to the subscription's ack deadline (10 s by default):
+/// keep this at or below it.
 pub const DEFAULT_TWILIO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `from` recorded in outbox messages unless `SMS_FROM` says otherwise.
 pub const DEFAULT_OUTBOX_FROM: &str = "labrelay";
@@ -69,6 +72,7 @@ pub struct TwilioSettings {
     /// Scheme, host and optional port (and path prefix), without
     /// `/2010-04-01/...`; tests point it at a stand-in.
     pub api_base: String,
+    /// `TWILIO_TIMEOUT_SECS`; see [`DEFAULT_TWILIO_TIMEOUT`].
     pub timeout: Duration,
 }
 

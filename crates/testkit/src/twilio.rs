@@ -9,7 +9,8 @@
 //! (21604; 21211 when not E.164), `From` or `MessagingServiceSid` (21603) and
 //! `Body` (21602; 21617 over 1600 characters), each as a 400 with Twilio's
 //! error JSON. A valid request is then answered according to the [`Mode`]:
-//! accepted ones are recorded and answered 201 with a Message resource.
+//! accepted ones are recorded and answered 201 with a Message resource, at
+//! once or, in [`Mode::Slow`], late.
 //!
 //! Segments are counted here independently of the sms-service, so a test can
 //! check the service's own counting against `SentSms::num_segments`.
@@ -46,6 +47,10 @@ pub enum Mode {
     Reject { status: u16, code: u32 },
     /// Never answers (until the stand-in is dropped).
     Hang,
+    /// Accepts, like [`Mode::Accept`], after this long. Like Twilio, it
+    /// goes on with a request whose client stopped waiting: the message is
+    /// recorded (and so awaitable) when the time is up, answered or not.
+    Slow(Duration),
 }
 
 /// A message the stand-in accepted.
@@ -281,8 +286,29 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             let _ = stopping.wait_for(|s| *s).await;
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
+        Mode::Slow(delay) => {
+            // On a task, so that a client giving up does not cancel it.
+            let shared = Arc::clone(&shared);
+            let accepting = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                accept(&shared, to, from, service, body)
+            });
+            return accepting
+                .await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
     }
+    accept(&shared, to, from, service, body)
+}
 
+/// Records the message and answers 201 with its Message resource.
+fn accept(
+    shared: &Shared,
+    to: String,
+    from: Option<String>,
+    service: Option<String>,
+    body: String,
+) -> Response {
     let sent = SentSms {
         sid: message_sid(),
         num_segments: segments(&body),

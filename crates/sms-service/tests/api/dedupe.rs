@@ -1,13 +1,13 @@
 //! The notification log (`NOTIFY_LOG`) against the Twilio stand-in: a
-//! redelivery, a re-post, concurrent deliveries and a restart send one SMS;
-//! a corrected report is sent again.
+//! redelivery, a re-post, concurrent deliveries, a restart and a Twilio
+//! slower than the timeout send one SMS; a corrected report is sent again.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_sms_service::Settings;
-use labrelay_testkit::twilio::TwilioStandIn;
+use labrelay_testkit::twilio::{Mode, TwilioStandIn};
 
 use crate::helpers::*;
 
@@ -90,6 +90,47 @@ async fn the_log_survives_a_restart() {
 
     let app = spawn_app(with_log(twilio_settings(&twilio), &log)).await;
     assert_eq!(app.push(&envelope(&report, "d6", 2)).await.status(), 204);
+    assert_eq!(settled_count(&twilio, 1).await, 1);
+    app.stop().await.unwrap();
+}
+
+/// Twilio slower than `TWILIO_TIMEOUT_SECS`: the broker is answered 503
+/// on time, the request goes on and is recorded, and the redelivery finds
+/// the record instead of texting again. (When the request was cut off at
+/// the timeout, its claim was released and the redelivery sent a second
+/// SMS: Twilio had kept the first.)
+#[tokio::test]
+async fn a_twilio_request_outliving_the_timeout_goes_on_and_is_sent_once() {
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = with_twilio(twilio_settings(&twilio), |t| {
+        t.timeout = Duration::from_secs(1)
+    });
+    let app = spawn_app(with_log(settings, &dir.path().join("n.db"))).await;
+    twilio.set_mode(Mode::Slow(Duration::from_secs(2)));
+    let push = |attempt| envelope(&report("LR-D5", Some("+15551234567")), "d7", attempt);
+
+    let started = Instant::now();
+    let first = app.push(&push(1)).await;
+    assert_eq!(first.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after {:?}, not at the 1 s timeout",
+        started.elapsed()
+    );
+    // Twilio takes the message; the request still waits for its answer.
+    twilio.wait_for_messages(1, WAIT).await.unwrap();
+
+    let redelivery = app.push(&push(2)).await;
+    assert_eq!(redelivery.status(), 204);
+    assert_eq!(
+        redelivery
+            .headers()
+            .get("x-labrelay-outcome")
+            .and_then(|v| v.to_str().ok()),
+        Some("duplicate")
+    );
+    assert_eq!(twilio.requests(), 1, "the redelivery did not call Twilio");
     assert_eq!(settled_count(&twilio, 1).await, 1);
     app.stop().await.unwrap();
 }
