@@ -32,8 +32,9 @@ pub struct Settings {
     /// `Reply-To`, e.g. the clinic's front desk.
     pub reply_to: Option<Mailbox>,
     /// How long a push waits for its delivery attempt before the broker is
-    /// answered 503. The attempt itself goes on, up to four times this, and
-    /// is recorded or released when it ends (see `http::SEND_LIMIT_FACTOR`).
+    /// answered 503. The attempt itself goes on, up to
+    /// [`attempt_limit`](labrelay_contract::notify_log::attempt_limit) of
+    /// this, and is recorded or released when it ends.
     pub send_timeout: Duration,
     /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
     /// [`labrelay_contract::push_auth`]). Verified by default when read

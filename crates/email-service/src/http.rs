@@ -15,7 +15,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::ReportError;
-use labrelay_contract::notify_log::{ClaimHeld, Dedupe, NotificationKey, SentRecord};
+use labrelay_contract::notify_log::{
+    ClaimHeld, Dedupe, NotificationKey, SentRecord, attempt_limit,
+};
 use labrelay_contract::push::{DecodeError, PushEnvelope};
 use lettre::message::Mailbox;
 use tracing::Instrument as _;
@@ -166,18 +168,6 @@ pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response 
     }
 }
 
-/// How much longer than the send timeout an SMTP attempt may go on before
-/// it is cut off. lettre bounds only the connection by the timeout, not
-/// each reply, so a bound on the whole attempt is needed; but cutting an
-/// attempt off after the message went out and before the server's reply
-/// was read releases its claim, and the redelivery sends the email again.
-/// Under load (a slow SMTP server, a busy machine) a limit equal to the
-/// send timeout did exactly that: the fault suite saw 7–30 duplicate
-/// emails per 300 reports on a loaded two-core machine. So the broker is
-/// answered 503 at the send timeout while the attempt goes on to this
-/// multiple, still well inside the claim's lease at the default timeout.
-const SEND_LIMIT_FACTOR: u32 = 4;
-
 async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, Failure> {
     let report = envelope.report().map_err(|err| {
         // The publisher's attribute is the best name the logs can give it.
@@ -253,7 +243,7 @@ async fn send(service: &Service, email: &email::Email) -> Result<Outcome, Failur
     let started = std::time::Instant::now();
     let sent = service
         .mailer
-        .send(email, service.send_timeout * SEND_LIMIT_FACTOR)
+        .send(email, attempt_limit(service.send_timeout))
         .await;
     service.metrics.send_took(started.elapsed());
     match sent {

@@ -126,7 +126,7 @@ async fn handle(
         .instrument(span),
     );
     // A Twilio request still going on at the timeout goes on (see
-    // `twilio::request_limit`) and is recorded or released when it ends;
+    // `notify_log::attempt_limit`) and is recorded or released when it ends;
     // until then the redelivery waits on the key's lock.
     match tokio::time::timeout(shared.answer_within, handling).await {
         Ok(Ok(outcome)) => answer(outcome),

@@ -4,16 +4,17 @@
 //! off after Twilio took the message, its claim released, would be sent
 //! again by the broker's redelivery. A request is therefore not cut off at
 //! `TWILIO_TIMEOUT_SECS`: the push is answered 503 then (see `routes`), and
-//! the request goes on to [`request_limit`], so its real outcome is
+//! the request goes on to
+//! [`attempt_limit`](labrelay_contract::notify_log::attempt_limit), so its real outcome is
 //! recorded (or its claim released) while the redelivery waits. A 429 or
 //! 5xx is Twilio refusing: nothing was sent, and the retry sends once. A
 //! request cut off at the limit, or whose connection breaks after the
-//! message went out, may still text the owner twice; for a "your results are ready" notice a rare duplicate is
-//! preferred to a lost one.
+//! message went out, may still text the owner twice; for a "your results
+//! are ready" notice a rare duplicate is preferred to a lost one.
 
 use std::time::Duration;
 
-use labrelay_contract::notify_log::DEFAULT_CLAIM_LEASE;
+use labrelay_contract::notify_log::attempt_limit;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 
@@ -32,23 +33,6 @@ const CONFIGURATION_CODES: &[u32] = &[20003, 20404, 21212, 21408, 21606, 21608];
 /// Connecting may take this long at most, so that a dead host fails fast.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How much longer than `TWILIO_TIMEOUT_SECS` a Twilio request may go on
-/// before it is cut off; the same factor as the email-service's SMTP
-/// attempts. Cutting a request off at the timeout released its claim even
-/// when Twilio had taken the message, and the redelivery texted again.
-const SEND_LIMIT_FACTOR: u32 = 4;
-
-/// How long one Twilio request may take, answer included: four times the
-/// timeout (40 s by default), but never more than three quarters of the
-/// notification log's claim lease (45 s of 60 s), so that the request ends,
-/// and is recorded or released, while this instance still holds the claim
-/// and no other instance can send the same SMS.
-fn request_limit(timeout: Duration) -> Duration {
-    timeout
-        .saturating_mul(SEND_LIMIT_FACTOR)
-        .min(DEFAULT_CLAIM_LEASE * 3 / 4)
-}
-
 pub(crate) struct TwilioClient {
     http: reqwest::Client,
     api_base: String,
@@ -56,7 +40,7 @@ pub(crate) struct TwilioClient {
     account_sid: String,
     auth_token: Secret,
     sender: TwilioSender,
-    /// [`request_limit`] of the timeout.
+    /// [`attempt_limit`] of the timeout.
     limit: Duration,
 }
 
@@ -73,7 +57,7 @@ impl TwilioClient {
                 &settings.account_sid,
                 "Messages.json",
             ]);
-        let limit = request_limit(settings.timeout);
+        let limit = attempt_limit(settings.timeout);
         let http = reqwest::Client::builder()
             .timeout(limit)
             .connect_timeout(CONNECT_TIMEOUT.min(settings.timeout))
@@ -236,17 +220,6 @@ mod tests {
             };
             assert_eq!(got, want, "HTTP {status} code {code:?}");
         }
-    }
-
-    #[test]
-    fn a_request_goes_on_past_the_timeout_but_ends_inside_the_claim_lease() {
-        let secs = Duration::from_secs;
-        assert_eq!(request_limit(secs(1)), secs(4));
-        assert_eq!(request_limit(secs(10)), secs(40));
-        assert_eq!(request_limit(secs(15)), secs(45));
-        assert_eq!(request_limit(secs(30)), secs(45));
-        assert_eq!(request_limit(Duration::MAX), secs(45));
-        assert!(request_limit(Duration::MAX) < DEFAULT_CLAIM_LEASE);
     }
 
     #[test]
