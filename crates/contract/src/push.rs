@@ -92,8 +92,8 @@ impl PushEnvelope {
 
     /// The lab report this push carries.
     pub fn report(&self) -> Result<crate::report::LabReport, DecodeError> {
-        Ok(crate::report::LabReport::parse(
-            &self.message.decode_data()?,
+        Ok(crate::report::LabReport::from_published(
+            self.message.decode_data()?,
         )?)
     }
 }
