@@ -230,8 +230,23 @@ impl Collector for BacklogCollector {
                 ConstGauge::new(value(c, now)).encode(metric.encode_family(&labels)?)?;
             }
         }
+        let sqlite = encoder.encode_descriptor(
+            "sqlite_memory_bytes",
+            "Heap memory SQLite holds for every connection of the broker \
+             (page caches, statements); bounded by the connections' cache sizes",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(sqlite_memory_bytes()).encode(sqlite)?;
         Ok(())
     }
+}
+
+/// What SQLite's allocator has out now, across the process.
+fn sqlite_memory_bytes() -> i64 {
+    // SAFETY: sqlite3_memory_used only reads SQLite's own counters, under
+    // its own mutex; it has no preconditions.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
 }
 
 /// `GET /metrics` for the broker behind `inner`.

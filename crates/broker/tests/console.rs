@@ -422,6 +422,10 @@ fn a_report_is_delivered_fails_is_dead_lettered_and_replayed_as_the_console_show
             metric(&text, "labrelay_broker_journal_dropped_events_total"),
             Some(0.0)
         );
+        // The store and the journal are open: their page caches hold
+        // something, far from a runaway.
+        let sqlite = metric(&text, "labrelay_broker_sqlite_memory_bytes").unwrap();
+        assert!((1024.0..64e6).contains(&sqlite), "{sqlite}");
 
         // Replay refuses what a cross-site form could send.
         let request = json!({"subscription": DEAD_SUB, "message_ids": [dead_id]});
