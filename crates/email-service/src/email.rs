@@ -94,14 +94,31 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
         builder = builder.reply_to(reply_to.clone());
     }
     let message = builder.multipart(MultiPart::alternative_plain_html(
-        rendered.text,
-        rendered.html,
+        crlf(&rendered.text),
+        crlf(&rendered.html),
     ))?;
     Ok(Email {
         message,
         message_id,
         content_hash,
     })
+}
+
+/// `text` with CRLF line endings, as the message carries it. lettre makes a
+/// body's line endings CRLF itself, but by inserting each `\r` in place,
+/// which moves the rest of the string every time: a tenth of the
+/// email-service's CPU at load for a 4 KiB email.
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    let mut lines = text.split('\n');
+    if let Some(first) = lines.next() {
+        out.push_str(first.strip_suffix('\r').unwrap_or(first));
+    }
+    for line in lines {
+        out.push_str("\r\n");
+        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+    }
+    out
 }
 
 /// SHA-256 (hex) of the report id, the recipient and the rendered content:
@@ -217,6 +234,14 @@ mod tests {
         text.split("\r\n")
             .filter_map(|line| line.strip_prefix("Content-Transfer-Encoding: "))
             .collect()
+    }
+
+    #[test]
+    fn line_endings_become_crlf_once() {
+        assert_eq!(crlf("a\nb\r\nc\n"), "a\r\nb\r\nc\r\n");
+        assert_eq!(crlf("\n"), "\r\n");
+        assert_eq!(crlf("one line"), "one line");
+        assert_eq!(crlf(""), "");
     }
 
     #[test]

@@ -29,10 +29,11 @@ pub fn render(report: &LabReport) -> Result<Rendered, askama::Error> {
 }
 
 /// Longest line of the HTML part. lettre sends a part whose lines are all
-/// shorter than 76 characters (counting the line break) and ASCII as 7bit,
-/// readable as it is, and anything else as quoted-printable or base64,
-/// which costs more to encode and to read in a file outbox.
-const HTML_LINE: usize = 74;
+/// shorter than 76 characters (counting the line break, and the `\r` of
+/// the CRLF endings the message is given in) and ASCII as 7bit, readable
+/// as it is, and anything else as quoted-printable or base64, which costs
+/// more to encode and to read in a file outbox.
+const HTML_LINE: usize = 73;
 
 /// The HTML as ASCII in short lines: every other character becomes a
 /// numeric character reference, and a line longer than [`HTML_LINE`] is
