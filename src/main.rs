@@ -164,6 +164,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
+                labrelay_contract::memory::trim_periodically();
                 let ports = up::Ports {
                     broker: args.broker_port,
                     lab_report: args.lab_report_port,
@@ -204,8 +205,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Binds a service's port and announces it on stdout (scripts and tests read
-/// the line to find a port chosen with `PORT=0`).
+/// the line to find a port chosen with `PORT=0`); starts the memory trim.
 async fn bind_service(args: &ServiceArgs, name: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    // A service gives back what a burst took, as the broker does after
+    // each journal prune.
+    labrelay_contract::memory::trim_periodically();
     let on_cloud_run = std::env::var_os("K_SERVICE").is_some();
     let host = args.host.unwrap_or(if on_cloud_run {
         std::net::Ipv4Addr::UNSPECIFIED.into()

@@ -395,7 +395,7 @@ impl Writer {
                     tracing::warn!(%error, "could not prune the journal");
                 }
                 // Gives back what bursts and the prune's churn freed.
-                crate::memory::release_free_memory();
+                labrelay_contract::memory::release_free_memory();
             }
             if stop {
                 return;

@@ -53,7 +53,6 @@ mod error;
 mod filter;
 mod grpc;
 mod journal;
-mod memory;
 mod metrics;
 pub mod names;
 mod oidc;

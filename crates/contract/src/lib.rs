@@ -26,6 +26,8 @@
 //!   file is durable).
 //! - [`serve`]: serving a router with a header-read timeout and graceful
 //!   shutdown.
+//! - [`memory`]: giving freed heap memory back to the system (glibc keeps
+//!   what a burst freed otherwise).
 //! - [`secret`]: credentials read from the environment, never printed.
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
@@ -33,6 +35,7 @@
 pub mod group_write;
 pub mod ingest_auth;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod notify_log;
 pub mod push;
