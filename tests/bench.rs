@@ -25,6 +25,18 @@ fn bench_json(args: &[&str]) -> Value {
     serde_json::from_str(stdout.trim()).expect("one JSON object")
 }
 
+/// Requires each of `fields` of `figures` to be a number above zero (`whole`
+/// is printed on failure).
+#[track_caller]
+fn assert_measured(figures: &Value, fields: &[&str], whole: &Value) {
+    for field in fields {
+        assert!(
+            figures[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field} in {whole:#}"
+        );
+    }
+}
+
 #[test]
 fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures() {
     let figures = bench_json(&["bench", "--reports", "200", "--concurrency", "16", "--json"]);
@@ -106,18 +118,17 @@ fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
     for field in ["push_duplicates", "push_lost", "recovery_lost"] {
         assert_eq!(figures[field], 0, "{field} in {figures:#}");
     }
-    for rate in [
-        "publish_batched_per_sec",
-        "publish_32_clients_per_sec",
-        "push_per_sec",
-        "recovery_drain_per_sec",
-        "streaming_pull_per_sec",
-    ] {
-        assert!(
-            figures[rate].as_f64().is_some_and(|r| r > 0.0),
-            "{rate} in {figures:#}"
-        );
-    }
+    assert_measured(
+        &figures,
+        &[
+            "publish_batched_per_sec",
+            "publish_32_clients_per_sec",
+            "push_per_sec",
+            "recovery_drain_per_sec",
+            "streaming_pull_per_sec",
+        ],
+        &figures,
+    );
     // 500 messages wait while the endpoint fails for 2 s: the window falls
     // to one push at a time, and the subscription pauses between failures.
     assert_eq!(figures["failing_most_in_flight"], 1, "{figures:#}");
@@ -140,16 +151,15 @@ fn broker_bench_runs_only_the_phases_asked_for() {
         "single,push",
         "--json",
     ]);
-    for ran in [
-        "publish_32_clients_per_sec",
-        "push_per_sec",
-        "backlog_rss_mib",
-    ] {
-        assert!(
-            figures[ran].as_f64().is_some_and(|r| r > 0.0),
-            "{ran} in {figures:#}"
-        );
-    }
+    assert_measured(
+        &figures,
+        &[
+            "publish_32_clients_per_sec",
+            "push_per_sec",
+            "backlog_rss_mib",
+        ],
+        &figures,
+    );
     assert_eq!(figures["push_lost"], 0, "{figures:#}");
     for skipped in [
         "publish_batched_per_sec",
@@ -183,16 +193,15 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
     ]);
     for side in ["ours", "emulator"] {
         let figures = &both[side];
-        for ran in [
-            "publish_batched_per_sec",
-            "push_per_sec",
-            "broker_peak_rss_mib",
-        ] {
-            assert!(
-                figures[ran].as_f64().is_some_and(|r| r > 0.0),
-                "{side}.{ran} in {both:#}"
-            );
-        }
+        assert_measured(
+            figures,
+            &[
+                "publish_batched_per_sec",
+                "push_per_sec",
+                "broker_peak_rss_mib",
+            ],
+            &both,
+        );
         assert_eq!(figures["push_lost"], 0, "{side} in {both:#}");
         assert_eq!(figures["push_duplicates"], 0, "{side} in {both:#}");
         assert!(figures["streaming_pull_per_sec"].is_null(), "{both:#}");

@@ -12,7 +12,7 @@
 //! on a temporary data directory, so the broker's peak memory can be read
 //! from `/proc`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -449,40 +449,90 @@ impl Drop for Emulator {
 struct Comparison {
     ours: Figures,
     emulator: Figures,
-    /// Ours ÷ emulator, two decimals: above 1 is better for the rates,
-    /// below 1 for requests to a failing endpoint, time to first delivery
-    /// and memory.
-    ratios: Ratios,
+    /// Ours ÷ emulator by [`Compared::key`], two decimals: above 1 is
+    /// better for the rates, below 1 for requests to a failing endpoint,
+    /// time to first delivery and memory.
+    ratios: BTreeMap<&'static str, Option<f64>>,
 }
 
-#[derive(Debug, Serialize)]
-struct Ratios {
-    publish_batched: Option<f64>,
-    publish_32_clients: Option<f64>,
-    push: Option<f64>,
-    failing_requests: Option<f64>,
-    recovery_first_delivery: Option<f64>,
-    recovery_drain: Option<f64>,
-    streaming_pull: Option<f64>,
-    backlog_rss: Option<f64>,
-    peak_rss: Option<f64>,
+/// A figure both servers are compared on.
+struct Compared {
+    /// Its name in `ratios`.
+    key: &'static str,
+    /// Its row in the table.
+    label: &'static str,
+    value: fn(&Figures) -> Option<f64>,
+    higher_is_better: bool,
 }
+
+const COMPARED: [Compared; 9] = [
+    Compared {
+        key: "publish_batched",
+        label: "publish, client batching (msg/s)",
+        value: |f| f.publish_batched_per_sec,
+        higher_is_better: true,
+    },
+    Compared {
+        key: "publish_32_clients",
+        label: "publish, 32 clients x 1 (msg/s)",
+        value: |f| f.publish_32_clients_per_sec,
+        higher_is_better: true,
+    },
+    Compared {
+        key: "push",
+        label: "push to a 204 endpoint (msg/s)",
+        value: |f| f.push_per_sec,
+        higher_is_better: true,
+    },
+    Compared {
+        key: "failing_requests",
+        label: "failing endpoint (req/s)",
+        value: |f| f.failing_requests_per_sec,
+        higher_is_better: false,
+    },
+    Compared {
+        key: "recovery_first_delivery",
+        label: "  healed: first delivery (ms)",
+        value: Figures::first_delivery_ms,
+        higher_is_better: false,
+    },
+    Compared {
+        key: "recovery_drain",
+        label: "  healed: backlog drained (msg/s)",
+        value: |f| f.recovery_drain_per_sec,
+        higher_is_better: true,
+    },
+    Compared {
+        key: "streaming_pull",
+        label: "StreamingPull (msg/s)",
+        value: |f| f.streaming_pull_per_sec,
+        higher_is_better: true,
+    },
+    Compared {
+        key: "backlog_rss",
+        label: "RSS with backlog (MiB)",
+        value: |f| f.backlog_rss_mib,
+        higher_is_better: false,
+    },
+    Compared {
+        key: "peak_rss",
+        label: "peak RSS (MiB)",
+        value: |f| f.broker_peak_rss_mib,
+        higher_is_better: false,
+    },
+];
 
 impl Comparison {
     fn new(ours: Figures, emulator: Figures) -> Comparison {
-        use super::peer::ratio;
-        let (o, e) = (&ours, &emulator);
-        let ratios = Ratios {
-            publish_batched: ratio(o.publish_batched_per_sec, e.publish_batched_per_sec),
-            publish_32_clients: ratio(o.publish_32_clients_per_sec, e.publish_32_clients_per_sec),
-            push: ratio(o.push_per_sec, e.push_per_sec),
-            failing_requests: ratio(o.failing_requests_per_sec, e.failing_requests_per_sec),
-            recovery_first_delivery: ratio(o.first_delivery_ms(), e.first_delivery_ms()),
-            recovery_drain: ratio(o.recovery_drain_per_sec, e.recovery_drain_per_sec),
-            streaming_pull: ratio(o.streaming_pull_per_sec, e.streaming_pull_per_sec),
-            backlog_rss: ratio(o.backlog_rss_mib, e.backlog_rss_mib),
-            peak_rss: ratio(o.broker_peak_rss_mib, e.broker_peak_rss_mib),
-        };
+        let ratios = COMPARED
+            .iter()
+            .map(|c| {
+                (
+                    c.key,
+                    super::peer::ratio((c.value)(&ours), (c.value)(&emulator)),
+                )
+            })
+            .collect();
         Comparison {
             ours,
             emulator,
@@ -800,85 +850,25 @@ fn print_comparison(c: &Comparison) {
             _ => "-".to_owned(),
         }
     }
-    let (o, e, r) = (&c.ours, &c.emulator, &c.ratios);
+    let (o, e) = (&c.ours, &c.emulator);
     println!(
         "{:<36} {:>14} {:>14} {:>16}",
         "", "labrelay", "emulator", "better by"
     );
-    let row = |what: &str, ours: Option<f64>, theirs: Option<f64>, ratio, higher_is_better| {
+    for compared in &COMPARED {
         // Memory in MiB with a decimal; rates and times are whole numbers.
-        let decimals = usize::from(what.contains("MiB"));
+        let decimals = usize::from(compared.label.contains("MiB"));
         println!(
-            "{what:<36} {:>14} {:>14} {:>16}",
-            show(ours, decimals),
-            show(theirs, decimals),
-            verdict(ratio, higher_is_better)
+            "{:<36} {:>14} {:>14} {:>16}",
+            compared.label,
+            show((compared.value)(o), decimals),
+            show((compared.value)(e), decimals),
+            verdict(
+                c.ratios.get(compared.key).copied().flatten(),
+                compared.higher_is_better
+            )
         );
-    };
-    let higher = true;
-    row(
-        "publish, client batching (msg/s)",
-        o.publish_batched_per_sec,
-        e.publish_batched_per_sec,
-        r.publish_batched,
-        higher,
-    );
-    row(
-        "publish, 32 clients x 1 (msg/s)",
-        o.publish_32_clients_per_sec,
-        e.publish_32_clients_per_sec,
-        r.publish_32_clients,
-        higher,
-    );
-    row(
-        "push to a 204 endpoint (msg/s)",
-        o.push_per_sec,
-        e.push_per_sec,
-        r.push,
-        higher,
-    );
-    row(
-        "failing endpoint (req/s)",
-        o.failing_requests_per_sec,
-        e.failing_requests_per_sec,
-        r.failing_requests,
-        !higher,
-    );
-    row(
-        "  healed: first delivery (ms)",
-        o.first_delivery_ms(),
-        e.first_delivery_ms(),
-        r.recovery_first_delivery,
-        !higher,
-    );
-    row(
-        "  healed: backlog drained (msg/s)",
-        o.recovery_drain_per_sec,
-        e.recovery_drain_per_sec,
-        r.recovery_drain,
-        higher,
-    );
-    row(
-        "StreamingPull (msg/s)",
-        o.streaming_pull_per_sec,
-        e.streaming_pull_per_sec,
-        r.streaming_pull,
-        higher,
-    );
-    row(
-        "RSS with backlog (MiB)",
-        o.backlog_rss_mib,
-        e.backlog_rss_mib,
-        r.backlog_rss,
-        !higher,
-    );
-    row(
-        "peak RSS (MiB)",
-        o.broker_peak_rss_mib,
-        e.broker_peak_rss_mib,
-        r.peak_rss,
-        !higher,
-    );
+    }
     let lost = |f: &Figures| {
         format!(
             "{} lost, {} duplicates",
