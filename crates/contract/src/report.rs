@@ -150,6 +150,14 @@ fn typed<T: for<'de> Deserialize<'de> + Default>(
     }
 }
 
+/// The index of the first test whose value is an array or an object (a
+/// value must be a number or a string).
+fn structured_value(tests: &[TestResult]) -> Option<usize> {
+    tests
+        .iter()
+        .position(|t| matches!(t.value, Some(Value::Array(_)) | Some(Value::Object(_))))
+}
+
 impl LabReport {
     /// Parses and validates a request body.
     pub fn parse(body: &[u8]) -> Result<LabReport, ReportError> {
@@ -160,11 +168,7 @@ impl LabReport {
         };
         let id = ReportId::parse(raw.get("id").ok_or(ReportError::MissingId)?)?;
         let tests: Vec<TestResult> = typed(&raw, "tests")?;
-        if let Some((i, _)) = tests
-            .iter()
-            .enumerate()
-            .find(|(_, t)| matches!(t.value, Some(Value::Array(_)) | Some(Value::Object(_))))
-        {
+        if let Some(i) = structured_value(&tests) {
             return Err(ReportError::InvalidField {
                 field: format!("tests[{i}].value"),
                 problem: "must be a number or a string".into(),
@@ -192,33 +196,25 @@ impl LabReport {
         let known = std::str::from_utf8(&data)
             .ok()
             .and_then(|text| serde_json::from_str::<Known>(text).ok());
-        let valid = known.and_then(|known| {
-            let id = ReportId::parse(known.id.as_ref()?).ok()?;
+        let report = known.and_then(|known| {
             let tests = known.tests.unwrap_or_default();
-            if tests
-                .iter()
-                .any(|t| matches!(t.value, Some(Value::Array(_)) | Some(Value::Object(_))))
-            {
+            if structured_value(&tests).is_some() {
                 return None;
             }
-            Some((
-                id,
-                known.clinic,
-                known.pet,
-                known.owner,
+            Some(LabReport {
+                id: ReportId::parse(known.id.as_ref()?).ok()?,
+                clinic: known.clinic.unwrap_or_default(),
+                pet: known.pet.unwrap_or_default(),
+                owner: known.owner.unwrap_or_default(),
                 tests,
-                known.issued_at,
-            ))
+                issued_at: known.issued_at,
+                raw: Raw::Bytes(Vec::new()),
+            })
         });
-        match valid {
-            Some((id, clinic, pet, owner, tests, issued_at)) => Ok(LabReport {
-                id,
-                clinic: clinic.unwrap_or_default(),
-                pet: pet.unwrap_or_default(),
-                owner: owner.unwrap_or_default(),
-                tests,
-                issued_at,
+        match report {
+            Some(report) => Ok(LabReport {
                 raw: Raw::Bytes(data),
+                ..report
             }),
             None => LabReport::parse(&data),
         }
