@@ -42,14 +42,19 @@ const HTML_LINE: usize = 73;
 /// the attribute values of these templates, which preserve no whitespace.
 fn seven_bit_html(html: &str) -> String {
     use std::fmt::Write as _;
-    let mut ascii = String::with_capacity(html.len() + 64);
-    for c in html.chars() {
-        if c.is_ascii() {
-            ascii.push(c);
-        } else {
-            let _ = write!(ascii, "&#x{:X};", u32::from(c));
+    let ascii = if html.is_ascii() {
+        std::borrow::Cow::Borrowed(html)
+    } else {
+        let mut ascii = String::with_capacity(html.len() + 64);
+        for c in html.chars() {
+            if c.is_ascii() {
+                ascii.push(c);
+            } else {
+                let _ = write!(ascii, "&#x{:X};", u32::from(c));
+            }
         }
-    }
+        std::borrow::Cow::Owned(ascii)
+    };
     let mut out = String::with_capacity(ascii.len() + 64);
     for (i, mut line) in ascii.split('\n').enumerate() {
         if i > 0 {
