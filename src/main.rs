@@ -157,14 +157,31 @@ struct BrokerArgs {
     payload_budget_mib: usize,
 }
 
+impl Command {
+    /// Whether this runs a push or ingest service: those give back what a
+    /// burst took once a minute (the broker alone does it after each prune
+    /// of its journal).
+    fn runs_a_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Up(_)
+                | Command::LabReportService(_)
+                | Command::EmailService(_)
+                | Command::SmsService(_)
+        )
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
+    if cli.command.runs_a_service() {
+        labrelay_contract::memory::trim_periodically();
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
-                labrelay_contract::memory::trim_periodically();
                 let ports = up::Ports {
                     broker: args.broker_port,
                     lab_report: args.lab_report_port,
@@ -205,11 +222,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Binds a service's port and announces it on stdout (scripts and tests read
-/// the line to find a port chosen with `PORT=0`); starts the memory trim.
+/// the line to find a port chosen with `PORT=0`).
 async fn bind_service(args: &ServiceArgs, name: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    // A service gives back what a burst took, as the broker does after
-    // each journal prune.
-    labrelay_contract::memory::trim_periodically();
     let on_cloud_run = std::env::var_os("K_SERVICE").is_some();
     let host = args.host.unwrap_or(if on_cloud_run {
         std::net::Ipv4Addr::UNSPECIFIED.into()

@@ -25,9 +25,9 @@
 //! - `stats`: per-subscription push figures and the hooks the engine calls.
 //! - `metrics`: the Prometheus registry served at `/metrics`.
 //! - `journal`: each message's journey, in its own SQLite file, off the
-//!   durable path.
-//! - `memory`: gives the heap pages freed under traffic back to the
-//!   system, once a minute after the journal's prune.
+//!   durable path; after its prune, once a minute, it gives the heap pages
+//!   freed under traffic back to the system
+//!   (`labrelay_contract::memory`).
 //! - `console`: the operator console at `/console` and its JSON API.
 //!
 //! See `ARCHITECTURE.md` beside this crate for how they fit together.

@@ -19,8 +19,9 @@
 //! is answered 503 while its request goes on (see `twilio`); the
 //! redelivery waits for it and finds the record. The one duplicate left:
 //! the service dies (or the record fails, or the request outlives its
-//! limit, four times the timeout) after Twilio accepted the message and
-//! before the record is committed; the broker redelivers and the owner gets it twice.
+//! limit, [`attempt_limit`](labrelay_contract::notify_log::attempt_limit))
+//! after Twilio accepted the message and before the record is committed;
+//! the broker redelivers and the owner gets it twice.
 //!
 //! Layout:
 //! - [`settings`]: typed settings from the environment or from code.
