@@ -35,12 +35,13 @@ pub fn release_free_memory() {}
 pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts, once per process, a thread that calls [`release_free_memory`]
-/// every [`TRIM_EVERY`]. A second call does nothing (under `labrelay up`
-/// every service asks).
-pub fn trim_periodically() {
+/// every [`TRIM_EVERY`]; whether this call started it. A later call does
+/// nothing (under `labrelay up` one process runs every service).
+pub fn trim_periodically() -> bool {
     static STARTED: std::sync::Once = std::sync::Once::new();
+    let mut started = false;
     STARTED.call_once(|| {
-        let started = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("malloc-trim".into())
             .spawn(|| {
                 loop {
@@ -48,10 +49,12 @@ pub fn trim_periodically() {
                     release_free_memory();
                 }
             });
-        if let Err(error) = started {
-            tracing::warn!(%error, "could not start the memory trim thread");
+        match spawned {
+            Ok(_) => started = true,
+            Err(error) => tracing::warn!(%error, "could not start the memory trim thread"),
         }
     });
+    started
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
@@ -65,6 +68,12 @@ mod tests {
             .find_map(|l| l.strip_prefix("RssAnon:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    #[test]
+    fn one_trim_thread_per_process_however_often_it_is_asked_for() {
+        assert!(trim_periodically(), "the first call starts the thread");
+        assert!(!trim_periodically(), "a second call starts none");
     }
 
     #[test]
