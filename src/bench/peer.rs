@@ -197,10 +197,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
     let project = crate::up::project_id();
     let broker = system::start_broker(dir.path())?;
     create_topic(broker.addr, &project).await?;
-    let api_key: String = rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let api_key = hex::encode(rand::random::<[u8; 32]>());
 
     let mut ours_command = system::labrelay(&["lab-report-service"])?;
     ours_command

@@ -254,10 +254,7 @@ impl OwnSystem {
             .tempdir()?;
         let root = dir.path();
         let project = crate::up::project_id();
-        let api_key: String = rand::random::<[u8; 32]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let api_key = hex::encode(rand::random::<[u8; 32]>());
         let email_outbox = root.join("outbox").join("email");
         let sms_outbox = root.join("outbox").join("sms");
         let broker = start_broker(root)?;

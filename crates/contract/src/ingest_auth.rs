@@ -180,7 +180,7 @@ fn digest(key: &str) -> [u8; 32] {
 
 /// The `sha256hex` to configure for `key`.
 pub fn hash_key(key: &str) -> String {
-    digest(key).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest(key))
 }
 
 /// Equal or not, in time independent of where they differ.

@@ -8,8 +8,9 @@
 
 use labrelay_contract::LabReport;
 use lettre::Message;
-use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, MultiPart};
 
 use crate::render::{self, one_line};
 
@@ -83,7 +84,10 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     let content_hash = content_hash(&report_id, to.email.as_ref(), &rendered);
     let message_id = message_id(&content_hash);
 
+    // Given, the envelope is not parsed back out of the From and To headers.
+    let envelope = Envelope::new(Some(sender.from.email.clone()), vec![to.email.clone()])?;
     let mut builder = Message::builder()
+        .envelope(envelope)
         .from(sender.from.clone())
         .to(to)
         .subject(rendered.subject.clone())
@@ -95,7 +99,7 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     }
     let message = builder.multipart(MultiPart::alternative_plain_html(
         crlf(&rendered.text),
-        crlf(&rendered.html),
+        html_body(&rendered.html),
     ))?;
     Ok(Email {
         message,
@@ -104,21 +108,42 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     })
 }
 
+/// The HTML part's body. `render` writes the HTML as ASCII in lines of at
+/// most [`render::HTML_LINE`], which lettre would send as 7bit after
+/// scanning it for its encoding and for bare LFs; given as a finished 7bit
+/// body it is not scanned again (a tenth of composing an email). A line
+/// `render` could not break (a word longer than a line) leaves the choice
+/// of encoding to lettre.
+fn html_body(html: &str) -> Body {
+    let (body, longest_line) = crlf_measured(html);
+    if longest_line <= render::HTML_LINE && html.is_ascii() {
+        Body::dangerous_pre_encoded(body.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(body)
+    }
+}
+
 /// `text` with CRLF line endings, as the message carries it. lettre makes a
 /// body's line endings CRLF itself, but by inserting each `\r` in place,
 /// which moves the rest of the string every time: a tenth of the
 /// email-service's CPU at load for a 4 KiB email.
 fn crlf(text: &str) -> String {
+    crlf_measured(text).0
+}
+
+/// [`crlf`], and the length of the longest line without its line break.
+fn crlf_measured(text: &str) -> (String, usize) {
     let mut out = String::with_capacity(text.len() + text.len() / 32);
-    let mut lines = text.split('\n');
-    if let Some(first) = lines.next() {
-        out.push_str(first.strip_suffix('\r').unwrap_or(first));
+    let mut longest = 0;
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        longest = longest.max(line.len());
+        out.push_str(line);
     }
-    for line in lines {
-        out.push_str("\r\n");
-        out.push_str(line.strip_suffix('\r').unwrap_or(line));
-    }
-    out
+    (out, longest)
 }
 
 /// SHA-256 (hex) of the report id, the recipient and the rendered content:
@@ -242,6 +267,7 @@ mod tests {
         assert_eq!(crlf("\n"), "\r\n");
         assert_eq!(crlf("one line"), "one line");
         assert_eq!(crlf(""), "");
+        assert_eq!(crlf_measured("ab\r\nabc\nx").1, 3);
     }
 
     #[test]
@@ -264,6 +290,18 @@ mod tests {
         assert_eq!(encodings(&text), ["quoted-printable", "7bit"], "{text}");
         assert!(text.contains("Chlo&#xE9;"), "{text}");
         assert!(text.contains("&#x25B2;&nbsp;High"), "{text}");
+    }
+
+    #[test]
+    fn an_html_line_too_long_to_break_is_encoded_by_lettre() {
+        let name = "Max".repeat(40);
+        let email = compose_json(&REPORT.replace("\"Max\"", &format!("\"{name}\""))).unwrap();
+        let text = formatted(&email);
+        let html = &text[text.find("Content-Type: text/html").unwrap()..];
+        assert_eq!(encodings(html), ["quoted-printable"], "{html}");
+        // Every line on the wire is short; the name is whole once decoded.
+        assert!(text.split("\r\n").all(|line| line.len() <= 76), "{text}");
+        assert!(html.replace("=\r\n", "").contains(&name), "{html}");
     }
 
     #[test]

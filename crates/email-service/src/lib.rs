@@ -14,7 +14,7 @@
 //!   ...) or built in code; secrets never reach `Debug`.
 //! - `render`: subject, plain text and HTML from the askama templates in
 //!   `templates/`.
-//! - `email`: the addressed message, its content-derived Message-ID and the
+//! - [`email`]: the addressed message, its content-derived Message-ID and the
 //!   `X-Report-Id` and `Auto-Submitted` headers.
 //! - `mailer`: SMTP or directory delivery, and the transient/permanent
 //!   classification of failures.
@@ -43,7 +43,7 @@
 //! already-bound listener until a shutdown future completes.
 
 pub mod config;
-mod email;
+pub mod email;
 mod http;
 mod mailer;
 use labrelay_contract::push_metrics as metrics;

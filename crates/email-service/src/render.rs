@@ -33,7 +33,7 @@ pub fn render(report: &LabReport) -> Result<Rendered, askama::Error> {
 /// the CRLF endings the message is given in) and ASCII as 7bit, readable
 /// as it is, and anything else as quoted-printable or base64, which costs
 /// more to encode and to read in a file outbox.
-const HTML_LINE: usize = 73;
+pub(crate) const HTML_LINE: usize = 73;
 
 /// The HTML as ASCII in short lines: every other character becomes a
 /// numeric character reference, and a line longer than [`HTML_LINE`] is

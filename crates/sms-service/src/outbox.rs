@@ -90,7 +90,7 @@ fn file_name(report_id: &str, to: &str, from: &str, body: &str) -> String {
         hash.update(part.as_bytes());
     }
     let digest = hash.finalize();
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..8]);
     let id: String = report_id
         .chars()
         .take(MAX_ID_IN_NAME)

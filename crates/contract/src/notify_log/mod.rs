@@ -124,7 +124,7 @@ pub fn content_hash(fields: &[&str]) -> String {
         hash.update((field.len() as u64).to_be_bytes());
         hash.update(field.as_bytes());
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 /// Identifies one claim, so only its holder releases it. Opaque: each
