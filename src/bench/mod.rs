@@ -23,6 +23,7 @@ mod system;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 #[derive(Args)]
@@ -140,15 +141,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await
         }
         None => {
-            pipeline::run(pipeline::Pipeline {
+            // On a worker thread: the main thread runs outside the runtime's
+            // workers, so every report's two deliveries and its answer
+            // would each wake it from another thread, on the cores the
+            // system under test needs.
+            tokio::spawn(pipeline::run(pipeline::Pipeline {
                 plan,
                 target: args.target,
                 data_dir: args.data_dir,
                 api_key: args.api_key,
                 json: args.json,
                 drain_timeout: Duration::from_secs(args.drain_timeout),
-            })
+            }))
             .await
+            .context("the pipeline bench panicked")?
         }
     }
 }

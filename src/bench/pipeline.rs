@@ -245,12 +245,15 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
         }
     };
 
+    // Whether deliveries stalled is checked once a second rather than with
+    // a timer set again for every event.
+    let mut stall_check = tokio::time::interval(Duration::from_secs(1));
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let all_in = issued.is_some_and(|n| posted == n && complete == accepted);
         if all_in {
             break;
         }
-        let stalled = tokio::time::sleep_until(last_event + bench.drain_timeout);
         tokio::select! {
             Some(p) = posted_rx.recv() => {
                 last_event = Instant::now();
@@ -322,8 +325,10 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
                     progress.set_length(n as u64);
                 }
             }
-            _ = stalled, if issued.is_some() => {
-                break;
+            _ = stall_check.tick(), if issued.is_some() => {
+                if last_event.elapsed() >= bench.drain_timeout {
+                    break;
+                }
             }
         }
     }
