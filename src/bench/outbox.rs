@@ -11,8 +11,9 @@
 //! run says how often that happened, since those files get late timestamps.
 //!
 //! Which report a file is about: the SMS file is named
-//! `{report id}-{16 hex}.json`; the email file is named after its
-//! Message-ID, so its `X-Report-Id` header is read.
+//! `{report id}-{16 hex}.json`, the email file `{report id}-{32 hex}.eml`
+//! (`labrelay_contract::group_write::file_name`); an email file named
+//! otherwise (by an older `labrelay up`) has its `X-Report-Id` header read.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -118,22 +119,23 @@ fn index_of(channel: Channel, path: &Path, prefix: &str) -> Option<usize> {
         return None;
     }
     let id = match channel {
-        Channel::Sms => sms_report_id(name)?.to_string(),
-        Channel::Email => {
-            if !name.ends_with(".eml") {
-                return None;
-            }
-            email_report_id(path)?
-        }
+        Channel::Sms => named_report_id(name, ".json", 16)?.to_string(),
+        Channel::Email => match named_report_id(name, ".eml", 32) {
+            Some(id) => id.to_string(),
+            // A `labrelay up` from before file names carried the report id.
+            None if name.ends_with(".eml") => email_report_id(path)?,
+            None => return None,
+        },
     };
     id.strip_prefix(prefix)?.parse().ok()
 }
 
-/// `{id}-{16 hex}.json` → `id`.
-fn sms_report_id(name: &str) -> Option<&str> {
-    let stem = name.strip_suffix(".json")?;
+/// `{id}-{hash}{extension}`, the hash `hash_len` hex digits
+/// (`group_write::file_name`) → `id`.
+fn named_report_id<'a>(name: &'a str, extension: &str, hash_len: usize) -> Option<&'a str> {
+    let stem = name.strip_suffix(extension)?;
     let (id, hash) = stem.rsplit_once('-')?;
-    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    (hash.len() == hash_len && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 /// The `X-Report-Id` header of an `.eml` file (the headers come first).
@@ -156,13 +158,18 @@ mod tests {
 
     #[test]
     fn names_and_headers_give_the_index() {
+        let named = |name| named_report_id(name, ".json", 16);
         assert_eq!(
-            sms_report_id("bench-1a2b-17-0123456789abcdef.json"),
+            named("bench-1a2b-17-0123456789abcdef.json"),
             Some("bench-1a2b-17")
         );
-        assert_eq!(sms_report_id("bench-17-xyz.json"), None);
-        assert_eq!(sms_report_id(".sms-abc.tmp"), None);
+        assert_eq!(named("bench-17-xyz.json"), None);
+        assert_eq!(named(".sms-abc.tmp"), None);
+        let email = dir_less_path("bench-1a2b-9-0123456789abcdef0123456789abcdef.eml");
+        assert_eq!(index_of(Channel::Email, &email, "bench-1a2b-"), Some(9));
 
+        // An email file named only by its hash (an older `labrelay up`):
+        // its header says which report it is.
         let dir = tempfile::tempdir().unwrap();
         let eml = dir.path().join("0123.eml");
         std::fs::write(
@@ -174,5 +181,10 @@ mod tests {
         assert_eq!(index_of(Channel::Email, &eml, "bench-ffff-"), None);
         let sms = dir.path().join("bench-1a2b-7-0123456789abcdef.json");
         assert_eq!(index_of(Channel::Sms, &sms, "bench-1a2b-"), Some(7));
+    }
+
+    /// A path to a file that does not exist: only its name can be read.
+    fn dir_less_path(name: &str) -> PathBuf {
+        Path::new("/nonexistent-labrelay-dir").join(name)
     }
 }

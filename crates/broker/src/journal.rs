@@ -133,6 +133,7 @@ pub(crate) struct JournalEvent {
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
+    PRAGMA cache_size = -1024;
     CREATE TABLE IF NOT EXISTS messages (
         id INTEGER PRIMARY KEY,
         topic TEXT NOT NULL,
@@ -178,6 +179,13 @@ impl Journal {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("opening {} for reading", path.display()))?;
+        // The console's queries read a few rows by index; the writer's
+        // 1 MiB holds the ends of the tables where it appends and prunes.
+        // SQLite pools every connection's cache (see ARCHITECTURE.md), so
+        // these limits bound the broker's memory, not just this file's.
+        reader
+            .execute_batch("PRAGMA cache_size = -256;")
+            .with_context(|| format!("configuring {} for reading", path.display()))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let writer = Writer {
             conn: writer,

@@ -259,6 +259,29 @@ fn start_writeback(file: &std::fs::File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File) {}
 
+/// At most this many characters of a report id go into a file name.
+const MAX_ID_IN_NAME: usize = 64;
+
+/// An outbox file's name: `{report id}-{hash}.{extension}`, the report id
+/// cut to 64 characters with anything but ASCII letters, digits, `-` and
+/// `_` made `_`, so that it is safe on any file system and a listing shows
+/// which report each file is about; `hash` (hex) makes it unique and
+/// stable, so that a redelivery rewrites the same file.
+pub fn file_name(report_id: &str, hash: &str, extension: &str) -> String {
+    let id: String = report_id
+        .chars()
+        .take(MAX_ID_IN_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{id}-{hash}.{extension}")
+}
+
 /// The same error for another caller (`io::Error` is not `Clone`).
 fn copy(err: &std::io::Error) -> std::io::Error {
     std::io::Error::new(err.kind(), err.to_string())

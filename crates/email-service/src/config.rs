@@ -55,8 +55,9 @@ pub struct Settings {
 pub enum Delivery {
     /// An SMTP server.
     Smtp(SmtpServer),
-    /// A directory outbox: one `<hash>.eml` per message, named after its
-    /// Message-ID, so a redelivery replaces the file it wrote before.
+    /// A directory outbox: one `<report id>-<hash>.eml` per message, the
+    /// hash being its Message-ID's, so a redelivery replaces the file it
+    /// wrote before.
     Directory(PathBuf),
 }
 

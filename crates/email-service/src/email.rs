@@ -54,6 +54,8 @@ impl Recipient {
 #[derive(Debug, Clone)]
 pub struct Email {
     pub message: Message,
+    /// The report's id, as in the `X-Report-Id` header.
+    pub report_id: String,
     /// `<hex@labrelay>`, as in the header.
     pub message_id: String,
     /// Hex SHA-256 of report id, recipient and content (the Message-ID is
@@ -92,7 +94,7 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
         .to(to)
         .subject(rendered.subject.clone())
         .message_id(Some(message_id.clone()))
-        .header(XReportId(report_id))
+        .header(XReportId(report_id.clone()))
         .header(AutoSubmitted);
     if let Some(reply_to) = sender.reply_to {
         builder = builder.reply_to(reply_to.clone());
@@ -103,6 +105,7 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     ))?;
     Ok(Email {
         message,
+        report_id,
         message_id,
         content_hash,
     })

@@ -206,11 +206,11 @@ fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
     }
 }
 
-/// Writes `<dir>/<Message-ID hash>.eml` atomically: a hidden temporary file
-/// in the same directory, synced, then renamed over any earlier copy (see
-/// [`labrelay_contract::group_write`]).
+/// Writes `<dir>/<report id>-<Message-ID hash>.eml` atomically: a hidden
+/// temporary file in the same directory, synced, then renamed over any
+/// earlier copy (see [`labrelay_contract::group_write`]).
 async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError> {
-    let name = format!("{}.eml", email.id_left());
+    let name = group_write::file_name(&email.report_id, email.id_left(), "eml");
     writer
         .write(name, email.message.formatted())
         .await

@@ -18,9 +18,6 @@ use crate::settings::OutboxSettings;
 use crate::transport::{SendError, Sms};
 use labrelay_contract::group_write::{self, GroupWriter};
 
-/// At most this much of the report id goes into a file name.
-const MAX_ID_IN_NAME: usize = 64;
-
 pub(crate) struct Outbox {
     writer: GroupWriter,
     from: String,
@@ -90,19 +87,7 @@ fn file_name(report_id: &str, to: &str, from: &str, body: &str) -> String {
         hash.update(part.as_bytes());
     }
     let digest = hash.finalize();
-    let hex = hex::encode(&digest[..8]);
-    let id: String = report_id
-        .chars()
-        .take(MAX_ID_IN_NAME)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{id}-{hex}.json")
+    group_write::file_name(report_id, &hex::encode(&digest[..8]), "json")
 }
 
 #[cfg(test)]
