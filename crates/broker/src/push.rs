@@ -1,8 +1,9 @@
 //! Push delivery: one worker per subscription POSTs each message to the
 //! subscription's endpoint.
 //!
-//! A 102/200/201/202/204 answer acknowledges the message; any other status,
-//! a refused connection or no answer within the ack deadline is a nack, and
+//! A 102/200/201/202/204 answer acknowledges the message; any other status
+//! (a redirect too: it is never followed, as in Pub/Sub), a refused
+//! connection or no answer within the ack deadline is a nack, and
 //! the message is redelivered according to the retry policy. How many pushes
 //! are outstanding at once follows [`PushWindow`]'s slow start; without a
 //! retry policy, failures also pause the whole subscription

@@ -29,6 +29,7 @@ both!(
     wrapped_envelope_carries_every_field,
     success_statuses_acknowledge_once,
     failure_statuses_are_retried_promptly,
+    redirects_are_failures_and_never_followed,
     refused_connections_are_retried_and_dead_lettered,
     retry_policy_spaces_redeliveries,
     dead_letter_after_max_delivery_attempts,
@@ -192,6 +193,40 @@ async fn failure_statuses_are_retried_promptly(_: &TestBroker, api: &impl Api) {
             gap < Duration::from_secs(2),
             "without a retry policy, {status} is retried promptly (after {gap:?})"
         );
+        receiver.assert_quiet(Duration::from_millis(700)).await;
+    }))
+    .await;
+}
+
+/// Pub/Sub does not follow a push endpoint's redirect: it is an answer
+/// other than success, so the message is pushed again to the same
+/// endpoint. A client that followed a 301, 302 or 303 would fetch the new
+/// location with a GET, and a 200 there would acknowledge a message nobody
+/// received.
+async fn redirects_are_failures_and_never_followed(_: &TestBroker, api: &impl Api) {
+    api.topic("orders").await;
+    let mut receivers = Vec::new();
+    for status in [301, 302, 303, 307, 308] {
+        let receiver = PushReceiver::start().await;
+        receiver.then_answer([status]);
+        api.subscription(&format!("redirect-{status}"), "orders", |s| {
+            s.push_config = Some(push_to(&receiver.url()))
+        })
+        .await;
+        receivers.push((status, receiver));
+    }
+    let ids = &api.publish_data("orders", &["report"]).await;
+    join_all(receivers.iter_mut().map(|(status, receiver)| async move {
+        let [redirected, retried] = <[PushRequest; 2]>::try_from(receiver.take(2).await).unwrap();
+        assert_eq!(redirected.status, *status);
+        for request in [&redirected, &retried] {
+            assert_eq!(
+                (request.method.as_str(), request.path.as_str()),
+                ("POST", "/push"),
+                "after {status}"
+            );
+            assert_eq!(request.message_id(), ids[0]);
+        }
         receiver.assert_quiet(Duration::from_millis(700)).await;
     }))
     .await;

@@ -1,5 +1,6 @@
 //! A push endpoint for tests: a real HTTP server on port 0 that records every
-//! request it gets and answers with a programmable status.
+//! request it gets and answers with a programmable status (a 3xx with
+//! `Location: /moved`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -219,7 +220,8 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     let at = Instant::now();
     let status = shared
         .statuses
@@ -241,7 +243,12 @@ async fn record(
             .expect("the gate is never closed")
             .forget();
     }
-    StatusCode::from_u16(status).expect("a valid status code")
+    let status = StatusCode::from_u16(status).expect("a valid status code");
+    if status.is_redirection() {
+        // Somewhere a client that follows redirects would go next.
+        return (status, [(axum::http::header::LOCATION, "/moved")]).into_response();
+    }
+    status.into_response()
 }
 
 /// A URL on a port where nothing listens, so pushes there are refused.
