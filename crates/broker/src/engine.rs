@@ -165,8 +165,8 @@ impl Broker {
         let http = reqwest::Client::builder()
             .user_agent("APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)")
             .pool_max_idle_per_host(1024)
-            // A redirect is an answer other than success, as in Pub/Sub: a
-            // push is never re-sent elsewhere. Following a 301/302/303 would
+            // Pub/Sub acknowledges on 102/200/201/202/204 only, so a
+            // redirect is a failure and a push is never re-sent elsewhere. Following a 301/302/303 would
             // turn the POST into a GET of the new location, whose 200 would
             // acknowledge a message nobody received.
             .redirect(reqwest::redirect::Policy::none())

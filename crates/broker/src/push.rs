@@ -2,7 +2,7 @@
 //! subscription's endpoint.
 //!
 //! A 102/200/201/202/204 answer acknowledges the message; any other status
-//! (a redirect too: it is never followed, as in Pub/Sub), a refused
+//! (a redirect too: it is never followed), a refused
 //! connection or no answer within the ack deadline is a nack, and
 //! the message is redelivered according to the retry policy. How many pushes
 //! are outstanding at once follows [`PushWindow`]'s slow start; without a

@@ -198,11 +198,11 @@ async fn failure_statuses_are_retried_promptly(_: &TestBroker, api: &impl Api) {
     .await;
 }
 
-/// Pub/Sub does not follow a push endpoint's redirect: it is an answer
-/// other than success, so the message is pushed again to the same
-/// endpoint. A client that followed a 301, 302 or 303 would fetch the new
-/// location with a GET, and a 200 there would acknowledge a message nobody
-/// received.
+/// A redirect is an answer other than 102/200/201/202/204, so for Pub/Sub
+/// a negative acknowledgement: it is never followed, and the message is
+/// pushed again to the same endpoint. A client that followed a 301, 302 or
+/// 303 would fetch the new location with a GET, and a 200 there would
+/// acknowledge a message nobody received.
 async fn redirects_are_failures_and_never_followed(_: &TestBroker, api: &impl Api) {
     api.topic("orders").await;
     let mut receivers = Vec::new();
