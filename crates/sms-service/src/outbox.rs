@@ -12,11 +12,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::settings::OutboxSettings;
 use crate::transport::{SendError, Sms};
 use labrelay_contract::group_write::{self, GroupWriter};
+use labrelay_contract::notify_log::content_hash;
 
 pub(crate) struct Outbox {
     writer: GroupWriter,
@@ -81,13 +81,8 @@ impl Outbox {
 /// `{sanitized id}-{16 hex digits}.json`: stable for the same report and
 /// message, different when either changes, and safe on any file system.
 fn file_name(report_id: &str, to: &str, from: &str, body: &str) -> String {
-    let mut hash = Sha256::new();
-    for part in [report_id, to, from, body] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    let digest = hash.finalize();
-    group_write::file_name(report_id, &hex::encode(&digest[..8]), "json")
+    let hash = content_hash(&[report_id, to, from, body]);
+    group_write::file_name(report_id, &hash[..16], "json")
 }
 
 #[cfg(test)]
