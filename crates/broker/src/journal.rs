@@ -545,58 +545,54 @@ impl Writer {
     fn prune(&mut self, now: SystemTime) -> rusqlite::Result<()> {
         let horizon = unix_millis(now.checked_sub(RETENTION).unwrap_or(SystemTime::UNIX_EPOCH));
         let max_events = self.max_messages.saturating_mul(10);
-        prune_table(&self.conn, Table::Messages, horizon, self.max_messages)?;
-        prune_table(&self.conn, Table::Events, horizon, max_events)?;
+        prune_table(
+            &self.conn,
+            "messages",
+            "published_ms",
+            horizon,
+            self.max_messages,
+        )?;
+        prune_table(&self.conn, "events", "at_ms", horizon, max_events)?;
         Ok(())
     }
 }
 
-/// The journal's two tables, with the column that stamps each row's time.
-#[derive(Clone, Copy)]
-enum Table {
-    Messages,
-    Events,
-}
-
-impl Table {
-    /// `(first row stamped at or after ?1, largest id, delete up to ?1)`.
-    fn statements(self) -> [&'static str; 3] {
-        match self {
-            Table::Messages => [
-                "SELECT id FROM messages WHERE published_ms >= ?1 ORDER BY id LIMIT 1",
-                "SELECT max(id) FROM messages",
-                "DELETE FROM messages WHERE id <= ?1",
-            ],
-            Table::Events => [
-                "SELECT id FROM events WHERE at_ms >= ?1 ORDER BY id LIMIT 1",
-                "SELECT max(id) FROM events",
-                "DELETE FROM events WHERE id <= ?1",
-            ],
-        }
-    }
-}
-
-/// Deletes the rows of `table` stamped before `horizon` and all but the
-/// newest `keep` ids. Ids grow with time (a message's id is its sequence
-/// number, an event's is its row number), so both bounds are found from
+/// Deletes the rows of `table` whose `stamp` is before `horizon`, and all
+/// but the newest `keep` ids. Ids grow with time (a message's id is its
+/// sequence number, an event's is its row number), so both bounds are found from
 /// the ends of the id order: the first row young enough to keep, walking
 /// up from the oldest, and the largest id less `keep`. A prune then costs
 /// the rows it deletes, not the rows it keeps; it used to scan both tables
 /// whole (up to 100,000 messages and 1,000,000 events) every minute, which
 /// pulled them through SQLite's page cache. Where ids have gaps (a dropped
 /// event's message) fewer than `keep` rows stay.
-fn prune_table(conn: &Connection, table: Table, horizon: i64, keep: u64) -> rusqlite::Result<()> {
-    let [first_young, newest, delete] = table.statements();
-    let Some(newest) = conn.query_row(newest, [], |row| row.get::<_, Option<i64>>(0))? else {
+fn prune_table(
+    conn: &Connection,
+    table: &str,
+    stamp: &str,
+    horizon: i64,
+    keep: u64,
+) -> rusqlite::Result<()> {
+    let newest: Option<i64> =
+        conn.query_row(&format!("SELECT max(id) FROM {table}"), [], |row| {
+            row.get(0)
+        })?;
+    let Some(newest) = newest else {
         return Ok(()); // empty
     };
     let too_old = conn
-        .query_row(first_young, [horizon], |row| row.get::<_, i64>(0))
+        .query_row(
+            &format!("SELECT id FROM {table} WHERE {stamp} >= ?1 ORDER BY id LIMIT 1"),
+            [horizon],
+            |row| row.get::<_, i64>(0),
+        )
         .optional()?
         .map_or(newest, |first| first - 1);
     let too_many = newest.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX));
-    conn.prepare_cached(delete)?
-        .execute([too_old.max(too_many)])?;
+    conn.execute(
+        &format!("DELETE FROM {table} WHERE id <= ?1"),
+        [too_old.max(too_many)],
+    )?;
     Ok(())
 }
 
