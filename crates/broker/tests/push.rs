@@ -166,18 +166,30 @@ async fn success_statuses_acknowledge_once(_: &TestBroker, api: &impl Api) {
     .await;
 }
 
-async fn failure_statuses_are_retried_promptly(_: &TestBroker, api: &impl Api) {
+/// Topic `orders` with one push subscription per status, `{prefix}-{status}`,
+/// each to a receiver of its own that answers its first push with that
+/// status and 204 after.
+async fn first_answered_with(
+    api: &impl Api,
+    prefix: &str,
+    statuses: &[u16],
+) -> Vec<(u16, PushReceiver)> {
     api.topic("orders").await;
     let mut receivers = Vec::new();
-    for status in [203, 400, 404, 429, 500, 503] {
+    for &status in statuses {
         let receiver = PushReceiver::start().await;
         receiver.then_answer([status]);
-        api.subscription(&format!("nack-{status}"), "orders", |s| {
+        api.subscription(&format!("{prefix}-{status}"), "orders", |s| {
             s.push_config = Some(push_to(&receiver.url()))
         })
         .await;
         receivers.push((status, receiver));
     }
+    receivers
+}
+
+async fn failure_statuses_are_retried_promptly(_: &TestBroker, api: &impl Api) {
+    let mut receivers = first_answered_with(api, "nack", &[203, 400, 404, 429, 500, 503]).await;
     let ids = &api.publish_data("orders", &["report"]).await;
     join_all(receivers.iter_mut().map(|(status, receiver)| async move {
         let [failed, retried] = <[PushRequest; 2]>::try_from(receiver.take(2).await).unwrap();
@@ -204,17 +216,7 @@ async fn failure_statuses_are_retried_promptly(_: &TestBroker, api: &impl Api) {
 /// 303 would fetch the new location with a GET, and a 200 there would
 /// acknowledge a message nobody received.
 async fn redirects_are_failures_and_never_followed(_: &TestBroker, api: &impl Api) {
-    api.topic("orders").await;
-    let mut receivers = Vec::new();
-    for status in [301, 302, 303, 307, 308] {
-        let receiver = PushReceiver::start().await;
-        receiver.then_answer([status]);
-        api.subscription(&format!("redirect-{status}"), "orders", |s| {
-            s.push_config = Some(push_to(&receiver.url()))
-        })
-        .await;
-        receivers.push((status, receiver));
-    }
+    let mut receivers = first_answered_with(api, "redirect", &[301, 302, 303, 307, 308]).await;
     let ids = &api.publish_data("orders", &["report"]).await;
     join_all(receivers.iter_mut().map(|(status, receiver)| async move {
         let [redirected, retried] = <[PushRequest; 2]>::try_from(receiver.take(2).await).unwrap();
