@@ -24,6 +24,7 @@ use crate::names::{DELETED_TOPIC, ProjectName, SubscriptionName, TopicName};
 use crate::oidc::OidcSigner;
 use crate::payloads::{Payloads, READ_AHEAD, Stored};
 use crate::pb;
+use crate::push_http::PushHttp;
 use crate::store::{NewMessage, Store, StoreThread};
 use crate::subscription::{Delivery, Failure, Message, Subscription};
 
@@ -95,7 +96,7 @@ pub(crate) struct Inner {
     admin: tokio::sync::Mutex<()>,
     next_seq: AtomicU64,
     pub signer: Arc<OidcSigner>,
-    pub http: reqwest::Client,
+    pub http: PushHttp,
     pub shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Metrics, delivery stats and the journal, for the console.
@@ -162,16 +163,7 @@ impl Broker {
         let path = config.data_dir.join("broker.sqlite3");
         let (store, store_thread, snapshot) = Store::open(&path)?;
         let payloads = Payloads::open(&path, config.payload_budget)?;
-        let http = reqwest::Client::builder()
-            .user_agent("APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)")
-            .pool_max_idle_per_host(1024)
-            // Pub/Sub acknowledges on 102/200/201/202/204 only, so a
-            // redirect is a failure and a push is never re-sent elsewhere. Following a 301/302/303 would
-            // turn the POST into a GET of the new location, whose 200 would
-            // acknowledge a message nobody received.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("building the push HTTP client")?;
+        let http = PushHttp::new()?;
         let observer = crate::stats::Observer::open(&config)?;
         let inner = Arc::new(Inner {
             config,

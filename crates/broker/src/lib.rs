@@ -19,6 +19,8 @@
 //! - `engine`: topics, subscriptions, leases and redelivery in memory.
 //! - `retry`: pure backoff and push-window policies.
 //! - `push`: one push worker per push subscription.
+//! - `push_http`: the push client; HTTP/2 (h2c) to cleartext endpoints that
+//!   speak it, HTTP/1.1 to the others.
 //! - `oidc`: the signing key, push tokens and the JWKS endpoints.
 //! - `grpc`: the Publisher and Subscriber gRPC services.
 //! - `rest`: the REST/JSON mapping of the same services.
@@ -58,6 +60,7 @@ pub mod names;
 mod oidc;
 mod payloads;
 mod push;
+mod push_http;
 mod rest;
 mod retry;
 mod stats;

@@ -79,11 +79,12 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                 let url = endpoint.as_ref().and_then(|(_, url)| url.as_ref());
                 for delivery in deliveries {
                     let request = build_request(&inner, &sub, push, url, &settings, &delivery);
+                    let inner = inner.clone();
                     in_flight.spawn(async move {
                         let started = Instant::now();
                         let mut trace = PushTrace::default();
                         let outcome = match request {
-                            Ok(request) => match request.send().await {
+                            Ok(request) => match inner.http.send(request).await {
                                 Ok(response) => {
                                     trace = PushTrace::from_response(&response, started);
                                     Outcome::Status(response.status().as_u16())
@@ -191,7 +192,7 @@ fn build_request(
     url: Option<&reqwest::Url>,
     settings: &SubscriptionSettings,
     delivery: &Delivery,
-) -> Result<reqwest::RequestBuilder, String> {
+) -> Result<reqwest::Request, String> {
     let message = &delivery.message.pb;
     let publish_time = message
         .publish_time
@@ -214,9 +215,11 @@ fn build_request(
                 &publish_time,
                 settings.dead_letter.as_ref().map(|_| delivery.attempt),
             );
-            Ok(request
+            request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body))
+                .body(body)
+                .build()
+                .map_err(|e| describe(&e))
         }
         Some(write_metadata) => {
             let mut headers = reqwest::header::HeaderMap::new();
@@ -248,7 +251,11 @@ fn build_request(
                     HeaderValue::from_static("application/octet-stream"),
                 );
             }
-            Ok(request.headers(headers).body(message.data.clone()))
+            request
+                .headers(headers)
+                .body(message.data.clone())
+                .build()
+                .map_err(|e| describe(&e))
         }
     }
 }

@@ -30,6 +30,7 @@ both!(
     success_statuses_acknowledge_once,
     failure_statuses_are_retried_promptly,
     redirects_are_failures_and_never_followed,
+    pushes_are_http2_where_the_endpoint_speaks_it_and_http1_elsewhere,
     refused_connections_are_retried_and_dead_lettered,
     retry_policy_spaces_redeliveries,
     dead_letter_after_max_delivery_attempts,
@@ -232,6 +233,46 @@ async fn redirects_are_failures_and_never_followed(_: &TestBroker, api: &impl Ap
         receiver.assert_quiet(Duration::from_millis(700)).await;
     }))
     .await;
+}
+
+/// Cleartext endpoints get HTTP/2 (h2c) when they speak it. One that speaks
+/// only HTTP/1.1 gets every push over HTTP/1.1, each once and each as a
+/// first delivery: the HTTP/2 attempt it turned away was not a failed
+/// delivery.
+async fn pushes_are_http2_where_the_endpoint_speaks_it_and_http1_elsewhere(
+    _: &TestBroker,
+    api: &impl Api,
+) {
+    api.topic("orders").await;
+    api.topic("dead").await;
+    let mut modern = PushReceiver::start().await;
+    let mut old = PushReceiver::http1_only().await;
+    for (name, receiver) in [("modern", &modern), ("old", &old)] {
+        api.subscription(name, "orders", |s| {
+            s.push_config = Some(push_to(&receiver.url()));
+            // Pushes then carry their delivery attempt.
+            s.dead_letter_policy = dead_letter_to("dead");
+        })
+        .await;
+    }
+    let ids: HashSet<String> = api
+        .publish_data("orders", &["one", "two", "three"])
+        .await
+        .into_iter()
+        .collect();
+    for (receiver, version) in [
+        (&mut modern, axum::http::Version::HTTP_2),
+        (&mut old, axum::http::Version::HTTP_11),
+    ] {
+        let pushes = receiver.take(3).await;
+        for push in &pushes {
+            assert_eq!(push.version, version);
+            assert_eq!(envelope(push)["deliveryAttempt"], 1);
+        }
+        let got: HashSet<String> = pushes.iter().map(PushRequest::message_id).collect();
+        assert_eq!(got, ids, "over {version:?}");
+        receiver.assert_quiet(Duration::from_millis(700)).await;
+    }
 }
 
 async fn refused_connections_are_retried_and_dead_lettered(_: &TestBroker, api: &impl Api) {

@@ -1,6 +1,7 @@
 //! A push endpoint for tests: a real HTTP server on port 0 that records every
 //! request it gets and answers with a programmable status (a 3xx with
-//! `Location: /moved`).
+//! `Location: /moved`). It speaks HTTP/1.1 and cleartext HTTP/2 (h2c), as
+//! the services do, unless made [`http1_only`](PushReceiver::http1_only).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
@@ -24,6 +25,7 @@ pub struct PushRequest {
     /// When it arrived (before the receiver held or answered it).
     pub at: Instant,
     pub method: Method,
+    pub version: Version,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -84,6 +86,12 @@ impl PushReceiver {
         Self::spawn(204, None).await
     }
 
+    /// A receiver that answers every request with 204 and speaks HTTP/1.1
+    /// only, as many push endpoints do.
+    pub async fn http1_only() -> PushReceiver {
+        Self::serve(204, None, Protocols::Http1Only).await
+    }
+
     /// A receiver that answers every request with `status`.
     pub async fn answering(status: u16) -> PushReceiver {
         Self::spawn(status, None).await
@@ -96,6 +104,14 @@ impl PushReceiver {
     }
 
     async fn spawn(default_status: u16, gate: Option<Arc<Semaphore>>) -> PushReceiver {
+        Self::serve(default_status, gate, Protocols::Both).await
+    }
+
+    async fn serve(
+        default_status: u16,
+        gate: Option<Arc<Semaphore>>,
+        protocols: Protocols,
+    ) -> PushReceiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the push receiver");
@@ -110,11 +126,14 @@ impl PushReceiver {
         let app = axum::Router::new()
             .fallback(record)
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("the push receiver failed");
-        });
+        let server = match protocols {
+            Protocols::Both => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .await
+                    .expect("the push receiver failed");
+            }),
+            Protocols::Http1Only => tokio::spawn(serve_http1_only(listener, app)),
+        };
         PushReceiver {
             addr,
             shared,
@@ -214,9 +233,37 @@ impl Drop for PushReceiver {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Protocols {
+    Both,
+    Http1Only,
+}
+
+/// `app` over HTTP/1.1 only: h2c's opening is a malformed request here.
+async fn serve_http1_only(listener: TcpListener, app: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            // A connection ending in a protocol error is what this
+            // receiver is for; nothing to report.
+            let _ = Builder::new(TokioExecutor::new())
+                .http1_only()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn record(
     State(shared): State<Arc<Shared>>,
     method: Method,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -232,6 +279,7 @@ async fn record(
     let _ = shared.events.send(PushRequest {
         at,
         method,
+        version,
         path: uri.path().to_owned(),
         headers,
         body,
