@@ -310,10 +310,29 @@ fn envelope(
         subscription,
         delivery_attempt,
     };
-    let size = 256 + message.data.len().div_ceil(3) * 4;
+    let size = envelope_capacity(subscription, message, publish_time);
     let mut body = Vec::with_capacity(size);
     serde_json::to_writer(&mut body, &envelope).expect("serializing to memory cannot fail");
     body
+}
+
+/// Room for a wrapped push body, so that it is written without growing
+/// (unless its strings need escapes).
+fn envelope_capacity(
+    subscription: &str,
+    message: &crate::pb::PubsubMessage,
+    publish_time: &str,
+) -> usize {
+    let attributes: usize = message
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum();
+    256 + message.data.len().div_ceil(3) * 4
+        + subscription.len()
+        + 2 * (message.message_id.len() + publish_time.len())
+        + message.ordering_key.len()
+        + attributes
 }
 
 #[cfg(test)]
@@ -321,6 +340,27 @@ mod tests {
     use labrelay_contract::push::{PushEnvelope, PushMessage};
 
     use super::*;
+
+    #[test]
+    fn the_envelope_is_written_without_growing() {
+        let message = crate::pb::PubsubMessage {
+            data: vec![b'x'; 1024],
+            attributes: (0..20)
+                .map(|i| (format!("attribute-{i}"), "a value of some length".repeat(3)))
+                .collect(),
+            message_id: "12345678901234567890".into(),
+            ordering_key: "clinic-7".into(),
+            ..Default::default()
+        };
+        let subscription = "projects/labrelay-local/subscriptions/email-service-sub";
+        let time = "2026-11-26T10:00:00.123456789Z";
+        let body = envelope(subscription, &message, time, Some(3));
+        assert!(
+            body.len() <= envelope_capacity(subscription, &message, time),
+            "{} bytes",
+            body.len()
+        );
+    }
 
     #[test]
     fn the_envelope_is_the_contracts() {
