@@ -6,8 +6,8 @@
 //! HTTP/2 with prior knowledge (h2c), which labrelay's own receivers speak.
 //! One connection then carries every push in flight to that endpoint, and a
 //! busy window's pushes share reads and writes instead of taking a
-//! connection and system calls each: 7–10% less CPU per report end to end
-//! and 8–13 MiB less memory per process (BENCHMARKS.md).
+//! connection and system calls each: about 7% less CPU per report end to
+//! end and 8–13 MiB less memory per process (BENCHMARKS.md).
 //!
 //! An endpoint that does not answer h2c with HTTP/2 (a server of HTTP/1.1
 //! only) is remembered as HTTP/1.1 and the same push goes out again at once
