@@ -28,7 +28,7 @@ use anyhow::Context as _;
 use reqwest::{Client, Request, Response};
 
 /// How long an endpoint found to speak only HTTP/1.1 is taken at its word.
-pub(crate) const RECHECK_HTTP1: Duration = Duration::from_secs(60);
+const RECHECK_HTTP1: Duration = Duration::from_secs(60);
 
 /// What a cleartext endpoint has been found to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub(crate) struct PushHttp {
     negotiated: Client,
     /// HTTP/2 with prior knowledge, for `http` only.
     h2c: Client,
-    /// Per authority (`host[:port]`) of `http` endpoints.
+    /// Per `host:port` of `http` endpoints.
     cleartext: RwLock<HashMap<String, Cleartext>>,
 }
 
@@ -91,7 +91,7 @@ impl PushHttp {
 
     /// Sends `request` over HTTP/2 where the endpoint speaks it.
     pub async fn send(&self, request: Request) -> reqwest::Result<Response> {
-        let Some(key) = cleartext_key(request.url()).map(str::to_owned) else {
+        let Some(key) = cleartext_key(request.url()) else {
             return self.negotiated.execute(request).await;
         };
         match self.route(&key, Instant::now()) {
@@ -118,6 +118,9 @@ impl PushHttp {
                     // nothing, and the push fails as it would have anyway.
                     Err(error) if error.is_connect() || error.is_timeout() => Err(error),
                     Err(error) => {
+                        // Its text would carry the URL, and a URL may carry
+                        // a password.
+                        let error = error.without_url();
                         tracing::debug!(endpoint = %key, %error, "no HTTP/2 here; pushing over HTTP/1.1");
                         let since = Instant::now();
                         self.learn(key, Cleartext::Http1 { since });
@@ -162,10 +165,18 @@ impl PushHttp {
     }
 }
 
-/// The authority (`host[:port]`) of an `http` URL; `None` for `https` (and
-/// anything else), where TLS negotiates.
-fn cleartext_key(url: &reqwest::Url) -> Option<&str> {
-    (url.scheme() == "http").then(|| url.authority())
+/// `host:port` of an `http` URL (never its user name or password, which
+/// the debug log would show); `None` for `https` (and anything else), where
+/// TLS negotiates.
+fn cleartext_key(url: &reqwest::Url) -> Option<String> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    Some(format!(
+        "{}:{}",
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
 }
 
 #[cfg(test)]
@@ -173,13 +184,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_cleartext_endpoints_are_keyed_by_their_authority() {
-        let key = |url: &str| cleartext_key(&reqwest::Url::parse(url).unwrap()).map(str::to_owned);
+    fn only_cleartext_endpoints_are_keyed_and_by_host_and_port_alone() {
+        let key = |url: &str| cleartext_key(&reqwest::Url::parse(url).unwrap());
         assert_eq!(
             key("http://127.0.0.1:8081/push?x=1").as_deref(),
             Some("127.0.0.1:8081")
         );
-        assert_eq!(key("http://email:80/").as_deref(), Some("email"));
+        assert_eq!(key("http://email/").as_deref(), Some("email:80"));
+        assert_eq!(
+            key("http://user:secret@email:8080/").as_deref(),
+            Some("email:8080")
+        );
         assert_eq!(key("http://[::1]:9/").as_deref(), Some("[::1]:9"));
         assert_eq!(key("https://example.com/push"), None);
     }
