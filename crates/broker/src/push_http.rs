@@ -30,6 +30,11 @@ use reqwest::{Client, Request, Response};
 /// How long an endpoint found to speak only HTTP/1.1 is taken at its word.
 const RECHECK_HTTP1: Duration = Duration::from_secs(60);
 
+/// How often an HTTP/2 push connection is pinged, and how long an answer
+/// may take before the connection is closed.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What a cleartext endpoint has been found to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cleartext {
@@ -78,6 +83,13 @@ impl PushHttp {
                 .context("building the push HTTP client")?,
             h2c: builder()
                 .http2_prior_knowledge()
+                // One connection carries every push to the endpoint, so a
+                // peer gone without a word (a host down, a dropped route)
+                // must not keep it: unanswered pings close it, and the next
+                // push connects afresh, as HTTP/1.1's dropped connections do.
+                .http2_keep_alive_interval(H2_PING_INTERVAL)
+                .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+                .http2_keep_alive_while_idle(true)
                 .build()
                 .context("building the push HTTP/2 client")?,
             cleartext: RwLock::default(),
