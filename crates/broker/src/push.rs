@@ -1,13 +1,14 @@
 //! Push delivery: one worker per subscription POSTs each message to the
-//! subscription's endpoint.
+//! subscription's endpoint (through `push_http`, over HTTP/2 where the
+//! endpoint speaks it).
 //!
 //! A 102/200/201/202/204 answer acknowledges the message; any other status
-//! (a redirect too: it is never followed), a refused
-//! connection or no answer within the ack deadline is a nack, and
-//! the message is redelivered according to the retry policy. How many pushes
-//! are outstanding at once follows [`PushWindow`]'s slow start; without a
-//! retry policy, failures also pause the whole subscription
-//! ([`PushBackoff`]) so that a dead endpoint is not hammered.
+//! (a redirect too: it is never followed), a refused connection or no
+//! answer within the ack deadline is a nack, and the message is redelivered
+//! according to the retry policy. How many pushes are outstanding at once
+//! follows [`PushWindow`]'s slow start; without a retry policy, failures
+//! also pause the whole subscription ([`PushBackoff`]) so that a dead
+//! endpoint is not hammered.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -207,7 +208,7 @@ fn build_request(
             .map_err(|e| format!("could not sign a push token: {e:#}"))?;
         request = request.header(AUTHORIZATION, bearer);
     }
-    match push.no_wrapper {
+    let request = match push.no_wrapper {
         None => {
             let body = envelope(
                 sub.name.as_str(),
@@ -218,8 +219,6 @@ fn build_request(
             request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body)
-                .build()
-                .map_err(|e| describe(&e))
         }
         Some(write_metadata) => {
             let mut headers = reqwest::header::HeaderMap::new();
@@ -251,13 +250,10 @@ fn build_request(
                     HeaderValue::from_static("application/octet-stream"),
                 );
             }
-            request
-                .headers(headers)
-                .body(message.data.clone())
-                .build()
-                .map_err(|e| describe(&e))
+            request.headers(headers).body(message.data.clone())
         }
-    }
+    };
+    request.build().map_err(|e| describe(&e))
 }
 
 /// The wrapped push body: [`labrelay_contract::push::PushEnvelope`]'s JSON,
