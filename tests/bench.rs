@@ -188,7 +188,7 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
         "--messages",
         "200",
         "--phases",
-        "batched,push",
+        "batched,single,push",
         "--json",
     ]);
     for side in ["ours", "emulator"] {
@@ -197,6 +197,8 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
             figures,
             &[
                 "publish_batched_per_sec",
+                // The bench's own lean gRPC client, against both servers.
+                "publish_32_clients_per_sec",
                 "push_per_sec",
                 "broker_peak_rss_mib",
             ],

@@ -19,6 +19,7 @@ mod pipeline;
 mod procfs;
 mod stats;
 mod system;
+mod unary;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,99 @@
+//! A lean gRPC client for one call, `Publisher.Publish`, one request at a
+//! time on its own HTTP/2 connection: what `--broker`'s "32 clients × 1
+//! message" phase drives the server with.
+//!
+//! tonic's client streams every request body: its HEADERS, its one DATA
+//! frame and an empty DATA frame that ends the stream went out as three
+//! writes, and the server read them as up to three segments. On the two
+//! cores the clients share with the server, that was the load generator
+//! spending CPU the server under test could have had (47% of the bench's
+//! own CPU was in `writev`). Here the whole request is known up front, so
+//! hyper sends HEADERS and one DATA frame that ends the stream together.
+//! The server sees a plain gRPC unary call either way.
+
+use anyhow::{Context as _, bail, ensure};
+use bytes::Bytes;
+use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message as _;
+
+const PUBLISH_PATH: &str = "/google.pubsub.v1.Publisher/Publish";
+
+/// One HTTP/2 connection to a Pub/Sub server, publishing one request at a
+/// time.
+pub(super) struct UnaryPublisher {
+    sender: SendRequest<Full<Bytes>>,
+    uri: hyper::Uri,
+}
+
+impl UnaryPublisher {
+    /// Connects to `endpoint` (`http://host:port`), cleartext HTTP/2.
+    pub(super) async fn connect(endpoint: &str) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = format!("{}{PUBLISH_PATH}", endpoint.trim_end_matches('/'))
+            .parse()
+            .with_context(|| format!("{endpoint} is not a URL"))?;
+        let authority = uri
+            .authority()
+            .with_context(|| format!("{endpoint} has no host"))?
+            .to_string();
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .with_context(|| format!("connecting to {authority}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .with_context(|| format!("HTTP/2 handshake with {authority}"))?;
+        tokio::spawn(connection);
+        Ok(UnaryPublisher { sender, uri })
+    }
+
+    /// Publishes `request` and waits for the server's answer: the ids of
+    /// the published messages, one per message, or the gRPC error.
+    pub(super) async fn publish(&mut self, request: &pb::PublishRequest) -> anyhow::Result<()> {
+        // A gRPC message: uncompressed flag, big-endian length, protobuf.
+        let len = request.encoded_len();
+        let mut framed = Vec::with_capacity(5 + len);
+        framed.push(0);
+        framed.extend_from_slice(&u32::try_from(len)?.to_be_bytes());
+        request.encode(&mut framed)?;
+        let http_request = hyper::Request::post(self.uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from(framed)))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(http_request).await?;
+        let (head, body) = response.into_parts();
+        ensure!(head.status == 200, "HTTP status {}", head.status);
+        let body = body.collect().await?;
+        // The status is in the trailers, or in the headers of an answer that
+        // has nothing else ("trailers-only").
+        let status = body
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| head.headers.get("grpc-status"))
+            .cloned();
+        if status.as_ref().is_none_or(|s| s != "0") {
+            let message = body
+                .trailers()
+                .and_then(|t| t.get("grpc-message"))
+                .or_else(|| head.headers.get("grpc-message"))
+                .and_then(|m| m.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            bail!("publish failed: grpc-status {status:?}: {message}");
+        }
+        let bytes = body.to_bytes();
+        ensure!(bytes.len() >= 5, "publish answered without a message");
+        let response = pb::PublishResponse::decode(&bytes[5..])?;
+        ensure!(
+            response.message_ids.len() == request.messages.len(),
+            "{} message ids for {} messages",
+            response.message_ids.len(),
+            request.messages.len()
+        );
+        Ok(())
+    }
+}
