@@ -810,22 +810,17 @@ impl Broker {
     ) -> anyhow::Result<()> {
         let stop = self.inner.shutdown.clone();
         let app = self.router();
-        // Without TCP_NODELAY, Nagle holds back the last small frame of a
-        // response (gRPC trailers) until the peer's delayed ACK: about 10 ms
-        // per unary call under concurrency, 40 ms when idle.
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = stop.cancelled() => {}
-                }
-            })
-            .await
-            .context("serving");
+        // The shared server: TCP_NODELAY (without it Nagle holds back the last
+        // small frame of a response, gRPC's trailers, until the peer's delayed
+        // ACK), and connections that say nothing are closed.
+        let result = labrelay_contract::serve::serve(listener, app, async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.cancelled() => {}
+            }
+        })
+        .await
+        .context("serving");
         self.close().await;
         result
     }

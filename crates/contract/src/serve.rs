@@ -1,11 +1,23 @@
 //! Serving a router on a bound listener, with the timeouts `axum::serve`
-//! lacks: a client gets [`HEADER_READ_TIMEOUT`] to send its request
-//! headers, so a connection that trickles them (slowloris) is closed
-//! instead of being held forever. Bodies are bounded by
-//! [`crate::limits`]' request timeout.
+//! lacks, so that a client cannot hold a connection (a file descriptor and
+//! a task) forever by saying nothing:
+//!
+//! - a new connection must send its first byte within
+//!   [`HEADER_READ_TIMEOUT`] (hyper reads it to tell HTTP/1.1 from HTTP/2,
+//!   and neither protocol's own timeout starts before it);
+//! - HTTP/1.1: a request's headers must be complete within the same time,
+//!   also between the requests of a kept-alive connection (slowloris);
+//! - HTTP/2: the connection is pinged whenever it has been silent that
+//!   long, and closed when a ping goes as long unanswered. Every HTTP/2
+//!   stack answers pings by itself, so a live client (the broker's push
+//!   connection, a gRPC client) keeps its connection; a peer that is gone,
+//!   or a socket that only pretends to be a client, does not.
+//!
+//! Bodies are bounded by [`crate::limits`]' request timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,9 +25,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers, a new
+/// connection its first byte, and an HTTP/2 peer to answer a ping.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
@@ -40,8 +54,16 @@ async fn serve_with(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_read_timeout)
+        .keep_alive_timeout(header_read_timeout);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Ends the wait for the first byte of connections not yet served, which
+    // the graceful shutdown would otherwise wait out.
+    let (stopping, stop_waiting) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -57,20 +79,37 @@ async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, router, watcher) = (builder.clone(), router.clone(), graceful.watcher());
+        let mut stop_waiting = stop_waiting.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let spoke = tokio::select! {
+                spoke = first_byte(&stream, header_read_timeout) => spoke,
+                _ = stop_waiting.wait_for(|stopping| *stopping) => false,
+            };
+            if !spoke {
+                return;
+            }
+            let service = TowerToHyperService::new(router);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Whether `stream` has something to read within `timeout` (false at its
+/// end, on an error, or when the time is up). Nothing is consumed.
+async fn first_byte(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut byte)).await,
+        Ok(Ok(1))
+    )
 }
 
 #[cfg(test)]
@@ -119,5 +158,105 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+    }
+
+    /// Starts `serve_with` on a free port; the sender stops it.
+    fn start(
+        header_read_timeout: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), Infallible>>,
+    ) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(
+            TcpListener::from_std(listener).unwrap(),
+            Router::new().route("/", get(|| async { "ok" })),
+            async {
+                let _ = stopped.await;
+            },
+            header_read_timeout,
+        ));
+        (addr, stop, server)
+    }
+
+    /// Reads until the server closes `stream`; fails if it is still open
+    /// after five seconds.
+    async fn assert_closed(mut stream: tokio::net::TcpStream, what: &str) {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "{what}: still open after 5 s");
+    }
+
+    #[tokio::test]
+    async fn closes_connections_that_say_nothing_in_either_protocol() {
+        let (addr, _stop, _server) = start(Duration::from_millis(300));
+
+        // Not a byte: hyper would wait for one forever to pick a protocol.
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_closed(silent, "a connection that sends nothing").await;
+
+        // HTTP/2's preface and settings, then nothing, pings unanswered.
+        let mut mute = tokio::net::TcpStream::connect(addr).await.unwrap();
+        mute.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        assert_closed(mute, "an HTTP/2 connection that answers no ping").await;
+    }
+
+    #[tokio::test]
+    async fn keeps_an_idle_http2_connection_whose_client_answers_pings() {
+        use http_body_util::{BodyExt as _, Empty};
+        let (addr, _stop, _server) = start(Duration::from_millis(200));
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut client, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        let get = || {
+            hyper::Request::get(format!("http://{addr}/"))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        let first = client.send_request(get()).await.unwrap();
+        assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "ok");
+
+        // Idle for several ping rounds (every 200 ms, 200 ms to answer):
+        // the client's HTTP/2 stack answers them, so the same connection
+        // still serves.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !connection.is_finished(),
+            "the server closed a live connection"
+        );
+        let second = client.send_request(get()).await.unwrap();
+        assert_eq!(second.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_has_not_spoken_does_not_hold_up_shutdown() {
+        let (addr, stop, server) = start(Duration::from_secs(60));
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Served connections are tracked from their first byte; make sure
+        // this one was accepted before stopping.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        ok.read_to_end(&mut answer).await.unwrap();
+
+        stop.send(()).unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert!(
+            stopped.is_ok(),
+            "shutdown waited for a connection that never sent a byte"
+        );
+        assert_closed(silent, "the silent connection after shutdown").await;
     }
 }
