@@ -129,9 +129,7 @@ pub fn labrelay(args: &[&str]) -> anyhow::Result<Command> {
 /// A free port on 127.0.0.1: the push receivers must know their own address
 /// (the token audience) before they start.
 pub(super) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(labrelay_contract::serve::free_port()?)
 }
 
 /// The broker alone, on `dir`.

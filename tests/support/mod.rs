@@ -112,13 +112,10 @@ pub fn up_command(data_dir: &Path) -> Command {
 }
 
 /// A port that was free a moment ago, for a process that must come back on
-/// the same address after a restart.
+/// the same address after a restart (outside the ephemeral range, so no
+/// outgoing connection of a test running beside this one can take it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    labrelay_contract::serve::free_port().unwrap()
 }
 
 /// What `labrelay up` creates on the broker (`src/up.rs`), paced for a test:

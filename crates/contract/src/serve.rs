@@ -102,6 +102,38 @@ async fn serve_with(
     Ok(())
 }
 
+/// A port on 127.0.0.1 that is free now, for a server that must be told
+/// its address before it starts (a child process, a push endpoint named in
+/// a token's audience). It is picked below the kernel's ephemeral range: a
+/// port from that range, once released, can become the local end of any
+/// outgoing connection on the machine before the server binds it ("address
+/// in use"); below it, only another explicit bind can take it.
+pub fn free_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const LOWEST: u16 = 10_000;
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if first_ephemeral > LOWEST {
+        let span = u64::from(first_ephemeral - LOWEST);
+        for _ in 0..64 {
+            // A fresh random seed per call: a random number without a
+            // dependency.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            let port = LOWEST + (random % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Whether `stream` has something to read within `timeout` (false at its
 /// end, on an error, or when the time is up). Nothing is consumed.
 async fn first_byte(stream: &TcpStream, timeout: Duration) -> bool {
@@ -190,6 +222,24 @@ mod tests {
         let read =
             tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "{what}: still open after 5 s");
+    }
+
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let first_ephemeral: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        let ports: std::collections::HashSet<u16> = (0..20).map(|_| free_port().unwrap()).collect();
+        assert!(ports.len() > 1, "always the same port: {ports:?}");
+        for port in ports {
+            assert!(port < first_ephemeral, "{port} is in the ephemeral range");
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
     }
 
     #[tokio::test]
