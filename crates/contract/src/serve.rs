@@ -13,7 +13,11 @@
 //!   connection, a gRPC client) keeps its connection; a peer that is gone,
 //!   or a socket that only pretends to be a client, does not.
 //!
-//! Bodies are bounded by [`crate::limits`]' request timeout.
+//! At most [`MAX_CONNECTIONS`] connections are served at once; beyond
+//! that, new ones wait in the kernel's accept queue until one closes, so a
+//! client that opens connections without end runs the process out of
+//! neither file descriptors (outbox files and SQLite need some too) nor
+//! memory. Bodies are bounded by [`crate::limits`]' request timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,11 +30,23 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// How long a client may take to send a request's headers, a new
 /// connection its first byte, and an HTTP/2 peer to answer a ping.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections are served at once, at most. Far more than a
+/// clinic's labs and the broker's push connections need, and half the
+/// usual default limit of 1,024 open files.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// What [`serve`] allows a connection (tests shrink it).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+}
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
 /// accepting and waits for the connections in flight to finish their
@@ -40,15 +56,20 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Infallible> {
-    serve_with(listener, router, shutdown, HEADER_READ_TIMEOUT).await
+    let limits = Limits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        max_connections: MAX_CONNECTIONS,
+    };
+    serve_with(listener, router, shutdown, limits).await
 }
 
 async fn serve_with(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    header_read_timeout: Duration,
+    limits: Limits,
 ) -> Result<(), Infallible> {
+    let header_read_timeout = limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -65,7 +86,31 @@ async fn serve_with(
     // the graceful shutdown would otherwise wait out.
     let (stopping, stop_waiting) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut said_full = false;
     loop {
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                said_full = false;
+                permit
+            }
+            Err(_) => {
+                if !said_full {
+                    said_full = true;
+                    tracing::warn!(
+                        max = limits.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    permit = connections.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break, // never closed
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -82,6 +127,8 @@ async fn serve_with(
         let (builder, router, watcher) = (builder.clone(), router.clone(), graceful.watcher());
         let mut stop_waiting = stop_waiting.clone();
         tokio::spawn(async move {
+            // Held for as long as the connection lives.
+            let _permit = permit;
             let spoke = tokio::select! {
                 spoke = first_byte(&stream, header_read_timeout) => spoke,
                 _ = stop_waiting.wait_for(|stopping| *stopping) => false,
@@ -161,7 +208,10 @@ mod tests {
             async {
                 let _ = stopped.await;
             },
-            Duration::from_millis(300),
+            Limits {
+                header_read_timeout: Duration::from_millis(300),
+                max_connections: MAX_CONNECTIONS,
+            },
         ));
 
         let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -200,6 +250,19 @@ mod tests {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<Result<(), Infallible>>,
     ) {
+        start_with(Limits {
+            header_read_timeout,
+            max_connections: MAX_CONNECTIONS,
+        })
+    }
+
+    fn start_with(
+        limits: Limits,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), Infallible>>,
+    ) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -210,7 +273,7 @@ mod tests {
             async {
                 let _ = stopped.await;
             },
-            header_read_timeout,
+            limits,
         ));
         (addr, stop, server)
     }
@@ -308,5 +371,41 @@ mod tests {
             "shutdown waited for a connection that never sent a byte"
         );
         assert_closed(silent, "the silent connection after shutdown").await;
+    }
+
+    #[tokio::test]
+    async fn serves_at_most_max_connections_and_the_next_when_one_closes() {
+        let (addr, _stop, _server) = start_with(Limits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 2,
+        });
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut answer = [0u8; 256];
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            // Served, then kept alive (idle, within the header timeout).
+            let mut connection = tokio::net::TcpStream::connect(addr).await.unwrap();
+            connection.write_all(request).await.unwrap();
+            let n = connection.read(&mut answer).await.unwrap();
+            assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+            kept.push(connection);
+        }
+
+        // The kernel accepts the third, but nobody serves it yet.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        third.write_all(request).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut answer)).await;
+        assert!(
+            early.is_err(),
+            "a third connection was served beyond the limit"
+        );
+
+        // One closes: the third is served.
+        drop(kept.pop());
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut answer))
+            .await
+            .expect("the waiting connection was not served after one closed")
+            .unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
     }
 }
