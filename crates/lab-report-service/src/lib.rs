@@ -106,15 +106,15 @@ pub async fn run(
     let mut server = std::pin::pin!(server);
     tokio::select! {
         biased;
-        result = &mut server => return result.context("serving HTTP"),
-        Ok(()) = drain_started => {}
-    }
-    match tokio::time::timeout(drain, server).await {
-        Ok(result) => result.context("serving HTTP")?,
-        Err(_) => tracing::warn!(
-            ?drain,
-            "requests still in flight after the drain period; stopping anyway"
-        ),
+        // Nothing in flight: the server is done as soon as it is told.
+        result = &mut server => result.context("serving HTTP")?,
+        Ok(()) = drain_started => match tokio::time::timeout(drain, server).await {
+            Ok(result) => result.context("serving HTTP")?,
+            Err(_) => tracing::warn!(
+                ?drain,
+                "requests still in flight after the drain period; stopping anyway"
+            ),
+        },
     }
     tracing::info!("lab-report-service stopped");
     Ok(())
