@@ -242,27 +242,22 @@ mod tests {
             .unwrap();
     }
 
-    /// Starts `serve_with` on a free port; the sender stops it.
-    fn start(
-        header_read_timeout: Duration,
-    ) -> (
+    /// A server's address, the sender that stops it, and its task.
+    type Started = (
         std::net::SocketAddr,
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<Result<(), Infallible>>,
-    ) {
+    );
+
+    /// Starts `serve_with` on a free port; the sender stops it.
+    fn start(header_read_timeout: Duration) -> Started {
         start_with(Limits {
             header_read_timeout,
             max_connections: MAX_CONNECTIONS,
         })
     }
 
-    fn start_with(
-        limits: Limits,
-    ) -> (
-        std::net::SocketAddr,
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<Result<(), Infallible>>,
-    ) {
+    fn start_with(limits: Limits) -> Started {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
