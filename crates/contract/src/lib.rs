@@ -24,8 +24,9 @@
 //! - [`group_write`]: group commit for the receivers' directory outboxes
 //!   (one writer thread per directory; each caller answered after its
 //!   file is durable).
-//! - [`serve`]: serving a router with a header-read timeout and graceful
-//!   shutdown.
+//! - [`serve`]: serving a router (the services' and the broker's) with
+//!   connections that say nothing closed, at most 512 at once, and
+//!   graceful shutdown; `free_port` for servers told their port first.
 //! - [`memory`]: giving freed heap memory back to the system (glibc keeps
 //!   what a burst freed otherwise).
 //! - [`secret`]: credentials read from the environment, never printed.
