@@ -199,27 +199,9 @@ mod tests {
 
     #[tokio::test]
     async fn closes_connections_that_trickle_headers_and_drains_on_shutdown() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_with(
-            listener,
-            Router::new().route("/", get(|| async { "ok" })),
-            async {
-                let _ = stopped.await;
-            },
-            Limits {
-                header_read_timeout: Duration::from_millis(300),
-                max_connections: MAX_CONNECTIONS,
-            },
-        ));
+        let (addr, stop, server) = start(Duration::from_millis(300));
 
-        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-        ok.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        ok.read_to_string(&mut answer).await.unwrap();
+        let answer = get_once(addr).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -240,6 +222,18 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+    }
+
+    /// `GET /` over HTTP/1.1 on a connection of its own; the whole answer.
+    async fn get_once(addr: std::net::SocketAddr) -> String {
+        let mut connection = tokio::net::TcpStream::connect(addr).await.unwrap();
+        connection
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        connection.read_to_string(&mut answer).await.unwrap();
+        answer
     }
 
     /// A server's address, the sender that stops it, and its task.
@@ -336,7 +330,8 @@ mod tests {
 
         // Idle for several ping rounds (every 200 ms, 200 ms to answer):
         // the client's HTTP/2 stack answers them, so the same connection
-        // still serves.
+        // still serves. Real time on purpose: paused time would jump past
+        // the ping timeout while the answer is still on the socket.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
             !connection.is_finished(),
@@ -352,12 +347,7 @@ mod tests {
         let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         // Served connections are tracked from their first byte; make sure
         // this one was accepted before stopping.
-        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-        ok.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        ok.read_to_end(&mut answer).await.unwrap();
+        get_once(addr).await;
 
         stop.send(()).unwrap();
         let stopped = tokio::time::timeout(Duration::from_secs(5), server).await;
