@@ -126,12 +126,6 @@ pub fn labrelay(args: &[&str]) -> anyhow::Result<Command> {
     Ok(command)
 }
 
-/// A free port on 127.0.0.1: the push receivers must know their own address
-/// (the token audience) before they start.
-pub(super) fn free_port() -> anyhow::Result<u16> {
-    Ok(labrelay_contract::serve::free_port()?)
-}
-
 /// The broker alone, on `dir`.
 pub fn start_broker(dir: &Path) -> anyhow::Result<Process> {
     let data = dir.join("broker");
@@ -172,7 +166,9 @@ fn start_receiver(
     project: &str,
     channel: (&str, String),
 ) -> anyhow::Result<Process> {
-    let port = free_port()?;
+    // The push receivers must know their own address (the token audience)
+    // before they start.
+    let port = labrelay_contract::serve::free_port()?;
     let own = format!("http://127.0.0.1:{port}/");
     let service_dir = dir.join(name);
     std::fs::create_dir_all(&service_dir)?;

@@ -8,8 +8,9 @@
 //! cores the clients share with the server, that was the load generator
 //! spending CPU the server under test could have had (47% of the bench's
 //! own CPU was in `writev`). Here the whole request is known up front, so
-//! hyper sends HEADERS and one DATA frame that ends the stream together.
-//! The server sees a plain gRPC unary call either way.
+//! the DATA frame ends the stream itself: two writes (hyper flushes the
+//! HEADERS first), measured about 7% faster in that phase. The server sees
+//! a plain gRPC unary call either way.
 
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
@@ -52,48 +53,60 @@ impl UnaryPublisher {
 
     /// Publishes `request` and waits for the server's answer: the ids of
     /// the published messages, one per message, or the gRPC error.
-    pub(super) async fn publish(&mut self, request: &pb::PublishRequest) -> anyhow::Result<()> {
-        // A gRPC message: uncompressed flag, big-endian length, protobuf.
-        let len = request.encoded_len();
-        let mut framed = Vec::with_capacity(5 + len);
-        framed.push(0);
-        framed.extend_from_slice(&u32::try_from(len)?.to_be_bytes());
-        request.encode(&mut framed)?;
+    pub(super) async fn publish(&mut self, request: &Framed) -> anyhow::Result<()> {
         let http_request = hyper::Request::post(self.uri.clone())
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .body(Full::new(Bytes::from(framed)))?;
+            .body(Full::new(request.bytes.clone()))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(http_request).await?;
         let (head, body) = response.into_parts();
         ensure!(head.status == 200, "HTTP status {}", head.status);
         let body = body.collect().await?;
-        // The status is in the trailers, or in the headers of an answer that
-        // has nothing else ("trailers-only").
-        let status = body
-            .trailers()
-            .and_then(|t| t.get("grpc-status"))
-            .or_else(|| head.headers.get("grpc-status"))
-            .cloned();
+        // In the trailers, or in the headers of an answer that has nothing
+        // else ("trailers-only").
+        let grpc = |name: &str| {
+            body.trailers()
+                .and_then(|t| t.get(name))
+                .or_else(|| head.headers.get(name))
+                .cloned()
+        };
+        let status = grpc("grpc-status");
         if status.as_ref().is_none_or(|s| s != "0") {
-            let message = body
-                .trailers()
-                .and_then(|t| t.get("grpc-message"))
-                .or_else(|| head.headers.get("grpc-message"))
-                .and_then(|m| m.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            bail!("publish failed: grpc-status {status:?}: {message}");
+            let message = grpc("grpc-message");
+            bail!("publish failed: grpc-status {status:?}: {message:?}");
         }
         let bytes = body.to_bytes();
         ensure!(bytes.len() >= 5, "publish answered without a message");
         let response = pb::PublishResponse::decode(&bytes[5..])?;
         ensure!(
-            response.message_ids.len() == request.messages.len(),
+            response.message_ids.len() == request.messages,
             "{} message ids for {} messages",
             response.message_ids.len(),
-            request.messages.len()
+            request.messages
         );
         Ok(())
+    }
+}
+
+/// A `PublishRequest` encoded once as a gRPC message (uncompressed flag,
+/// big-endian length, protobuf), to be sent any number of times.
+#[derive(Clone)]
+pub(super) struct Framed {
+    bytes: Bytes,
+    messages: usize,
+}
+
+impl Framed {
+    pub(super) fn new(request: &pb::PublishRequest) -> anyhow::Result<Framed> {
+        let len = request.encoded_len();
+        let mut framed = Vec::with_capacity(5 + len);
+        framed.push(0);
+        framed.extend_from_slice(&u32::try_from(len)?.to_be_bytes());
+        request.encode(&mut framed)?;
+        Ok(Framed {
+            bytes: framed.into(),
+            messages: request.messages.len(),
+        })
     }
 }
