@@ -192,3 +192,37 @@ fn post_reports_failures_and_exits_non_zero() {
     assert!(!output.status.success());
     assert!(stdout.starts_with("12\terror\t"), "{stdout}");
 }
+
+/// The names of `pid`'s threads.
+#[cfg(target_os = "linux")]
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// The binary's allocator settings (`MALLOC_CONF` in src/main.rs) are the
+/// ones in force: jemalloc runs one background thread, which gives pages a
+/// burst freed back to the system while the process is quiet. Without the
+/// settings (or with glibc's malloc) there is no such thread.
+#[cfg(target_os = "linux")]
+#[test]
+fn up_runs_jemalloc_with_one_background_thread() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let pid = up.child.id();
+    // jemalloc names its thread from inside it, just after creating it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let background = loop {
+        let names = thread_names(pid);
+        let background = names.iter().filter(|n| *n == "jemalloc_bg_thd").count();
+        if background > 0 || Instant::now() > deadline {
+            break background;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(background, 1, "threads: {:?}", thread_names(pid));
+    assert!(up.terminate().success());
+}

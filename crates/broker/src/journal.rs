@@ -402,8 +402,6 @@ impl Writer {
                 if let Err(error) = self.prune(SystemTime::now()) {
                     tracing::warn!(%error, "could not prune the journal");
                 }
-                // Gives back what bursts and the prune's churn freed.
-                labrelay_contract::memory::release_free_memory();
             }
             if stop {
                 return;

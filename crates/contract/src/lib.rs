@@ -27,8 +27,6 @@
 //! - [`serve`]: serving a router (the services' and the broker's) with
 //!   connections that say nothing closed, at most 512 at once, and
 //!   graceful shutdown; `free_port` for servers told their port first.
-//! - [`memory`]: giving freed heap memory back to the system (glibc keeps
-//!   what a burst freed otherwise).
 //! - [`secret`]: credentials read from the environment, never printed.
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
@@ -36,7 +34,6 @@
 pub mod group_write;
 pub mod ingest_auth;
 pub mod limits;
-pub mod memory;
 pub mod metrics;
 pub mod notify_log;
 pub mod push;
