@@ -123,6 +123,7 @@ fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
         &[
             "publish_batched_per_sec",
             "publish_32_clients_per_sec",
+            "publish_32_clients_rest_per_sec",
             "push_per_sec",
             "recovery_drain_per_sec",
             "streaming_pull_per_sec",
@@ -148,13 +149,14 @@ fn broker_bench_runs_only_the_phases_asked_for() {
         "--messages",
         "200",
         "--phases",
-        "single,push",
+        "single,single-rest,push",
         "--json",
     ]);
     assert_measured(
         &figures,
         &[
             "publish_32_clients_per_sec",
+            "publish_32_clients_rest_per_sec",
             "push_per_sec",
             "backlog_rss_mib",
         ],
@@ -188,7 +190,7 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
         "--messages",
         "200",
         "--phases",
-        "batched,single,push",
+        "batched,single,single-rest,push",
         "--json",
     ]);
     for side in ["ours", "emulator"] {
@@ -197,8 +199,10 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
             figures,
             &[
                 "publish_batched_per_sec",
-                // The bench's own lean gRPC client, against both servers.
+                // The bench's own lean gRPC and REST clients, against both
+                // servers.
                 "publish_32_clients_per_sec",
+                "publish_32_clients_rest_per_sec",
                 "push_per_sec",
                 "broker_peak_rss_mib",
             ],

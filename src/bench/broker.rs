@@ -29,7 +29,7 @@ use pb::subscriber_client::SubscriberClient;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::unary::{Framed, UnaryPublisher};
+use super::unary::{Framed, RestPublisher, UnaryPublisher};
 
 pub struct BrokerBench {
     /// `http://host:port` of a running server; `None` starts our broker.
@@ -50,6 +50,8 @@ pub enum Phase {
     Batched,
     /// 32 clients, one message per request, each on its own connection.
     Single,
+    /// The same over REST (HTTP/1.1, JSON) instead of gRPC.
+    SingleRest,
     /// Push a backlog to a 204 endpoint.
     Push,
     /// Push to an endpoint that fails for a while, then heals.
@@ -67,6 +69,7 @@ struct Figures {
     message_bytes: usize,
     publish_batched_per_sec: Option<f64>,
     publish_32_clients_per_sec: Option<f64>,
+    publish_32_clients_rest_per_sec: Option<f64>,
     push_per_sec: Option<f64>,
     push_duplicates: Option<u64>,
     push_lost: Option<u64>,
@@ -90,6 +93,28 @@ impl Figures {
     /// Healing to first delivery, as a number for ratios and tables.
     fn first_delivery_ms(&self) -> Option<f64> {
         self.recovery_first_delivery_ms.map(|ms| ms as f64)
+    }
+}
+
+/// What the 32 × 1 phases' clients speak.
+#[derive(Clone, Copy)]
+enum Wire {
+    Grpc,
+    Rest,
+}
+
+/// One client of a 32 × 1 phase, with what it publishes.
+enum OneByOne {
+    Grpc(UnaryPublisher, Framed),
+    Rest(RestPublisher),
+}
+
+impl OneByOne {
+    async fn publish(&mut self) -> anyhow::Result<()> {
+        match self {
+            OneByOne::Grpc(client, request) => client.publish(request).await,
+            OneByOne::Rest(client) => client.publish().await,
+        }
     }
 }
 
@@ -329,7 +354,10 @@ async fn measure(
         bench_run.batched(&mut figures).await?;
     }
     if runs(Phase::Single) {
-        bench_run.single(&mut figures).await?;
+        figures.publish_32_clients_per_sec = Some(bench_run.single(Wire::Grpc).await?);
+    }
+    if runs(Phase::SingleRest) {
+        figures.publish_32_clients_rest_per_sec = Some(bench_run.single(Wire::Rest).await?);
     }
     if runs(Phase::Push) {
         bench_run.push(&mut figures).await?;
@@ -468,7 +496,7 @@ struct Compared {
     higher_is_better: bool,
 }
 
-const COMPARED: [Compared; 9] = [
+const COMPARED: [Compared; 10] = [
     Compared {
         key: "publish_batched",
         label: "publish, client batching (msg/s)",
@@ -479,6 +507,12 @@ const COMPARED: [Compared; 9] = [
         key: "publish_32_clients",
         label: "publish, 32 clients x 1 (msg/s)",
         value: |f| f.publish_32_clients_per_sec,
+        higher_is_better: true,
+    },
+    Compared {
+        key: "publish_32_clients_rest",
+        label: "publish, 32 x 1 over REST (msg/s)",
+        value: |f| f.publish_32_clients_rest_per_sec,
         higher_is_better: true,
     },
     Compared {
@@ -630,36 +664,51 @@ impl Run {
         Ok(())
     }
 
-    /// Phase 2: 32 clients, one message per request, each on its own connection
-    /// (one shared HTTP/2 connection would measure its single task), into a
-    /// topic with a subscription so every message is stored. The clients are
-    /// [`UnaryPublisher`]s, which send each request in two writes where
-    /// tonic took three: they share the server's cores, so what they cost is
-    /// taken from the server.
-    async fn single(&self, figures: &mut Figures) -> anyhow::Result<()> {
-        self.create_topic("single").await?;
-        self.create_subscription("single", None).await?;
-        let mut clients = Vec::new();
-        for _ in 0..32 {
-            clients.push(UnaryPublisher::connect(&self.endpoint).await?);
-        }
-        self.say("publishing one message per request from 32 clients...");
-        let n = self.n;
+    /// Phase 2: 32 clients, one message per request, each on its own
+    /// connection (one shared HTTP/2 connection would measure its single
+    /// task), into a topic with a subscription so every message is stored;
+    /// the messages per second. The clients are lean ([`UnaryPublisher`]
+    /// sends each request in two writes where tonic took three): they share
+    /// the server's cores, so what they cost is taken from the server.
+    async fn single(&self, wire: Wire) -> anyhow::Result<f64> {
+        let name = match wire {
+            Wire::Grpc => "single",
+            Wire::Rest => "single-rest",
+        };
+        self.create_topic(name).await?;
+        self.create_subscription(name, None).await?;
         let request = Framed::new(&pb::PublishRequest {
-            topic: self.topic("single"),
+            topic: self.topic(name),
             messages: vec![pb::PubsubMessage {
                 data: self.payload.clone(),
                 ..Default::default()
             }],
         })?;
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            clients.push(match wire {
+                Wire::Grpc => OneByOne::Grpc(
+                    UnaryPublisher::connect(&self.endpoint).await?,
+                    request.clone(),
+                ),
+                Wire::Rest => OneByOne::Rest(
+                    RestPublisher::connect(&self.endpoint, &self.topic(name), &self.payload)
+                        .await?,
+                ),
+            });
+        }
+        self.say(match wire {
+            Wire::Grpc => "publishing one message per request from 32 clients...",
+            Wire::Rest => "publishing one message per request from 32 REST clients...",
+        });
+        let n = self.n;
         let started = Instant::now();
         let mut tasks = Vec::new();
         for (worker, mut client) in clients.into_iter().enumerate() {
-            let request = request.clone();
             let count = n / 32 + usize::from(worker < n % 32);
             tasks.push(tokio::spawn(async move {
                 for _ in 0..count {
-                    client.publish(&request).await?;
+                    client.publish().await?;
                 }
                 anyhow::Ok(())
             }));
@@ -667,15 +716,15 @@ impl Run {
         for task in tasks {
             task.await??;
         }
-        figures.publish_32_clients_per_sec = Some(rate(n, started.elapsed()));
+        let per_sec = rate(n, started.elapsed());
         // Its backlog must not count towards the memory of the later phases.
         self.subs
             .clone()
             .delete_subscription(pb::DeleteSubscriptionRequest {
-                subscription: self.sub("single"),
+                subscription: self.sub(name),
             })
             .await?;
-        Ok(())
+        Ok(per_sec)
     }
 
     /// Phase 3: push to a 204 endpoint: the backlog is published first, then the
@@ -802,6 +851,10 @@ fn print_table(figures: &Figures) {
     println!(
         "publish, 32 clients x 1     {:>10} msg/s",
         show(figures.publish_32_clients_per_sec)
+    );
+    println!(
+        "  the same over REST        {:>10} msg/s",
+        show(figures.publish_32_clients_rest_per_sec)
     );
     println!(
         "push to a 204 endpoint      {:>10} msg/s  (duplicates {}, lost {})",

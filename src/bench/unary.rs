@@ -1,6 +1,7 @@
-//! A lean gRPC client for one call, `Publisher.Publish`, one request at a
-//! time on its own HTTP/2 connection: what `--broker`'s "32 clients × 1
-//! message" phase drives the server with.
+//! Lean clients for one call, `Publisher.Publish`, one request at a time on
+//! a connection of their own: what `--broker`'s "32 clients × 1 message"
+//! phases drive the server with, over gRPC ([`UnaryPublisher`]) and over
+//! REST ([`RestPublisher`]).
 //!
 //! tonic's client streams every request body: its HEADERS, its one DATA
 //! frame and an empty DATA frame that ends the stream went out as three
@@ -13,6 +14,7 @@
 //! a plain gRPC unary call either way.
 
 use anyhow::{Context as _, bail, ensure};
+use base64::Engine as _;
 use bytes::Bytes;
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 use http_body_util::{BodyExt as _, Full};
@@ -21,6 +23,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message as _;
 
 const PUBLISH_PATH: &str = "/google.pubsub.v1.Publisher/Publish";
+
+/// Connects to the `host:port` of `uri`, without Nagle's delay.
+async fn connect_to(uri: &hyper::Uri) -> anyhow::Result<(String, TokioIo<tokio::net::TcpStream>)> {
+    let authority = uri
+        .authority()
+        .with_context(|| format!("{uri} has no host"))?
+        .to_string();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    stream.set_nodelay(true)?;
+    Ok((authority, TokioIo::new(stream)))
+}
 
 /// One HTTP/2 connection to a Pub/Sub server, publishing one request at a
 /// time.
@@ -35,18 +50,10 @@ impl UnaryPublisher {
         let uri: hyper::Uri = format!("{}{PUBLISH_PATH}", endpoint.trim_end_matches('/'))
             .parse()
             .with_context(|| format!("{endpoint} is not a URL"))?;
-        let authority = uri
-            .authority()
-            .with_context(|| format!("{endpoint} has no host"))?
-            .to_string();
-        let stream = tokio::net::TcpStream::connect(&authority)
+        let (authority, io) = connect_to(&uri).await?;
+        let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .with_context(|| format!("connecting to {authority}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .with_context(|| format!("HTTP/2 handshake with {authority}"))?;
+            .with_context(|| format!("HTTP/2 handshake with {authority}"))?;
         tokio::spawn(connection);
         Ok(UnaryPublisher { sender, uri })
     }
@@ -108,5 +115,70 @@ impl Framed {
             bytes: framed.into(),
             messages: request.messages.len(),
         })
+    }
+}
+
+/// One HTTP/1.1 connection to a Pub/Sub server's REST API, publishing the
+/// same one-message request (`POST /v1/{topic}:publish`, JSON, the data in
+/// base64) one at a time.
+pub(super) struct RestPublisher {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    uri: hyper::Uri,
+    body: Bytes,
+}
+
+/// The answer to a REST publish.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestPublished {
+    message_ids: Vec<String>,
+}
+
+impl RestPublisher {
+    /// Connects to `endpoint` (`http://host:port`) to publish `data` to
+    /// `topic` (`projects/P/topics/T`).
+    pub(super) async fn connect(endpoint: &str, topic: &str, data: &[u8]) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = format!("{}/v1/{topic}:publish", endpoint.trim_end_matches('/'))
+            .parse()
+            .with_context(|| format!("{endpoint} is not a URL"))?;
+        let (authority, io) = connect_to(&uri).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .with_context(|| format!("HTTP/1.1 handshake with {authority}"))?;
+        tokio::spawn(connection);
+        let body = serde_json::json!({
+            "messages": [{ "data": base64::engine::general_purpose::STANDARD.encode(data) }]
+        });
+        Ok(RestPublisher {
+            sender,
+            uri,
+            body: serde_json::to_vec(&body)?.into(),
+        })
+    }
+
+    /// Publishes the message and waits for the server's answer: its id, or
+    /// the error.
+    pub(super) async fn publish(&mut self) -> anyhow::Result<()> {
+        let request = hyper::Request::post(self.uri.clone())
+            .header("host", self.uri.authority().map_or("", |a| a.as_str()))
+            .header("content-type", "application/json")
+            .body(Full::new(self.body.clone()))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        ensure!(
+            status == 200,
+            "HTTP status {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let published: RestPublished =
+            serde_json::from_slice(&body).context("reading the publish answer")?;
+        ensure!(
+            published.message_ids.len() == 1,
+            "{} message ids for one message",
+            published.message_ids.len()
+        );
+        Ok(())
     }
 }
