@@ -123,7 +123,10 @@ impl Framed {
 /// base64) one at a time.
 pub(super) struct RestPublisher {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    uri: hyper::Uri,
+    /// `/v1/{topic}:publish`, sent in origin form.
+    path: hyper::Uri,
+    /// `host:port`, for the `Host` header.
+    authority: String,
     body: Bytes,
 }
 
@@ -149,9 +152,15 @@ impl RestPublisher {
         let body = serde_json::json!({
             "messages": [{ "data": base64::engine::general_purpose::STANDARD.encode(data) }]
         });
+        let path = uri
+            .path_and_query()
+            .with_context(|| format!("{uri} has no path"))?
+            .as_str()
+            .parse()?;
         Ok(RestPublisher {
             sender,
-            uri,
+            path,
+            authority,
             body: serde_json::to_vec(&body)?.into(),
         })
     }
@@ -159,8 +168,8 @@ impl RestPublisher {
     /// Publishes the message and waits for the server's answer: its id, or
     /// the error.
     pub(super) async fn publish(&mut self) -> anyhow::Result<()> {
-        let request = hyper::Request::post(self.uri.clone())
-            .header("host", self.uri.authority().map_or("", |a| a.as_str()))
+        let request = hyper::Request::post(self.path.clone())
+            .header("host", &self.authority)
             .header("content-type", "application/json")
             .body(Full::new(self.body.clone()))?;
         self.sender.ready().await?;
