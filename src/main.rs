@@ -5,8 +5,8 @@
 
 /// jemalloc rather than glibc's malloc, in every process. Measured in
 /// BENCHMARKS.md ("sixth session: jemalloc"): about 10% less CPU per report
-/// end to end and about 15% more broker throughput, for 2–8 MiB more peak
-/// memory per service and less for the broker with a backlog.
+/// end to end and about 15% more broker throughput, for 4–10 MiB more peak
+/// memory per service at full speed and less for the broker with a backlog.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -1,8 +1,8 @@
 //! `labrelay bench --broker`: measures a Pub/Sub server through the Pub/Sub
 //! API, the same way for ours and for any other (the official emulator
 //! included): publish through the official Rust client's batching, publish
-//! one message per request from 32 clients (each its own connection, a lean
-//! gRPC client of our own: [`super::unary`]), push
+//! one message per request from 32 clients (each its own connection, lean
+//! clients of our own, [`super::unary`]: over gRPC, and over REST), push
 //! a backlog to an in-process 204 sink, push to a sink that fails (503) for
 //! two seconds and then heals (requests and concurrency while it fails,
 //! time to the first delivery and drain rate once healed), and

@@ -9,7 +9,8 @@
 //!
 //! Shared parts: `load` (the report generator), `system` (our processes on a
 //! temporary data directory), `outbox` (seeing deliveries), `procfs` (memory,
-//! CPU and load from `/proc`), `stats` (HDR histograms).
+//! CPU and load from `/proc`), `stats` (HDR histograms), `unary` (the lean
+//! one-request-at-a-time publishers of `--broker`'s 32 × 1 phases).
 
 mod broker;
 mod load;

@@ -141,10 +141,10 @@ impl RestPublisher {
     /// Connects to `endpoint` (`http://host:port`) to publish `data` to
     /// `topic` (`projects/P/topics/T`).
     pub(super) async fn connect(endpoint: &str, topic: &str, data: &[u8]) -> anyhow::Result<Self> {
-        let uri: hyper::Uri = format!("{}/v1/{topic}:publish", endpoint.trim_end_matches('/'))
+        let server: hyper::Uri = endpoint
             .parse()
             .with_context(|| format!("{endpoint} is not a URL"))?;
-        let (authority, io) = connect_to(&uri).await?;
+        let (authority, io) = connect_to(&server).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
             .with_context(|| format!("HTTP/1.1 handshake with {authority}"))?;
@@ -152,11 +152,9 @@ impl RestPublisher {
         let body = serde_json::json!({
             "messages": [{ "data": base64::engine::general_purpose::STANDARD.encode(data) }]
         });
-        let path = uri
-            .path_and_query()
-            .with_context(|| format!("{uri} has no path"))?
-            .as_str()
-            .parse()?;
+        let path = format!("/v1/{topic}:publish")
+            .parse()
+            .with_context(|| format!("{topic} is not a topic name"))?;
         Ok(RestPublisher {
             sender,
             path,
