@@ -9,12 +9,19 @@
 #   cargo build --release
 #   bench/c-clients.sh [path/to/labrelay]
 #
-# Prints each tool's summary and the broker's CPU per message, by thread.
-# Needs python3 and curl; the port is $PORT (default 18085).
+# Prints each tool's summary and the broker's CPU per message, by thread,
+# and fails unless the broker stored every message the tools counted as
+# answered: h2load counts a request as succeeded on HTTP status 200, which a
+# gRPC error (grpc-status in the trailers) also has, so the check reads the
+# subscription's backlog from the broker's /metrics.
+# Needs python3 and curl. Environment: PORT (default 18085), MESSAGES for
+# h2load (default 200000), SECONDS_REST for wrk (default 10).
 set -euo pipefail
 
 labrelay=${1:-target/release/labrelay}
 port=${PORT:-18085}
+messages=${MESSAGES:-200000}
+seconds_rest=${SECONDS_REST:-10}
 work=$(mktemp -d)
 trap 'kill -INT "$broker" 2>/dev/null; wait "$broker" 2>/dev/null; rm -rf "$work"' EXIT
 
@@ -73,13 +80,38 @@ report() {
     "$work/before" "$work/after"
 }
 
-thread_cpu >"$work/before"
-h2load -c32 -m1 -t1 -n200000 -d "$work/publish.grpc" \
-  -H 'content-type: application/grpc' -H 'te: trailers' \
-  "$base/google.pubsub.v1.Publisher/Publish" | tee "$work/h2load.txt"
-report "gRPC, h2load" 200000
+# Messages stored for the subscription and not yet pulled.
+backlog() {
+  curl -sf "$base/metrics" | awk '
+    /^labrelay_broker_backlog_messages\{subscription="projects\/bench\/subscriptions\/c-clients"\}/ {
+      printf "%d\n", $2; found = 1 }
+    END { if (!found) print 0 }'
+}
 
 thread_cpu >"$work/before"
-wrk -t1 -c32 -d10s -s "$work/publish.lua" \
+h2load -c32 -m1 -t1 -n"$messages" -d "$work/publish.grpc" \
+  -H 'content-type: application/grpc' -H 'te: trailers' \
+  "$base/google.pubsub.v1.Publisher/Publish" | tee "$work/h2load.txt"
+report "gRPC, h2load" "$messages"
+succeeded=$(awk '/^requests:/ {print $8}' "$work/h2load.txt")
+stored=$(backlog)
+echo "gRPC: $succeeded of $messages requests answered 200, $stored messages stored"
+if [ "$succeeded" != "$messages" ] || [ "$stored" != "$messages" ]; then
+  echo "c-clients: h2load's requests did not all store their message" >&2
+  exit 1
+fi
+
+thread_cpu >"$work/before"
+wrk -t1 -c32 -d"${seconds_rest}s" -s "$work/publish.lua" \
   "$base/v1/projects/bench/topics/c-clients:publish" | tee "$work/wrk.txt"
-report "REST, wrk" "$(awk '/requests in/ {print $1}' "$work/wrk.txt")"
+answered=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+report "REST, wrk" "$answered"
+stored=$(($(backlog) - messages))
+echo "REST: $answered requests answered, $stored messages stored"
+# wrk counts the answers it read; up to one request per connection can be
+# stored and cut off unanswered when wrk stops.
+if grep -q -e 'Non-2xx' -e 'Socket errors' "$work/wrk.txt" ||
+  [ "$stored" -lt "$answered" ] || [ "$stored" -gt $((answered + 32)) ]; then
+  echo "c-clients: wrk saw errors, or the stored count does not match its answers" >&2
+  exit 1
+fi

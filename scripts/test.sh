@@ -19,6 +19,11 @@ npm ci --prefix tests/conformance/node --no-audit --no-fund --loglevel=error
 # The deployment scripts' test runs shellcheck.
 command -v shellcheck >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 
+# bench/c-clients.sh's test drives the broker with h2load and wrk.
+if ! command -v h2load >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nghttp2-client wrk
+fi
+
 # The console's browser test (tests/console.rs): headless Debian chromium
 # driven by playwright-core.
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }

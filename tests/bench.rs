@@ -239,3 +239,46 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
         "the emulator still listens on {port} after the bench exited"
     );
 }
+
+/// `bench/c-clients.sh`, the C-client figures of BENCHMARKS.md, still runs
+/// against this build's broker, and its own check holds: every request
+/// `h2load` and `wrk` counted as answered stored its message (the script
+/// reads the subscription's backlog, since `h2load` also counts a gRPC
+/// error as a success). Small counts: this checks the script, not the speed.
+#[test]
+fn c_clients_script_stores_every_message_its_clients_count() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/c-clients.sh");
+    let port = labrelay_contract::serve::free_port().expect("a free port");
+    let output = Command::new("bash")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_labrelay"))
+        .env("PORT", port.to_string())
+        .env("MESSAGES", "2000")
+        .env("SECONDS_REST", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect(
+            "running bench/c-clients.sh (it needs h2load and wrk: scripts/test.sh installs them)",
+        );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench/c-clients.sh failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("gRPC: 2000 of 2000 requests answered 200, 2000 messages stored"),
+        "{stdout}"
+    );
+    let rest = stdout
+        .lines()
+        .find(|line| line.starts_with("REST: "))
+        .unwrap_or_else(|| panic!("no REST line in {stdout}"));
+    let answered: u64 = rest
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{rest}"));
+    assert!(answered > 0, "{rest}");
+}
