@@ -340,8 +340,10 @@ pub async fn run(
     println!(
         "  lab-report-service  http://{lab_addr}/   POST lab reports here: labrelay post 12 34 56"
     );
+    // The key itself stays in its file (mode 0600), out of terminals and
+    // captured logs; `labrelay post` reads it from there.
     println!(
-        "                      API key (lab {LOCAL_LAB}, in {}): {api_key}",
+        "                      API key (lab {LOCAL_LAB}): in {}, which `labrelay post` reads",
         data_dir.join(API_KEY_FILE).display()
     );
     println!("  email-service       http://{email_addr}/   sends to {email_target}");
