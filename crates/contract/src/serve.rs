@@ -17,20 +17,31 @@
 //! that, new ones wait in the kernel's accept queue until one closes, so a
 //! client that opens connections without end runs the process out of
 //! neither file descriptors (outbox files and SQLite need some too) nor
-//! memory. Bodies are bounded by [`crate::limits`]' request timeout.
+//! memory. While every slot is taken, connections with no request in
+//! flight (for a second or more) are closed gracefully, once a second, so
+//! that HTTP/2 clients that answer pings but send nothing cannot keep the
+//! slots from clients with work; a connection with a request in flight or
+//! a streaming answer open (StreamingPull) is never closed for that, and
+//! HTTP/2 clients open a new connection when they next need one. Bodies
+//! are bounded by [`crate::limits`]' request timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
 /// How long a client may take to send a request's headers, a new
 /// connection its first byte, and an HTTP/2 peer to answer a ping.
@@ -40,6 +51,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// clinic's labs and the broker's push connections need, and half the
 /// usual default limit of 1,024 open files.
 pub const MAX_CONNECTIONS: usize = 512;
+
+/// While every connection slot is taken, idle connections are closed this
+/// often (a connection busy at one round may be idle at the next).
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+/// How long a connection must have had no request in flight to count as
+/// idle.
+const RECLAIM_IDLE: Duration = Duration::from_secs(1);
 
 /// What [`serve`] allows a connection (tests shrink it).
 #[derive(Clone, Copy, Debug)]
@@ -81,10 +99,12 @@ async fn serve_with(
         .keep_alive_interval(header_read_timeout)
         .keep_alive_timeout(header_read_timeout);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Ends the wait for the first byte of connections not yet served, which
-    // the graceful shutdown would otherwise wait out.
+    // Tells every connection to finish what it is serving and close; also
+    // ends the wait for the first byte of connections not yet served.
     let (stopping, stop_waiting) = watch::channel(false);
+    // Bumped while every connection slot is taken: connections with no
+    // request in flight then close (see `serve_connection`).
+    let (reclaim, reclaim_wanted) = watch::channel(0u64);
     let mut shutdown = std::pin::pin!(shutdown);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut said_full = false;
@@ -99,15 +119,23 @@ async fn serve_with(
                     said_full = true;
                     tracing::warn!(
                         max = limits.max_connections,
-                        "connection limit reached; new connections wait until one closes"
+                        "connection limit reached; idle connections are closed, \
+                         new ones wait until one closes"
                     );
                 }
-                tokio::select! {
-                    permit = connections.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break, // never closed
-                    },
-                    () = &mut shutdown => break,
+                let acquired = loop {
+                    reclaim.send_modify(|generation| *generation += 1);
+                    tokio::select! {
+                        // Never closed, so never `Err`.
+                        permit = connections.clone().acquire_owned() => break permit.ok(),
+                        // Connections busy a moment ago may be idle now.
+                        () = tokio::time::sleep(RECLAIM_EVERY) => {}
+                        () = &mut shutdown => break None,
+                    }
+                };
+                match acquired {
+                    Some(permit) => permit,
+                    None => break,
                 }
             }
         };
@@ -124,29 +152,153 @@ async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, router, watcher) = (builder.clone(), router.clone(), graceful.watcher());
-        let mut stop_waiting = stop_waiting.clone();
+        let builder = builder.clone();
+        let router = router.clone();
+        let stopping = stop_waiting.clone();
+        let reclaim = reclaim_wanted.clone();
         tokio::spawn(async move {
             // Held for as long as the connection lives.
             let _permit = permit;
-            let spoke = tokio::select! {
-                spoke = first_byte(&stream, header_read_timeout) => spoke,
-                _ = stop_waiting.wait_for(|stopping| *stopping) => false,
-            };
-            if !spoke {
-                return;
-            }
-            let service = TowerToHyperService::new(router);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
+            serve_connection(
+                &builder,
+                stream,
+                router,
+                stopping,
+                reclaim,
+                header_read_timeout,
+            )
+            .await;
         });
     }
     drop(listener);
     let _ = stopping.send(true);
-    graceful.shutdown().await;
+    // Every connection holds a permit until it has closed.
+    let _ = connections
+        .acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX))
+        .await;
     Ok(())
+}
+
+/// Serves one connection until it closes: once its client has spoken
+/// (within `header_read_timeout`), until the client closes it, the
+/// protocol's timeouts do, the server stops (`stopping`: what is in flight
+/// is finished first), or it has no request in flight while the server
+/// wants slots back (`reclaim`). An HTTP/2 client that answers pings
+/// would otherwise keep an unused connection, and its slot, for ever.
+async fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    router: Router,
+    mut stopping: watch::Receiver<bool>,
+    mut reclaim: watch::Receiver<u64>,
+    header_read_timeout: Duration,
+) {
+    let spoke = tokio::select! {
+        spoke = first_byte(&stream, header_read_timeout) => spoke,
+        () = stopped(&mut stopping) => false,
+    };
+    if !spoke {
+        return;
+    }
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        ServiceExt::<hyper::Request<hyper::body::Incoming>>::map_future(router, move |response| {
+            let guard = InFlight::start(&activity);
+            async move {
+                let response: Result<Response, Infallible> = response.await;
+                // Counted until the body is done: a streaming answer
+                // (StreamingPull, a long push) keeps its connection busy.
+                response.map(|response| {
+                    response.map(|body| {
+                        Body::new(body.map_frame(move |frame| {
+                            let _in_flight = &guard;
+                            frame
+                        }))
+                    })
+                })
+            }
+        })
+    };
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    let mut connection = std::pin::pin!(connection);
+    reclaim.mark_unchanged();
+    let closing = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = stopped(&mut stopping) => {
+                connection.as_mut().graceful_shutdown();
+                break connection.as_mut().await;
+            }
+            Ok(()) = reclaim.changed() => {
+                if activity.idle_for(RECLAIM_IDLE) {
+                    tracing::debug!("closing an idle connection: every connection slot is taken");
+                    connection.as_mut().graceful_shutdown();
+                    break connection.as_mut().await;
+                }
+            }
+        }
+    };
+    if let Err(error) = closing {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Completes once the server is stopping (also if it is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}
+
+/// What a connection is doing: requests in flight, and when it last
+/// finished one (or started, before its first).
+struct Activity {
+    in_flight: AtomicUsize,
+    since: Instant,
+    /// Milliseconds from `since` to the end of the last request.
+    last_done: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            since: Instant::now(),
+            last_done: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// No request in flight, and none for at least `quiet`. The quiet time
+    /// spares a connection whose request has arrived but is not yet being
+    /// served.
+    fn idle_for(&self, quiet: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .now()
+                .saturating_sub(self.last_done.load(Ordering::Acquire))
+                >= u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// One request being served on a connection, counted until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_done.store(self.0.now(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A port on 127.0.0.1 that is free now, for a server that must be told
@@ -258,7 +410,10 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_with(
             TcpListener::from_std(listener).unwrap(),
-            Router::new().route("/", get(|| async { "ok" })),
+            Router::new()
+                .route("/", get(|| async { "ok" }))
+                // A request that stays in flight until its client goes.
+                .route("/hold", get(std::future::pending::<&'static str>)),
             async {
                 let _ = stopped.await;
             },
@@ -392,5 +547,108 @@ mod tests {
             .expect("the waiting connection was not served after one closed")
             .unwrap();
         assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    }
+
+    /// An HTTP/2 connection over which `GET /` was answered once; the
+    /// client and the task driving its connection.
+    async fn http2_client(
+        addr: std::net::SocketAddr,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ) {
+        use http_body_util::{BodyExt as _, Empty};
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut client, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::get(format!("http://{addr}/"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let answer = client.send_request(request).await.unwrap();
+        assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "ok");
+        (client, connection)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_give_up_their_slots_when_all_are_taken() {
+        let (addr, _stop, _server) = start_with(Limits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 2,
+        });
+        // Two HTTP/2 clients that answer pings and then say nothing: before,
+        // they held both slots for ever.
+        let (_first, first) = http2_client(addr).await;
+        let (_second, second) = http2_client(addr).await;
+
+        let answer = tokio::time::timeout(Duration::from_secs(10), get_once(addr))
+            .await
+            .expect("a new connection waited behind idle ones");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The idle ones were told to go (GOAWAY) and their connections ended.
+        for (connection, which) in [(first, "first"), (second, "second")] {
+            tokio::time::timeout(Duration::from_secs(5), connection)
+                .await
+                .unwrap_or_else(|_| panic!("the {which} idle connection is still open"))
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_with_a_request_in_flight_keep_their_slots() {
+        use http_body_util::Empty;
+        let (addr, _stop, _server) = start_with(Limits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 2,
+        });
+        let mut holders = Vec::new();
+        for _ in 0..2 {
+            let (mut client, connection) = http2_client(addr).await;
+            let hold = hyper::Request::get(format!("http://{addr}/hold"))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let pending = tokio::spawn(client.send_request(hold));
+            holders.push((client, connection, pending));
+        }
+
+        // Several rounds of reclaiming pass; neither busy connection closes,
+        // so the newcomer is not served.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let early = tokio::time::timeout(
+            RECLAIM_EVERY * 3 + RECLAIM_IDLE,
+            third.read_to_end(&mut answer),
+        )
+        .await;
+        assert!(
+            early.is_err(),
+            "a busy connection was closed to serve another"
+        );
+        for (_, connection, pending) in &holders {
+            assert!(!connection.is_finished(), "a busy connection was closed");
+            assert!(!pending.is_finished(), "a request in flight was ended");
+        }
+
+        // One client goes (dropping a task's handle would not end it): its
+        // slot is the newcomer's.
+        let (_, connection, pending) = holders.pop().unwrap();
+        pending.abort();
+        connection.abort();
+        tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+            .await
+            .expect("the newcomer was not served after a slot freed")
+            .unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
     }
 }
