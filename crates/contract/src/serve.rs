@@ -469,19 +469,7 @@ mod tests {
     async fn keeps_an_idle_http2_connection_whose_client_answers_pings() {
         use http_body_util::{BodyExt as _, Empty};
         let (addr, _stop, _server) = start(Duration::from_millis(200));
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut client, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        let connection = tokio::spawn(connection);
-        let get = || {
-            hyper::Request::get(format!("http://{addr}/"))
-                .body(Empty::<bytes::Bytes>::new())
-                .unwrap()
-        };
-        let first = client.send_request(get()).await.unwrap();
-        assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let (mut client, connection) = http2_client(addr).await;
 
         // Idle for several ping rounds (every 200 ms, 200 ms to answer):
         // the client's HTTP/2 stack answers them, so the same connection
@@ -492,7 +480,10 @@ mod tests {
             !connection.is_finished(),
             "the server closed a live connection"
         );
-        let second = client.send_request(get()).await.unwrap();
+        let get = hyper::Request::get(format!("http://{addr}/"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let second = client.send_request(get).await.unwrap();
         assert_eq!(second.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 
