@@ -28,9 +28,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -133,10 +132,8 @@ async fn serve_with(
                         () = &mut shutdown => break None,
                     }
                 };
-                match acquired {
-                    Some(permit) => permit,
-                    None => break,
-                }
+                let Some(permit) = acquired else { break };
+                permit
             }
         };
         let stream = tokio::select! {
@@ -376,13 +373,13 @@ mod tests {
             .unwrap();
     }
 
+    /// `GET /` over HTTP/1.1, the connection closed after the answer.
+    const GET_AND_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
     /// `GET /` over HTTP/1.1 on a connection of its own; the whole answer.
     async fn get_once(addr: std::net::SocketAddr) -> String {
         let mut connection = tokio::net::TcpStream::connect(addr).await.unwrap();
-        connection
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        connection.write_all(GET_AND_CLOSE).await.unwrap();
         let mut answer = String::new();
         connection.read_to_string(&mut answer).await.unwrap();
         answer
@@ -608,10 +605,7 @@ mod tests {
         // Several rounds of reclaiming pass; neither busy connection closes,
         // so the newcomer is not served.
         let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
-        third
-            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        third.write_all(GET_AND_CLOSE).await.unwrap();
         let mut answer = Vec::new();
         let early = tokio::time::timeout(
             RECLAIM_EVERY * 3 + RECLAIM_IDLE,
