@@ -25,8 +25,8 @@
 //!   (one writer thread per directory; each caller answered after its
 //!   file is durable).
 //! - [`serve`]: serving a router (the services' and the broker's) with
-//!   connections that say nothing closed, at most 512 at once, and
-//!   graceful shutdown; `free_port` for servers told their port first.
+//!   connections that say nothing closed, at most 512 at once (idle ones
+//!   closed while all are taken), and graceful shutdown; `free_port` for servers told their port first.
 //! - [`secret`]: credentials read from the environment, never printed.
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
