@@ -668,7 +668,7 @@ impl Run {
     /// connection (one shared HTTP/2 connection would measure its single
     /// task), into a topic with a subscription so every message is stored;
     /// the messages per second. The clients are lean ([`UnaryPublisher`]
-    /// sends each request in two writes where tonic took three): they share
+    /// sends each request in one write where tonic took three): they share
     /// the server's cores, so what they cost is taken from the server.
     async fn single(&self, wire: Wire) -> anyhow::Result<f64> {
         let name = match wire {
