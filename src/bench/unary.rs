@@ -14,10 +14,12 @@
 //! connection besides the one publishing; [`UnaryPublisher`] now speaks
 //! through the `h2` crate directly and drives its connection in the
 //! publishing task, so HEADERS and DATA are queued before the connection
-//! writes and leave in one `writev`, as from `h2load`. Against hyper's:
-//! the bench's CPU per message fell from about 25.5 to 17–20 µs and the
-//! phase's rate rose about 15% (BENCHMARKS.md, eighth session). The server
-//! sees a plain gRPC unary call either way.
+//! writes and leave in one `writev`, as from `h2load`. Against hyper's,
+//! in eight interleaved pairs: the bench's CPU per message fell from
+//! 25–33 to 17–21 µs and the phase ran 12–28% faster (BENCHMARKS.md,
+//! eighth session). The server sees a plain gRPC unary call either way.
+
+use std::pin::Pin;
 
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
@@ -26,7 +28,6 @@ use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
-use std::pin::Pin;
 
 const PUBLISH_PATH: &str = "/google.pubsub.v1.Publisher/Publish";
 
