@@ -60,6 +60,7 @@ pub mod names;
 mod oidc;
 mod payloads;
 mod push;
+mod push_h2;
 mod push_http;
 mod rest;
 mod retry;

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{PushSettings, SubscriptionSettings};
 use crate::engine::{Inner, settle_failures};
+use crate::push_http::PushFailure;
 use crate::retry::{PushBackoff, PushWindow, is_push_ack};
 use crate::stats::{PushResult, PushTrace};
 use crate::subscription::{Delivery, Subscription};
@@ -90,7 +91,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                                     trace = PushTrace::from_response(&response, started);
                                     Outcome::Status(response.status().as_u16())
                                 }
-                                Err(error) => Outcome::Failed(describe(&error)),
+                                Err(failure) => Outcome::Failed(failure.describe().into()),
                             },
                             Err(error) => Outcome::Failed(error),
                         };
@@ -177,13 +178,7 @@ async fn settle(
 }
 
 fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connect() {
-        "connection failed".into()
-    } else {
-        "request failed".into()
-    }
+    PushFailure::from(error).describe().into()
 }
 
 fn build_request(

@@ -7,7 +7,10 @@
 //! One connection then carries every push in flight to that endpoint, and a
 //! busy window's pushes share reads and writes instead of taking a
 //! connection and system calls each: about 7% less CPU per report end to
-//! end and 8–13 MiB less memory per process (BENCHMARKS.md).
+//! end and 8–13 MiB less memory per process (BENCHMARKS.md). The probe
+//! goes through reqwest; once an endpoint is known to speak h2c, its pushes
+//! go through the broker's own connection to it (`push_h2`), which costs
+//! the broker a quarter less CPU per report than reqwest's.
 //!
 //! An endpoint that does not answer h2c with HTTP/2 (a server of HTTP/1.1
 //! only) is remembered as HTTP/1.1 and the same push goes out again at once
@@ -25,15 +28,53 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use reqwest::header::HeaderValue;
 use reqwest::{Client, Request, Response};
+
+use crate::push_h2::H2Pushes;
 
 /// How long an endpoint found to speak only HTTP/1.1 is taken at its word.
 const RECHECK_HTTP1: Duration = Duration::from_secs(60);
 
-/// How often an HTTP/2 push connection is pinged, and how long an answer
-/// may take before the connection is closed.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// What pushes say they are, as Pub/Sub's do.
+const USER_AGENT: &str =
+    "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)";
+
+/// Why a push got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushFailure {
+    /// No connection could be made: nothing was learnt about the endpoint.
+    Connect,
+    /// No answer within the push's deadline.
+    Timeout,
+    /// Anything else: a reset, a protocol error, a peer that does not speak
+    /// the HTTP it was asked in.
+    Failed,
+}
+
+impl PushFailure {
+    /// The reason recorded for the failed attempt (never the URL, which may
+    /// carry a password).
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            PushFailure::Timeout => "timed out",
+            PushFailure::Connect => "connection failed",
+            PushFailure::Failed => "request failed",
+        }
+    }
+}
+
+impl From<&reqwest::Error> for PushFailure {
+    fn from(error: &reqwest::Error) -> PushFailure {
+        if error.is_timeout() {
+            PushFailure::Timeout
+        } else if error.is_connect() {
+            PushFailure::Connect
+        } else {
+            PushFailure::Failed
+        }
+    }
+}
 
 /// What a cleartext endpoint has been found to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +97,12 @@ enum Route {
 pub(crate) struct PushHttp {
     /// HTTP/1.1 for `http`; ALPN's choice for `https`.
     negotiated: Client,
-    /// HTTP/2 with prior knowledge, for `http` only.
+    /// HTTP/2 with prior knowledge, for `http` endpoints not yet known to
+    /// speak it (the probe).
     h2c: Client,
+    /// h2c to `http` endpoints known to speak it.
+    h2: H2Pushes,
+    user_agent: HeaderValue,
     /// Per `host:port` of `http` endpoints.
     cleartext: RwLock<HashMap<String, Cleartext>>,
 }
@@ -66,9 +111,7 @@ impl PushHttp {
     pub fn new() -> anyhow::Result<PushHttp> {
         let builder = || {
             Client::builder()
-                .user_agent(
-                    "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)",
-                )
+                .user_agent(USER_AGENT)
                 // Pub/Sub acknowledges on 102/200/201/202/204 only, so a
                 // redirect is a failure and a push is never re-sent
                 // elsewhere. Following a 301/302/303 would turn the POST into
@@ -87,11 +130,13 @@ impl PushHttp {
                 // peer gone without a word (a host down, a dropped route)
                 // must not keep it: unanswered pings close it, and the next
                 // push connects afresh, as HTTP/1.1's dropped connections do.
-                .http2_keep_alive_interval(H2_PING_INTERVAL)
-                .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+                .http2_keep_alive_interval(crate::push_h2::PING_INTERVAL)
+                .http2_keep_alive_timeout(crate::push_h2::PING_TIMEOUT)
                 .http2_keep_alive_while_idle(true)
                 .build()
                 .context("building the push HTTP/2 client")?,
+            h2: H2Pushes::default(),
+            user_agent: HeaderValue::from_static(USER_AGENT),
             cleartext: RwLock::default(),
         })
     }
@@ -102,18 +147,15 @@ impl PushHttp {
     }
 
     /// Sends `request` over HTTP/2 where the endpoint speaks it.
-    pub async fn send(&self, request: Request) -> reqwest::Result<Response> {
+    pub async fn send(&self, request: Request) -> Result<Response, PushFailure> {
         let Some(key) = cleartext_key(request.url()) else {
-            return self.negotiated.execute(request).await;
+            return self.execute(&self.negotiated, request).await;
         };
         match self.route(&key, Instant::now()) {
-            Route::Negotiated => self.negotiated.execute(request).await,
+            Route::Negotiated => self.execute(&self.negotiated, request).await,
             Route::Http2 => {
-                let answer = self.h2c.execute(request).await;
-                if answer
-                    .as_ref()
-                    .is_err_and(|e| !e.is_connect() && !e.is_timeout())
-                {
+                let answer = self.h2.send(&key, request, &self.user_agent).await;
+                if matches!(answer, Err(PushFailure::Failed)) {
                     // Perhaps no longer HTTP/2: the next push asks again.
                     self.forget(&key);
                 }
@@ -128,7 +170,9 @@ impl PushHttp {
                     }
                     // Nobody to ask (down, or no answer in time): learn
                     // nothing, and the push fails as it would have anyway.
-                    Err(error) if error.is_connect() || error.is_timeout() => Err(error),
+                    Err(error) if error.is_connect() || error.is_timeout() => {
+                        Err(PushFailure::from(&error))
+                    }
                     Err(error) => {
                         // Its text would carry the URL, and a URL may carry
                         // a password.
@@ -137,13 +181,20 @@ impl PushHttp {
                         let since = Instant::now();
                         self.learn(key, Cleartext::Http1 { since });
                         match again {
-                            Some(request) => self.negotiated.execute(request).await,
-                            None => Err(error),
+                            Some(request) => self.execute(&self.negotiated, request).await,
+                            None => Err(PushFailure::from(&error)),
                         }
                     }
                 }
             }
         }
+    }
+
+    async fn execute(&self, client: &Client, request: Request) -> Result<Response, PushFailure> {
+        client
+            .execute(request)
+            .await
+            .map_err(|e| PushFailure::from(&e))
     }
 
     fn route(&self, key: &str, now: Instant) -> Route {

@@ -238,7 +238,7 @@ async fn redirects_are_failures_and_never_followed(_: &TestBroker, api: &impl Ap
 /// Cleartext endpoints get HTTP/2 (h2c) when they speak it. One that speaks
 /// only HTTP/1.1 gets every push over HTTP/1.1, each once and each as a
 /// first delivery: the HTTP/2 attempt it turned away was not a failed
-/// delivery.
+/// delivery. Every push carries Pub/Sub's user agent and its length.
 async fn pushes_are_http2_where_the_endpoint_speaks_it_and_http1_elsewhere(
     _: &TestBroker,
     api: &impl Api,
@@ -268,6 +268,20 @@ async fn pushes_are_http2_where_the_endpoint_speaks_it_and_http1_elsewhere(
         for push in &pushes {
             assert_eq!(push.version, version);
             assert_eq!(envelope(push)["deliveryAttempt"], 1);
+            // The same headers whichever client sent it: the first push to
+            // an endpoint probes for h2c through reqwest, later ones go
+            // through the broker's own h2c connection.
+            assert!(
+                push.header("user-agent")
+                    .is_some_and(|ua| ua.starts_with("APIs-Google")),
+                "{:?}",
+                push.headers
+            );
+            assert_eq!(push.header("content-type"), Some("application/json"));
+            assert_eq!(
+                push.header("content-length"),
+                Some(push.body.len().to_string().as_str())
+            );
         }
         let got: HashSet<String> = pushes.iter().map(PushRequest::message_id).collect();
         assert_eq!(got, ids, "over {version:?}");

@@ -1,0 +1,258 @@
+//! Pushes over HTTP/2 with prior knowledge (h2c), spoken through the `h2`
+//! crate directly: one connection per `host:port`, shared by every push in
+//! flight to it.
+//!
+//! reqwest (hyper's client under it) is the push client everywhere else.
+//! For h2c to an endpoint known to speak it, this path is cheaper: a
+//! push's HEADERS and its DATA frame are queued together and leave in one
+//! write (hyper flushes the HEADERS first and sends the body from a second
+//! poll), and there is no pool, dispatch channel or timer wheel entry per
+//! request besides the push's own deadline. Paired runs of `labrelay
+//! bench`: the broker's CPU per report 25% lower, the whole pipeline's 10%
+//! (BENCHMARKS.md, eighth session).
+//!
+//! Each connection is driven by a task of its own, which pings the peer
+//! every [`PING_INTERVAL`] and drops the connection when a ping goes
+//! [`PING_TIMEOUT`] unanswered, so a peer that vanished without closing
+//! it (a host down) does not hold later pushes: the next one connects
+//! afresh. A connection with no push for [`IDLE_CLOSE`] is closed too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use reqwest::header::{CONTENT_LENGTH, HeaderValue, USER_AGENT};
+use tokio::net::TcpStream;
+
+use crate::push_http::PushFailure;
+
+/// How often a push connection is pinged, and how long an answer may take
+/// before the connection is dropped.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// A connection with no push in flight for this long is closed (an
+/// endpoint no subscription pushes to any more is not kept open for ever).
+const IDLE_CLOSE: Duration = Duration::from_secs(90);
+
+/// An endpoint's connection, while it has one; locked while it is made.
+type Slot = Arc<tokio::sync::Mutex<Option<Open>>>;
+
+/// A connection, and the pushes on it.
+#[derive(Clone)]
+struct Open {
+    sender: SendRequest<Bytes>,
+    use_: Arc<Use>,
+}
+
+/// Pushes in flight on a connection, and when the last one started.
+struct Use {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_start: Mutex<tokio::time::Instant>,
+}
+
+impl Use {
+    fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self
+            .last_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
+        InFlight(self.clone())
+    }
+
+    fn idle_for(&self, quiet: Duration) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0
+            && self
+                .last_start
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+                >= quiet
+    }
+}
+
+/// One push in flight, until dropped.
+struct InFlight(Arc<Use>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The h2c connections, by `host:port`.
+#[derive(Default)]
+pub(crate) struct H2Pushes {
+    endpoints: Mutex<HashMap<String, Slot>>,
+}
+
+impl H2Pushes {
+    /// Sends `request` to `key` (`host:port`, from its cleartext URL) and
+    /// reads the whole answer, within the request's timeout.
+    pub(crate) async fn send(
+        &self,
+        key: &str,
+        request: reqwest::Request,
+        user_agent: &HeaderValue,
+    ) -> Result<reqwest::Response, PushFailure> {
+        let deadline = request.timeout().copied();
+        let exchange = self.exchange(key, request, user_agent);
+        match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, exchange)
+                .await
+                .unwrap_or(Err(PushFailure::Timeout)),
+            None => exchange.await,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        key: &str,
+        request: reqwest::Request,
+        user_agent: &HeaderValue,
+    ) -> Result<reqwest::Response, PushFailure> {
+        let body = request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default();
+        let mut head = http::Request::builder()
+            .method(request.method().clone())
+            .uri(request.url().as_str())
+            .body(())
+            .map_err(|_| PushFailure::Failed)?;
+        *head.headers_mut() = request.headers().clone();
+        let headers = head.headers_mut();
+        headers.insert(USER_AGENT, user_agent.clone());
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        // A connection that was closed or refused the stream before it was
+        // processed (GOAWAY, REFUSED_STREAM) is replaced and the push sent
+        // once more on a fresh one: the receiver has not seen it.
+        let mut fresh = false;
+        loop {
+            let (sender, use_) = self.connection(key, fresh).await?;
+            let _in_flight = use_.start();
+            match round_trip(sender, head.clone(), body.clone()).await {
+                Err(error) if !fresh && not_processed(&error) => fresh = true,
+                Err(_) => return Err(PushFailure::Failed),
+                Ok(response) => return Ok(response),
+            }
+        }
+    }
+
+    /// A connection to `key` ready for a new stream: the one open, unless
+    /// `fresh` or it has closed, else a new one.
+    async fn connection(
+        &self,
+        key: &str,
+        fresh: bool,
+    ) -> Result<(SendRequest<Bytes>, Arc<Use>), PushFailure> {
+        let slot = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        // Pushes to one endpoint wait for its connection being made; those
+        // to other endpoints do not.
+        let mut slot = slot.lock().await;
+        if let Some(open) = slot.take().filter(|_| !fresh)
+            && let Ok(ready) = open.sender.clone().ready().await
+        {
+            let use_ = open.use_.clone();
+            *slot = Some(open);
+            return Ok((ready, use_));
+        }
+        let stream = TcpStream::connect(key)
+            .await
+            .map_err(|_| PushFailure::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, mut connection) = h2::client::handshake(stream)
+            .await
+            .map_err(|_| PushFailure::Connect)?;
+        let use_ = Arc::new(Use {
+            in_flight: 0.into(),
+            last_start: Mutex::new(tokio::time::Instant::now()),
+        });
+        let pings = connection.ping_pong();
+        let watched = use_.clone();
+        tokio::spawn(async move {
+            match pings {
+                Some(pings) => drive(connection, pings, &watched).await,
+                None => {
+                    let _ = connection.await;
+                }
+            }
+        });
+        *slot = Some(Open {
+            sender: sender.clone(),
+            use_: use_.clone(),
+        });
+        let ready = sender.ready().await.map_err(|_| PushFailure::Failed)?;
+        Ok((ready, use_))
+    }
+}
+
+/// One request and its whole answer on `sender`.
+async fn round_trip(
+    mut sender: SendRequest<Bytes>,
+    head: http::Request<()>,
+    body: Bytes,
+) -> Result<reqwest::Response, h2::Error> {
+    let end_of_stream = body.is_empty();
+    let (response, mut stream) = sender.send_request(head, end_of_stream)?;
+    if !end_of_stream {
+        // Queued with the HEADERS: both leave in the connection's next write.
+        stream.send_data(body, true)?;
+    }
+    let (parts, mut answer) = response.await?.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = answer.data().await {
+        let chunk = chunk?;
+        let _ = answer.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(reqwest::Response::from(http::Response::from_parts(
+        parts, bytes,
+    )))
+}
+
+/// Whether the peer turned the stream away before processing it.
+fn not_processed(error: &h2::Error) -> bool {
+    error.is_go_away() || error.reason() == Some(h2::Reason::REFUSED_STREAM)
+}
+
+/// Drives `connection` until it ends, a ping goes unanswered, or it has
+/// been idle for [`IDLE_CLOSE`]; dropping it closes it (a push that finds
+/// it closed connects afresh).
+async fn drive(
+    connection: h2::client::Connection<TcpStream, Bytes>,
+    mut pings: h2::PingPong,
+    use_: &Use,
+) {
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        tokio::select! {
+            _ = &mut connection => return,
+            () = tokio::time::sleep(PING_INTERVAL) => {}
+        }
+        if use_.idle_for(IDLE_CLOSE) {
+            return;
+        }
+        let pong = tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque()));
+        tokio::select! {
+            _ = &mut connection => return,
+            answered = pong => {
+                if !matches!(answered, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}
