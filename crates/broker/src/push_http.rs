@@ -10,7 +10,7 @@
 //! end and 8–13 MiB less memory per process (BENCHMARKS.md). The probe
 //! goes through reqwest; once an endpoint is known to speak h2c, its pushes
 //! go through the broker's own connection to it (`push_h2`), which costs
-//! the broker a quarter less CPU per report than reqwest's.
+//! the broker 20–30% less CPU per report than reqwest's.
 //!
 //! An endpoint that does not answer h2c with HTTP/2 (a server of HTTP/1.1
 //! only) is remembered as HTTP/1.1 and the same push goes out again at once
