@@ -18,6 +18,7 @@
 //! afresh. A connection with no push for [`IDLE_CLOSE`] is closed too.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,7 +41,6 @@ const IDLE_CLOSE: Duration = Duration::from_secs(90);
 type Slot = Arc<tokio::sync::Mutex<Option<Open>>>;
 
 /// A connection, and the pushes on it.
-#[derive(Clone)]
 struct Open {
     sender: SendRequest<Bytes>,
     use_: Arc<Use>,
@@ -48,14 +48,13 @@ struct Open {
 
 /// Pushes in flight on a connection, and when the last one started.
 struct Use {
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
     last_start: Mutex<tokio::time::Instant>,
 }
 
 impl Use {
     fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         *self
             .last_start
             .lock()
@@ -64,7 +63,7 @@ impl Use {
     }
 
     fn idle_for(&self, quiet: Duration) -> bool {
-        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0
+        self.in_flight.load(Ordering::Relaxed) == 0
             && self
                 .last_start
                 .lock()
@@ -79,29 +78,34 @@ struct InFlight(Arc<Use>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// The h2c connections, by `host:port`.
-#[derive(Default)]
 pub(crate) struct H2Pushes {
     endpoints: Mutex<HashMap<String, Slot>>,
+    /// Sent with every push, as reqwest's client sends its own.
+    user_agent: HeaderValue,
 }
 
 impl H2Pushes {
+    pub(crate) fn new(user_agent: HeaderValue) -> H2Pushes {
+        H2Pushes {
+            endpoints: Mutex::default(),
+            user_agent,
+        }
+    }
+
     /// Sends `request` to `key` (`host:port`, from its cleartext URL) and
     /// reads the whole answer, within the request's timeout.
     pub(crate) async fn send(
         &self,
         key: &str,
         request: reqwest::Request,
-        user_agent: &HeaderValue,
     ) -> Result<reqwest::Response, PushFailure> {
         let deadline = request.timeout().copied();
-        let exchange = self.exchange(key, request, user_agent);
+        let exchange = self.exchange(key, request);
         match deadline {
             Some(deadline) => tokio::time::timeout(deadline, exchange)
                 .await
@@ -114,21 +118,18 @@ impl H2Pushes {
         &self,
         key: &str,
         request: reqwest::Request,
-        user_agent: &HeaderValue,
     ) -> Result<reqwest::Response, PushFailure> {
+        let request =
+            http::Request::<reqwest::Body>::try_from(request).map_err(|_| PushFailure::Failed)?;
         let body = request
             .body()
-            .and_then(reqwest::Body::as_bytes)
+            .as_bytes()
             .map(Bytes::copy_from_slice)
             .unwrap_or_default();
-        let mut head = http::Request::builder()
-            .method(request.method().clone())
-            .uri(request.url().as_str())
-            .body(())
-            .map_err(|_| PushFailure::Failed)?;
-        *head.headers_mut() = request.headers().clone();
+        let (parts, _) = request.into_parts();
+        let mut head = http::Request::from_parts(parts, ());
         let headers = head.headers_mut();
-        headers.insert(USER_AGENT, user_agent.clone());
+        headers.insert(USER_AGENT, self.user_agent.clone());
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         // A connection that was closed or refused the stream before it was
         // processed (GOAWAY, REFUSED_STREAM) is replaced and the push sent
@@ -173,23 +174,14 @@ impl H2Pushes {
             .await
             .map_err(|_| PushFailure::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, mut connection) = h2::client::handshake(stream)
+        let (sender, connection) = h2::client::handshake(stream)
             .await
             .map_err(|_| PushFailure::Connect)?;
         let use_ = Arc::new(Use {
             in_flight: 0.into(),
             last_start: Mutex::new(tokio::time::Instant::now()),
         });
-        let pings = connection.ping_pong();
-        let watched = use_.clone();
-        tokio::spawn(async move {
-            match pings {
-                Some(pings) => drive(connection, pings, &watched).await,
-                None => {
-                    let _ = connection.await;
-                }
-            }
-        });
+        tokio::spawn(drive(connection, use_.clone()));
         *slot = Some(Open {
             sender: sender.clone(),
             use_: use_.clone(),
@@ -231,11 +223,13 @@ fn not_processed(error: &h2::Error) -> bool {
 /// Drives `connection` until it ends, a ping goes unanswered, or it has
 /// been idle for [`IDLE_CLOSE`]; dropping it closes it (a push that finds
 /// it closed connects afresh).
-async fn drive(
-    connection: h2::client::Connection<TcpStream, Bytes>,
-    mut pings: h2::PingPong,
-    use_: &Use,
-) {
+async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, use_: Arc<Use>) {
+    // Taken once, here, so never `None`; without it the connection could
+    // still be driven, only not pinged.
+    let Some(mut pings) = connection.ping_pong() else {
+        let _ = connection.await;
+        return;
+    };
     let mut connection = std::pin::pin!(connection);
     loop {
         tokio::select! {

@@ -102,7 +102,6 @@ pub(crate) struct PushHttp {
     h2c: Client,
     /// h2c to `http` endpoints known to speak it.
     h2: H2Pushes,
-    user_agent: HeaderValue,
     /// Per `host:port` of `http` endpoints.
     cleartext: RwLock<HashMap<String, Cleartext>>,
 }
@@ -135,8 +134,7 @@ impl PushHttp {
                 .http2_keep_alive_while_idle(true)
                 .build()
                 .context("building the push HTTP/2 client")?,
-            h2: H2Pushes::default(),
-            user_agent: HeaderValue::from_static(USER_AGENT),
+            h2: H2Pushes::new(HeaderValue::from_static(USER_AGENT)),
             cleartext: RwLock::default(),
         })
     }
@@ -149,12 +147,12 @@ impl PushHttp {
     /// Sends `request` over HTTP/2 where the endpoint speaks it.
     pub async fn send(&self, request: Request) -> Result<Response, PushFailure> {
         let Some(key) = cleartext_key(request.url()) else {
-            return self.execute(&self.negotiated, request).await;
+            return execute(&self.negotiated, request).await;
         };
         match self.route(&key, Instant::now()) {
-            Route::Negotiated => self.execute(&self.negotiated, request).await,
+            Route::Negotiated => execute(&self.negotiated, request).await,
             Route::Http2 => {
-                let answer = self.h2.send(&key, request, &self.user_agent).await;
+                let answer = self.h2.send(&key, request).await;
                 if matches!(answer, Err(PushFailure::Failed)) {
                     // Perhaps no longer HTTP/2: the next push asks again.
                     self.forget(&key);
@@ -181,20 +179,13 @@ impl PushHttp {
                         let since = Instant::now();
                         self.learn(key, Cleartext::Http1 { since });
                         match again {
-                            Some(request) => self.execute(&self.negotiated, request).await,
+                            Some(request) => execute(&self.negotiated, request).await,
                             None => Err(PushFailure::from(&error)),
                         }
                     }
                 }
             }
         }
-    }
-
-    async fn execute(&self, client: &Client, request: Request) -> Result<Response, PushFailure> {
-        client
-            .execute(request)
-            .await
-            .map_err(|e| PushFailure::from(&e))
     }
 
     fn route(&self, key: &str, now: Instant) -> Route {
@@ -226,6 +217,15 @@ impl PushHttp {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(key);
     }
+}
+
+/// `request` through `client`, its error reduced to what the push path
+/// needs to know.
+async fn execute(client: &Client, request: Request) -> Result<Response, PushFailure> {
+    client
+        .execute(request)
+        .await
+        .map_err(|e| PushFailure::from(&e))
 }
 
 /// `host:port` of an `http` URL (never its user name or password, which
