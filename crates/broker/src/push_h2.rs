@@ -37,10 +37,27 @@ pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// endpoint no subscription pushes to any more is not kept open for ever).
 const IDLE_CLOSE: Duration = Duration::from_secs(90);
 
-/// An endpoint's connection, while it has one; locked while it is made.
-type Slot = Arc<tokio::sync::Mutex<Option<Open>>>;
+/// An endpoint's connection, while it has one.
+#[derive(Default)]
+struct Endpoint {
+    /// Read by every push without waiting.
+    open: Mutex<Option<Open>>,
+    /// Held while a connection is made, so pushes that find none make one
+    /// between them.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Endpoint {
+    fn current(&self) -> Option<Open> {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
 
 /// A connection, and the pushes on it.
+#[derive(Clone)]
 struct Open {
     sender: SendRequest<Bytes>,
     use_: Arc<Use>,
@@ -84,7 +101,7 @@ impl Drop for InFlight {
 
 /// The h2c connections, by `host:port`.
 pub(crate) struct H2Pushes {
-    endpoints: Mutex<HashMap<String, Slot>>,
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     /// Sent with every push, as reqwest's client sends its own.
     user_agent: HeaderValue,
 }
@@ -147,28 +164,37 @@ impl H2Pushes {
     }
 
     /// A connection to `key` ready for a new stream: the one open, unless
-    /// `fresh` or it has closed, else a new one.
+    /// `fresh` (it turned a push away) or it has closed, else a new one.
     async fn connection(
         &self,
         key: &str,
         fresh: bool,
     ) -> Result<(SendRequest<Bytes>, Arc<Use>), PushFailure> {
-        let slot = self
+        let endpoint = self
             .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(key.to_owned())
             .or_default()
             .clone();
-        // Pushes to one endpoint wait for its connection being made; those
-        // to other endpoints do not.
-        let mut slot = slot.lock().await;
-        if let Some(open) = slot.take().filter(|_| !fresh)
+        let seen = endpoint.current();
+        if !fresh
+            && let Some(open) = &seen
             && let Ok(ready) = open.sender.clone().ready().await
         {
-            let use_ = open.use_.clone();
-            *slot = Some(open);
-            return Ok((ready, use_));
+            return Ok((ready, open.use_.clone()));
+        }
+        // Pushes to one endpoint wait for its connection being made; those
+        // to other endpoints do not.
+        let _connecting = endpoint.connecting.lock().await;
+        // Another push may have replaced the connection meanwhile.
+        if let Some(open) = endpoint.current()
+            && !seen
+                .as_ref()
+                .is_some_and(|seen| Arc::ptr_eq(&seen.use_, &open.use_))
+            && let Ok(ready) = open.sender.clone().ready().await
+        {
+            return Ok((ready, open.use_));
         }
         let stream = TcpStream::connect(key)
             .await
@@ -182,7 +208,7 @@ impl H2Pushes {
             last_start: Mutex::new(tokio::time::Instant::now()),
         });
         tokio::spawn(drive(connection, use_.clone()));
-        *slot = Some(Open {
+        *endpoint.open.lock().unwrap_or_else(PoisonError::into_inner) = Some(Open {
             sender: sender.clone(),
             use_: use_.clone(),
         });
