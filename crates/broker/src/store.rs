@@ -9,8 +9,10 @@
 //! Tables: `topics` and `subscriptions` hold the API's own protobuf encoding
 //! of each resource; `messages` holds each published message once;
 //! `deliveries` holds one row per (message, subscription) that is not yet
-//! acknowledged, with the number of failed delivery attempts. A message row
-//! is deleted with its last delivery row.
+//! acknowledged, with the number of failed delivery attempts, keyed by
+//! `(seq, sub)` and with no other index (each index cost a page in every
+//! commit; only deleting a subscription, which is rare, scans the table).
+//! A message row is deleted with its last delivery row.
 //!
 //! Reading is separate from writing: [`open_reader`] opens a read-only
 //! connection beside the writer's, through which `payloads` reads the
@@ -29,6 +31,13 @@ use crate::error::BrokerError;
 
 /// How many queued requests one transaction takes at most.
 const MAX_BATCH: usize = 4096;
+
+/// How many message sequence numbers `meta.next_seq` reserves ahead of the
+/// highest one stored. The row is rewritten only when a publish reaches it,
+/// not in every commit (it cost a page in each commit's WAL frames); after
+/// a restart the ids carry on from the reservation, skipping at most this
+/// many, and are never reused.
+const SEQ_RESERVE: u64 = 1 << 16;
 
 /// How long a batch of nothing but background writes (push acks, attempt
 /// counts: nobody waits for them) waits for company before it is
@@ -142,7 +151,7 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
              sub INTEGER NOT NULL,
              attempts INTEGER NOT NULL DEFAULT 0,
              PRIMARY KEY (seq, sub)) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS deliveries_by_sub ON deliveries (sub);",
+         DROP INDEX IF EXISTS deliveries_by_sub;",
     )
     .context("creating the schema")?;
     Ok(conn)
@@ -270,7 +279,7 @@ impl Store {
                 Writer {
                     conn,
                     rx,
-                    next_seq: snapshot.next_seq,
+                    reserved_seq: snapshot.next_seq,
                 }
                 .run()
             })
@@ -376,7 +385,8 @@ impl Store {
 struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Command>,
-    next_seq: u64,
+    /// `meta.next_seq` as committed: every sequence below it is spoken for.
+    reserved_seq: u64,
 }
 
 impl Writer {
@@ -452,21 +462,24 @@ impl Writer {
             .map(|command| apply(&self.conn, command, &mut max_seq))
             .collect::<anyhow::Result<Vec<_>>>()
             .and_then(|ids| {
-                if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
+                let reserve = max_seq
+                    .filter(|m| *m >= self.reserved_seq)
+                    .map(|max| max + 1 + SEQ_RESERVE);
+                if let Some(reserve) = reserve {
                     self.conn
                         .prepare_cached(
                             "INSERT INTO meta (key, value) VALUES ('next_seq', ?1)
                              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         )?
-                        .execute(params![(max + 1) as i64])?;
+                        .execute(params![reserve as i64])?;
                 }
                 self.conn.prepare_cached("COMMIT")?.execute([])?;
-                Ok(ids)
+                Ok((ids, reserve))
             });
         match applied {
-            Ok(ids) => {
-                if let Some(max) = max_seq.filter(|m| *m >= self.next_seq) {
-                    self.next_seq = max + 1;
+            Ok((ids, reserve)) => {
+                if let Some(reserve) = reserve {
+                    self.reserved_seq = reserve;
                 }
                 Ok(ids)
             }
@@ -665,7 +678,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(deliveries, 61);
-        assert_eq!(snapshot.next_seq, 66);
+        // The first publish reserved the sequence numbers after it; the
+        // ids carry on past the reservation, never below a stored one.
+        assert!(
+            (66..=65 + SEQ_RESERVE).contains(&snapshot.next_seq),
+            "next_seq {} after 65 publishes",
+            snapshot.next_seq
+        );
         store.close().await;
         tokio::task::spawn_blocking(move || thread.join())
             .await
