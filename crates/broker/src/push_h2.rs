@@ -235,7 +235,14 @@ async fn round_trip(
     let (parts, mut answer) = response.await?.into_parts();
     let mut bytes = Vec::new();
     while let Some(chunk) = answer.data().await {
-        let chunk = chunk?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            // A peer that answered before reading the whole push may end
+            // the stream with RST_STREAM(NO_ERROR) to stop the rest of the
+            // body: the answer stands (RFC 9113, section 8.1), as in hyper.
+            Err(error) if error.reason() == Some(h2::Reason::NO_ERROR) => break,
+            Err(error) => return Err(error),
+        };
         let _ = answer.flow_control().release_capacity(chunk.len());
         bytes.extend_from_slice(&chunk);
     }
@@ -276,6 +283,114 @@ async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, use_: A
                     return;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    fn push(key: &str) -> reqwest::Request {
+        reqwest::Client::new()
+            .post(format!("http://{key}/push"))
+            .body(vec![b'x'; 1024])
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    /// Three pushes to `key`, each expected to be answered `status`.
+    async fn pushes_are_answered(key: &str, status: u16) {
+        let pushes = H2Pushes::new(HeaderValue::from_static("test"));
+        for _ in 0..3 {
+            let answer = pushes.send(key, push(key)).await;
+            assert_eq!(
+                answer
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.describe()),
+                Ok(status),
+                "a push to a receiver that answered {status} early"
+            );
+        }
+    }
+
+    /// A receiver on the `h2` crate that answers `status` as soon as a
+    /// push's HEADERS arrive, without reading its body (it lets in only 16
+    /// bytes of it). Dropping the unread body makes h2 follow the answer
+    /// with RST_STREAM(NO_ERROR), as hyper's server (and so axum) does.
+    async fn h2_early_answerer(status: u16) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let key = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::Builder::new()
+                .initial_window_size(16)
+                .handshake::<_, Bytes>(socket)
+                .await
+                .unwrap();
+            while let Some(Ok((request, mut respond))) = connection.accept().await {
+                drop(request);
+                let answer = http::Response::builder().status(status).body(()).unwrap();
+                respond.send_response(answer, true).unwrap();
+            }
+        });
+        key
+    }
+
+    /// A receiver speaking raw HTTP/2 frames: on each push's HEADERS it
+    /// writes its answer's HEADERS (`status` 204 or 503, without
+    /// END_STREAM) and RST_STREAM(NO_ERROR) in one write, so the reset
+    /// always reaches the pusher while the answer is still open.
+    async fn raw_early_answerer(status: u16) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let key = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut preface = [0; 24];
+            socket.read_exact(&mut preface).await.unwrap();
+            let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+                let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+                frame.extend([kind, flags]);
+                frame.extend(stream.to_be_bytes());
+                frame.extend(payload);
+                frame
+            };
+            socket.write_all(&frame(0x4, 0, 0, &[])).await.unwrap(); // SETTINGS
+            let mut head = [0; 9];
+            while socket.read_exact(&mut head).await.is_ok() {
+                let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0; length];
+                socket.read_exact(&mut payload).await.unwrap();
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                let mut answer = Vec::new();
+                match (head[3], head[4] & 0x1) {
+                    (0x4, 0) => answer = frame(0x4, 0x1, 0, &[]), // SETTINGS ACK
+                    (0x1, _) => {
+                        // HPACK: 204 is static entry 9; 503 a literal with
+                        // the static name `:status` (entry 8).
+                        let status: &[u8] = match status {
+                            204 => &[0x89],
+                            _ => &[0x08, 0x03, b'5', b'0', b'3'],
+                        };
+                        answer = frame(0x1, 0x4, stream, status); // END_HEADERS
+                        answer.extend(frame(0x3, 0, stream, &0u32.to_be_bytes()));
+                    }
+                    _ => {}
+                }
+                socket.write_all(&answer).await.unwrap();
+            }
+        });
+        key
+    }
+
+    #[tokio::test]
+    async fn an_answer_followed_by_a_no_error_reset_is_the_pushes_answer() {
+        for status in [204, 503] {
+            pushes_are_answered(&h2_early_answerer(status).await, status).await;
+            pushes_are_answered(&raw_early_answerer(status).await, status).await;
         }
     }
 }
