@@ -18,12 +18,12 @@
 //! afresh. A connection with no push for [`IDLE_CLOSE`] is closed too.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use labrelay_contract::serve::{Activity, InFlight};
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, USER_AGENT};
 use tokio::net::TcpStream;
 
@@ -60,43 +60,7 @@ impl Endpoint {
 #[derive(Clone)]
 struct Open {
     sender: SendRequest<Bytes>,
-    use_: Arc<Use>,
-}
-
-/// Pushes in flight on a connection, and when the last one started.
-struct Use {
-    in_flight: AtomicUsize,
-    last_start: Mutex<tokio::time::Instant>,
-}
-
-impl Use {
-    fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        *self
-            .last_start
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = tokio::time::Instant::now();
-        InFlight(self.clone())
-    }
-
-    fn idle_for(&self, quiet: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && self
-                .last_start
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .elapsed()
-                >= quiet
-    }
-}
-
-/// One push in flight, until dropped.
-struct InFlight(Arc<Use>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+    activity: Arc<Activity>,
 }
 
 /// The h2c connections, by `host:port`.
@@ -153,8 +117,8 @@ impl H2Pushes {
         // once more on a fresh one: the receiver has not seen it.
         let mut fresh = false;
         loop {
-            let (sender, use_) = self.connection(key, fresh).await?;
-            let _in_flight = use_.start();
+            let (sender, activity) = self.connection(key, fresh).await?;
+            let _in_flight = InFlight::start(&activity);
             match round_trip(sender, head.clone(), body.clone()).await {
                 Err(error) if !fresh && not_processed(&error) => fresh = true,
                 Err(_) => return Err(PushFailure::Failed),
@@ -169,20 +133,23 @@ impl H2Pushes {
         &self,
         key: &str,
         fresh: bool,
-    ) -> Result<(SendRequest<Bytes>, Arc<Use>), PushFailure> {
-        let endpoint = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.to_owned())
-            .or_default()
-            .clone();
+    ) -> Result<(SendRequest<Bytes>, Arc<Activity>), PushFailure> {
+        let endpoint = {
+            let mut endpoints = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match endpoints.get(key) {
+                Some(endpoint) => endpoint.clone(),
+                None => endpoints.entry(key.to_owned()).or_default().clone(),
+            }
+        };
         let seen = endpoint.current();
         if !fresh
             && let Some(open) = &seen
             && let Ok(ready) = open.sender.clone().ready().await
         {
-            return Ok((ready, open.use_.clone()));
+            return Ok((ready, open.activity.clone()));
         }
         // Pushes to one endpoint wait for its connection being made; those
         // to other endpoints do not.
@@ -191,10 +158,10 @@ impl H2Pushes {
         if let Some(open) = endpoint.current()
             && !seen
                 .as_ref()
-                .is_some_and(|seen| Arc::ptr_eq(&seen.use_, &open.use_))
+                .is_some_and(|seen| Arc::ptr_eq(&seen.activity, &open.activity))
             && let Ok(ready) = open.sender.clone().ready().await
         {
-            return Ok((ready, open.use_));
+            return Ok((ready, open.activity));
         }
         let stream = TcpStream::connect(key)
             .await
@@ -203,17 +170,14 @@ impl H2Pushes {
         let (sender, connection) = h2::client::handshake(stream)
             .await
             .map_err(|_| PushFailure::Connect)?;
-        let use_ = Arc::new(Use {
-            in_flight: 0.into(),
-            last_start: Mutex::new(tokio::time::Instant::now()),
-        });
-        tokio::spawn(drive(connection, use_.clone()));
+        let activity = Arc::new(Activity::new());
+        tokio::spawn(drive(connection, activity.clone()));
         *endpoint.open.lock().unwrap_or_else(PoisonError::into_inner) = Some(Open {
             sender: sender.clone(),
-            use_: use_.clone(),
+            activity: activity.clone(),
         });
         let ready = sender.ready().await.map_err(|_| PushFailure::Failed)?;
-        Ok((ready, use_))
+        Ok((ready, activity))
     }
 }
 
@@ -259,7 +223,7 @@ fn not_processed(error: &h2::Error) -> bool {
 /// Drives `connection` until it ends, a ping goes unanswered, or it has
 /// been idle for [`IDLE_CLOSE`]; dropping it closes it (a push that finds
 /// it closed connects afresh).
-async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, use_: Arc<Use>) {
+async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, activity: Arc<Activity>) {
     // Taken once, here, so never `None`; without it the connection could
     // still be driven, only not pinged.
     let Some(mut pings) = connection.ping_pong() else {
@@ -272,7 +236,7 @@ async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, use_: A
             _ = &mut connection => return,
             () = tokio::time::sleep(PING_INTERVAL) => {}
         }
-        if use_.idle_for(IDLE_CLOSE) {
+        if activity.idle_for(IDLE_CLOSE) {
             return;
         }
         let pong = tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque()));

@@ -26,7 +26,9 @@
 //!   file is durable).
 //! - [`serve`]: serving a router (the services' and the broker's) with
 //!   connections that say nothing closed, at most 512 at once (idle ones
-//!   closed while all are taken), and graceful shutdown; `free_port` for servers told their port first.
+//!   closed while all are taken), and graceful shutdown; `free_port` for servers told their port first;
+//!   `Activity`, what a connection is doing (the broker's push connections
+//!   keep one too).
 //! - [`secret`]: credentials read from the environment, never printed.
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.

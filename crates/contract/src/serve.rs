@@ -248,16 +248,24 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 }
 
 /// What a connection is doing: requests in flight, and when it last
-/// finished one (or started, before its first).
-struct Activity {
+/// finished one (or started, before its first). The server's connections
+/// keep one to find the idle ones to reclaim; the broker's push
+/// connections keep one to close those no push has used for a while.
+pub struct Activity {
     in_flight: AtomicUsize,
     since: Instant,
     /// Milliseconds from `since` to the end of the last request.
     last_done: AtomicU64,
 }
 
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity::new()
+    }
+}
+
 impl Activity {
-    fn new() -> Activity {
+    pub fn new() -> Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             since: Instant::now(),
@@ -272,7 +280,7 @@ impl Activity {
     /// No request in flight, and none for at least `quiet`. The quiet time
     /// spares a connection whose request has arrived but is not yet being
     /// served.
-    fn idle_for(&self, quiet: Duration) -> bool {
+    pub fn idle_for(&self, quiet: Duration) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
             && self
                 .now()
@@ -281,11 +289,11 @@ impl Activity {
     }
 }
 
-/// One request being served on a connection, counted until dropped.
-struct InFlight(Arc<Activity>);
+/// One request on a connection, counted until dropped.
+pub struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
+    pub fn start(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(activity.clone())
     }
