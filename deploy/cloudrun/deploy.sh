@@ -37,6 +37,8 @@ Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
   --twilio-account-sid SID     env TWILIO_ACCOUNT_SID (the token comes from TWILIO_AUTH_TOKEN on the first run)
   --twilio-from NUMBER         env TWILIO_FROM
   --twilio-messaging-service-sid SID   env TWILIO_MESSAGING_SERVICE_SID (instead of --twilio-from)
+  --sms-allowed-countries LIST env SMS_ALLOWED_COUNTRIES: the calling codes SMS may go to, like +1,+44 (recommended;
+                               unset: every country but the non-geographic codes); match Twilio's SMS Geo Permissions
   --ingest-keys-file FILE      first version of the ingest keys secret: lines of lab-name:sha256-hex-of-key
   --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 20: about 2.3 hours of retries before a message is parked)
   --notify-log firestore       env NOTIFY_LOG: the push services share a notification log in Firestore, so no email or SMS
@@ -70,6 +72,7 @@ EMAIL_REPLY_TO=${EMAIL_REPLY_TO:-}
 TWILIO_ACCOUNT_SID=${TWILIO_ACCOUNT_SID:-}
 TWILIO_FROM=${TWILIO_FROM:-}
 TWILIO_MESSAGING_SERVICE_SID=${TWILIO_MESSAGING_SERVICE_SID:-}
+SMS_ALLOWED_COUNTRIES=${SMS_ALLOWED_COUNTRIES:-}
 INGEST_KEYS_FILE=
 MAX_DELIVERY_ATTEMPTS=20
 NOTIFY_LOG=${NOTIFY_LOG:-}
@@ -87,6 +90,7 @@ set_option() {
         --twilio-account-sid) TWILIO_ACCOUNT_SID=$2 ;;
         --twilio-from) TWILIO_FROM=$2 ;;
         --twilio-messaging-service-sid) TWILIO_MESSAGING_SERVICE_SID=$2 ;;
+        --sms-allowed-countries) SMS_ALLOWED_COUNTRIES=$2 ;;
         --ingest-keys-file) INGEST_KEYS_FILE=$2 ;;
         --max-delivery-attempts) MAX_DELIVERY_ATTEMPTS=$2 ;;
         --notify-log) NOTIFY_LOG=$2 ;;
@@ -183,6 +187,15 @@ case $SMTP_URL in
     *) die "--smtp-url must be smtp:// or smtps:// on Cloud Run (a file:// outbox would vanish with the instance)" ;;
 esac
 [[ $SMTP_URL != *@* ]] || die "--smtp-url must not carry credentials: use --smtp-username and SMTP_PASSWORD"
+# The sms-service checks each code; this catches the shape before deploying.
+SMS_ALLOWED_COUNTRIES=${SMS_ALLOWED_COUNTRIES//[[:space:]]/}
+if [[ -z $SMS_ALLOWED_COUNTRIES ]]; then
+    note "SMS_ALLOWED_COUNTRIES is not set: SMS may go to any country but the non-geographic codes;" \
+        "pass --sms-allowed-countries with the calling codes your clinics serve (like +1,+44)" \
+        "and limit Twilio's SMS Geo Permissions to the same countries"
+elif [[ ! $SMS_ALLOWED_COUNTRIES =~ ^\+[1-9][0-9]{0,2}(,\+[1-9][0-9]{0,2})*$ ]]; then
+    die "--sms-allowed-countries must be calling codes separated by commas, like +1,+44, not '$SMS_ALLOWED_COUNTRIES'"
+fi
 if [[ -n $INGEST_KEYS_FILE ]]; then
     [[ -r $INGEST_KEYS_FILE ]] || die "cannot read --ingest-keys-file $INGEST_KEYS_FILE"
     # As the service reads it: '#' starts a comment, blank lines are skipped.
@@ -478,6 +491,7 @@ sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID")
 [[ -z $NOTIFY_LOG ]] || sms_settings+=("NOTIFY_LOG=$NOTIFY_LOG")
 [[ -z $TWILIO_FROM ]] || sms_settings+=("TWILIO_FROM=$TWILIO_FROM")
 [[ -z $TWILIO_MESSAGING_SERVICE_SID ]] || sms_settings+=("TWILIO_MESSAGING_SERVICE_SID=$TWILIO_MESSAGING_SERVICE_SID")
+[[ -z $SMS_ALLOWED_COUNTRIES ]] || sms_settings+=("SMS_ALLOWED_COUNTRIES=$SMS_ALLOWED_COUNTRIES")
 push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest" "${sms_settings[@]}"
 sms_url=$PUSH_URL
 

@@ -28,6 +28,13 @@
 //! Settings (read by [`PushAuth::from_vars`]): `PUSH_AUTH` (`verify` or
 //! `off`), `PUSH_AUDIENCE`, `PUSH_ALLOWED_SERVICE_ACCOUNTS`,
 //! `PUSH_TOKEN_ISSUERS`, `PUSH_JWKS_URL`.
+//!
+//! The JWKS decides whose tokens are believed, so whoever can change it in
+//! transit can push anything. `PUSH_JWKS_URL` must therefore be https,
+//! except on a loopback host (`localhost`, 127.0.0.0/8, `[::1]`), where
+//! `labrelay up` serves the broker's keys over http and no network is
+//! crossed. The fetch follows no redirect: a 3xx is a failed fetch (503),
+//! so the configured URL is the only place keys come from.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -103,6 +110,11 @@ pub enum PushAuthSettingsError {
     NoIssuers,
     #[error("PUSH_JWKS_URL must be an http:// or https:// URL, not {0:?}")]
     JwksUrl(String),
+    #[error(
+        "PUSH_JWKS_URL must be https:// (http:// is accepted only for a loopback host: \
+         localhost, 127.0.0.0/8 or [::1]), not {0:?}"
+    )]
+    InsecureJwksUrl(String),
 }
 
 impl PushAuth {
@@ -146,9 +158,7 @@ impl PushAuth {
             return Err(PushAuthSettingsError::NoIssuers);
         }
         let jwks_url = get("PUSH_JWKS_URL").unwrap_or_else(|| GOOGLE_JWKS_URL.to_string());
-        if !(jwks_url.starts_with("https://") || jwks_url.starts_with("http://")) {
-            return Err(PushAuthSettingsError::JwksUrl(jwks_url));
-        }
+        check_jwks_url(&jwks_url)?;
         Ok(PushAuth::Verify(PushAuthConfig {
             audience,
             allowed_service_accounts,
@@ -183,6 +193,26 @@ impl PushAuth {
                 ))
             }
         }
+    }
+}
+
+/// `https://` anywhere, `http://` only to a loopback host.
+fn check_jwks_url(jwks_url: &str) -> Result<(), PushAuthSettingsError> {
+    let url = reqwest::Url::parse(jwks_url)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "https" | "http") && url.has_host())
+        .ok_or_else(|| PushAuthSettingsError::JwksUrl(jwks_url.to_string()))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "https" || loopback {
+        Ok(())
+    } else {
+        Err(PushAuthSettingsError::InsecureJwksUrl(jwks_url.to_string()))
     }
 }
 
@@ -310,10 +340,15 @@ impl Verifier {
         validation.set_audience(&[&config.audience]);
         validation.iss = Some(config.issuers.clone());
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+        // A redirect could send the fetch to keys nobody configured (or an
+        // https URL down to http): it is a failed fetch instead.
         let client = reqwest::Client::builder()
             .timeout(JWKS_FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
+            // Fails only where `Client::new` would panic too (no TLS
+            // backend); a default client would follow redirects.
+            .expect("building the JWKS client");
         Verifier {
             config,
             validation,
@@ -450,8 +485,20 @@ impl Verifier {
             .get(&self.config.jwks_url)
             .send()
             .await
-            .and_then(reqwest::Response::error_for_status)
             .map_err(|e| format!("fetching {}: {e}", self.config.jwks_url))?;
+        // Not `error_for_status`: a 3xx (not followed) is no JWKS either.
+        let status = response.status();
+        if !status.is_success() {
+            let redirect = if status.is_redirection() {
+                ", a redirect, not followed"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "fetching {}: HTTP {status}{redirect}",
+                self.config.jwks_url
+            ));
+        }
         let set: JwkSet = response
             .json()
             .await

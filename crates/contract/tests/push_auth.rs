@@ -382,3 +382,123 @@ fn settings_default_to_verifying_against_google() {
         PushAuth::Verify(config("http://127.0.0.1:8085/.well-known/jwks.json"))
     );
 }
+
+#[test]
+fn the_jwks_url_must_be_https_unless_on_loopback() {
+    let with_jwks = |url: &str| {
+        PushAuth::from_vars(vars(&[
+            ("PUSH_AUDIENCE", AUDIENCE),
+            ("PUSH_ALLOWED_SERVICE_ACCOUNTS", EMAIL),
+            ("PUSH_JWKS_URL", url),
+        ]))
+    };
+    for url in [
+        "https://www.googleapis.com/oauth2/v3/certs",
+        "https://keys.example.com:8443/jwks.json",
+        "http://127.0.0.1:8085/.well-known/jwks.json",
+        "http://127.9.8.7/jwks.json",
+        "http://localhost:8085/.well-known/jwks.json",
+        "http://LOCALHOST/jwks.json",
+        "http://[::1]:8085/.well-known/jwks.json",
+    ] {
+        let settings = with_jwks(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let PushAuth::Verify(config) = settings else {
+            panic!("{url}: expected verify")
+        };
+        assert_eq!(config.jwks_url, url);
+    }
+    for url in [
+        "http://www.googleapis.com/oauth2/v3/certs",
+        "http://10.0.0.5/jwks.json",
+        "http://192.168.1.2:8085/.well-known/jwks.json",
+        "http://[::ffff:127.0.0.1]/jwks.json",
+        "http://0.0.0.0:8085/jwks.json",
+        "http://localhost.evil.example/jwks.json",
+        "http://app.localhost/jwks.json",
+    ] {
+        let error = with_jwks(url).unwrap_err();
+        assert_eq!(
+            error,
+            PushAuthSettingsError::InsecureJwksUrl(url.to_string()),
+            "{url}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("PUSH_JWKS_URL must be https://") && message.contains("loopback"),
+            "{message}"
+        );
+    }
+    for url in [
+        "ftp://127.0.0.1/jwks.json",
+        "127.0.0.1:8085/jwks",
+        "https://",
+    ] {
+        assert_eq!(
+            with_jwks(url),
+            Err(PushAuthSettingsError::JwksUrl(url.to_string())),
+            "{url}"
+        );
+    }
+}
+
+/// A JWKS server whose keys are one redirect away: a verifier that
+/// followed it would find a good key.
+#[tokio::test]
+async fn a_redirect_from_the_jwks_url_is_not_followed() {
+    let key = rsa_key("key-1");
+    let good = jwks_server(vec![key.jwk.clone()]).await;
+    let target = good.url.clone();
+    let redirects = Arc::new(AtomicUsize::new(0));
+    let counter = redirects.clone();
+    let app = Router::new().route(
+        "/jwks.json",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            async move { (StatusCode::FOUND, [(header::LOCATION, target)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let moved = format!("http://{addr}/jwks.json");
+
+    let verifier = Verifier::new(config(&moved));
+    let result = verifier.verify(&sign(&key, &claims())).await;
+    let Err(Rejection::KeysUnavailable(why)) = result else {
+        panic!("a redirect was followed or mistaken: {result:?}")
+    };
+    assert!(why.contains("302") && why.contains("not followed"), "{why}");
+
+    // Through the layer, as a push would be: 503, so the broker retries.
+    let app = PushAuth::Verify(config(&moved))
+        .protect(Router::new().route("/", post(|| async { StatusCode::NO_CONTENT })));
+    let response = app
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", sign(&key, &claims())),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    assert_eq!(redirects.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        good.fetches.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    // The same keys at the configured URL are accepted: only the redirect
+    // was refused.
+    Verifier::new(config(&good.url))
+        .verify(&sign(&key, &claims()))
+        .await
+        .unwrap();
+}

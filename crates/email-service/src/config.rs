@@ -130,7 +130,9 @@ impl Settings {
     ///   `smtp://host[:port]?tls=opportunistic`, `smtps://host[:port]`
     ///   (implicit TLS), or `file:///path/to/dir` (directory outbox).
     /// - `SMTP_USERNAME`, with `SMTP_PASSWORD` or `SMTP_PASSWORD_FILE` (a
-    ///   file holding the password; one trailing newline is ignored).
+    ///   file holding the password; one trailing newline is ignored). Only
+    ///   with `smtps://` or `tls=required`, or to a loopback host (see
+    ///   [`SmtpServer::check_credentials_are_encrypted`]).
     /// - `EMAIL_FROM` (default [`DEFAULT_FROM`]), `EMAIL_REPLY_TO`.
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
     /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` or `firestore[://...]`
@@ -153,7 +155,10 @@ impl Settings {
             (None, Some(_)) => bail!("a password is set without SMTP_USERNAME"),
         };
         match (&mut delivery, credentials) {
-            (Delivery::Smtp(server), credentials) => server.credentials = credentials,
+            (Delivery::Smtp(server), credentials) => {
+                server.credentials = credentials;
+                server.check_credentials_are_encrypted()?;
+            }
             (Delivery::Directory(_), None) => {}
             (Delivery::Directory(_), Some(_)) => {
                 bail!("SMTP credentials are set but SMTP_URL is a file:// outbox")
@@ -174,6 +179,52 @@ impl Settings {
         settings.trace_project = labrelay_contract::trace::project_from_vars(get);
         settings.push_auth = PushAuth::from_vars(get)?;
         Ok(settings)
+    }
+}
+
+impl SmtpServer {
+    /// Credentials are sent only inside TLS that cannot be stripped: with
+    /// `tls=opportunistic` whoever sits on the path deletes STARTTLS from
+    /// the server's greeting and reads the password. A loopback host is the
+    /// exception: nothing leaves the machine (a local relay or a sidecar
+    /// listening on 127.0.0.1, which rarely has a certificate for it).
+    /// `Mailer::new` checks again, for settings built in code.
+    pub fn check_credentials_are_encrypted(&self) -> anyhow::Result<()> {
+        let encrypted = matches!(self.tls, SmtpTls::StartTls | SmtpTls::Implicit);
+        if self.credentials.is_none() || encrypted || is_loopback(&self.host) {
+            return Ok(());
+        }
+        let how = match self.tls {
+            SmtpTls::Opportunistic => {
+                "only tls=opportunistic, which an attacker on the path can strip"
+            }
+            _ => "no TLS",
+        };
+        bail!(
+            "SMTP_USERNAME and SMTP_PASSWORD[_FILE] are set but SMTP_URL asks for {how}, so the password \
+             would cross the network in clear: use smtps://{host}:465 (implicit TLS) or \
+             smtp://{host}:587?tls=required (STARTTLS required); plain smtp:// with credentials \
+             is accepted only for a loopback host (localhost, 127.0.0.0/8, [::1])",
+            host = shown_host(&self.host),
+        )
+    }
+}
+
+/// `localhost`, or an address in 127.0.0.0/8 or `::1`: names that never
+/// leave the machine.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host as it is written in a URL (IPv6 in brackets).
+fn shown_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
     }
 }
 
@@ -498,6 +549,69 @@ mod tests {
         assert!(!debug.contains("s3cr3t-value"), "{debug}");
         assert!(debug.contains("***"), "{debug}");
         assert!(debug.contains("user"), "{debug}");
+    }
+
+    #[test]
+    fn credentials_need_tls_that_cannot_be_stripped_unless_on_loopback() {
+        let with_credentials = |url: &str| {
+            Settings::from_vars(vars(&[
+                ("SMTP_URL", url),
+                ("SMTP_USERNAME", "apikey"),
+                ("SMTP_PASSWORD", "s3cr3t-value"),
+            ]))
+        };
+        for url in [
+            "smtps://smtp.example.com",
+            "smtps://smtp.example.com:4650",
+            "smtp://smtp.example.com:587?tls=required",
+            "smtp://203.0.113.7?tls=required",
+            "smtp://127.0.0.1:2525",
+            "smtp://127.8.9.10:25?tls=opportunistic",
+            "smtp://localhost:1025",
+            "smtp://LocalHost",
+            "smtp://[::1]:2525",
+        ] {
+            let settings = with_credentials(url).unwrap_or_else(|e| panic!("{url}: {e:#}"));
+            let Delivery::Smtp(server) = settings.delivery else {
+                panic!("{url}: smtp expected")
+            };
+            assert!(server.credentials.is_some(), "{url}");
+        }
+        for (url, how) in [
+            ("smtp://smtp.example.com", "no TLS"),
+            ("smtp://smtp.example.com:587", "no TLS"),
+            (
+                "smtp://smtp.example.com:587?tls=opportunistic",
+                "opportunistic",
+            ),
+            ("smtp://10.0.0.5:25", "no TLS"),
+            ("smtp://[2001:db8::1]:25", "no TLS"),
+            ("smtp://[::ffff:127.0.0.1]:25", "no TLS"),
+            ("smtp://localhost.evil.example", "no TLS"),
+            ("smtp://0.0.0.0:25", "no TLS"),
+        ] {
+            let err = format!("{:#}", with_credentials(url).unwrap_err());
+            for want in [
+                "SMTP_USERNAME",
+                "SMTP_URL",
+                how,
+                "smtps://",
+                "?tls=required",
+                "loopback",
+            ] {
+                assert!(err.contains(want), "{url}: {want:?} not in {err}");
+            }
+            assert!(!err.contains("s3cr3t-value"), "{err}");
+        }
+        let err = format!(
+            "{:#}",
+            with_credentials("smtp://[2001:db8::1]:25").unwrap_err()
+        );
+        assert!(err.contains("smtps://[2001:db8::1]:465"), "{err}");
+        // Without credentials nothing secret is sent: plain SMTP stays
+        // allowed, e.g. for a relay that trusts the sender's address.
+        let plain = Settings::from_vars(vars(&[("SMTP_URL", "smtp://smtp.example.com")])).unwrap();
+        assert_eq!(plain.delivery, smtp("smtp.example.com", 25, SmtpTls::None));
     }
 
     #[test]

@@ -144,6 +144,7 @@ fn smtp_transport(
     server: &SmtpServer,
     send_timeout: Duration,
 ) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    server.check_credentials_are_encrypted()?;
     let tls = || TlsParameters::new(server.host.clone());
     let tls = match server.tls {
         SmtpTls::None => Tls::None,

@@ -19,7 +19,8 @@ use crate::metrics::{Metrics, OUTCOME_HEADER};
 use crate::notice;
 use crate::outcome::{Outcome, PushInfo};
 use crate::phone::PhoneNumber;
-use crate::settings::Settings;
+use crate::settings::countries::AllowedCountries;
+use crate::settings::{Channel, Settings};
 use crate::transport::{Sms, Transport};
 
 /// Push bodies up to this size are read: a 1 MiB report, base64-encoded,
@@ -39,12 +40,17 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// How long a push waits for its SMS before the broker is answered.
     answer_within: Duration,
+    /// Where SMS may go (`SMS_ALLOWED_COUNTRIES`).
+    allowed_countries: AllowedCountries,
 }
 
 /// The service's routes, with a metrics registry of their own.
 pub(crate) fn router(service: Service, settings: &Settings) -> Router {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, "sms"));
+    if let Channel::Twilio(_) = settings.channel {
+        settings.allowed_countries.log_at_start();
+    }
     let pushes = Router::new().route("/", post(push));
     let router = settings
         .push_auth
@@ -56,6 +62,7 @@ pub(crate) fn router(service: Service, settings: &Settings) -> Router {
             service,
             metrics: Arc::clone(&metrics),
             answer_within: crate::answer_within(&settings.channel),
+            allowed_countries: settings.allowed_countries.clone(),
         }));
     let router = crate::limits(&settings.channel)
         .apply(router)
@@ -118,7 +125,14 @@ async fn handle(
     let (on_task, task_info) = (Arc::clone(shared), info.clone());
     let handling = tokio::spawn(
         async move {
-            let outcome = deliver(&on_task.service, &on_task.metrics, &envelope, &report).await;
+            let outcome = deliver(
+                &on_task.service,
+                &on_task.metrics,
+                &on_task.allowed_countries,
+                &envelope,
+                &report,
+            )
+            .await;
             let publish_time = envelope.message.publish_time.as_str();
             conclude(&on_task.metrics, &outcome, &task_info, Some(publish_time));
             outcome
@@ -166,6 +180,7 @@ fn answer(outcome: Outcome) -> Response {
 async fn deliver(
     service: &Service,
     metrics: &Metrics,
+    allowed_countries: &AllowedCountries,
     envelope: &PushEnvelope,
     report: &LabReport,
 ) -> Outcome {
@@ -181,6 +196,15 @@ async fn deliver(
         Ok(to) => to,
         Err(error) => return Outcome::InvalidNumber(error),
     };
+    // Acknowledged, not retried: another attempt would be refused the same
+    // way, and the owner may still get the email.
+    if let Err(calling_code) = allowed_countries.check(&to) {
+        tracing::warn!(
+            %calling_code,
+            "not sending: the owner's phone number is in a country SMS_ALLOWED_COUNTRIES does not allow"
+        );
+        return Outcome::Skipped("the owner's phone number is outside SMS_ALLOWED_COUNTRIES");
+    }
     let body = notice::compose(report);
     let sms = Sms {
         report_id: &report.id,

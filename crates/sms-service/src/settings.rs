@@ -5,7 +5,10 @@
 //! `SMS_FROM` as the sender it records), or Twilio (`TWILIO_ACCOUNT_SID`,
 //! `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`, `TWILIO_FROM` or
 //! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
-//! `TWILIO_TIMEOUT_SECS`). Empty variables count as unset.
+//! `TWILIO_TIMEOUT_SECS`). `SMS_ALLOWED_COUNTRIES` limits the destinations
+//! (see [`countries`]). Empty variables count as unset.
+
+pub mod countries;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 
 use crate::phone::PhoneNumber;
+use countries::AllowedCountries;
 
 /// Where Twilio's REST API lives.
 pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
@@ -34,6 +38,10 @@ pub const DEFAULT_OUTBOX_FROM: &str = "labrelay";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub channel: Channel,
+    /// `SMS_ALLOWED_COUNTRIES`: owners whose number is elsewhere are not
+    /// texted (the push is acknowledged as skipped). By default every
+    /// country but the non-geographic codes.
+    pub allowed_countries: AllowedCountries,
     /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
     /// [`labrelay_contract::push_auth`]). Verified by default when read
     /// from the environment; off in the constructors for code and tests.
@@ -92,6 +100,7 @@ impl Settings {
                 dir: dir.into(),
                 from: DEFAULT_OUTBOX_FROM.to_string(),
             }),
+            allowed_countries: AllowedCountries::default(),
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             trace_project: None,
@@ -108,6 +117,7 @@ impl Settings {
                 api_base: DEFAULT_TWILIO_API_BASE.to_string(),
                 timeout: DEFAULT_TWILIO_TIMEOUT,
             }),
+            allowed_countries: AllowedCountries::default(),
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             trace_project: None,
@@ -137,8 +147,10 @@ impl Settings {
         };
         let push_auth = PushAuth::from_vars(&get)?;
         let notify_log = labrelay_contract::notify_log::setting_from_vars(var)?;
+        let allowed_countries = AllowedCountries::parse(var("SMS_ALLOWED_COUNTRIES").as_deref())?;
         let settings = Settings {
             channel,
+            allowed_countries,
             push_auth,
             notify_log,
             trace_project: labrelay_contract::trace::project_from_vars(var),
@@ -431,6 +443,54 @@ mod tests {
         ];
         let err = format!("{:#}", from(&missing_file).unwrap_err());
         assert!(err.contains("reading TWILIO_AUTH_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_allowed_countries() {
+        let twilio = [
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_FROM", "+15551230000"),
+        ];
+        let with = |value: &'static str| {
+            let mut vars = twilio.to_vec();
+            vars.push(("SMS_ALLOWED_COUNTRIES", value));
+            from(&vars)
+        };
+        assert_eq!(
+            from(&twilio).unwrap().allowed_countries,
+            AllowedCountries::AllButNonGeographic
+        );
+        assert_eq!(
+            with(" ").unwrap().allowed_countries,
+            AllowedCountries::AllButNonGeographic
+        );
+        let listed = with("+1,+44,+82").unwrap().allowed_countries;
+        assert_eq!(
+            listed,
+            AllowedCountries::parse(Some("+82, +44, +1")).unwrap()
+        );
+        let outbox = from(&[
+            ("SMS_URL", "file:///tmp/sms"),
+            ("SMS_ALLOWED_COUNTRIES", "+1"),
+        ])
+        .unwrap();
+        assert_eq!(outbox.allowed_countries, listed_one("+1"));
+        for (value, want) in [
+            ("US,GB", "\"US\""),
+            ("+1,+4", "\"+4\""),
+            ("+1,,+44", "empty"),
+        ] {
+            let error = format!("{:#}", with(value).unwrap_err());
+            assert!(
+                error.contains("SMS_ALLOWED_COUNTRIES") && error.contains(want),
+                "{value}: {error}"
+            );
+        }
+    }
+
+    fn listed_one(code: &str) -> AllowedCountries {
+        AllowedCountries::parse(Some(code)).unwrap()
     }
 
     #[test]

@@ -391,3 +391,44 @@ async fn healthz_answers() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     app.shutdown().await.unwrap();
 }
+
+/// Settings built in code skip `from_vars`; the service still refuses to
+/// send a password where it could be read on the way.
+#[tokio::test]
+async fn credentials_without_tls_are_refused_at_start_even_when_built_in_code() {
+    use labrelay_email_service::{Delivery, Secret, SmtpCredentials, SmtpServer, SmtpTls};
+    let server = |host: &str, tls| SmtpServer {
+        host: host.into(),
+        port: 2525,
+        tls,
+        credentials: Some(SmtpCredentials {
+            username: "labrelay".into(),
+            password: Secret::new("correct horse"),
+        }),
+    };
+    for tls in [SmtpTls::None, SmtpTls::Opportunistic] {
+        let settings = settings(&[("SMTP_URL", "smtp://127.0.0.1:2525")]);
+        let settings = labrelay_email_service::Settings {
+            delivery: Delivery::Smtp(server("mail.example.com", tls)),
+            ..settings
+        };
+        let error = format!("{:#}", labrelay_email_service::app(settings).unwrap_err());
+        assert!(error.contains("tls=required"), "{tls:?}: {error}");
+        assert!(!error.contains("correct horse"), "{error}");
+    }
+    let settings = settings(&[("SMTP_URL", "smtp://127.0.0.1:2525")]);
+    for (host, tls) in [
+        ("mail.example.com", SmtpTls::StartTls),
+        ("mail.example.com", SmtpTls::Implicit),
+        ("127.0.0.1", SmtpTls::None),
+    ] {
+        let settings = labrelay_email_service::Settings {
+            delivery: Delivery::Smtp(server(host, tls)),
+            ..settings.clone()
+        };
+        assert!(
+            labrelay_email_service::app(settings).is_ok(),
+            "{host} {tls:?}"
+        );
+    }
+}

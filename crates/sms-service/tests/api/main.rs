@@ -1,6 +1,7 @@
 //! The sms-service over real HTTP, against a real HTTP server playing
 //! Twilio (`labrelay_testkit::twilio`) or a real directory outbox.
 
+mod countries;
 mod dedupe;
 mod helpers;
 mod logs;
