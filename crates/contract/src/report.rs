@@ -2,7 +2,8 @@
 //! Pub/Sub message data.
 //!
 //! Only `id` is required (a JSON integer, or a non-empty string of at most
-//! 128 characters); the seed's test reports are exactly `{"id": 12}`. The
+//! 128 characters with no control or invisible formatting characters); the
+//! seed's test reports are exactly `{"id": 12}`. The
 //! other fields are optional, but when present they must have the documented
 //! types, so that a report accepted at ingest can always be rendered. Fields
 //! this crate does not know are kept as sent.
@@ -28,6 +29,14 @@ pub enum ReportError {
         "`id` must be a JSON integer or a non-empty string of at most {MAX_ID_CHARS} characters"
     )]
     InvalidId,
+    /// The id would be logged, and a newline, a carriage return or a
+    /// right-to-left override in it could forge or disguise log lines.
+    #[error(
+        "`id` must not contain control, line-separator or invisible formatting characters \
+         (it contains U+{:04X})",
+        u32::from(*.0)
+    )]
+    IdCharacter(char),
     #[error("`{field}` {problem}")]
     InvalidField { field: String, problem: String },
 }
@@ -47,11 +56,52 @@ impl ReportId {
                 .map(ReportId::Number)
                 .ok_or(ReportError::InvalidId),
             Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {
-                Ok(ReportId::Text(s.clone()))
+                match s.chars().find(|&c| refused_in_id(c)) {
+                    Some(c) => Err(ReportError::IdCharacter(c)),
+                    None => Ok(ReportId::Text(s.clone())),
+                }
             }
             _ => Err(ReportError::InvalidId),
         }
     }
+}
+
+/// Characters an id may not contain: controls (Unicode category Cc: C0,
+/// DEL, C1, so `\n`, `\r`, `\t`, NUL), the line and paragraph separators
+/// (U+2028, U+2029), and the invisible format characters (category Cf:
+/// bidi marks, embeddings, overrides and isolates, zero-width characters,
+/// the BOM, tags).
+fn refused_in_id(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
+}
+
+/// Unicode general category Cf (Unicode 16.0), which the standard library
+/// does not expose.
+fn is_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 impl fmt::Display for ReportId {
@@ -337,5 +387,136 @@ mod tests {
         }
         let max = format!(r#"{{"id": "{}"}}"#, "é".repeat(128));
         assert!(LabReport::parse(max.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn refuses_ids_that_could_forge_or_disguise_log_lines() {
+        let cases: &[(&str, &str)] = &[
+            ("LR-1\nWARN forged", "U+000A"),
+            ("LR-1\r", "U+000D"),
+            ("\tLR-1", "U+0009"),
+            ("LR\u{0}1", "U+0000"),
+            ("LR\u{7f}1", "U+007F"),
+            ("LR\u{85}1", "U+0085"),
+            ("LR\u{9b}1", "U+009B"),
+            ("LR-1\u{2028}", "U+2028"),
+            ("LR-\u{200e}1", "U+200E"),
+            ("LR-\u{200f}1", "U+200F"),
+            ("LR-\u{202e}1-gpj.exe", "U+202E"),
+            ("LR-\u{202a}1", "U+202A"),
+            ("LR-\u{2066}1\u{2069}", "U+2066"),
+            ("LR-\u{200b}1", "U+200B"),
+            ("\u{feff}LR-1", "U+FEFF"),
+            ("LR-1\u{e0041}", "U+E0041"),
+        ];
+        for (id, code) in cases {
+            let body = serde_json::json!({ "id": id }).to_string();
+            let error = LabReport::parse(body.as_bytes()).unwrap_err();
+            assert!(matches!(error, ReportError::IdCharacter(_)), "{id:?}");
+            let message = error.to_string();
+            assert!(message.contains(code), "{id:?}: {message}");
+            assert!(
+                message.contains("`id` must not contain control"),
+                "{message}"
+            );
+            assert!(
+                !message.contains(id),
+                "the message repeats the id: {message}"
+            );
+            // A published message is held to the same rule.
+            assert_eq!(
+                LabReport::from_published(body.into_bytes()).unwrap_err(),
+                error
+            );
+        }
+        for id in [
+            "LR-2026-000123",
+            "é-ü-ß",
+            "ラボ-12",
+            "a b",
+            "LR/1:2#3",
+            "\u{1f415}",
+        ] {
+            let body = serde_json::json!({ "id": id }).to_string();
+            assert_eq!(
+                LabReport::parse(body.as_bytes()).unwrap().id,
+                ReportId::Text(id.to_string())
+            );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One character an id may not contain, from each kind.
+        fn refused_char() -> impl Strategy<Value = char> {
+            prop_oneof![
+                (0u32..0x20).prop_map(|c| char::from_u32(c).unwrap()),
+                (0x7fu32..0xa0).prop_map(|c| char::from_u32(c).unwrap()),
+                prop::sample::select(vec![
+                    '\u{ad}',
+                    '\u{61c}',
+                    '\u{180e}',
+                    '\u{200b}',
+                    '\u{200c}',
+                    '\u{200d}',
+                    '\u{200e}',
+                    '\u{200f}',
+                    '\u{2028}',
+                    '\u{2029}',
+                    '\u{202a}',
+                    '\u{202b}',
+                    '\u{202c}',
+                    '\u{202d}',
+                    '\u{202e}',
+                    '\u{2060}',
+                    '\u{2066}',
+                    '\u{2067}',
+                    '\u{2068}',
+                    '\u{2069}',
+                    '\u{feff}',
+                    '\u{fff9}',
+                    '\u{e0001}',
+                    '\u{e007f}',
+                ]),
+            ]
+        }
+
+        proptest! {
+            /// Any string id with a refused character anywhere is refused,
+            /// naming the first such character.
+            #[test]
+            fn an_id_with_a_refused_character_is_refused(
+                before in "[a-zA-Z0-9-]{0,20}",
+                bad in refused_char(),
+                after in "\\PC{0,20}",
+            ) {
+                let id = format!("{before}{bad}{after}");
+                prop_assert_eq!(
+                    ReportId::parse(&Value::String(id)),
+                    Err(ReportError::IdCharacter(bad))
+                );
+            }
+
+            /// Printable ids of 1 to 128 characters (letters, marks,
+            /// numbers, punctuation, symbols, spaces of any script) are
+            /// kept exactly, and print as sent.
+            #[test]
+            fn a_printable_id_is_kept_as_sent(id in "[\\pL\\pM\\pN\\pP\\pS ]{1,128}") {
+                let parsed = ReportId::parse(&Value::String(id.clone())).unwrap();
+                prop_assert_eq!(parsed.to_string(), id.clone());
+                prop_assert_eq!(parsed, ReportId::Text(id));
+            }
+
+            /// Whatever the string, an accepted id has no character that
+            /// could break a log line.
+            #[test]
+            fn an_accepted_id_has_no_refused_character(id in "\\PC{0,20}|.{0,20}|[\\x00-\\x{ff}]{0,20}") {
+                if let Ok(ReportId::Text(text)) = ReportId::parse(&Value::String(id)) {
+                    prop_assert!(!text.chars().any(refused_in_id), "{:?}", text);
+                }
+            }
+        }
     }
 }

@@ -357,7 +357,8 @@ mod tests {
 
     #[test]
     fn header_values_cannot_inject_headers() {
-        let json = r#"{"id": "x\r\nBcc: a@evil.test", "pet": {"name": "Max\r\nBcc: b@evil.test"},
+        // (An id with a line break is refused at parse; names keep theirs.)
+        let json = r#"{"id": "x", "pet": {"name": "Max\r\nBcc: b@evil.test"},
             "owner": {"name": "Al\r\nBcc: c@evil.test", "email": "alex@example.com"}}"#;
         let text = formatted(&compose_json(json).unwrap());
         assert!(!text.contains("\r\nBcc:"), "{text}");

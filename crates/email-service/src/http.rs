@@ -112,7 +112,7 @@ pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response 
     let envelope = match PushEnvelope::parse(&body) {
         Ok(envelope) => envelope,
         Err(err) => {
-            tracing::debug!(error = %err, "unreadable push body");
+            tracing::debug!(error = err.to_string(), "unreadable push body");
             let result = Err(Failure::Malformed(public_reason(&err)));
             tracing::warn!(
                 outcome = "malformed",
@@ -125,11 +125,14 @@ pub async fn push(State(service): State<Arc<Service>>, body: Bytes) -> Response 
     };
     service.metrics.delivery_attempt(envelope.delivery_attempt);
     // ERROR level so that no level filter drops the span and with it the
-    // ids on the lines logged inside; a span never prints by itself.
+    // ids on the lines logged inside; a span never prints by itself. Text
+    // from the push (ids, the reportId attribute, errors quoting the body)
+    // is logged as string values, which the log formats escape; with `%` a
+    // newline in it would start a forged line of the text log.
     let span = tracing::error_span!(
         "push",
         report_id = tracing::field::Empty,
-        message_id = %envelope.message.message_id,
+        message_id = envelope.message.message_id.as_str(),
         delivery_attempt = envelope.delivery_attempt,
     );
     // On a task of its own: when the broker stops waiting (its ack deadline
@@ -174,7 +177,7 @@ async fn handle(service: &Service, envelope: &PushEnvelope) -> Result<Outcome, F
         if let Some(id) = envelope.message.attributes.get("reportId") {
             tracing::Span::current().record("report_id", id.as_str());
         }
-        tracing::debug!(error = %err, "the push carries no lab report");
+        tracing::debug!(error = err.to_string(), "the push carries no lab report");
         Failure::Malformed(public_reason(&err))
     })?;
     tracing::Span::current().record("report_id", report.id.to_string());

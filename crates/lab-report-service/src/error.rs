@@ -57,6 +57,9 @@ impl IngestError {
                 ReportError::NotAnObject => "not a JSON object".into(),
                 ReportError::MissingId => "missing id".into(),
                 ReportError::InvalidId => "invalid id".into(),
+                ReportError::IdCharacter(c) => {
+                    format!("id with a refused character U+{:04X}", u32::from(*c))
+                }
                 ReportError::InvalidField { field, .. } => format!("invalid field `{field}`"),
             },
             IngestError::Unavailable(PublishFailure::TimedOut(_)) => "publish timed out".into(),

@@ -7,6 +7,13 @@
 //! Publisher, and answers 204 only once the broker has stored it. The
 //! email-service and sms-service receive it from there by push.
 //!
+//! A `POST /` is checked in this order: the API key (from the headers
+//! alone, so a request without a valid one is answered 401 before a byte of
+//! its body is read and without taking an in-flight slot), the in-flight
+//! limit and request timeout, the `Content-Type`, then the body (its size,
+//! then the report in it). The lab whose key let the request in becomes the
+//! message attribute `lab`.
+//!
 //! Layout:
 //! - [`settings`]: [`Settings`], read from the environment
 //!   (`PUBSUB_EMULATOR_HOST`, `PUBSUB_PROJECT_ID`, ...).
@@ -14,7 +21,9 @@
 //!   the local broker or Google Cloud, each publish bounded in time.
 //! - [`error`]: [`IngestError`], every reason for not answering 204, and its
 //!   one mapping to HTTP responses.
-//! - `routes`: the handlers for `POST /`, `GET /healthz` and `GET /metrics`.
+//! - `routes`: the key check and the handlers for `POST /` and
+//!   `GET /healthz` (`GET /metrics` is added here, outside the key and the
+//!   limit).
 //! - `metrics`: the service's Prometheus metrics (reports received by
 //!   outcome, publishes, publish latency), in a registry of its own.
 //!
@@ -56,18 +65,18 @@ pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     }
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
+    // A report waits for at most one publish, plus room to read its body.
+    let limits = Limits {
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: settings.publish_timeout + std::time::Duration::from_secs(5),
+    };
     let router = routes::router(
         publisher,
         settings.max_body_bytes,
         settings.ingest_auth,
         metrics,
-    );
-    // A report waits for at most one publish, plus room to read its body.
-    let router = Limits {
-        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-        request_timeout: settings.publish_timeout + std::time::Duration::from_secs(5),
-    }
-    .apply(router)
+        limits,
+    )
     // Read-only and free of personal data, so without the API key, and
     // outside the request limit so a scrape works while the service is busy.
     .merge(labrelay_contract::metrics::router(std::sync::Arc::new(

@@ -1,16 +1,28 @@
 //! The HTTP surface: `POST /` ingests a report, `GET /healthz` answers 200.
 //! (`GET /metrics` is added by [`crate::app`].)
+//!
+//! A report goes through, in order: the API key ([`require_key`], a layer
+//! that sees only the headers), the in-flight limit and request timeout
+//! ([`Limits`]), the `Content-Type`, and only then the body (at most
+//! `max_body_bytes`). So a request without a valid key is answered 401 at
+//! once, before a byte of its body is read and without taking one of the
+//! limited slots: strangers cannot crowd out the labs by announcing large
+//! bodies and sending them slowly. `/healthz` is outside the key and the
+//! limit, so a probe is answered while the service is busy.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
 use labrelay_contract::ingest_auth::IngestAuth;
+use labrelay_contract::limits::Limits;
 
 use crate::error::IngestError;
 use crate::metrics::Metrics;
@@ -23,11 +35,20 @@ struct AppState {
     metrics: Metrics,
 }
 
+/// Who a request was let in as: the lab whose key it presented, or nobody
+/// when ingest is open. Put in the request's extensions by [`require_key`];
+/// a request without it never reaches [`ingest`] (the extractor fails).
+#[derive(Debug, Clone)]
+struct Admitted {
+    lab: Option<Arc<str>>,
+}
+
 pub(crate) fn router(
     publisher: ReportPublisher,
     max_body_bytes: usize,
     ingest_auth: IngestAuth,
     metrics: Metrics,
+    limits: Limits,
 ) -> Router {
     let state = Arc::new(AppState {
         publisher,
@@ -35,37 +56,55 @@ pub(crate) fn router(
         ingest_auth,
         metrics,
     });
-    Router::new()
+    let ingest = Router::new()
         .route("/", post(ingest))
-        .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+        .with_state(Arc::clone(&state));
+    limits
+        .apply(ingest)
+        // Added after the limit, so it runs before it.
+        .route_layer(axum::middleware::from_fn_with_state(state, require_key))
+        .route("/healthz", get(healthz))
 }
 
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Lets a request in only with the key of a configured lab (anyone when
+/// ingest is open), looking at its headers alone. A refusal is logged and
+/// counted like every other answer to `POST /`.
+async fn require_key(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let lab = match &state.ingest_auth {
+        IngestAuth::Open => None,
+        IngestAuth::Keys(keys) => match keys.check(request.headers()) {
+            Ok(lab) => Some(Arc::from(lab)),
+            Err(error) => {
+                let result = Err(IngestError::Unauthorized(error));
+                state.conclude(None, None, &result);
+                return result.into_response();
+            }
+        },
+    };
+    request.extensions_mut().insert(Admitted { lab });
+    next.run(request).await
+}
+
 /// One report: 204 once the broker stored it, an [`IngestError`] otherwise.
 /// Logs one line per request, naming the report but nothing in it.
 async fn ingest(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Extension(admitted): Extension<Admitted>,
+    request: Request,
 ) -> Result<StatusCode, IngestError> {
-    // The key is checked before the body is looked at.
-    let lab = match &state.ingest_auth {
-        IngestAuth::Open => Ok(None),
-        IngestAuth::Keys(keys) => keys
-            .check(&headers)
-            .map(Some)
-            .map_err(IngestError::Unauthorized),
-    };
-    let lab_name = lab.as_ref().ok().copied().flatten();
-    let received = lab.and_then(|lab| Ok((lab, receive(&state, &headers, body)?)));
-    let (report_id, result) = match received {
+    let lab = admitted.lab.as_deref();
+    let (report_id, result) = match receive(&state, request).await {
         Err(error) => (None, Err(error)),
-        Ok((lab, report)) => {
+        Ok(report) => {
             let started = std::time::Instant::now();
             let stored = state.publisher.publish(&report, lab).await;
             state.metrics.published(&stored, started.elapsed());
@@ -75,62 +114,75 @@ async fn ingest(
             )
         }
     };
-    let report_id = report_id.as_deref();
-    let (outcome, status) = match &result {
-        Ok(_) => ("stored", StatusCode::NO_CONTENT),
-        Err(error @ IngestError::Unavailable(_)) => ("unavailable", error.status()),
-        Err(error) => ("rejected", error.status()),
-    };
-    state.metrics.received(outcome, status.as_u16());
-    match &result {
-        Ok(message_id) => {
-            tracing::info!(
-                report_id,
-                message_id,
-                lab = lab_name,
-                outcome = "stored",
-                "report accepted"
-            );
-        }
-        Err(error @ IngestError::Unavailable(cause)) => {
-            tracing::warn!(
-                report_id,
-                outcome = "unavailable",
-                reason = %error.reason(),
-                cause = %error_chain(cause),
-                "report not stored; answered 503"
-            );
-        }
-        Err(error) => {
-            tracing::info!(
-                report_id,
-                lab = lab_name,
-                outcome = "rejected",
-                status = error.status().as_u16(),
-                reason = %error.reason(),
-                "report rejected"
-            );
-        }
-    }
-    result.map(|_| status)
+    state.conclude(report_id.as_deref(), lab, &result);
+    result.map(|_| StatusCode::NO_CONTENT)
 }
 
-/// Turns the request into a report, or says why it is not one.
-fn receive(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<LabReport, IngestError> {
-    check_content_type(headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::TooLarge {
-                limit: state.max_body_bytes,
+impl AppState {
+    /// Counts and logs the answer to one `POST /`. Ids, the lab name and
+    /// error text from elsewhere are string values, which the log formats
+    /// escape (the text format quotes them with `Debug`), so none can start
+    /// a line of its own; `%` (written as is) is kept for our own labels.
+    fn conclude(
+        &self,
+        report_id: Option<&str>,
+        lab: Option<&str>,
+        result: &Result<String, IngestError>,
+    ) {
+        let (outcome, status) = match result {
+            Ok(_) => ("stored", StatusCode::NO_CONTENT),
+            Err(error @ IngestError::Unavailable(_)) => ("unavailable", error.status()),
+            Err(error) => ("rejected", error.status()),
+        };
+        self.metrics.received(outcome, status.as_u16());
+        match result {
+            Ok(message_id) => {
+                tracing::info!(
+                    report_id,
+                    message_id = message_id.as_str(),
+                    lab,
+                    outcome = "stored",
+                    "report accepted"
+                );
             }
-        } else {
-            IngestError::UnreadableBody(rejection.body_text())
+            Err(error @ IngestError::Unavailable(cause)) => {
+                tracing::warn!(
+                    report_id,
+                    outcome = "unavailable",
+                    reason = %error.reason(),
+                    cause = error_chain(cause),
+                    "report not stored; answered 503"
+                );
+            }
+            Err(error) => {
+                tracing::info!(
+                    report_id,
+                    lab,
+                    outcome = "rejected",
+                    status = error.status().as_u16(),
+                    reason = %error.reason(),
+                    "report rejected"
+                );
+            }
         }
-    })?;
+    }
+}
+
+/// Turns the request into a report, or says why it is not one. The body is
+/// read only once the `Content-Type` is right.
+async fn receive(state: &AppState, request: Request) -> Result<LabReport, IngestError> {
+    check_content_type(request.headers())?;
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                IngestError::TooLarge {
+                    limit: state.max_body_bytes,
+                }
+            } else {
+                IngestError::UnreadableBody(rejection.body_text())
+            }
+        })?;
     Ok(LabReport::parse(&body)?)
 }
 

@@ -111,11 +111,14 @@ async fn handle(
     info: PushInfo,
 ) -> Response {
     // ERROR level so that no level filter drops the span and the ids on
-    // the lines logged inside; a span never prints by itself.
+    // the lines logged inside; a span never prints by itself. The ids are
+    // string values, which the log formats escape: whoever can push or
+    // publish chooses them, and with `%` a newline in one would start a
+    // forged line of the text log.
     let span = tracing::error_span!(
         "push",
-        report_id = %report.id,
-        message_id = %envelope.message.message_id,
+        report_id = info.report_id.as_deref(),
+        message_id = envelope.message.message_id.as_str(),
     );
     // On a task of its own: when the broker stops waiting (its ack
     // deadline passed, or it died) hyper drops this handler, and a claim →

@@ -85,3 +85,38 @@ async fn logs_name_the_report_and_outcome_but_no_personal_data() {
     }
     eprintln!("{logs}");
 }
+
+/// A report id with a newline could forge a line of the text log: it is
+/// refused at parse, and the rejection's line does not repeat it.
+#[tokio::test]
+async fn an_id_with_a_newline_is_refused_and_forges_no_line() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = spawn_app().await;
+    let forged = "LR-9\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
+    let body = serde_json::json!({ "id": forged }).to_string();
+    let response = app.post_json(body).await;
+    assert_eq!(response.status(), 400);
+    let message = crate::helpers::error_message(response).await;
+    assert!(message.contains("U+000A"), "{message}");
+    app.assert_nothing_published().await;
+
+    let logs = captured.text();
+    assert!(!logs.contains("forged"), "{logs}");
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("outcome=")).collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(
+        lines[0].contains(r#"reason=id with a refused character U+000A"#),
+        "{}",
+        lines[0]
+    );
+}

@@ -7,3 +7,4 @@ mod logging;
 mod metrics;
 mod outage;
 mod rejections;
+mod slow_bodies;

@@ -16,6 +16,10 @@ async fn malformed_reports_get_400_naming_the_problem() {
         (r#"{"id": 1.5}"#, "`id` must be"),
         (r#"{"id": ""}"#, "`id` must be"),
         (&long_id, "`id` must be"),
+        (r#"{"id": "LR-1\nWARN forged"}"#, "U+000A"),
+        (r#"{"id": "LR-1\r"}"#, "must not contain control"),
+        (r#"{"id": "LR-\u202e1"}"#, "U+202E"),
+        (r#"{"id": "LR-\u00001"}"#, "U+0000"),
         (r#"{"id": 1, "owner": "Alex Kim"}"#, "`owner`"),
         (
             r#"{"id": 1, "tests": [{"value": {"a": 1}}]}"#,

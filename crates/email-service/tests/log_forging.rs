@@ -1,0 +1,99 @@
+//! Text a push carries (its message id, its `reportId` attribute, its
+//! report id) cannot forge a line of the text log: a newline in it is
+//! logged escaped, on the line it belongs to. Whoever can push (or publish
+//! to the topic) chooses that text, and a report published straight to the
+//! topic never passed the ingest's checks.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde_json::json;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use helpers::{envelope, error_of, full_report, settings, spawn_app};
+
+/// What a forger would like to see as a line of its own.
+const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+// Current-thread runtime: the service's tasks run on this thread, so the
+// thread-local subscriber sees their events.
+#[tokio::test(flavor = "current_thread")]
+async fn a_newline_in_pushed_text_cannot_start_a_log_line() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let app = spawn_app(settings(&[(
+        "SMTP_URL",
+        &format!("file://{}", outbox.display()),
+    )]))
+    .await;
+
+    // A message id of the push's choosing, on a valid report.
+    let response = app
+        .push(&envelope(&full_report("LR-70"), &format!("m70{FORGED}"), 1))
+        .await;
+    assert_eq!(response.status(), 204);
+    // A report id that never passed the ingest is refused as malformed;
+    // the push's `reportId` attribute names it in the logs.
+    let id = format!("LR-71{FORGED}");
+    let data = serde_json::to_vec(&full_report(&id)).unwrap();
+    let response = app
+        .push(&json!({
+            "message": {
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+                "attributes": {"reportId": id},
+                "messageId": "m71",
+                "publishTime": "2026-11-24T10:00:01.000Z",
+            },
+            "subscription": "projects/labrelay-local/subscriptions/email-service-sub",
+        }))
+        .await;
+    assert_eq!(response.status(), 400);
+    let error = error_of(response).await;
+    assert!(
+        error.contains("U+000A"),
+        "the refusal names the character: {error}"
+    );
+    app.shutdown().await.unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logs
+            .lines()
+            .any(|line| line.starts_with("2026-01-01T00:00:00.000000Z")),
+        "pushed text started a line of its own:\n{logs}"
+    );
+    assert!(logs.contains(r#"message_id="m70\n2026-01-01"#), "{logs}");
+    assert!(logs.contains(r#"report_id="LR-71\n2026-01-01"#), "{logs}");
+}

@@ -1,0 +1,94 @@
+//! Text a push carries (its message id, its report id) cannot forge a line
+//! of the text log: a newline in it is logged escaped, on the line it
+//! belongs to. Whoever can push (or publish to the topic) chooses that
+//! text, and a report published straight to the topic never passed the
+//! ingest's checks.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use helpers::{envelope, error_of, report, spawn_with_twilio};
+
+/// What a forger would like to see as a line of its own.
+const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+// Current-thread runtime: the service's tasks run on this thread, so the
+// thread-local subscriber sees their events.
+#[tokio::test(flavor = "current_thread")]
+async fn a_newline_in_a_pushed_id_cannot_start_a_log_line() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_twilio, app) = spawn_with_twilio().await;
+
+    // A message id of the push's choosing, on a valid report.
+    let message_id = format!("m60{FORGED}");
+    let response = app
+        .push(&envelope(
+            &report("LR-60", Some("+15551234567")),
+            &message_id,
+            1,
+        ))
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    // A report id that never passed the ingest: refused as malformed.
+    let response = app
+        .push(&envelope(
+            &report(&format!("LR-61{FORGED}"), None),
+            "m61",
+            1,
+        ))
+        .await;
+    assert_eq!(response.status(), 400);
+    let error = error_of(response).await;
+    assert!(
+        error.contains("U+000A"),
+        "the refusal names the character: {error}"
+    );
+    app.stop().await.unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines()
+            .all(|line| !line.contains("forged: all reports lost")
+                || line.contains(r"\n2026-01-01T00:00:00.000000Z ERROR forged")),
+        "a pushed id started a line of its own:\n{logs}"
+    );
+    assert!(
+        !logs
+            .lines()
+            .any(|line| line.starts_with("2026-01-01T00:00:00.000000Z")),
+        "{logs}"
+    );
+    assert!(logs.contains(r#"message_id="m60\n2026-01-01"#), "{logs}");
+}
