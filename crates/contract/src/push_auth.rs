@@ -266,11 +266,11 @@ async fn require_token(
         Err(rejection) => {
             match &rejection {
                 Rejection::KeysUnavailable(_) => {
-                    tracing::warn!(reason = %rejection, "push refused: cannot verify its token")
+                    tracing::warn!(reason = rejection.to_string(), "push refused: cannot verify its token")
                 }
                 _ => tracing::warn!(
                     status = rejection.status().as_u16(),
-                    reason = %rejection,
+                    reason = rejection.to_string(),
                     "push refused"
                 ),
             }

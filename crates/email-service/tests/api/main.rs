@@ -5,6 +5,7 @@
 mod dedupe;
 mod handler;
 mod helpers;
+mod log_forging;
 mod metrics;
 mod outbox;
 mod smtp;

@@ -4,6 +4,7 @@
 mod countries;
 mod dedupe;
 mod helpers;
+mod log_forging;
 mod logs;
 mod metrics;
 mod oneshot;

@@ -9,11 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-use helpers::{envelope, error_of, report, spawn_with_twilio};
+use crate::helpers::{envelope, error_of, report, spawn_with_twilio};
 
 /// What a forger would like to see as a line of its own.
 const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";

@@ -11,11 +11,7 @@ use base64::Engine as _;
 use serde_json::json;
 use tracing_subscriber::fmt::MakeWriter;
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-use helpers::{envelope, error_of, full_report, settings, spawn_app};
+use crate::helpers::{envelope, error_of, full_report, settings, spawn_app};
 
 /// What a forger would like to see as a line of its own.
 const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
