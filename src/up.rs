@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use labrelay_broker::{Broker, BrokerConfig, BrokerError, pb};
 use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
+use labrelay_contract::private_fs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +41,7 @@ async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub fn file_url(dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     Ok(format!("file://{}", dir.display()))
 }
@@ -48,7 +49,7 @@ pub fn file_url(dir: &Path) -> anyhow::Result<String> {
 /// `NOTIFY_LOG` for the service whose own directory under the data dir is
 /// `dir`: `sqlite://<dir>/notifications.sqlite3`.
 fn notify_log_url(dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    private_fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     Ok(format!(
         "sqlite://{}",
@@ -105,26 +106,23 @@ pub const LOCAL_LAB: &str = "local-lab";
 /// The file in the data directory holding `up`'s ingest API key.
 pub const API_KEY_FILE: &str = "ingest-api-key";
 
-/// Reads `<data_dir>/ingest-api-key`, or creates it (mode 0600) with a new
-/// random key: 32 bytes, hex.
+/// Reads `<data_dir>/ingest-api-key`, or creates it with a new random key
+/// (32 bytes, hex) as the broker creates its signing key: mode 0600,
+/// through a temporary file and a rename, never through a symlink. An
+/// existing key file that is a symlink is refused; one with group or
+/// other permissions is tightened.
 pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(API_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let existing =
+        private_fs::read_private(&path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(key) = existing {
+        let key = String::from_utf8_lossy(&key).trim().to_string();
+        if !key.is_empty() {
+            return Ok(key);
+        }
     }
     let key = hex::encode(rand::random::<[u8; 32]>());
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())
-        .and_then(|()| file.sync_all())
+    private_fs::write_atomic(&path, format!("{key}\n").as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
 }
@@ -235,14 +233,41 @@ pub fn push_subscription(project: &str, id: &str, endpoint: &str) -> pb::Subscri
     }
 }
 
+/// What `up` keeps in the data directory, besides the directory itself.
+const DATA_DIR_ENTRIES: [&str; 5] = [
+    "broker",
+    "email-service",
+    "sms-service",
+    "outbox",
+    API_KEY_FILE,
+];
+
+/// Creates the data directory (0700), or tightens it and what `up` keeps
+/// in it (directories 0700, files 0600), logging each change: it holds
+/// reports, addresses, phone numbers and keys. Only `up`'s own entries are
+/// walked, so a data directory that holds other things (`--data-dir ~`)
+/// keeps their modes.
+fn private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    private_fs::private_dir(data_dir)
+        .with_context(|| format!("making the data directory {} private", data_dir.display()))?;
+    for entry in DATA_DIR_ENTRIES {
+        let path = data_dir.join(entry);
+        private_fs::tighten_tree(&path)
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
+    // Created here, 0700, before the broker would create it with the
+    // umask's mode.
+    let broker = data_dir.join("broker");
+    private_fs::create_dir_all(&broker).with_context(|| format!("creating {}", broker.display()))
+}
+
 /// Runs everything until `shutdown` completes.
 pub async fn run(
     data_dir: PathBuf,
     ports: Ports,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    private_data_dir(&data_dir)?;
     let project = project_id();
     let broker_listener = bind(ports.broker, "broker").await?;
     let lab_listener = bind(ports.lab_report, "lab-report-service").await?;

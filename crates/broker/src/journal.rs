@@ -14,6 +14,12 @@
 //! the journal can never slow a publish or a push. Retention is bounded:
 //! rows older than [`RETENTION`] go, and at most `max_messages` messages
 //! (and ten events per message) are kept.
+//!
+//! Report ids and attributes (and, with `--console-show-data`, the
+//! reports themselves) are personal data, kept as the store keeps
+//! messages: the file and its `-wal`/`-shm` 0600, and `secure_delete = ON`
+//! so that pruned rows are zeroed rather than left in free pages (see
+//! `store.rs` for what that covers and what the WAL still holds).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -133,6 +139,7 @@ pub(crate) struct JournalEvent {
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
+    PRAGMA secure_delete = ON;
     PRAGMA cache_size = -1024;
     CREATE TABLE IF NOT EXISTS messages (
         id INTEGER PRIMARY KEY,
@@ -169,6 +176,8 @@ impl Journal {
         keep_data: bool,
         dropped: Counter,
     ) -> anyhow::Result<Journal> {
+        labrelay_contract::private_fs::prepare_sqlite(path)
+            .with_context(|| format!("making {} private", path.display()))?;
         let writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         writer
@@ -619,6 +628,29 @@ mod tests {
             Counter::default(),
         )
         .unwrap()
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_journal_is_owner_only_and_loose_files_are_tightened() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite3");
+        let first = journal(dir.path(), 100, true);
+        for file in [
+            "journal.sqlite3",
+            "journal.sqlite3-wal",
+            "journal.sqlite3-shm",
+        ] {
+            assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+        }
+        first.close().await;
+        drop(first);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let again = journal(dir.path(), 100, true);
+        assert_eq!(mode(&path), 0o600);
+        again.close().await;
     }
 
     #[tokio::test]

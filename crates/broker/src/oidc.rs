@@ -5,8 +5,6 @@
 //! verifiable across restarts, and receivers that cached the JWKS keep working.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +21,7 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use labrelay_contract::private_fs;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -71,23 +70,26 @@ struct Claims<'a> {
 impl OidcSigner {
     /// Loads the RSA signing key from `<data_dir>/oidc-signing-key.pem`, or
     /// generates a 2048-bit key once and writes it there (mode 0600, through
-    /// a temporary file and a rename so a crash never leaves half a key).
+    /// a temporary file and a rename so a crash never leaves half a key:
+    /// `private_fs::write_atomic`). A key file with group or other
+    /// permissions is tightened; a symlink is refused.
     /// `issuer` is the issuer URL, e.g. `http://127.0.0.1:8085`; a trailing
     /// `/` is dropped so that `iss` and the discovery URLs agree.
     pub(crate) fn load_or_create(data_dir: &Path, mut issuer: String) -> anyhow::Result<Self> {
         issuer.truncate(issuer.trim_end_matches('/').len());
         let path = data_dir.join(KEY_FILE);
-        let pem = match fs::read(&path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(data_dir)
+        let existing = private_fs::read_private(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let pem = match existing {
+            Some(pem) => pem,
+            None => {
+                private_fs::create_dir_all(data_dir)
                     .with_context(|| format!("creating {}", data_dir.display()))?;
                 let pem = create_key_file(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
                 tracing::info!(path = %path.display(), "generated a new OIDC signing key");
                 pem
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let key = EncodingKey::from_rsa_pem(&pem)
             .with_context(|| format!("{} is not an RSA private key in PEM", path.display()))?;
@@ -255,31 +257,14 @@ fn create_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
 
-    let tmp = path.with_file_name(format!(".{KEY_FILE}.{:016x}.tmp", rand::random::<u64>()));
-    let written = write_private(&tmp, pem.as_bytes()).and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    // The rename is durable only once the directory entry is.
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
+    private_fs::write_atomic(path, pem.as_bytes())?;
     Ok(pem.into_bytes())
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
@@ -384,6 +369,28 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_key_is_tightened_and_a_symlinked_one_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let first = OidcSigner::load_or_create(dir.path(), ISSUER.to_owned()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let again = OidcSigner::load_or_create(dir.path(), ISSUER.to_owned()).unwrap();
+        assert_eq!(first.jwks(), again.jwks());
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::rename(&path, elsewhere.path().join(KEY_FILE)).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join(KEY_FILE), &path).unwrap();
+        let refused = OidcSigner::load_or_create(dir.path(), ISSUER.to_owned())
+            .err()
+            .expect("a symlinked key is refused");
+        assert!(format!("{refused:#}").contains("symlink"), "{refused:#}");
     }
 
     #[test]

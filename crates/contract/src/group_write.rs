@@ -19,7 +19,9 @@
 //! crash, so the caller must not count it as written).
 //!
 //! Used by both receivers' directory outboxes (the email-service's `.eml`
-//! files, the sms-service's `.json` files).
+//! files, the sms-service's `.json` files). They hold reports' contents, so
+//! the files are 0600 (the temporary file's mode, kept by the rename) and a
+//! directory created here is 0700.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,8 +49,8 @@ pub struct Options {
     /// Names of the temporary files: hidden, and never the outbox's suffix.
     pub temp_prefix: &'static str,
     pub temp_suffix: &'static str,
-    /// Create the directory, when it is missing, before every batch;
-    /// otherwise a missing directory fails the batch.
+    /// Create the directory (0700), when it is missing, before every
+    /// batch; otherwise a missing directory fails the batch.
     pub create_dir: bool,
 }
 
@@ -124,7 +126,7 @@ fn commit(
     batch: &[Write],
 ) -> Vec<std::io::Result<()>> {
     if options.create_dir
-        && let Err(err) = std::fs::create_dir_all(dir)
+        && let Err(err) = crate::private_fs::create_dir_all(dir)
     {
         return batch.iter().map(|_| Err(copy(&err))).collect();
     }
@@ -355,6 +357,20 @@ mod tests {
             std::fs::read_to_string(outbox.join("007.msg")).unwrap(),
             "again\n"
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn outbox_files_and_the_directories_created_for_them_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox").join("email");
+        let writer = GroupWriter::start(outbox.clone(), OPTIONS).unwrap();
+        writer.write("a.msg".into(), b"A".to_vec()).await.unwrap();
+        assert_eq!(mode(&outbox), 0o700);
+        assert_eq!(mode(&dir.path().join("outbox")), 0o700);
+        assert_eq!(mode(&outbox.join("a.msg")), 0o600);
     }
 
     #[test]

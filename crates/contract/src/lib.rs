@@ -29,6 +29,8 @@
 //!   closed while all are taken), and graceful shutdown; `free_port` for servers told their port first;
 //!   `Activity`, what a connection is doing (the broker's push connections
 //!   keep one too).
+//! - [`private_fs`]: the data directory's modes (directories 0700, files
+//!   0600, looser ones tightened) and keys written atomically.
 //! - [`secret`]: credentials read from the environment, never printed.
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
@@ -38,6 +40,7 @@ pub mod ingest_auth;
 pub mod limits;
 pub mod metrics;
 pub mod notify_log;
+pub mod private_fs;
 pub mod push;
 pub mod push_auth;
 pub mod push_metrics;

@@ -28,6 +28,12 @@
 //! holder (host name and process id): a live claim whose process is gone
 //! (killed mid-send, restarted) is taken over at once instead of holding
 //! its notification back until its lease lapses.
+//!
+//! The file and its `-wal`/`-shm` are the operator's alone (0600, a
+//! directory created for them 0700: `private_fs`), and `secure_delete=ON`
+//! zeroes a released claim's row and any page it frees instead of leaving
+//! them in free space. It costs no extra I/O here: a claim's row is deleted
+//! from a page the same transaction writes anyway.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,13 +147,18 @@ impl SqliteLog {
     fn open_with(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteLog> {
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::private_fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
+        crate::private_fs::prepare_sqlite(path).with_context(|| {
+            format!("making the notification log {} owner-only", path.display())
+        })?;
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening the notification log {}", path.display()))?;
         conn.busy_timeout(busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS sent_notifications (
                  report_id    TEXT    NOT NULL,
@@ -492,6 +503,46 @@ mod tests {
 
         let reopened = SqliteLog::open(&path).unwrap();
         assert_eq!(reopened.already_sent(&k).await.unwrap(), Some(record));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_log_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("service").join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        log.record_sent(&key("12", "aa"), SentRecord::now(None))
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir.path().join("service")), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            assert_eq!(mode(Path::new(&file)), 0o600, "{suffix}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_released_claim_leaves_nothing_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        let report = "forgotten-report-7f3a9c";
+        let k = key(report, "aa");
+        let Claim::Claimed(token) = log.claim(&k, now_ms() + 60_000).await.unwrap() else {
+            panic!("a fresh key is claimed");
+        };
+        log.release(&k, token).await.unwrap();
+        // Everything into the database file, the WAL emptied.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let found = bytes.windows(report.len()).any(|w| w == report.as_bytes());
+        assert!(!found, "the deleted claim's report id is still in the file");
     }
 
     #[tokio::test]
