@@ -24,6 +24,9 @@
 //! - [`group_write`]: group commit for the receivers' directory outboxes
 //!   (one writer thread per directory; each caller answered after its
 //!   file is durable).
+//! - [`origin_guard`]: refuses what a web page can make a browser send
+//!   (cross-site requests, DNS rebinding) on every port, before any
+//!   handler.
 //! - [`serve`]: serving a router (the services' and the broker's) with
 //!   connections that say nothing closed, at most 512 at once (idle ones
 //!   closed while all are taken), and graceful shutdown; `free_port` for servers told their port first;
@@ -40,6 +43,7 @@ pub mod ingest_auth;
 pub mod limits;
 pub mod metrics;
 pub mod notify_log;
+pub mod origin_guard;
 pub mod private_fs;
 pub mod push;
 pub mod push_auth;

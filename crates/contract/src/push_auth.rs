@@ -266,7 +266,10 @@ async fn require_token(
         Err(rejection) => {
             match &rejection {
                 Rejection::KeysUnavailable(_) => {
-                    tracing::warn!(reason = rejection.to_string(), "push refused: cannot verify its token")
+                    tracing::warn!(
+                        reason = rejection.to_string(),
+                        "push refused: cannot verify its token"
+                    )
                 }
                 _ => tracing::warn!(
                     status = rejection.status().as_u16(),

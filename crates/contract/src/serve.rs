@@ -42,6 +42,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
+use crate::origin_guard::AllowedHosts;
+
 /// How long a client may take to send a request's headers, a new
 /// connection its first byte, and an HTTP/2 peer to answer a ping.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,17 +69,20 @@ struct Limits {
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
 /// accepting and waits for the connections in flight to finish their
-/// requests.
+/// requests. Every request passes [`crate::origin_guard`] first: requests a
+/// web page made a browser send are refused, and so are hosts beyond
+/// loopback that `allowed_hosts` does not name.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    allowed_hosts: AllowedHosts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Infallible> {
     let limits = Limits {
         header_read_timeout: HEADER_READ_TIMEOUT,
         max_connections: MAX_CONNECTIONS,
     };
-    serve_with(listener, router, shutdown, limits).await
+    serve_with(listener, allowed_hosts.guard(router), shutdown, limits).await
 }
 
 async fn serve_with(

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use labrelay_contract::notify_log::NotifyLogSetting;
+use labrelay_contract::origin_guard::AllowedHosts;
 use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
@@ -48,6 +49,10 @@ pub struct Settings {
     /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
+    /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
+    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
+    /// loopback address, any host beyond it.
+    pub allowed_hosts: Option<AllowedHosts>,
 }
 
 /// Where messages go.
@@ -100,6 +105,7 @@ impl fmt::Debug for Settings {
             .field("push_auth", &self.push_auth)
             .field("notify_log", &self.notify_log)
             .field("trace_project", &self.trace_project)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -115,6 +121,7 @@ impl Settings {
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             trace_project: None,
+            allowed_hosts: None,
         }
     }
 
@@ -178,6 +185,7 @@ impl Settings {
         settings.notify_log = labrelay_contract::notify_log::setting_from_vars(get)?;
         settings.trace_project = labrelay_contract::trace::project_from_vars(get);
         settings.push_auth = PushAuth::from_vars(get)?;
+        settings.allowed_hosts = AllowedHosts::from_vars(get)?;
         Ok(settings)
     }
 }

@@ -123,16 +123,19 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let configured_hosts = settings.allowed_hosts.clone();
     let (router, service) = build(settings)?;
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
+    let hosts =
+        labrelay_contract::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
     let notify_log = service
         .dedupe
         .as_ref()
         .map_or_else(|| "off".to_string(), |d| d.describe());
     tracing::info!(%addr, delivery = %service.mailer.describe(), %notify_log, "email-service listening");
-    labrelay_contract::serve::serve(listener, router, shutdown)
+    labrelay_contract::serve::serve(listener, router, hosts, shutdown)
         .await
         .context("serving HTTP")?;
     service.mailer.shutdown().await;

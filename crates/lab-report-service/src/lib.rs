@@ -101,14 +101,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let drain = settings.publish_timeout + std::time::Duration::from_secs(1);
+    let configured_hosts = settings.allowed_hosts.clone();
     let app = app(settings).await?;
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
+    let hosts =
+        labrelay_contract::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
     tracing::info!(%addr, "lab-report-service listening");
 
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let server = labrelay_contract::serve::serve(listener, app, async move {
+    let server = labrelay_contract::serve::serve(listener, app, hosts, async move {
         shutdown.await;
         let _ = draining.send(());
     });

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use labrelay_contract::ingest_auth::IngestAuth;
+use labrelay_contract::origin_guard::AllowedHosts;
 
 /// The project used when neither `PUBSUB_PROJECT_ID` nor
 /// `GOOGLE_CLOUD_PROJECT` is set.
@@ -48,6 +49,10 @@ pub struct Settings {
     /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
+    /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
+    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
+    /// loopback address, any host beyond it.
+    pub allowed_hosts: Option<AllowedHosts>,
 }
 
 impl Default for Settings {
@@ -61,6 +66,7 @@ impl Default for Settings {
             batch_delay: Duration::ZERO,
             ingest_auth: IngestAuth::Open,
             trace_project: None,
+            allowed_hosts: None,
         }
     }
 }
@@ -138,6 +144,7 @@ impl Settings {
             batch_delay,
             ingest_auth,
             trace_project,
+            allowed_hosts: AllowedHosts::from_vars(get)?,
         };
         settings.emulator_endpoint()?;
         Ok(settings)

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
+use labrelay_contract::origin_guard::AllowedHosts;
 use labrelay_lab_report_service::Settings;
 
 /// Settings from `vars`, open to every caller unless they set `INGEST_*`.
@@ -112,6 +113,7 @@ fn every_variable_is_read() {
         ("MAX_BODY_BYTES", "4096"),
         ("PUBLISH_TIMEOUT_SECS", "2.5"),
         ("PUBLISH_BATCH_DELAY_MS", "3"),
+        ("ALLOWED_HOSTS", "ingest.clinic.example"),
     ])
     .unwrap();
     assert_eq!(
@@ -125,6 +127,7 @@ fn every_variable_is_read() {
             batch_delay: Duration::from_millis(3),
             ingest_auth: IngestAuth::Open,
             trace_project: Some("p".into()),
+            allowed_hosts: Some(AllowedHosts::parse("ingest.clinic.example").unwrap()),
         }
     );
     assert_eq!(settings.topic_name(), "projects/p/topics/reports");

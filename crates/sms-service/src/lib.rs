@@ -55,6 +55,7 @@ mod twilio;
 use std::future::Future;
 
 use anyhow::Context as _;
+use labrelay_contract::origin_guard::AllowedHosts;
 
 pub use labrelay_contract::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
@@ -112,7 +113,8 @@ pub async fn run(
     tracing::info!(%address, channel = %transport.describe(), %notify_log, "sms-service listening");
     let service = routes::Service { transport, dedupe };
     let router = routes::router(service, &settings);
-    labrelay_contract::serve::serve(listener, router, shutdown)
+    let hosts = AllowedHosts::or_default_for(settings.allowed_hosts.clone(), address);
+    labrelay_contract::serve::serve(listener, router, hosts, shutdown)
         .await
         .context("serving the sms-service")?;
     tracing::info!("sms-service stopped");

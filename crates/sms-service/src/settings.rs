@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use labrelay_contract::notify_log::NotifyLogSetting;
+use labrelay_contract::origin_guard::AllowedHosts;
 use labrelay_contract::push_auth::PushAuth;
 use labrelay_contract::secret::{Secret, secret_from_vars};
 
@@ -54,6 +55,10 @@ pub struct Settings {
     /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
+    /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
+    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
+    /// loopback address, any host beyond it.
+    pub allowed_hosts: Option<AllowedHosts>,
 }
 
 /// How messages leave the service.
@@ -104,6 +109,7 @@ impl Settings {
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             trace_project: None,
+            allowed_hosts: None,
         }
     }
 
@@ -121,6 +127,7 @@ impl Settings {
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             trace_project: None,
+            allowed_hosts: None,
         }
     }
 
@@ -154,6 +161,7 @@ impl Settings {
             push_auth,
             notify_log,
             trace_project: labrelay_contract::trace::project_from_vars(var),
+            allowed_hosts: AllowedHosts::from_vars(&get)?,
         };
         settings.validate()?;
         Ok(settings)
