@@ -81,6 +81,15 @@ struct UpArgs {
     email_port: u16,
     #[arg(long, default_value_t = 8082)]
     sms_port: u16,
+    /// Host names every port answers besides loopback names and addresses
+    /// (comma-separated; `.domain` for a domain and its subdomains; `*` for
+    /// any). Requests naming another host get 403 (DNS rebinding).
+    #[arg(long, env = "ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
+    /// Push endpoints the broker may send to besides the services' own
+    /// ports (`host`, `host:port`, comma-separated; `*` for any).
+    #[arg(long, env = "ALLOWED_PUSH_ENDPOINTS")]
+    allowed_push_endpoints: Option<String>,
 }
 
 #[derive(Args)]
@@ -154,6 +163,16 @@ struct BrokerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
+    /// Host names the broker answers besides loopback names and addresses
+    /// (comma-separated; `.domain` for a domain and its subdomains; `*` for
+    /// any). Requests naming another host get 403 (DNS rebinding). Beyond
+    /// loopback (`--host 0.0.0.0`), the names clients use to reach it.
+    #[arg(long, env = "ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
+    /// Where push subscriptions may send requests: `host`, `host:port`,
+    /// comma-separated, or `*` (the default) for anywhere.
+    #[arg(long, env = "ALLOWED_PUSH_ENDPOINTS", default_value = "*")]
+    allowed_push_endpoints: String,
     /// Where the broker keeps its store and signing key.
     #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
     data_dir: PathBuf,
@@ -190,7 +209,11 @@ fn main() -> anyhow::Result<()> {
                     email: args.email_port,
                     sms: args.sms_port,
                 };
-                up::run(args.data_dir, ports, shutdown::signal()).await
+                let access = up::Access {
+                    allowed_hosts: args.allowed_hosts,
+                    extra_push_endpoints: args.allowed_push_endpoints,
+                };
+                up::run(args.data_dir, ports, access, shutdown::signal()).await
             }
             Command::Post(args) => {
                 let api_key = args.api_key.or_else(|| up::read_api_key(&args.data_dir));
@@ -253,6 +276,10 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     config.max_push_window = args.max_push_window;
     config.console_show_data = args.console_show_data;
     config.payload_budget = args.payload_budget_mib.saturating_mul(1 << 20);
+    if let Some(hosts) = &args.allowed_hosts {
+        config.allowed_hosts = labrelay_contract::origin_guard::AllowedHosts::parse(hosts)?;
+    }
+    config.push_endpoints = labrelay_broker::PushEndpoints::parse(&args.allowed_push_endpoints)?;
     let broker = labrelay_broker::Broker::open(config)?;
     // Scripts and tests read this line to find the port.
     println!(

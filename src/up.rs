@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use labrelay_broker::{Broker, BrokerConfig, BrokerError, pb};
+use labrelay_broker::{Broker, BrokerConfig, BrokerError, PushEndpoints, pb};
 use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
+use labrelay_contract::origin_guard::{ALLOWED_HOSTS, AllowedHosts};
 use labrelay_contract::private_fs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,15 @@ pub const DEAD_LETTER_TOPIC: &str = "new-lab-report-dead-letter";
 /// Keeps what reaches the dead-letter topic: Pub/Sub drops messages
 /// published to a topic without subscriptions.
 pub const DEAD_LETTER_SUBSCRIPTION: &str = "new-lab-report-dead-letter-sub";
+
+/// Who may talk to the system's ports, and where the broker may push.
+#[derive(Default)]
+pub struct Access {
+    /// `ALLOWED_HOSTS` for every port (the broker's and the services').
+    pub allowed_hosts: Option<String>,
+    /// Push endpoints allowed besides the services' own addresses.
+    pub extra_push_endpoints: Option<String>,
+}
 
 pub struct Ports {
     pub broker: u16,
@@ -265,6 +275,7 @@ fn private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
 pub async fn run(
     data_dir: PathBuf,
     ports: Ports,
+    access: Access,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     private_data_dir(&data_dir)?;
@@ -278,7 +289,19 @@ pub async fn run(
     let email_addr = email_listener.local_addr()?;
     let sms_addr = sms_listener.local_addr()?;
 
-    let broker_config = BrokerConfig::new(data_dir.join("broker"), broker_addr);
+    let mut broker_config = BrokerConfig::new(data_dir.join("broker"), broker_addr);
+    if let Some(hosts) = &access.allowed_hosts {
+        broker_config.allowed_hosts = AllowedHosts::parse(hosts)?;
+    }
+    // The broker pushes to this run's services and, if the operator says
+    // so, elsewhere: a subscription made through its API cannot turn it
+    // against other addresses.
+    broker_config.push_endpoints = PushEndpoints::only([email_addr, sms_addr]);
+    if let Some(extra) = &access.extra_push_endpoints {
+        broker_config
+            .push_endpoints
+            .extend(PushEndpoints::parse(extra)?);
+    }
     let issuer = broker_config.issuer.clone();
     let broker = Broker::open(broker_config)?;
     ensure_topology(&broker, &project, email_addr, sms_addr).await?;
@@ -295,8 +318,15 @@ pub async fn run(
         let entry = format!("{LOCAL_LAB}:{}", hash_key(&api_key));
         lab_defaults.push(("INGEST_API_KEYS", entry));
     }
-    let mut lab_settings =
-        labrelay_lab_report_service::Settings::from_vars(env_with(lab_defaults, vec![]))?;
+    let hosts_var: Vec<(&'static str, String)> = access
+        .allowed_hosts
+        .iter()
+        .map(|hosts| (ALLOWED_HOSTS, hosts.clone()))
+        .collect();
+    let mut lab_settings = labrelay_lab_report_service::Settings::from_vars(env_with(
+        lab_defaults,
+        hosts_var.clone(),
+    ))?;
     // Keys from the environment come in addition to `up`'s own.
     if let IngestAuth::Keys(keys) = &lab_settings.ingest_auth
         && !keys.labs().any(|lab| lab == LOCAL_LAB)
@@ -311,7 +341,11 @@ pub async fn run(
                 notify_log_url(&data_dir.join("email-service"))?,
             ),
         ],
-        push_auth_vars(&project, &issuer, broker_addr, email_addr),
+        [
+            push_auth_vars(&project, &issuer, broker_addr, email_addr),
+            hosts_var.clone(),
+        ]
+        .concat(),
     ))?;
     let twilio = std::env::var_os("TWILIO_ACCOUNT_SID").is_some();
     let mut sms_defaults = vec![("NOTIFY_LOG", notify_log_url(&data_dir.join("sms-service"))?)];
@@ -320,7 +354,11 @@ pub async fn run(
     }
     let sms_settings = labrelay_sms_service::Settings::from_vars(env_with(
         sms_defaults,
-        push_auth_vars(&project, &issuer, broker_addr, sms_addr),
+        [
+            push_auth_vars(&project, &issuer, broker_addr, sms_addr),
+            hosts_var,
+        ]
+        .concat(),
     ))?;
 
     let stop = CancellationToken::new();

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
+use labrelay_contract::origin_guard::AllowedHosts;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,7 @@ use crate::names::{DELETED_TOPIC, ProjectName, SubscriptionName, TopicName};
 use crate::oidc::OidcSigner;
 use crate::payloads::{Payloads, READ_AHEAD, Stored};
 use crate::pb;
+use crate::push_endpoints::PushEndpoints;
 use crate::push_http::PushHttp;
 use crate::store::{NewMessage, Store, StoreThread};
 use crate::subscription::{Delivery, Failure, Message, Subscription};
@@ -51,6 +53,12 @@ pub struct BrokerConfig {
     /// on disk only and are read back, ahead of delivery, when they are
     /// next; the rest of each message (about 250 bytes) stays in memory.
     pub payload_budget: usize,
+    /// Host names the broker answers besides loopback names (default:
+    /// none; see [`labrelay_contract::origin_guard`]).
+    pub allowed_hosts: AllowedHosts,
+    /// Where push subscriptions may send requests (default: anywhere; see
+    /// [`crate::push_endpoints`]).
+    pub push_endpoints: PushEndpoints,
 }
 
 impl BrokerConfig {
@@ -63,6 +71,8 @@ impl BrokerConfig {
             console_show_data: false,
             journal_max_messages: 100_000,
             payload_budget: config::DEFAULT_PAYLOAD_BUDGET,
+            allowed_hosts: AllowedHosts::loopback(),
+            push_endpoints: PushEndpoints::any(),
         }
     }
 }
@@ -154,7 +164,7 @@ impl Broker {
     /// subscription and unacknowledged message, and starts delivering.
     /// Must be called inside a Tokio runtime.
     pub fn open(config: BrokerConfig) -> anyhow::Result<Broker> {
-        std::fs::create_dir_all(&config.data_dir)
+        labrelay_contract::private_fs::private_dir(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let signer = Arc::new(OidcSigner::load_or_create(
             &config.data_dir,
@@ -439,6 +449,7 @@ impl Broker {
 
     pub async fn create_subscription(&self, config: pb::Subscription) -> Result<pb::Subscription> {
         let (name, mut config) = normalize_subscription(config)?;
+        self.check_push_endpoint(config.push_config.as_ref())?;
         let _admin = self.inner.admin.lock().await;
         let topic = self.existing_topic(&config.topic)?;
         if let Some(dead_letter) = &config.dead_letter_policy {
@@ -522,6 +533,7 @@ impl Broker {
             }
         }
         let (_, config) = normalize_subscription(config)?;
+        self.check_push_endpoint(config.push_config.as_ref())?;
         if let Some(dead_letter) = &config.dead_letter_policy {
             self.existing_topic(&dead_letter.dead_letter_topic)?;
         }
@@ -533,11 +545,28 @@ impl Broker {
         Ok(config)
     }
 
+    /// Refuses a push endpoint outside [`BrokerConfig::push_endpoints`].
+    fn check_push_endpoint(&self, push: Option<&pb::PushConfig>) -> Result<()> {
+        match push.filter(|p| !p.push_endpoint.is_empty()) {
+            Some(push) => match self
+                .inner
+                .config
+                .push_endpoints
+                .refusal(&push.push_endpoint)
+            {
+                Some(why) => Err(BrokerError::PermissionDenied(why)),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
     pub async fn modify_push_config(&self, name: &str, push: Option<pb::PushConfig>) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
         let sub = self.subscription(name)?;
         let push = push.unwrap_or_default();
         config::validate_push_config(&push)?;
+        self.check_push_endpoint(Some(&push))?;
         let mut config = sub.config();
         config.push_config = Some(push);
         self.inner
@@ -810,10 +839,25 @@ impl Broker {
     ) -> anyhow::Result<()> {
         let stop = self.inner.shutdown.clone();
         let app = self.router();
+        let hosts = self.inner.config.allowed_hosts.clone();
+        if let Ok(addr) = listener.local_addr()
+            && !addr.ip().is_loopback()
+        {
+            tracing::warn!(
+                %addr,
+                allowed_hosts = %hosts,
+                push_endpoints = %self.inner.config.push_endpoints,
+                "the broker's API has no authentication and listens beyond loopback: \
+                 whoever reaches this port can publish, read messages, change \
+                 subscriptions and make the broker send push requests; restrict who \
+                 can reach it (firewall, container network) and where it pushes \
+                 (--allowed-push-endpoints)"
+            );
+        }
         // The shared server: TCP_NODELAY (without it Nagle holds back the last
         // small frame of a response, gRPC's trailers, until the peer's delayed
         // ACK), and connections that say nothing are closed.
-        let result = labrelay_contract::serve::serve(listener, app, async move {
+        let result = labrelay_contract::serve::serve(listener, app, hosts, async move {
             tokio::select! {
                 _ = shutdown => {}
                 _ = stop.cancelled() => {}

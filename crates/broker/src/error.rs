@@ -15,6 +15,10 @@ pub enum BrokerError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The broker's settings forbid it (a push endpoint outside the
+    /// allowlist).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A feature this broker does not offer (yet).
     #[error("{0}")]
     Unimplemented(String),
@@ -41,6 +45,7 @@ impl From<BrokerError> for tonic::Status {
             BrokerError::NotFound(m) => tonic::Status::not_found(m),
             BrokerError::AlreadyExists(m) => tonic::Status::already_exists(m),
             BrokerError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            BrokerError::PermissionDenied(m) => tonic::Status::permission_denied(m),
             BrokerError::Unimplemented(m) => tonic::Status::unimplemented(m),
             BrokerError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "store unavailable");

@@ -19,6 +19,7 @@
 //! - `engine`: topics, subscriptions, leases and redelivery in memory.
 //! - `retry`: pure backoff and push-window policies.
 //! - `push`: one push worker per push subscription.
+//! - `push_endpoints`: where push subscriptions may send requests.
 //! - `push_http`: the push client; HTTP/2 (h2c) to cleartext endpoints that
 //!   speak it, HTTP/1.1 to the others.
 //! - `oidc`: the signing key, push tokens and the JWKS endpoints.
@@ -60,6 +61,7 @@ pub mod names;
 mod oidc;
 mod payloads;
 mod push;
+mod push_endpoints;
 mod push_h2;
 mod push_http;
 mod rest;
@@ -72,3 +74,4 @@ pub use config::DEFAULT_PAYLOAD_BUDGET;
 pub use engine::{Broker, BrokerConfig};
 pub use error::BrokerError;
 pub use grpc::PubSubService;
+pub use push_endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};

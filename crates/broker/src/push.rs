@@ -48,7 +48,9 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
     let mut paused_until: Option<tokio::time::Instant> = None;
     let mut in_flight: JoinSet<(Delivery, Outcome, PushTrace)> = JoinSet::new();
     // The endpoint parsed once per configuration rather than once per push.
-    let mut endpoint: Option<(Arc<SubscriptionSettings>, Option<reqwest::Url>)> = None;
+    // A refused endpoint (unparsable, or outside the broker's allowlist)
+    // carries the reason each attempt fails with.
+    let mut endpoint: Option<(Arc<SubscriptionSettings>, Result<reqwest::Url, String>)> = None;
     loop {
         let changed = sub.changed.notified();
         let reconfigured = sub.reconfigured.notified();
@@ -75,10 +77,20 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                     .as_ref()
                     .is_none_or(|(parsed_for, _)| !Arc::ptr_eq(parsed_for, &settings))
                 {
-                    let url = reqwest::Url::parse(&push.endpoint).ok();
+                    let url = match inner.config.push_endpoints.refusal(&push.endpoint) {
+                        None => reqwest::Url::parse(&push.endpoint)
+                            .map_err(|e| format!("push endpoint is not a URL: {e}")),
+                        Some(why) => {
+                            tracing::warn!(subscription = %sub.name, why = ?why, "not pushing");
+                            Err(why)
+                        }
+                    };
                     endpoint = Some((settings.clone(), url));
                 }
-                let url = endpoint.as_ref().and_then(|(_, url)| url.as_ref());
+                let url = match &endpoint {
+                    Some((_, url)) => url.as_ref().map_err(String::as_str),
+                    None => Err("no push endpoint"),
+                };
                 for delivery in deliveries {
                     let request = build_request(&inner, &sub, push, url, &settings, &delivery);
                     let inner = inner.clone();
@@ -185,7 +197,7 @@ fn build_request(
     inner: &Inner,
     sub: &Subscription,
     push: &PushSettings,
-    url: Option<&reqwest::Url>,
+    url: Result<&reqwest::Url, &str>,
     settings: &SubscriptionSettings,
     delivery: &Delivery,
 ) -> Result<reqwest::Request, String> {
@@ -194,7 +206,7 @@ fn build_request(
         .publish_time
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let url = url.ok_or_else(|| "request failed".to_string())?;
+    let url = url.map_err(str::to_string)?;
     let mut request = inner.http.post(url.clone()).timeout(settings.ack_deadline);
     if let Some((email, audience)) = &push.oidc {
         let bearer = inner
@@ -230,10 +242,15 @@ fn build_request(
                     .map(|(k, v)| (k.as_str(), v.clone()));
                 for (name, value) in metadata.into_iter().chain(attributes) {
                     // Attributes that are not valid header names or values
-                    // cannot be carried; skipping them beats failing the push.
+                    // cannot be carried, and those that would steer the
+                    // request itself (its host, credentials, framing or
+                    // type, or the metadata above) must not be; skipping
+                    // them beats failing the push.
                     if let (Ok(name), Ok(value)) =
                         (HeaderName::try_from(name), HeaderValue::try_from(value))
                         && !value.is_empty()
+                        && !headers.contains_key(&name)
+                        && !is_reserved_header(&name)
                     {
                         headers.insert(name, value);
                     }
@@ -249,6 +266,29 @@ fn build_request(
         }
     };
     request.build().map_err(|e| describe(&e))
+}
+
+/// Headers an attribute never sets on an unwrapped push: the request's
+/// target, credentials, framing and body type, and the hop-by-hop headers
+/// (RFC 9110 7.6.1).
+fn is_reserved_header(name: &HeaderName) -> bool {
+    const RESERVED: [&str; 14] = [
+        "host",
+        "authorization",
+        "proxy-authorization",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ];
+    RESERVED.contains(&name.as_str())
 }
 
 /// The wrapped push body: [`labrelay_contract::push::PushEnvelope`]'s JSON,

@@ -437,7 +437,13 @@ async fn unwrapped_pushes_carry_the_raw_data_and_metadata_headers(_: &TestBroker
         data: br#"{"id": 12}"#.to_vec(),
         attributes: [
             ("color".to_owned(), "blue".to_owned()),
-            ("Content-Type".to_owned(), "application/json".to_owned()),
+            // Attributes that would steer the request are never headers.
+            ("Content-Type".to_owned(), "text/html".to_owned()),
+            ("Authorization".to_owned(), "Bearer chosen".to_owned()),
+            ("Host".to_owned(), "metadata.google.internal".to_owned()),
+            ("Transfer-Encoding".to_owned(), "chunked".to_owned()),
+            ("Connection".to_owned(), "upgrade".to_owned()),
+            ("x-goog-pubsub-message-id".to_owned(), "forged".to_owned()),
         ]
         .into(),
         ordering_key: "pet-7".into(),
@@ -480,7 +486,14 @@ async fn unwrapped_pushes_carry_the_raw_data_and_metadata_headers(_: &TestBroker
     );
     assert_eq!(request.header("x-goog-pubsub-ordering-key"), Some("pet-7"));
     assert_eq!(request.header("color"), Some("blue"));
-    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert!(request.header("authorization").is_none());
+    assert!(request.header("transfer-encoding").is_none());
+    assert_ne!(request.header("host"), Some("metadata.google.internal"));
+    assert_ne!(request.header("connection"), Some("upgrade"));
 
     bare.assert_quiet(Duration::from_millis(300)).await;
     with_metadata.assert_quiet(Duration::from_millis(300)).await;
@@ -765,4 +778,75 @@ async fn an_ordering_key_is_pushed_one_message_at_a_time(_: &TestBroker, api: &i
         "publish order: {order:?}"
     );
     receiver.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[test]
+fn push_endpoints_outside_the_allowlist_are_refused_and_never_pushed() {
+    run(async {
+        let mut receiver = PushReceiver::start().await;
+        let mut broker = spawn_broker_with(|_| {}).await;
+        let api = broker.grpc().await;
+        api.topic("orders").await;
+        api.subscription("push", "orders", |s| {
+            s.push_config = Some(push_to(&receiver.url()))
+        })
+        .await;
+        api.publish_data("orders", &["1"]).await;
+        receiver.next().await;
+
+        // Restarted with an allowlist that leaves the receiver out: the
+        // stored subscription is not pushed to, and no new one can name it.
+        let allowed = labrelay_broker::PushEndpoints::parse("127.0.0.1:9").unwrap();
+        broker
+            .restart_with(|config| config.push_endpoints = allowed)
+            .await;
+        let api = broker.grpc().await;
+        api.publish_data("orders", &["2"]).await;
+        receiver.assert_quiet(Duration::from_millis(500)).await;
+        for (protocol, refused) in [
+            (
+                "grpc",
+                api.modify_push_config(&subscription_name("push"), push_to(&receiver.url()))
+                    .await
+                    .unwrap_err(),
+            ),
+            (
+                "rest",
+                broker
+                    .rest()
+                    .create_subscription(pb::Subscription {
+                        name: subscription_name("other"),
+                        topic: topic_name("orders"),
+                        push_config: Some(push_to(&receiver.url())),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_err(),
+            ),
+        ] {
+            assert_eq!(refused.code, common::Code::PermissionDenied, "{protocol}");
+            assert!(
+                refused.message.contains("--allowed-push-endpoints"),
+                "{protocol}: {}",
+                refused.message
+            );
+        }
+
+        // Allowed again, the message held back is delivered: nothing lost.
+        broker
+            .restart_with(|config| config.push_endpoints = labrelay_broker::PushEndpoints::any())
+            .await;
+        // ("1" may come again first: its ack was not yet stored when the
+        // broker stopped.)
+        loop {
+            let pushed = envelope(&receiver.next().await);
+            let data = BASE64
+                .decode(pushed["message"]["data"].as_str().unwrap())
+                .unwrap();
+            if data == b"2" {
+                break;
+            }
+            assert_eq!(data, b"1");
+        }
+    });
 }

@@ -53,6 +53,7 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::NotFound => Code::NotFound,
             tonic::Code::AlreadyExists => Code::AlreadyExists,
             tonic::Code::FailedPrecondition => Code::FailedPrecondition,
+            tonic::Code::PermissionDenied => Code::PermissionDenied,
             tonic::Code::OutOfRange => Code::OutOfRange,
             tonic::Code::Unimplemented => Code::Unimplemented,
             tonic::Code::Unavailable => Code::Unavailable,

@@ -251,6 +251,7 @@ pub enum Code {
     NotFound,
     AlreadyExists,
     FailedPrecondition,
+    PermissionDenied,
     OutOfRange,
     Unimplemented,
     Unavailable,

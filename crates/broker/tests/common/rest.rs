@@ -130,7 +130,7 @@ fn http_status_of(status: &str) -> Option<(u16, Code)> {
         "UNAVAILABLE" => (503, Code::Unavailable),
         "INTERNAL" => (500, Code::Internal),
         "ABORTED" => (409, Code::Other),
-        "PERMISSION_DENIED" => (403, Code::Other),
+        "PERMISSION_DENIED" => (403, Code::PermissionDenied),
         "UNAUTHENTICATED" => (401, Code::Other),
         "RESOURCE_EXHAUSTED" => (429, Code::Other),
         "DEADLINE_EXCEEDED" => (504, Code::Other),
