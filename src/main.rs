@@ -28,7 +28,9 @@ mod dead_letters;
 mod post;
 mod shutdown;
 mod telemetry;
-mod up;
+
+use labrelay::up;
+use labrelay_contract::up_file::UpFile;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,9 +96,10 @@ struct UpArgs {
 
 #[derive(Args)]
 struct PostArgs {
-    /// The lab-report-service to post to.
-    #[arg(long, env = "LABRELAY_URL", default_value = "http://127.0.0.1:8080/")]
-    url: String,
+    /// The lab-report-service to post to; default: the running `up`'s
+    /// (its `up.json` in the data directory), else http://127.0.0.1:8080/.
+    #[arg(long, env = "LABRELAY_URL")]
+    url: Option<String>,
     /// Post the seed's bare `{"id": N}` instead of a full sample report.
     #[arg(long)]
     bare: bool,
@@ -128,20 +131,34 @@ enum DeadLetterCommand {
 
 #[derive(Args)]
 struct DeadLetterArgs {
-    /// The broker, host:port.
-    #[arg(long, env = "PUBSUB_EMULATOR_HOST", default_value = "127.0.0.1:8085")]
-    broker: String,
-    /// The project; default as everywhere: PUBSUB_PROJECT_ID, GOOGLE_CLOUD_PROJECT, labrelay-local.
+    /// The broker, host:port; default: the running `up`'s (its `up.json`
+    /// in the data directory), else 127.0.0.1:8085.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    broker: Option<String>,
+    /// The project; default: PUBSUB_PROJECT_ID, GOOGLE_CLOUD_PROJECT, the
+    /// running `up`'s, labrelay-local.
     #[arg(long)]
     project: Option<String>,
+    /// Where `labrelay up` keeps its data (and its `up.json`).
+    #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
+    data_dir: PathBuf,
 }
 
 impl DeadLetterArgs {
     fn target(self) -> dead_letters::Target {
-        dead_letters::Target {
-            broker: self.broker,
-            project: self.project.unwrap_or_else(up::project_id),
-        }
+        let running = UpFile::read(&self.data_dir).ok();
+        let project = self.project.unwrap_or_else(|| {
+            let from_env = std::env::var("PUBSUB_PROJECT_ID")
+                .or_else(|_| std::env::var("GOOGLE_CLOUD_PROJECT"))
+                .ok();
+            from_env
+                .or_else(|| running.as_ref().map(|up| up.project.clone()))
+                .unwrap_or_else(up::project_id)
+        });
+        let broker = self.broker.unwrap_or_else(|| {
+            running.map_or_else(|| "127.0.0.1:8085".to_string(), |up| up.broker.to_string())
+        });
+        dead_letters::Target { broker, project }
     }
 }
 
@@ -216,8 +233,15 @@ fn main() -> anyhow::Result<()> {
                 up::run(args.data_dir, ports, access, shutdown::signal()).await
             }
             Command::Post(args) => {
+                let running = UpFile::read(&args.data_dir).ok();
+                let url = args.url.unwrap_or_else(|| {
+                    running.as_ref().map_or_else(
+                        || "http://127.0.0.1:8080/".to_string(),
+                        UpFile::lab_report_url,
+                    )
+                });
                 let api_key = args.api_key.or_else(|| up::read_api_key(&args.data_dir));
-                post::run(&args.url, &args.ids, args.bare, api_key.as_deref()).await
+                post::run(&url, &args.ids, args.bare, api_key.as_deref()).await
             }
             Command::Broker(args) => run_broker(args).await,
             Command::DeadLetters(DeadLetterCommand::List(args)) => {

@@ -10,6 +10,7 @@ use labrelay_broker::{Broker, BrokerConfig, BrokerError, PushEndpoints, pb};
 use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
 use labrelay_contract::origin_guard::{ALLOWED_HOSTS, AllowedHosts};
 use labrelay_contract::private_fs;
+use labrelay_contract::up_file::UpFile;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -413,6 +414,22 @@ pub async fn run(
     println!("  sms-service         http://{sms_addr}/   sends to {sms_target}");
     println!("Ctrl-C stops it; a later `labrelay up` on the same data resumes.");
 
+    // Written once every part listens: readers that find it can connect.
+    let up_file_path = UpFile::path(&data_dir);
+    let up_file = UpFile {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        project: project.clone(),
+        broker: broker_addr,
+        lab_report_service: lab_addr,
+        email_service: email_addr,
+        sms_service: sms_addr,
+        api_key_file: std::path::absolute(data_dir.join(API_KEY_FILE))
+            .context("resolving the data directory")?,
+    };
+    private_fs::write_atomic(&up_file_path, &up_file.to_json())
+        .with_context(|| format!("writing {}", up_file_path.display()))?;
+
     let mut result = Ok(());
     tokio::select! {
         _ = shutdown => {}
@@ -427,6 +444,11 @@ pub async fn run(
         {
             result = Err(error);
         }
+    }
+    // Nothing listens any more; a file left by a killed process names a
+    // pid that is gone.
+    if let Err(error) = std::fs::remove_file(&up_file_path) {
+        tracing::warn!(path = %up_file_path.display(), %error, "could not remove the up file");
     }
     result
 }

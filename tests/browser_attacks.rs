@@ -7,76 +7,48 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 use serde_json::Value;
 
-/// `labrelay up` and the addresses its banner names.
+/// `labrelay up` with `args`, and where its parts listen.
 struct Up {
-    child: Child,
+    process: labrelay_testkit::up::Up,
     broker: SocketAddr,
+    /// Each part's name and address, the broker first.
     ports: Vec<(&'static str, SocketAddr)>,
 }
 
 impl Up {
     fn start(data_dir: &Path, args: &[&str]) -> Up {
-        let mut child = support::up_command(data_dir)
+        let mut command = support::up_command(data_dir);
+        command
             .args(args)
             .env("RUST_LOG", "warn")
-            .env_remove("ALLOWED_HOSTS")
-            .env_remove("ALLOWED_PUSH_ENDPOINTS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut ports = Vec::new();
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            let mut words = line.split_whitespace();
-            if let (Some(name), Some(url)) = (words.next(), words.next())
-                && let Some(addr) = url
-                    .strip_prefix("http://")
-                    .and_then(|a| a.trim_end_matches('/').parse().ok())
-            {
-                for part in [
-                    "broker",
-                    "lab-report-service",
-                    "email-service",
-                    "sms-service",
-                ] {
-                    if name == part {
-                        ports.push((part, addr));
-                    }
-                }
-            }
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-        }
-        assert_eq!(ports.len(), 4, "up printed every part's address: {ports:?}");
+            .stdout(Stdio::null());
+        let process = support::start_up(command, data_dir);
+        let running = &process.running;
+        let ports = vec![
+            ("broker", running.broker),
+            ("lab-report-service", running.lab_report_service),
+            ("email-service", running.email_service),
+            ("sms-service", running.sms_service),
+        ];
         Up {
-            child,
-            broker: ports[0].1,
+            broker: running.broker,
             ports,
+            process,
         }
     }
 
     fn subscription_url(&self, id: &str) -> String {
         format!(
-            "http://{}/v1/projects/labrelay-local/subscriptions/{id}",
-            self.broker
+            "{}/v1/projects/labrelay-local/subscriptions/{id}",
+            self.process.broker_url()
         )
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

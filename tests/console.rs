@@ -11,13 +11,13 @@
 //! and runs `npm ci --prefix tests/console` first.
 //!
 //! `LABRELAY_CONSOLE_SCREENSHOT=docs/console.png cargo nextest run --test
-//! console` also saves the screenshot the README shows.
+//! console` also saves the screenshot docs/operations.md shows.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -58,50 +58,13 @@ fn require_browser() {
 
 /// `labrelay up` with its email-service sending to `smtp_url`, killed when
 /// dropped.
-struct Up {
-    child: Child,
-    urls: Vec<(String, String)>,
-}
-
-impl Up {
-    fn start(data_dir: &Path, smtp_url: &str) -> Up {
-        let mut child = support::up_command(data_dir)
-            .env("SMTP_URL", smtp_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting labrelay up");
-        let mut urls = Vec::new();
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            let mut words = line.split_whitespace();
-            if let (Some(name), Some(url)) = (words.next(), words.next())
-                && url.starts_with("http://")
-            {
-                urls.push((name.to_string(), url.trim_end_matches('/').to_string()));
-            }
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-        }
-        Up { child, urls }
-    }
-
-    fn url(&self, name: &str) -> &str {
-        self.urls
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, u)| u.as_str())
-            .unwrap_or_else(|| panic!("up printed no {name} URL: {:?}", self.urls))
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_up(data_dir: &Path, smtp_url: &str) -> labrelay_testkit::up::Up {
+    let mut command = support::up_command(data_dir);
+    command
+        .env("SMTP_URL", smtp_url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    support::start_up(command, data_dir)
 }
 
 /// Runs the browser script, answering its `ASK smtp <mode>` lines by
@@ -159,7 +122,7 @@ async fn the_console_shows_a_reports_journey_failures_and_replays_a_dead_letter(
     require_browser();
     let sink = SmtpSink::start().await.expect("starting the SMTP sink");
     let data = tempfile::tempdir().unwrap();
-    let up = Up::start(data.path(), &sink.url());
+    let up = start_up(data.path(), &sink.url());
     let api_key = std::fs::read_to_string(data.path().join("ingest-api-key")).unwrap();
 
     let mut command = Command::new("node");

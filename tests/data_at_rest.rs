@@ -11,30 +11,29 @@ mod support;
 use std::io::{BufRead, BufReader, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `labrelay up` with its log (at `info`) collected.
 struct Up {
-    child: Child,
-    lab_url: String,
+    process: labrelay_testkit::up::Up,
     log: Arc<Mutex<String>>,
 }
 
 impl Up {
     fn start(data_dir: &Path) -> Up {
-        let mut child = support::up_command(data_dir)
+        let mut command = support::up_command(data_dir);
+        command
             .env("RUST_LOG", "info")
             // The human-readable log, whatever the test's environment says.
             .env_remove("LOG_FORMAT")
             .env_remove("K_SERVICE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut process = support::start_up(command, data_dir);
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
+        let stderr = process.child().stderr.take().unwrap();
         let collected = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -44,26 +43,17 @@ impl Up {
                 log.push('\n');
             }
         });
-        let mut lab_url = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("lab-report-service") {
-                lab_url = line.split_whitespace().nth(1).map(str::to_string);
-            }
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-        }
-        Up {
-            child,
-            lab_url: lab_url.expect("up printed the lab-report-service URL"),
-            log,
-        }
+        Up { process, log }
     }
 
     fn post(&self, data_dir: &Path, id: &str) {
         let posted = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-            .args(["post", "--url", &self.lab_url, "--data-dir"])
+            .args([
+                "post",
+                "--url",
+                &self.process.running.lab_report_url(),
+                "--data-dir",
+            ])
             .arg(data_dir)
             .arg(id)
             .env_remove("LABRELAY_API_KEY")
@@ -75,13 +65,6 @@ impl Up {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

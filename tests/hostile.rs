@@ -8,59 +8,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-struct Up {
-    child: Child,
-    urls: Vec<(String, String)>,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Up {
-    let mut child = support::up_command(data_dir)
+fn start(data_dir: &Path) -> labrelay_testkit::up::Up {
+    let mut command = support::up_command(data_dir);
+    command
         .env("RUST_LOG", "error")
         .env("PUSH_AUTH", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut urls = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let mut words = line.split_whitespace();
-        if let (Some(name), Some(url)) = (words.next(), words.next())
-            && url.starts_with("http://")
-        {
-            urls.push((name.to_string(), url.trim_end_matches('/').to_string()));
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    Up { child, urls }
-}
-
-impl Up {
-    fn url(&self, name: &str) -> String {
-        self.urls
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, u)| u.clone())
-            .unwrap_or_else(|| panic!("no {name} in {:?}", self.urls))
-    }
+        .stdout(Stdio::null());
+    support::start_up(command, data_dir)
 }
 
 /// Bodies that are not what any endpoint wants.

@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use labrelay_testkit::smtp::SmtpSink;
@@ -18,11 +18,6 @@ const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TWILIO_TOKEN: &str = "twilio-token-must-not-be-logged";
 const SMTP_USER: &str = "results-mailer";
 const SMTP_PASSWORD: &str = "smtp-password-must-not-be-logged";
-
-/// Waits for `path` to contain `needle`, for at most 30 s.
-fn wait_for_text(path: &Path, needle: &str) -> String {
-    wait_for_count(path, needle, 1)
-}
 
 /// Waits for `path` to contain `needle` `n` times, for at most 30 s. The
 /// file is another process's output, so there is nothing to await but
@@ -47,7 +42,9 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
     let data = tempfile::tempdir().unwrap();
     let stdout_path = data.path().join("up.stdout");
     let stderr_path = data.path().join("up.stderr");
-    let mut up = support::up_command(&data.path().join("data"))
+    let data_dir = data.path().join("data");
+    let mut command = support::up_command(&data_dir);
+    command
         .env("RUST_LOG", "info")
         .env_remove("LOG_FORMAT")
         .env_remove("PUSH_AUTH")
@@ -59,17 +56,10 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
         .env("TWILIO_FROM", "+15550001111")
         .env("TWILIO_API_BASE", twilio.base_url())
         .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
+    let up = support::start_up(command, &data_dir);
 
-    let banner = wait_for_text(&stdout_path, "Ctrl-C");
-    let lab_url = banner
-        .lines()
-        .find(|l| l.trim_start().starts_with("lab-report-service"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no lab-report-service URL in {banner}"))
-        .to_string();
+    let lab_url = up.running.lab_report_url();
     let api_key = std::fs::read_to_string(data.path().join("data/ingest-api-key")).unwrap();
 
     // Reports with values that cannot turn up in a log by chance.
@@ -120,11 +110,7 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
         .unwrap();
     assert_eq!(rejected.status(), 400);
 
-    Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(up.wait().unwrap().success());
+    assert!(up.terminate().success());
 
     let logs = format!(
         "{}\n{}",
@@ -188,7 +174,8 @@ async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
     let data_dir = data.path().join("data");
     let stdout_path = data.path().join("up.stdout");
     let stderr_path = data.path().join("up.stderr");
-    let mut up = support::up_command(&data_dir)
+    let mut command = support::up_command(&data_dir);
+    command
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
         .env("GOOGLE_CLOUD_PROJECT", PROJECT)
@@ -196,17 +183,10 @@ async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
         .env_remove("PUSH_AUTH")
         .env_remove("K_SERVICE")
         .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
+    let up = support::start_up(command, &data_dir);
 
-    let banner = wait_for_text(&stdout_path, "Ctrl-C");
-    let lab_url = banner
-        .lines()
-        .find(|l| l.trim_start().starts_with("lab-report-service"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no lab-report-service URL in {banner}"))
-        .to_string();
+    let lab_url = up.running.lab_report_url();
     let api_key = std::fs::read_to_string(data_dir.join("ingest-api-key")).unwrap();
 
     let http = reqwest::Client::new();
@@ -245,15 +225,7 @@ async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
     );
 
     // In one process, each port's /metrics still shows its service only.
-    let url_of = |service: &str| {
-        banner
-            .lines()
-            .find(|l| l.trim_start().starts_with(service))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or_else(|| panic!("no {service} URL in {banner}"))
-            .trim_end_matches('/')
-            .to_string()
-    };
+    let url_of = |service: &str| up.url(service);
     let scrape = |base: String| {
         let http = http.clone();
         async move {
@@ -289,11 +261,7 @@ async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
         );
     }
 
-    Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(up.wait().unwrap().success());
+    assert!(up.terminate().success());
 
     let logs = std::fs::read_to_string(&stderr_path).unwrap();
     let lines: Vec<Value> = logs

@@ -5,72 +5,48 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `labrelay up` on a data directory, and `labrelay post` against it.
 struct Up {
-    child: Child,
-    lab_url: String,
-    data_dir: PathBuf,
+    process: labrelay_testkit::up::Up,
 }
 
 impl Up {
     fn start(data_dir: &Path) -> Up {
-        let mut child = support::up_command(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lab_url = None;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if line.trim_start().starts_with("lab-report-service") {
-                lab_url = line.split_whitespace().nth(1).map(str::to_string);
-            }
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-        }
+        let mut command = support::up_command(data_dir);
+        command.env("RUST_LOG", "warn").stdout(Stdio::null());
         Up {
-            child,
-            lab_url: lab_url.expect("up printed the lab-report-service URL"),
-            data_dir: data_dir.to_path_buf(),
+            process: support::start_up(command, data_dir),
         }
     }
 
-    /// `labrelay post`, finding the API key in the data directory.
+    /// `labrelay post`, finding the service and the API key through the
+    /// data directory (its `up.json` and `ingest-api-key`), as a user would.
     fn post(&self, ids: &[&str]) -> std::process::Output {
         self.post_with(&[], ids)
     }
 
     fn post_with(&self, options: &[&str], ids: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_labrelay"))
-            .args(["post", "--url", &self.lab_url, "--data-dir"])
-            .arg(&self.data_dir)
+            .args(["post", "--data-dir"])
+            .arg(&self.process.data_dir)
             .args(options)
             .args(ids)
             .env_remove("LABRELAY_API_KEY")
+            .env_remove("LABRELAY_URL")
             .output()
             .unwrap()
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
+    fn lab_url(&self) -> String {
+        self.process.running.lab_report_url()
     }
-}
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
     }
 }
 
@@ -131,7 +107,7 @@ fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
     }
     let elsewhere = tempfile::tempdir().unwrap();
     let keyless = Command::new(env!("CARGO_BIN_EXE_labrelay"))
-        .args(["post", "--url", &up.lab_url, "--data-dir"])
+        .args(["post", "--url", &up.lab_url(), "--data-dir"])
         .arg(elsewhere.path())
         .arg("13")
         .env_remove("LABRELAY_API_KEY")
@@ -161,6 +137,10 @@ fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
 
     let status = up.terminate();
     assert!(status.success(), "up exits cleanly on SIGTERM: {status}");
+    assert!(
+        !data.path().join("up.json").exists(),
+        "a clean stop removes up.json"
+    );
 
     // Fix the channel and start again on the same data: report 78's email
     // was kept by the broker and goes out now.
@@ -212,7 +192,7 @@ fn thread_names(pid: u32) -> Vec<String> {
 fn up_runs_jemalloc_with_one_background_thread() {
     let data = tempfile::tempdir().unwrap();
     let up = Up::start(data.path());
-    let pid = up.child.id();
+    let pid = up.process.pid();
     // jemalloc names its thread from inside it, just after creating it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let background = loop {

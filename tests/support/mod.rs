@@ -95,20 +95,15 @@ impl Drop for Process {
 }
 
 /// `labrelay up` on `data_dir` with every port chosen by the system and no
-/// provider, ingest or broker settings inherited from the test's environment;
-/// callers add their own settings and stdio.
+/// provider, ingest, host or broker settings inherited from the test's
+/// environment; callers add their own settings and stdio.
 pub fn up_command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_labrelay"));
-    command
-        .args(["up", "--data-dir"])
-        .arg(data_dir)
-        .args(["--broker-port", "0", "--lab-report-port", "0"])
-        .args(["--email-port", "0", "--sms-port", "0"])
-        .env_remove("SMTP_URL")
-        .env_remove("TWILIO_ACCOUNT_SID")
-        .env_remove("INGEST_OPEN")
-        .env_remove("PUBSUB_EMULATOR_HOST");
-    command
+    labrelay_testkit::up::up_command(env!("CARGO_BIN_EXE_labrelay"), data_dir)
+}
+
+/// Starts `command` (from [`up_command`]) and waits for its `up.json`.
+pub fn start_up(command: Command, data_dir: &Path) -> labrelay_testkit::up::Up {
+    labrelay_testkit::up::Up::start(command, data_dir)
 }
 
 /// A port that was free a moment ago, for a process that must come back on

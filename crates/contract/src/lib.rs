@@ -35,6 +35,9 @@
 //! - [`private_fs`]: the data directory's modes (directories 0700, files
 //!   0600, looser ones tightened) and keys written atomically.
 //! - [`secret`]: credentials read from the environment, never printed.
+//! - [`up_file`]: `<data-dir>/up.json`, where a running `labrelay up`
+//!   can be reached (written by `up`, read by `post`, `dead-letters`, the
+//!   bench and the tests).
 //! - [`trace`]: the trace a request belongs to (`traceparent`,
 //!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
 
@@ -52,5 +55,6 @@ pub mod report;
 pub mod secret;
 pub mod serve;
 pub mod trace;
+pub mod up_file;
 
 pub use report::{LabReport, ReportError, ReportId};

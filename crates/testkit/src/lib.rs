@@ -9,6 +9,8 @@
 //! - `twilio`: a real HTTP server playing Twilio's Messages API, checking
 //!   method, path, auth and form fields, and answering 201, 429, 500 or 400
 //!   with Twilio's error JSON on demand.
+//! - `up`: `labrelay up` as a real process, found through its `up.json`.
 
 pub mod smtp;
 pub mod twilio;
+pub mod up;
