@@ -408,11 +408,9 @@ impl Pipeline {
     /// (e.g. `outcome="duplicate"`) on the part's `GET /metrics`.
     pub async fn metric(&self, part: Part, metric: &str, label: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.ports[part.name()]);
-        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        labrelay_testkit::metrics::Samples::scrape(&url)
+            .await
+            .sum(metric, label)
     }
 
     /// Pulls (through REST) and acknowledges what the dead-letter

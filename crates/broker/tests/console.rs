@@ -223,10 +223,10 @@ fn series_total(sub: &Value, key: &str) -> u64 {
         .sum()
 }
 
-/// A metric line's value, e.g. `metric(&text, "labrelay_broker_backlog_messages{subscription=\"x\"}")`.
+/// A series' value in a scrape, e.g.
+/// `metric(&text, "labrelay_broker_backlog_messages{subscription=\"x\"}")`.
 fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    labrelay_testkit::metrics::Samples::parse(text).get(series)
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! the whole-system tests in `tests/`.
 //!
 //! Layout:
+//! - `metrics`: a scrape of `GET /metrics`, asked for one series or a
+//!   sum by label.
 //! - `smtp`: a real SMTP server (Python's aiosmtpd, started as a process)
 //!   whose answers can be switched between accept, 451, 550 and slow, with
 //!   optional AUTH; accepted, refused and received messages are events a
@@ -11,6 +13,7 @@
 //!   with Twilio's error JSON on demand.
 //! - `up`: `labrelay up` as a real process, found through its `up.json`.
 
+pub mod metrics;
 pub mod smtp;
 pub mod twilio;
 pub mod up;
