@@ -15,7 +15,7 @@ use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 use tonic::transport::Channel;
 
-use crate::up::{DEAD_LETTER_SUBSCRIPTION, TOPIC};
+use labrelay::up::{DEAD_LETTER_SUBSCRIPTION, TOPIC};
 
 const SOURCE_PREFIX: &str = "CloudPubSubDeadLetterSource";
 
