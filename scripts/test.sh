@@ -29,6 +29,9 @@ fi
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
+echo "== no Linux-only crate for macOS and Windows (cargo tree, no build)"
+scripts/check-portable.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -23,13 +23,9 @@ static MALLOC_CONF: Option<&std::ffi::c_char> = Some(
     unsafe { &*c"background_thread:true,max_background_threads:1,dirty_decay_ms:1000".as_ptr() },
 );
 
-mod bench;
 mod dead_letters;
-mod post;
 mod shutdown;
-mod telemetry;
 
-use labrelay::up;
 use labrelay_contract::up_file::UpFile;
 
 use std::net::SocketAddr;
@@ -37,6 +33,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use labrelay::{post, telemetry, up};
 
 #[derive(Parser)]
 #[command(
@@ -57,8 +54,6 @@ enum Command {
     Post(PostArgs),
     /// Run the Pub/Sub-compatible broker alone (gRPC and REST on one port).
     Broker(BrokerArgs),
-    /// Measure the system end to end, the broker alone (--broker), or against the lab's Node.js service (--peer node).
-    Bench(bench::BenchArgs),
     /// List or replay what the broker parked on the dead-letter topic.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -250,7 +245,6 @@ fn main() -> anyhow::Result<()> {
             Command::DeadLetters(DeadLetterCommand::Replay { target, ids }) => {
                 dead_letters::replay(&target.target(), &ids).await
             }
-            Command::Bench(args) => bench::run(args).await,
             Command::LabReportService(args) => {
                 let settings = labrelay_lab_report_service::Settings::from_env()?;
                 let listener = bind_service(&args, "lab-report-service").await?;

@@ -812,13 +812,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Bench hook (not API): the push token for `(email, audience)`, as a
-    /// push worker gets it (from the signer's cache while fresh).
-    #[doc(hidden)]
-    pub fn push_token_for_bench(&self, email: &str, audience: &str) -> anyhow::Result<Arc<str>> {
-        self.inner.signer.token(email, audience)
-    }
-
     /// The router serving this broker: gRPC, REST, the OIDC discovery
     /// documents, and `GET /`.
     pub fn router(&self) -> axum::Router {

@@ -114,10 +114,9 @@ impl OidcSigner {
         &self.issuer
     }
 
-    /// A bearer token for a push to `audience` on behalf of
-    /// `service_account_email`. Tokens are cached per (email, audience)
-    /// because an RSA signature costs about a millisecond and pushes may run
-    /// at tens of thousands per second.
+    /// The bare token that [`OidcSigner::authorization`] carries, for tests
+    /// to decode.
+    #[cfg(test)]
     pub(crate) fn token(
         &self,
         service_account_email: &str,
@@ -127,8 +126,10 @@ impl OidcSigner {
             .map(|(token, _)| token)
     }
 
-    /// The `Authorization` header of a push: [`OidcSigner::token`] as
-    /// `Bearer <token>`.
+    /// The `Authorization` header of a push to `audience` on behalf of
+    /// `service_account_email`: `Bearer <token>`. Tokens are cached per
+    /// (email, audience) because an RSA signature costs about a millisecond
+    /// and pushes may run at tens of thousands per second.
     pub(crate) fn authorization(
         &self,
         service_account_email: &str,

@@ -8,7 +8,7 @@
 //! write (hyper flushes the HEADERS first and sends the body from a second
 //! poll), and there is no pool, dispatch channel or timer wheel entry per
 //! request besides the push's own deadline. In eight paired 20 s runs of
-//! `labrelay bench` the broker's CPU per report was 20–30% lower and the
+//! `labrelay-bench` the broker's CPU per report was 20–30% lower and the
 //! whole pipeline's 5–14% (BENCHMARKS.md, eighth session).
 //!
 //! Each connection is driven by a task of its own, which pings the peer

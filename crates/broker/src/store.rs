@@ -34,7 +34,7 @@
 //! WAL: SQLite reuses the `-wal` from its start after a checkpoint instead
 //! of erasing it, so until later commits overwrite them its frames still
 //! hold the pages of recent commits, acknowledged messages included; that
-//! file is protected by its mode only. The cost (`labrelay bench --broker`,
+//! file is protected by its mode only. The cost (`labrelay-bench --broker`,
 //! alternating runs with and without): publishing and pushing unchanged
 //! within the run-to-run noise; StreamingPull, which deletes fastest, about
 //! 8% slower (each freed page is written once more, as zeros).
@@ -62,7 +62,7 @@ const SEQ_RESERVE: u64 = 1 << 16;
 /// How long a batch of nothing but background writes (push acks, attempt
 /// counts: nobody waits for them) waits for company before it is
 /// committed. Pushes complete one by one, so without it each ack paid an
-/// fsync of its own (650 fsyncs/s for 800 acks/s in `labrelay bench`);
+/// fsync of its own (650 fsyncs/s for 800 acks/s in `labrelay-bench`);
 /// losing one to a crash costs one redelivery, which the receivers'
 /// notification log absorbs.
 const BACKGROUND_COALESCE: std::time::Duration = std::time::Duration::from_millis(2);

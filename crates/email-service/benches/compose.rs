@@ -1,7 +1,7 @@
 //! Criterion micro-benchmark of the email-service's own work per push: a
 //! lab report to the bytes of its email (render the templates, address,
 //! build the MIME message, hash the content for the Message-ID, format).
-//! The report has the shape `labrelay bench` posts.
+//! The report has the shape `labrelay-bench` posts.
 //!
 //! `cargo bench -p labrelay-email-service`
 

@@ -1,12 +1,12 @@
-//! `labrelay bench` (the default mode): the whole pipeline, end to end.
+//! `labrelay-bench` (the default mode): the whole pipeline, end to end.
 //!
 //! Reports are POSTed to the lab-report-service; a report is delivered when
 //! its email is in the email outbox and its SMS in the SMS outbox. Latency
 //! is measured from the POST's start (its scheduled start under `--rate`)
 //! to the 204 (ingest) and to the moment the later of its two outbox files
 //! appeared (end to end). Memory and CPU are read from `/proc` for each
-//! process: the four children of our own system, or the one `labrelay up`
-//! process under `--target`.
+//! process (on Linux): the four children of our own system, or the one
+//! `labrelay up` process under `--target`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,12 +23,15 @@ use super::load::{self, Plan, Posted};
 use super::outbox::{self, Channel, Delivered};
 use super::procfs::{self, Sample, Sampler, Usage, Watched};
 use super::stats::{self, Percentiles, fmt_opt, per_second};
-use super::system::OwnSystem;
+use super::system::{Labrelay, OwnSystem};
 
 pub struct Pipeline {
     pub plan: Plan,
     /// The lab-report-service of a running `labrelay up`; `None`: our own.
     pub target: Option<String>,
+    /// The `labrelay` binary our own system runs as, if named
+    /// ([`Labrelay::find`]).
+    pub labrelay: Option<PathBuf>,
     /// With `target`: where that `up` keeps its outboxes and API key.
     pub data_dir: PathBuf,
     pub api_key: Option<String>,
@@ -86,8 +89,8 @@ struct Figures {
     /// Times the outbox watch overflowed and the outboxes were rescanned
     /// (those files have late timestamps).
     outbox_rescans: u64,
-    load_average_start: [f64; 3],
-    load_average_end: [f64; 3],
+    load_average_start: Option<[f64; 3]>,
+    load_average_end: Option<[f64; 3]>,
     /// Per second of the run: reports accepted and delivered on both channels.
     timeline: Vec<Second>,
     /// Names of the processes, in the order of each sample's `rss_mib`.
@@ -108,6 +111,9 @@ fn bump(timeline: &mut Vec<Second>, t: u64, accepted: u64, delivered: u64) {
     timeline[t as usize].delivered_both += delivered;
 }
 
+/// The memory note off Linux.
+const NOT_MEASURED: &str = "memory and CPU are measured on Linux only";
+
 pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
     let load_average_start = procfs::load_average();
     let own = match &bench.target {
@@ -115,7 +121,8 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
             if !bench.json {
                 eprintln!("starting broker, lab-report-service, email-service and sms-service...");
             }
-            Some(OwnSystem::start().await?)
+            let labrelay = Labrelay::find(bench.labrelay.clone())?;
+            Some(OwnSystem::start(&labrelay).await?)
         }
         Some(_) => None,
     };
@@ -133,7 +140,12 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
             s.email_outbox.clone(),
             s.sms_outbox.clone(),
             s.watched(),
-            "each part is its own process".to_string(),
+            if procfs::MEASURED {
+                "each part is its own process"
+            } else {
+                NOT_MEASURED
+            }
+            .to_string(),
         ),
         (None, None) => unreachable!("our own system starts when there is no target"),
         (Some(url), None) => {
@@ -149,7 +161,9 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
                 })
                 .into_iter()
                 .collect();
-            let note = if pid.is_some() {
+            let note = if !procfs::MEASURED {
+                NOT_MEASURED
+            } else if pid.is_some() {
                 "labrelay up runs every part in one process: its figures are for all of them together"
             } else {
                 "no process of this user listens on the target's port: no memory or CPU figures"
@@ -157,7 +171,7 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
             let api_key = bench
                 .api_key
                 .clone()
-                .or_else(|| crate::up::read_api_key(&bench.data_dir));
+                .or_else(|| labrelay::up::read_api_key(&bench.data_dir));
             (
                 format!(
                     "labrelay up at {url} (data in {})",
@@ -398,11 +412,13 @@ pub async fn run(bench: Pipeline) -> anyhow::Result<()> {
 }
 
 fn print_table(f: &Figures) {
-    let [a, b, c] = f.load_average_start;
-    let [x, y, z] = f.load_average_end;
     println!("system      {}", f.system);
     println!("load        {}", f.plan);
-    println!("load avg    {a:.2} {b:.2} {c:.2} at start, {x:.2} {y:.2} {z:.2} at end");
+    println!(
+        "load avg    {} at start, {} at end",
+        procfs::fmt_load(f.load_average_start),
+        procfs::fmt_load(f.load_average_end)
+    );
     println!(
         "reports     {} issued, {} accepted, {} rejected {:?}",
         f.reports_issued, f.accepted, f.rejected, f.rejections

@@ -1,4 +1,4 @@
-//! `labrelay bench --broker`: measures a Pub/Sub server through the Pub/Sub
+//! `labrelay-bench --broker`: measures a Pub/Sub server through the Pub/Sub
 //! API, the same way for ours and for any other (the official emulator
 //! included): publish through the official Rust client's batching, publish
 //! one message per request from 32 clients (each its own connection, lean
@@ -14,6 +14,7 @@
 //! from `/proc`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,11 +30,15 @@ use pb::subscriber_client::SubscriberClient;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::system::Labrelay;
 use super::unary::{Framed, RestPublisher, UnaryPublisher};
 
 pub struct BrokerBench {
     /// `http://host:port` of a running server; `None` starts our broker.
     pub target: Option<String>,
+    /// The `labrelay` binary our broker runs as, if named
+    /// ([`Labrelay::find`]).
+    pub labrelay: Option<PathBuf>,
     pub messages: usize,
     pub size: usize,
     /// The phases to run, in their fixed order; empty runs them all.
@@ -130,10 +135,10 @@ impl Drop for OwnBroker {
     }
 }
 
-fn start_own_broker() -> anyhow::Result<(OwnBroker, String)> {
+fn start_own_broker(labrelay: &Labrelay) -> anyhow::Result<(OwnBroker, String)> {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(labrelay.path())
         .args(["broker", "--port", "0", "--data-dir"])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
@@ -288,7 +293,7 @@ pub async fn run(bench: BrokerBench) -> anyhow::Result<()> {
     let ours = match &bench.target {
         Some(target) => measure(&bench, target.clone(), target, None).await?,
         None => {
-            let (own, endpoint) = start_own_broker()?;
+            let (own, endpoint) = start_own_broker(&Labrelay::find(bench.labrelay.clone())?)?;
             let name = format!("labrelay broker ({endpoint})");
             measure(&bench, name, &endpoint, Some(own.child.id())).await?
         }
@@ -388,26 +393,32 @@ impl Emulator {
     const START_LIMIT: Duration = Duration::from_secs(120);
 
     async fn start() -> anyhow::Result<Emulator> {
-        use std::os::unix::process::CommandExt as _;
+        if cfg!(not(unix)) {
+            anyhow::bail!(
+                "--emulator needs a Unix system: the emulator runs in a process group of its \
+                 own, so that its Java server is stopped with it"
+            );
+        }
         let port = labrelay_contract::serve::free_port()?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
         let log_path = dir.path().join("emulator.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new("gcloud")
+        let mut command = Command::new("gcloud");
+        command
             .args(["beta", "emulators", "pubsub", "start", "--project=bench"])
             .arg(format!("--host-port=127.0.0.1:{port}"))
             .arg(format!("--data-dir={}", data.display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context(
-                "starting the official emulator: `gcloud` was not found \
+            .stderr(log);
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().context(
+            "starting the official emulator: `gcloud` was not found \
                  (install the Google Cloud CLI with its pubsub-emulator component)",
-            )?;
+        )?;
         let mut emulator = Emulator {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),

@@ -1,4 +1,4 @@
-//! `labrelay bench --peer node`: our lab-report-service against the Pet
+//! `labrelay-bench --peer node`: our lab-report-service against the Pet
 //! Theory lab's own Node.js one (express + `@google-cloud/pubsub`, in
 //! `bench/node-peer/`), in the same run, against the same broker.
 //!
@@ -21,11 +21,14 @@ use tokio::time::Instant;
 use super::load::{self, Plan, Posted};
 use super::procfs::{self, Sampler, Usage};
 use super::stats::{self, Percentiles, fmt_opt, per_second};
-use super::system::{self, Process};
-use crate::up::TOPIC;
+use super::system::{self, Labrelay, Process};
+use labrelay::up::TOPIC;
 
 pub struct Peer {
     pub plan: Plan,
+    /// The `labrelay` binary the broker and our service run as, if named
+    /// ([`Labrelay::find`]).
+    pub labrelay: Option<PathBuf>,
     /// Where `bench/node-peer` is (its `node_modules` installed with `npm ci`).
     pub node_dir: PathBuf,
     pub json: bool,
@@ -67,8 +70,8 @@ struct Ratios {
 struct Figures {
     plan: String,
     node_version: String,
-    load_average_start: [f64; 3],
-    load_average_end: [f64; 3],
+    load_average_start: Option<[f64; 3]>,
+    load_average_end: Option<[f64; 3]>,
     ours: Side,
     node: Side,
     ratios: Ratios,
@@ -194,12 +197,13 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("labrelay-bench-peer-")
         .tempdir()?;
-    let project = crate::up::project_id();
-    let broker = system::start_broker(dir.path())?;
+    let project = labrelay::up::project_id();
+    let labrelay = Labrelay::find(bench.labrelay.clone())?;
+    let broker = system::start_broker(&labrelay, dir.path())?;
     create_topic(broker.addr, &project).await?;
     let api_key = hex::encode(rand::random::<[u8; 32]>());
 
-    let mut ours_command = system::labrelay(&["lab-report-service"])?;
+    let mut ours_command = labrelay.command(&["lab-report-service"]);
     ours_command
         .env("PORT", "0")
         .env("PUBSUB_EMULATOR_HOST", broker.addr.to_string())
@@ -208,7 +212,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
             "INGEST_API_KEYS",
             format!(
                 "{}:{}",
-                crate::up::LOCAL_LAB,
+                labrelay::up::LOCAL_LAB,
                 labrelay_contract::ingest_auth::hash_key(&api_key)
             ),
         );
@@ -283,11 +287,13 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
 }
 
 fn print_table(f: &Figures) {
-    let [a, b, c] = f.load_average_start;
-    let [x, y, z] = f.load_average_end;
     println!("load      {} (same broker, one after the other)", f.plan);
     println!("node      {}", f.node_version);
-    println!("load avg  {a:.2} {b:.2} {c:.2} at start, {x:.2} {y:.2} {z:.2} at end");
+    println!(
+        "load avg  {} at start, {} at end",
+        procfs::fmt_load(f.load_average_start),
+        procfs::fmt_load(f.load_average_end)
+    );
     println!();
     println!(
         "{:<34} {:>14} {:>14} {:>12}",

@@ -2,26 +2,29 @@
 //!
 //! Both services write an outbox file to a hidden temporary name and rename
 //! it into place, so exactly one `IN_MOVED_TO` per delivered file tells that
-//! a complete message is there. Watching with inotify (one event per file,
+//! a complete message is there. On Linux, watching with inotify (one event per file,
 //! stamped when read) instead of scanning the directories: a scan costs time
 //! proportional to everything already delivered (300,000 files in a 60 s run
 //! at 5,000/s), so it gets slower and coarser as the run goes on, while the
 //! event costs the same for the last file as for the first. On the rare
 //! queue overflow (`IN_Q_OVERFLOW`) the directories are scanned once and the
 //! run says how often that happened, since those files get late timestamps.
+//! Elsewhere the outboxes are listed every 5 ms instead: the same figures,
+//! coarser and with the scan's growing cost.
 //!
 //! Which report a file is about: the SMS file is named
 //! `{report id}-{16 hex}.json`, the email file `{report id}-{32 hex}.eml`
 //! (`labrelay_contract::group_write::file_name`); an email file named
 //! otherwise (by an older `labrelay up`) has its `X-Report-Id` header read.
 
+use std::collections::HashSet;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use inotify::{Inotify, WatchMask};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
@@ -40,7 +43,8 @@ pub struct Delivered {
 }
 
 /// Watches both outboxes for reports whose id is `{prefix}{index}`; counts
-/// overflow rescans in `rescans`. The thread ends with the receiver.
+/// overflow rescans in `rescans` (inotify only). The thread ends with the
+/// receiver.
 pub fn watch(
     email_dir: &Path,
     sms_dir: &Path,
@@ -48,10 +52,33 @@ pub fn watch(
     deliveries: UnboundedSender<Delivered>,
     rescans: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let mut inotify = Inotify::init().context("starting inotify")?;
     for dir in [email_dir, sms_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    #[cfg(target_os = "linux")]
+    {
+        watch_events(email_dir, sms_dir, prefix, deliveries, rescans)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        drop(rescans);
+        watch_by_polling(email_dir, sms_dir, prefix, deliveries)
+    }
+}
+
+/// The inotify watch: one event per file moved into either outbox.
+#[cfg(target_os = "linux")]
+fn watch_events(
+    email_dir: &Path,
+    sms_dir: &Path,
+    prefix: String,
+    deliveries: UnboundedSender<Delivered>,
+    rescans: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    use inotify::{Inotify, WatchMask};
+    use std::sync::atomic::Ordering;
+
+    let mut inotify = Inotify::init().context("starting inotify")?;
     let email_wd = inotify
         .watches()
         .add(email_dir, WatchMask::MOVED_TO)
@@ -101,6 +128,56 @@ pub fn watch(
                         return;
                     }
                 }
+            }
+        })?;
+    Ok(())
+}
+
+/// How often the outboxes are listed where inotify is not available.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// The watch without inotify: both outboxes listed every [`POLL_EVERY`], a
+/// file stamped when a listing first shows it (so up to one period late).
+#[cfg_attr(all(target_os = "linux", not(test)), expect(dead_code))]
+fn watch_by_polling(
+    email_dir: &Path,
+    sms_dir: &Path,
+    prefix: String,
+    deliveries: UnboundedSender<Delivered>,
+) -> anyhow::Result<()> {
+    let dirs = [
+        (Channel::Email, email_dir.to_path_buf()),
+        (Channel::Sms, sms_dir.to_path_buf()),
+    ];
+    std::thread::Builder::new()
+        .name("outbox-poll".into())
+        .spawn(move || {
+            let mut seen = HashSet::new();
+            while !deliveries.is_closed() {
+                for (channel, dir) in &dirs {
+                    let files = list(dir);
+                    let at = Instant::now();
+                    for path in files {
+                        let hidden = path
+                            .file_name()
+                            .is_none_or(|name| name.as_encoded_bytes().starts_with(b"."));
+                        if hidden || !seen.insert(path.clone()) {
+                            continue;
+                        }
+                        let Some(index) = index_of(*channel, &path, &prefix) else {
+                            continue;
+                        };
+                        let delivered = Delivered {
+                            channel: *channel,
+                            index,
+                            at,
+                        };
+                        if deliveries.send(delivered).is_err() {
+                            return;
+                        }
+                    }
+                }
+                std::thread::sleep(POLL_EVERY);
             }
         })?;
     Ok(())
@@ -181,6 +258,40 @@ mod tests {
         assert_eq!(index_of(Channel::Email, &eml, "bench-ffff-"), None);
         let sms = dir.path().join("bench-1a2b-7-0123456789abcdef.json");
         assert_eq!(index_of(Channel::Sms, &sms, "bench-1a2b-"), Some(7));
+    }
+
+    /// The watch used off Linux sees files renamed into either outbox, once
+    /// each, and ignores hidden temporary files and other runs' reports.
+    #[tokio::test]
+    async fn polling_sees_each_delivered_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (email, sms) = (dir.path().join("email"), dir.path().join("sms"));
+        for outbox in [&email, &sms] {
+            std::fs::create_dir_all(outbox).unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        watch_by_polling(&email, &sms, "bench-1a2b-".into(), tx).unwrap();
+        let deliver = |outbox: &Path, name: &str| {
+            let hidden = outbox.join(format!(".{name}.tmp"));
+            std::fs::write(&hidden, "x").unwrap();
+            std::fs::rename(&hidden, outbox.join(name)).unwrap();
+        };
+        deliver(&sms, "bench-ffff-1-0123456789abcdef.json");
+        deliver(&sms, "bench-1a2b-7-0123456789abcdef.json");
+        deliver(&email, "bench-1a2b-9-0123456789abcdef0123456789abcdef.eml");
+        std::fs::write(sms.join(".bench-1a2b-8-0123456789abcdef.json.tmp"), "x").unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let delivered = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a delivery within 5 s")
+                .unwrap();
+            got.push((delivered.channel, delivered.index));
+        }
+        got.sort_by_key(|&(_, index)| index);
+        assert_eq!(got, [(Channel::Sms, 7), (Channel::Email, 9)]);
+        let more = tokio::time::timeout(POLL_EVERY * 20, rx.recv()).await;
+        assert!(more.is_err(), "seen again or a hidden file: {more:?}");
     }
 
     /// A path to a file that does not exist: only its name can be read.

@@ -1,9 +1,10 @@
 //! The system under test, started by the bench itself: the broker and each
-//! service as a separate child process of this same binary, wired the way
+//! service as a separate child process of the `labrelay` binary, wired the way
 //! `labrelay up` wires them (topics, push subscriptions with OIDC tokens,
 //! API keys, outbox directories), on a temporary data directory. Separate
 //! processes, so memory and CPU can be read for each.
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,9 @@ use labrelay_contract::ingest_auth::hash_key;
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 
+use labrelay::up::{self, DEAD_LETTER_TOPIC, LOCAL_LAB, TOPIC, file_url, invoker};
+
 use super::procfs::Watched;
-use crate::up::{self, DEAD_LETTER_TOPIC, LOCAL_LAB, TOPIC, file_url, invoker};
 
 /// Settings a developer's shell may carry that would rewire a child.
 const INHERITED_SETTINGS: &[&str] = &[
@@ -115,33 +117,129 @@ impl Drop for Process {
     }
 }
 
-/// `labrelay SUBCOMMAND` with a clean environment for the settings that
-/// matter and quiet logs.
-pub fn labrelay(args: &[&str]) -> anyhow::Result<Command> {
-    let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
-    command.args(args).env("RUST_LOG", "warn");
-    for key in INHERITED_SETTINGS {
-        command.env_remove(key);
+/// The `labrelay` binary the system under test runs as.
+#[derive(Debug, Clone)]
+pub struct Labrelay {
+    path: PathBuf,
+}
+
+impl Labrelay {
+    /// `explicit` (`--labrelay`, `LABRELAY_BIN`) if given; else `labrelay`
+    /// beside this executable, which cargo builds into the same target
+    /// directory. When cargo started the bench (`cargo run -p
+    /// labrelay-bench`), that binary is built first, in the same profile,
+    /// so the bench never measures a stale one.
+    pub fn find(explicit: Option<PathBuf>) -> anyhow::Result<Labrelay> {
+        if let Some(path) = explicit {
+            anyhow::ensure!(
+                path.is_file(),
+                "--labrelay / LABRELAY_BIN names {}, which is not a file",
+                path.display()
+            );
+            return Ok(Labrelay { path });
+        }
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let dir = exe.parent().context("this executable has no directory")?;
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            build_beside(&cargo, dir)?;
+        }
+        Labrelay::beside(dir)
     }
-    Ok(command)
+
+    /// `labrelay` in `dir`, which must exist.
+    pub fn beside(dir: &Path) -> anyhow::Result<Labrelay> {
+        let path = dir.join(format!("labrelay{}", std::env::consts::EXE_SUFFIX));
+        anyhow::ensure!(
+            path.is_file(),
+            "no labrelay binary at {}: build it (`cargo build --release -p labrelay`), \
+             or name one with --labrelay or LABRELAY_BIN",
+            path.display()
+        );
+        Ok(Labrelay { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `labrelay SUBCOMMAND` with a clean environment for the settings
+    /// that matter and quiet logs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.path);
+        command.args(args).env("RUST_LOG", "warn");
+        for key in INHERITED_SETTINGS {
+            command.env_remove(key);
+        }
+        command
+    }
+}
+
+/// Builds the `labrelay` binary into `dir`, a profile's directory of a
+/// cargo target directory (`target/release`, `target/debug`), with `cargo`.
+/// Nothing to do when it is up to date.
+pub fn build_beside(cargo: &OsStr, dir: &Path) -> anyhow::Result<()> {
+    let profile = match dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => anyhow::bail!("{} is not a cargo profile directory", dir.display()),
+    };
+    let target_dir = dir
+        .parent()
+        .with_context(|| format!("{} is not in a target directory", dir.display()))?;
+    let mut command = Command::new(cargo);
+    // What cargo sets for the program it runs, which a build script may
+    // watch (ring's reruns when CARGO_MANIFEST_DIR changes, and with it
+    // everything above it): inherited, it would make this build differ from
+    // a plain `cargo build -p labrelay` and each rebuild the other's.
+    for (key, _) in std::env::vars_os() {
+        let run_setting = key.to_str().is_some_and(|key| {
+            key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key)
+        });
+        if run_setting {
+            command.env_remove(key);
+        }
+    }
+    let status = command
+        .args(["build", "--package", "labrelay", "--bin", "labrelay"])
+        .args(["--profile", profile, "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .context("running cargo build -p labrelay")?;
+    anyhow::ensure!(status.success(), "cargo build -p labrelay failed: {status}");
+    Ok(())
 }
 
 /// The broker alone, on `dir`.
-pub fn start_broker(dir: &Path) -> anyhow::Result<Process> {
+pub fn start_broker(labrelay: &Labrelay, dir: &Path) -> anyhow::Result<Process> {
     let data = dir.join("broker");
-    let mut command = labrelay(&["broker", "--port", "0", "--data-dir"])?;
+    let mut command = labrelay.command(&["broker", "--port", "0", "--data-dir"]);
     command.arg(&data);
     Process::spawn("broker", command, &dir.join("broker.log"))
 }
 
 /// The lab-report-service, publishing to `broker`, accepting `api_key`.
 pub fn start_lab_report_service(
+    labrelay: &Labrelay,
     dir: &Path,
     broker: SocketAddr,
     project: &str,
     api_key: &str,
 ) -> anyhow::Result<Process> {
-    let mut command = labrelay(&["lab-report-service"])?;
+    let mut command = labrelay.command(&["lab-report-service"]);
     command
         .env("PORT", "0")
         .env("PUBSUB_EMULATOR_HOST", broker.to_string())
@@ -160,6 +258,7 @@ pub fn start_lab_report_service(
 /// A push receiver (`email-service` or `sms-service`) on a chosen port,
 /// verifying the broker's tokens as under `labrelay up`.
 fn start_receiver(
+    labrelay: &Labrelay,
     name: &str,
     dir: &Path,
     broker: SocketAddr,
@@ -172,7 +271,7 @@ fn start_receiver(
     let own = format!("http://127.0.0.1:{port}/");
     let service_dir = dir.join(name);
     std::fs::create_dir_all(&service_dir)?;
-    let mut command = labrelay(&[name])?;
+    let mut command = labrelay.command(&[name]);
     command
         .env("PORT", port.to_string())
         .env(channel.0, channel.1)
@@ -242,17 +341,18 @@ pub struct OwnSystem {
 }
 
 impl OwnSystem {
-    pub async fn start() -> anyhow::Result<OwnSystem> {
+    pub async fn start(labrelay: &Labrelay) -> anyhow::Result<OwnSystem> {
         let dir = tempfile::Builder::new()
             .prefix("labrelay-bench-")
             .tempdir()?;
         let root = dir.path();
-        let project = crate::up::project_id();
+        let project = up::project_id();
         let api_key = hex::encode(rand::random::<[u8; 32]>());
         let email_outbox = root.join("outbox").join("email");
         let sms_outbox = root.join("outbox").join("sms");
-        let broker = start_broker(root)?;
+        let broker = start_broker(labrelay, root)?;
         let email = start_receiver(
+            labrelay,
             "email-service",
             root,
             broker.addr,
@@ -260,6 +360,7 @@ impl OwnSystem {
             ("SMTP_URL", file_url(&email_outbox)?),
         )?;
         let sms = start_receiver(
+            labrelay,
             "sms-service",
             root,
             broker.addr,
@@ -269,7 +370,7 @@ impl OwnSystem {
         create_topology(broker.addr, &project, &email.url(), &sms.url())
             .await
             .context("creating topics and subscriptions")?;
-        let lab = start_lab_report_service(root, broker.addr, &project, &api_key)?;
+        let lab = start_lab_report_service(labrelay, root, broker.addr, &project, &api_key)?;
         Ok(OwnSystem {
             broker,
             lab,

@@ -1,23 +1,46 @@
-//! `labrelay bench` end to end: it starts its own system as separate
-//! processes, posts 200 reports and prints one JSON object. This checks the
-//! tool (complete, consistent figures), not the speed.
+//! `labrelay-bench` end to end: it starts its own system as separate
+//! processes of the `labrelay` binary, posts 200 reports and prints one
+//! JSON object. This checks the tool (complete, consistent figures), not
+//! the speed.
 
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
+use labrelay_bench::{Labrelay, build_beside};
 use serde_json::Value;
 
-/// Runs `labrelay <args>` (which must include `--json`), requires success,
-/// and returns the one JSON object it printed.
+/// The `labrelay` binary beside the bench's, brought up to date first:
+/// `cargo nextest run -p labrelay-bench` builds only the bench's package.
+fn labrelay() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_BIN_EXE_labrelay-bench"))
+            .parent()
+            .expect("the bench's directory");
+        build_beside(OsStr::new(env!("CARGO")), dir).expect("building labrelay");
+        Labrelay::beside(dir)
+            .expect("labrelay beside the bench")
+            .path()
+            .to_path_buf()
+    })
+}
+
+/// Runs `labrelay-bench <args>` (which must include `--json`) against
+/// [`labrelay`], requires success, and returns the one JSON object it
+/// printed.
 fn bench_json(args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+    let output = Command::new(env!("CARGO_BIN_EXE_labrelay-bench"))
         .args(args)
+        .env("LABRELAY_BIN", labrelay())
         .env("RUST_LOG", "warn")
         .output()
-        .unwrap_or_else(|e| panic!("running labrelay {}: {e}", args.join(" ")));
+        .unwrap_or_else(|e| panic!("running labrelay-bench {}: {e}", args.join(" ")));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "labrelay {} failed: {}\nstdout: {stdout}\nstderr: {}",
+        "labrelay-bench {} failed: {}\nstdout: {stdout}\nstderr: {}",
         args.join(" "),
         output.status,
         String::from_utf8_lossy(&output.stderr)
@@ -39,7 +62,7 @@ fn assert_measured(figures: &Value, fields: &[&str], whole: &Value) {
 
 #[test]
 fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures() {
-    let figures = bench_json(&["bench", "--reports", "200", "--concurrency", "16", "--json"]);
+    let figures = bench_json(&["--reports", "200", "--concurrency", "16", "--json"]);
 
     for (field, want) in [
         ("reports_issued", 200),
@@ -108,13 +131,13 @@ fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures()
     assert!(figures["load_average_start"].as_array().unwrap().len() == 3);
 }
 
-/// `labrelay bench --broker` against its own broker: every phase completes,
+/// `labrelay-bench --broker` against its own broker: every phase completes,
 /// nothing is lost or duplicated, and a failing endpoint is backed off from
 /// (a tool check on a small run; the figures themselves are in
 /// BENCHMARKS.md).
 #[test]
 fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
-    let figures = bench_json(&["bench", "--broker", "--messages", "500", "--json"]);
+    let figures = bench_json(&["--broker", "--messages", "500", "--json"]);
     for field in ["push_duplicates", "push_lost", "recovery_lost"] {
         assert_eq!(figures[field], 0, "{field} in {figures:#}");
     }
@@ -144,7 +167,6 @@ fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
 #[test]
 fn broker_bench_runs_only_the_phases_asked_for() {
     let figures = bench_json(&[
-        "bench",
         "--broker",
         "--messages",
         "200",
@@ -184,7 +206,6 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
         return;
     }
     let both = bench_json(&[
-        "bench",
         "--broker",
         "--emulator",
         "--messages",
@@ -247,11 +268,11 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
 /// error as a success). Small counts: this checks the script, not the speed.
 #[test]
 fn c_clients_script_stores_every_message_its_clients_count() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/c-clients.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/c-clients.sh");
     let port = labrelay_contract::serve::free_port().expect("a free port");
     let output = Command::new("bash")
         .arg(script)
-        .arg(env!("CARGO_BIN_EXE_labrelay"))
+        .arg(labrelay())
         .env("PORT", port.to_string())
         .env("MESSAGES", "2000")
         .env("SECONDS_REST", "1")

@@ -1,15 +1,25 @@
-//! What the bench reads about processes from `/proc` (Linux): resident
-//! memory, CPU time, the load average, and which process listens on a port.
+//! What the bench reads about processes from `/proc`: resident memory, CPU
+//! time, the load average, and which process listens on a port. Linux
+//! only; elsewhere every reading is `None` ("not measured": `-` in the
+//! tables, `null` in `--json`), and the rest of the bench runs as on Linux.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+#[cfg(not(target_os = "linux"))]
+pub use elsewhere::{cpu_seconds, load_average, pid_listening_on, status_mib};
+
+/// Whether this system's processes can be measured at all.
+pub const MEASURED: bool = cfg!(target_os = "linux");
+
 /// Linux reports `utime`/`stime` in USER_HZ ticks, which is 100 on every
 /// architecture the kernel's ABI fixes it for (x86, arm, riscv).
+#[cfg(target_os = "linux")]
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
+#[cfg(target_os = "linux")]
 pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
@@ -23,6 +33,7 @@ pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
 }
 
 /// User + system CPU time the process has used so far, in seconds.
+#[cfg(target_os = "linux")]
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
@@ -35,14 +46,16 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// The 1, 5 and 15 minute load averages.
-pub fn load_average() -> [f64; 3] {
+#[cfg(target_os = "linux")]
+pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut values = text.split_whitespace().map(|v| v.parse().unwrap_or(0.0));
-    [(); 3].map(|()| values.next().unwrap_or(0.0))
+    Some([(); 3].map(|()| values.next().unwrap_or(0.0)))
 }
 
 /// The process of this user that listens on TCP `port` on this machine,
 /// found through the socket's inode in `/proc/net/tcp{,6}` and `/proc/*/fd`.
+#[cfg(target_os = "linux")]
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     const LISTEN: &str = "0A";
     let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -77,6 +90,33 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
         }
     }
     None
+}
+
+#[cfg(not(target_os = "linux"))]
+mod elsewhere {
+    pub fn status_mib(_pid: u32, _field: &str) -> Option<f64> {
+        None
+    }
+
+    pub fn cpu_seconds(_pid: u32) -> Option<f64> {
+        None
+    }
+
+    pub fn load_average() -> Option<[f64; 3]> {
+        None
+    }
+
+    pub fn pid_listening_on(_port: u16) -> Option<u32> {
+        None
+    }
+}
+
+/// `1.00 0.50 0.25`, or "not measured".
+pub fn fmt_load(load: Option<[f64; 3]>) -> String {
+    load.map_or_else(
+        || "not measured".into(),
+        |[a, b, c]| format!("{a:.2} {b:.2} {c:.2}"),
+    )
 }
 
 /// A process the bench watches.
@@ -189,7 +229,7 @@ impl Sampler {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

@@ -1,16 +1,35 @@
-//! `labrelay bench`: measures the system.
+//! `labrelay-bench`: measures labrelay. A tool beside the system, not part
+//! of it: the `labrelay` binary and its container image do not carry it.
+//! It starts the system as an operator would, as processes of the
+//! `labrelay` binary (one per part, so memory and CPU can be read for
+//! each), wires them as `labrelay up` does (names and subscriptions from
+//! [`labrelay::up`]), and drives them through their public interfaces only:
+//! HTTP for lab reports, the Pub/Sub API for the broker, the outbox
+//! directories for deliveries.
 //!
-//! - default (`pipeline`): lab reports through the whole system, POST to
-//!   email and SMS in their outboxes, on our own processes or a running
-//!   `labrelay up` (`--target`).
-//! - `--broker` (`broker`): a Pub/Sub server alone, through the Pub/Sub API.
-//! - `--peer node` (`peer`): our lab-report-service against the lab's
-//!   Node.js one, same broker, same run.
+//! Layout:
+//! - `pipeline` (the default mode): lab reports through the whole system,
+//!   POST to email and SMS in their outboxes, on our own processes or a
+//!   running `labrelay up` (`--target`).
+//! - `broker` (`--broker`): a Pub/Sub server alone, through the Pub/Sub API:
+//!   ours, any other (`--target`), or Google's emulator (`--emulator`).
+//! - `peer` (`--peer node`): our lab-report-service against the lab's
+//!   Node.js one (`bench/node-peer` in the repository), same broker, same
+//!   run.
+//! - `system`: finding the `labrelay` binary ([`Labrelay`]); our processes
+//!   on a temporary data directory.
+//! - `load`: the report generator.
+//! - `outbox`: seeing deliveries.
+//! - `procfs`: memory, CPU and the load average from `/proc`.
+//! - `stats`: HDR histograms and their percentiles.
+//! - `unary`: the lean one-request-at-a-time publishers of `--broker`'s
+//!   32 × 1 phases.
 //!
-//! Shared parts: `load` (the report generator), `system` (our processes on a
-//! temporary data directory), `outbox` (seeing deliveries), `procfs` (memory,
-//! CPU and load from `/proc`), `stats` (HDR histograms), `unary` (the lean
-//! one-request-at-a-time publishers of `--broker`'s 32 × 1 phases).
+//! Linux-only, with a portable path elsewhere: `procfs` (off Linux, memory,
+//! CPU, the load average and the process behind a port are "not measured")
+//! and `outbox`'s inotify watch (off Linux the outboxes are polled every
+//! 5 ms, so end-to-end times are coarser). `--emulator` needs a Unix
+//! system. The figures in BENCHMARKS.md come from Linux.
 
 mod broker;
 mod load;
@@ -22,14 +41,29 @@ mod stats;
 mod system;
 mod unary;
 
+pub use system::{Labrelay, build_beside};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 
-#[derive(Args)]
+#[derive(Parser)]
+#[command(
+    name = "labrelay-bench",
+    version,
+    about = "Measure labrelay end to end, the broker alone (--broker), or against the lab's Node.js service (--peer node)",
+    after_help = "The system under test runs as processes of the `labrelay` binary: by default the one \
+beside this executable (the same target directory), or the one named by --labrelay / LABRELAY_BIN. \
+Under `cargo run -p labrelay-bench` it is first built in the same profile; run directly, build \
+it yourself first (`cargo build --release -p labrelay`)."
+)]
 pub struct BenchArgs {
+    /// The `labrelay` binary to start the broker and the services from
+    /// (default: `labrelay` beside this executable).
+    #[arg(long = "labrelay", env = "LABRELAY_BIN", value_name = "PATH")]
+    labrelay: Option<PathBuf>,
     /// Measure the broker alone through the Pub/Sub API instead of the pipeline.
     #[arg(long, conflicts_with = "peer")]
     broker: bool,
@@ -116,10 +150,12 @@ impl BenchArgs {
     }
 }
 
+/// Runs the mode `args` asks for and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.broker {
         return broker::run(broker::BrokerBench {
             target: args.target,
+            labrelay: args.labrelay,
             messages: args.messages,
             size: args.size,
             phases: args.phases,
@@ -137,6 +173,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
             peer::run(peer::Peer {
                 plan,
+                labrelay: args.labrelay,
                 node_dir: args.node_dir,
                 json: args.json,
             })
@@ -150,6 +187,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tokio::spawn(pipeline::run(pipeline::Pipeline {
                 plan,
                 target: args.target,
+                labrelay: args.labrelay,
                 data_dir: args.data_dir,
                 api_key: args.api_key,
                 json: args.json,

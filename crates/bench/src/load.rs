@@ -88,7 +88,7 @@ impl Target {
 
     /// POSTs report `index`; the HTTP status, or why there was none.
     pub async fn post(&self, index: usize) -> Result<u16, String> {
-        let body = serde_json::to_vec(&crate::post::sample_report(&self.report_id(index)))
+        let body = serde_json::to_vec(&labrelay::post::sample_report(&self.report_id(index)))
             .map_err(|e| e.to_string())?;
         let mut request = self
             .client
