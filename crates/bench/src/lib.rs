@@ -72,8 +72,10 @@ pub struct BenchArgs {
     peer: Option<PeerKind>,
     /// A running server: with --broker a Pub/Sub server (http://127.0.0.1:8085);
     /// otherwise the lab-report-service of a running `labrelay up`
-    /// (http://127.0.0.1:8080/). Default: start our own on a temporary directory.
-    #[arg(long)]
+    /// (http://127.0.0.1:8080/). `--target` alone: the running `labrelay up`
+    /// of --data-dir, found through its `up.json`. Default: start our own on
+    /// a temporary directory.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
     target: Option<String>,
     /// With --target: where that `labrelay up` keeps its outboxes and API key.
     #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
@@ -151,7 +153,15 @@ impl BenchArgs {
 }
 
 /// Runs the mode `args` asks for and prints its figures.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.target.as_deref() == Some("") {
+        let running = labrelay_contract::up_file::UpFile::read(&args.data_dir)?;
+        args.target = Some(if args.broker {
+            format!("http://{}", running.broker)
+        } else {
+            running.lab_report_url()
+        });
+    }
     if args.broker {
         return broker::run(broker::BrokerBench {
             target: args.target,

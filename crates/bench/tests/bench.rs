@@ -131,6 +131,31 @@ fn bench_delivers_every_report_on_both_channels_and_reports_consistent_figures()
     assert!(figures["load_average_start"].as_array().unwrap().len() == 3);
 }
 
+/// `--target` alone measures the `labrelay up` running on `--data-dir`,
+/// found through its `up.json` (its lab-report-service, its API key, its
+/// outboxes).
+#[test]
+fn bench_finds_a_running_up_through_its_up_json() {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = labrelay_testkit::up::up_command(labrelay(), data.path());
+    command
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    let up = labrelay_testkit::up::Up::start(command, data.path());
+    let figures = bench_json(&[
+        "--target",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--reports",
+        "20",
+        "--json",
+    ]);
+    for (field, want) in [("accepted", 20), ("delivered_both", 20), ("missing", 0)] {
+        assert_eq!(figures[field], want, "{field} in {figures:#}");
+    }
+    assert!(up.terminate().success());
+}
+
 /// `labrelay-bench --broker` against its own broker: every phase completes,
 /// nothing is lost or duplicated, and a failing endpoint is backed off from
 /// (a tool check on a small run; the figures themselves are in

@@ -2,6 +2,8 @@
 //! the whole-system tests in `tests/`.
 //!
 //! Layout:
+//! - `cli_doc`: a command's table in `docs/configuration.md` checked
+//!   against the command's own `--help`.
 //! - `metrics`: a scrape of `GET /metrics`, asked for one series or a
 //!   sum by label.
 //! - `smtp`: a real SMTP server (Python's aiosmtpd, started as a process)
@@ -13,6 +15,7 @@
 //!   with Twilio's error JSON on demand.
 //! - `up`: `labrelay up` as a real process, found through its `up.json`.
 
+pub mod cli_doc;
 pub mod metrics;
 pub mod smtp;
 pub mod twilio;
