@@ -26,8 +26,6 @@ static MALLOC_CONF: Option<&std::ffi::c_char> = Some(
 mod bench;
 mod dead_letters;
 mod post;
-mod shutdown;
-mod telemetry;
 mod up;
 
 use std::net::SocketAddr;
@@ -35,6 +33,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use labrelay_runtime::{shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(

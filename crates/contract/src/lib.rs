@@ -1,13 +1,15 @@
 //! labrelay's wire contract: what crosses a process boundary.
 //!
-//! Every labrelay service depends on this crate and on nothing else of
-//! labrelay's, so the shapes on the wire are defined exactly once.
+//! Every labrelay service depends on this crate, so the shapes on the wire
+//! are defined exactly once.
 //!
 //! Layout:
 //! - [`report`]: the lab report a lab POSTs, validated once at ingest and
 //!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
+//! - [`headers`]: the header names processes read from each other
+//!   (`X-Labrelay-Outcome`, the trace headers).
 //! - [`push_metrics`]: the push receivers' metrics and their
 //!   `X-Labrelay-Outcome` header.
 //! - [`push_auth`]: the OIDC bearer-token check in front of every push
@@ -34,11 +36,9 @@
 //!   keep one too).
 //! - [`private_fs`]: the data directory's modes (directories 0700, files
 //!   0600, looser ones tightened) and keys written atomically.
-//! - [`secret`]: credentials read from the environment, never printed.
-//! - [`trace`]: the trace a request belongs to (`traceparent`,
-//!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
 
 pub mod group_write;
+pub mod headers;
 pub mod ingest_auth;
 pub mod limits;
 pub mod metrics;
@@ -49,8 +49,6 @@ pub mod push;
 pub mod push_auth;
 pub mod push_metrics;
 pub mod report;
-pub mod secret;
 pub mod serve;
-pub mod trace;
 
 pub use report::{LabReport, ReportError, ReportId};

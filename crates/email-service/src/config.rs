@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail, ensure};
 use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_contract::origin_guard::AllowedHosts;
 use labrelay_contract::push_auth::PushAuth;
-use labrelay_contract::secret::{Secret, secret_from_vars};
+use labrelay_runtime::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
 
 /// `EMAIL_FROM` when unset.
@@ -183,7 +183,7 @@ impl Settings {
             settings.send_timeout = parse_timeout(&secs)?;
         }
         settings.notify_log = labrelay_contract::notify_log::setting_from_vars(get)?;
-        settings.trace_project = labrelay_contract::trace::project_from_vars(get);
+        settings.trace_project = labrelay_runtime::trace::project_from_vars(get);
         settings.push_auth = PushAuth::from_vars(get)?;
         settings.allowed_hosts = AllowedHosts::from_vars(get)?;
         Ok(settings)

@@ -27,7 +27,7 @@
 //!   registry), and the `X-Labrelay-Outcome` header on every push answer.
 //!
 //! Every request carrying a trace header runs in a span naming the trace
-//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
+//! ([`labrelay_runtime::trace`]), so Cloud Logging groups its lines.
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
 //! (report id, channel `email`, SHA-256 of recipient and content; see
@@ -59,7 +59,7 @@ use axum::routing::{get, post};
 use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
 pub use config::{Delivery, Settings, SmtpCredentials, SmtpServer, SmtpTls};
-pub use labrelay_contract::secret::Secret;
+pub use labrelay_runtime::secret::Secret;
 
 /// What a push may take beyond one delivery attempt (reading the body, rendering).
 const REQUEST_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -108,7 +108,7 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
     // Read-only and free of personal data: no push token needed. Its own
     // route, so the token check on `POST /` is untouched.
     .merge(labrelay_contract::metrics::router(Arc::new(registry)));
-    let router = labrelay_contract::trace::apply(router, settings.trace_project.as_deref());
+    let router = labrelay_runtime::trace::apply(router, settings.trace_project.as_deref());
     Ok((router, service))
 }
 

@@ -28,7 +28,7 @@
 //!   outcome, publishes, publish latency), in a registry of its own.
 //!
 //! Every request carrying a trace header runs in a span naming the trace
-//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
+//! ([`labrelay_runtime::trace`]), so Cloud Logging groups its lines.
 //!
 //! [`app`] builds the router; [`run`] serves it on a bound listener until
 //! shutdown.
@@ -82,7 +82,7 @@ pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     .merge(labrelay_contract::metrics::router(std::sync::Arc::new(
         registry,
     )));
-    Ok(labrelay_contract::trace::apply(
+    Ok(labrelay_runtime::trace::apply(
         router,
         settings.trace_project.as_deref(),
     ))

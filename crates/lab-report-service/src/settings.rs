@@ -134,7 +134,7 @@ impl Settings {
                 })?,
         };
         let ingest_auth = IngestAuth::from_vars(get)?;
-        let trace_project = labrelay_contract::trace::project_from_vars(get);
+        let trace_project = labrelay_runtime::trace::project_from_vars(get);
         let settings = Settings {
             project,
             topic,

@@ -39,7 +39,7 @@
 //! - `outcome`: the one mapping from what happened to HTTP status and log.
 //!
 //! Every request carrying a trace header runs in a span naming the trace
-//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
+//! ([`labrelay_runtime::trace`]), so Cloud Logging groups its lines.
 
 use labrelay_contract::push_metrics as metrics;
 pub mod notice;
@@ -57,7 +57,7 @@ use std::future::Future;
 use anyhow::Context as _;
 use labrelay_contract::origin_guard::AllowedHosts;
 
-pub use labrelay_contract::secret::Secret;
+pub use labrelay_runtime::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
 pub use settings::{Channel, OutboxSettings, Settings, TwilioSender, TwilioSettings};
 

@@ -73,7 +73,7 @@ pub(crate) fn router(service: Service, settings: &Settings) -> Router {
         // Read-only and free of personal data: no push token needed. Its
         // own route, so the token check on `POST /` is untouched.
         .merge(labrelay_contract::metrics::router(Arc::new(registry)));
-    labrelay_contract::trace::apply(router, settings.trace_project.as_deref())
+    labrelay_runtime::trace::apply(router, settings.trace_project.as_deref())
 }
 
 async fn healthz() -> &'static str {

@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_contract::origin_guard::AllowedHosts;
 use labrelay_contract::push_auth::PushAuth;
-use labrelay_contract::secret::{Secret, secret_from_vars};
+use labrelay_runtime::secret::{Secret, secret_from_vars};
 
 use crate::phone::PhoneNumber;
 use countries::AllowedCountries;
@@ -160,7 +160,7 @@ impl Settings {
             allowed_countries,
             push_auth,
             notify_log,
-            trace_project: labrelay_contract::trace::project_from_vars(var),
+            trace_project: labrelay_runtime::trace::project_from_vars(var),
             allowed_hosts: AllowedHosts::from_vars(&get)?,
         };
         settings.validate()?;

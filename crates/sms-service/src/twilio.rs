@@ -19,7 +19,7 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 
 use crate::phone::PhoneNumber;
-use labrelay_contract::secret::Secret;
+use labrelay_runtime::secret::Secret;
 
 use crate::settings::{TwilioSender, TwilioSettings};
 use crate::transport::SendError;
