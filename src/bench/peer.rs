@@ -209,7 +209,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
             format!(
                 "{}:{}",
                 crate::up::LOCAL_LAB,
-                labrelay_contract::ingest_auth::hash_key(&api_key)
+                labrelay_lab_report_service::ingest_auth::hash_key(&api_key)
             ),
         );
     let ours = measure(

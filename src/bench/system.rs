@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
-use labrelay_contract::ingest_auth::hash_key;
+use labrelay_lab_report_service::ingest_auth::hash_key;
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 

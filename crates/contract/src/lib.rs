@@ -10,22 +10,10 @@
 //!   written by the broker and read by the push receivers.
 //! - [`headers`]: the header names processes read from each other
 //!   (`X-Labrelay-Outcome`, the trace headers).
-//! - [`push_metrics`]: the push receivers' metrics and their
-//!   `X-Labrelay-Outcome` header.
-//! - [`push_auth`]: the OIDC bearer-token check in front of every push
-//!   endpoint (RS256, JWKS cached, issuer, audience, service account).
-//! - [`ingest_auth`]: the API keys labs present to the lab-report-service,
-//!   kept as SHA-256 hashes and compared in constant time.
 //! - [`limits`]: the concurrency limit (503) and request timeout (408) every
 //!   service puts in front of its routes.
 //! - [`metrics`]: the Prometheus registry each service serves at
 //!   `/metrics`.
-//! - [`notify_log`]: which notifications were sent (report id, channel,
-//!   content hash), so redeliveries do not notify twice; SQLite or
-//!   Firestore.
-//! - [`group_write`]: group commit for the receivers' directory outboxes
-//!   (one writer thread per directory; each caller answered after its
-//!   file is durable).
 //! - [`origin_guard`]: refuses what a web page can make a browser send
 //!   (cross-site requests, DNS rebinding) on every port, before any
 //!   handler.
@@ -37,17 +25,12 @@
 //! - [`private_fs`]: the data directory's modes (directories 0700, files
 //!   0600, looser ones tightened) and keys written atomically.
 
-pub mod group_write;
 pub mod headers;
-pub mod ingest_auth;
 pub mod limits;
 pub mod metrics;
-pub mod notify_log;
 pub mod origin_guard;
 pub mod private_fs;
 pub mod push;
-pub mod push_auth;
-pub mod push_metrics;
 pub mod report;
 pub mod serve;
 

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_contract::origin_guard::AllowedHosts;
-use labrelay_contract::push_auth::PushAuth;
+use labrelay_receiver::notify_log::NotifyLogSetting;
+use labrelay_receiver::push_auth::PushAuth;
 use labrelay_runtime::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
 
@@ -34,11 +34,11 @@ pub struct Settings {
     pub reply_to: Option<Mailbox>,
     /// How long a push waits for its delivery attempt before the broker is
     /// answered 503. The attempt itself goes on, up to
-    /// [`attempt_limit`](labrelay_contract::notify_log::attempt_limit) of
+    /// [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit) of
     /// this, and is recorded or released when it ends.
     pub send_timeout: Duration,
     /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
-    /// [`labrelay_contract::push_auth`]). Verified by default when read
+    /// [`labrelay_receiver::push_auth`]). Verified by default when read
     /// from the environment; off in [`Settings::new`], for code and tests.
     pub push_auth: PushAuth,
     /// The notification log (`NOTIFY_LOG`: SQLite or Firestore): emails
@@ -143,7 +143,7 @@ impl Settings {
     /// - `EMAIL_FROM` (default [`DEFAULT_FROM`]), `EMAIL_REPLY_TO`.
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
     /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` or `firestore[://...]`
-    ///   (see [`labrelay_contract::notify_log::setting_from_vars`]) records
+    ///   (see [`labrelay_receiver::notify_log::setting_from_vars`]) records
     ///   every email sent and does not send it again; unset or `off`: no log.
     /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
     ///   trace names in log lines belong to.
@@ -182,7 +182,7 @@ impl Settings {
         if let Some(secs) = get("SMTP_TIMEOUT_SECS") {
             settings.send_timeout = parse_timeout(&secs)?;
         }
-        settings.notify_log = labrelay_contract::notify_log::setting_from_vars(get)?;
+        settings.notify_log = labrelay_receiver::notify_log::setting_from_vars(get)?;
         settings.trace_project = labrelay_runtime::trace::project_from_vars(get);
         settings.push_auth = PushAuth::from_vars(get)?;
         settings.allowed_hosts = AllowedHosts::from_vars(get)?;

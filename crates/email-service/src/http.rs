@@ -15,10 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::ReportError;
-use labrelay_contract::notify_log::{
+use labrelay_contract::push::{DecodeError, PushEnvelope};
+use labrelay_receiver::notify_log::{
     ClaimHeld, Dedupe, NotificationKey, SentRecord, attempt_limit,
 };
-use labrelay_contract::push::{DecodeError, PushEnvelope};
 use lettre::message::Mailbox;
 use tracing::Instrument as _;
 

@@ -19,10 +19,10 @@
 //! - `mailer`: SMTP or directory delivery, and the transient/permanent
 //!   classification of failures.
 //!   The directory outbox writes through
-//!   [`labrelay_contract::group_write`] (group commit).
+//!   [`labrelay_receiver::group_write`] (group commit).
 //! - `http`: the push and health handlers, and the one mapping from a
 //!   push's outcome to its HTTP status.
-//! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
+//! - `metrics` ([`labrelay_receiver::push_metrics`], shared with the
 //!   sms-service): the Prometheus metrics served at `GET /metrics` (its own
 //!   registry), and the `X-Labrelay-Outcome` header on every push answer.
 //!
@@ -31,7 +31,7 @@
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
 //! (report id, channel `email`, SHA-256 of recipient and content; see
-//! [`labrelay_contract::notify_log`]) and a push whose email is already
+//! [`labrelay_receiver::notify_log`]) and a push whose email is already
 //! recorded is acknowledged without sending, whether it is a redelivery or
 //! the lab posting the same report again. A corrected report (other
 //! content) is sent. The one duplicate left: the service dies (or the
@@ -46,7 +46,7 @@ pub mod config;
 pub mod email;
 mod http;
 mod mailer;
-use labrelay_contract::push_metrics as metrics;
+use labrelay_receiver::push_metrics as metrics;
 mod render;
 
 use std::future::Future;
@@ -86,7 +86,7 @@ fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
         from: settings.from,
         reply_to: settings.reply_to,
         send_timeout: settings.send_timeout,
-        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "email")?,
+        dedupe: labrelay_receiver::notify_log::Dedupe::open_setting(&settings.notify_log, "email")?,
     });
     let pushes = Router::new().route("/", post(http::push));
     let router = settings

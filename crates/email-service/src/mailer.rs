@@ -14,7 +14,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 
 use crate::config::{Delivery, SmtpServer, SmtpTls};
 use crate::email::Email;
-use labrelay_contract::group_write::{self, GroupWriter};
+use labrelay_receiver::group_write::{self, GroupWriter};
 
 pub enum Mailer {
     Smtp {
@@ -209,7 +209,7 @@ fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
 
 /// Writes `<dir>/<report id>-<Message-ID hash>.eml` atomically: a hidden
 /// temporary file in the same directory, synced, then renamed over any
-/// earlier copy (see [`labrelay_contract::group_write`]).
+/// earlier copy (see [`labrelay_receiver::group_write`]).
 async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError> {
     let name = group_write::file_name(&email.report_id, email.id_left(), "eml");
     writer

@@ -17,6 +17,9 @@
 //! Layout:
 //! - [`settings`]: [`Settings`], read from the environment
 //!   (`PUBSUB_EMULATOR_HOST`, `PUBSUB_PROJECT_ID`, ...).
+//! - [`ingest_auth`]: the API keys labs present, kept as SHA-256 hashes
+//!   and compared in constant time (`labrelay up` makes one with
+//!   [`ingest_auth::hash_key`]).
 //! - [`publisher`]: [`ReportPublisher`], the official Publisher pointed at
 //!   the local broker or Google Cloud, each publish bounded in time.
 //! - [`error`]: [`IngestError`], every reason for not answering 204, and its
@@ -34,6 +37,7 @@
 //! shutdown.
 
 pub mod error;
+pub mod ingest_auth;
 mod metrics;
 pub mod publisher;
 mod routes;
@@ -41,8 +45,8 @@ pub mod settings;
 
 use std::future::Future;
 
+use crate::ingest_auth::IngestAuth;
 use anyhow::Context;
-use labrelay_contract::ingest_auth::IngestAuth;
 use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
 pub use error::IngestError;

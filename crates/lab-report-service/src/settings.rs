@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::ingest_auth::IngestAuth;
 use anyhow::{Context, bail};
-use labrelay_contract::ingest_auth::IngestAuth;
 use labrelay_contract::origin_guard::AllowedHosts;
 
 /// The project used when neither `PUBSUB_PROJECT_ID` nor
@@ -41,7 +41,7 @@ pub struct Settings {
     /// batched only with reports that arrived in the same instant).
     pub batch_delay: Duration,
     /// Who may post reports (`INGEST_API_KEYS_FILE`, `INGEST_API_KEYS`,
-    /// `INGEST_OPEN`; see [`labrelay_contract::ingest_auth`]). Read from the
+    /// `INGEST_OPEN`; see [`crate::ingest_auth`]). Read from the
     /// environment, keys are required unless `INGEST_OPEN=true`; the
     /// [`Default`] for code and tests is open.
     pub ingest_auth: IngestAuth,

@@ -12,14 +12,14 @@
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every SMS sent is recorded (report
 //! id, channel `sms`, SHA-256 of number and text; see
-//! [`labrelay_contract::notify_log`]) and a push whose SMS is already
+//! [`labrelay_receiver::notify_log`]) and a push whose SMS is already
 //! recorded is acknowledged (204) without sending, whether it is a
 //! redelivery or the lab posting the same report again; a corrected report
 //! whose text differs is sent. A push still sending at the Twilio timeout
 //! is answered 503 while its request goes on (see `twilio`); the
 //! redelivery waits for it and finds the record. The one duplicate left:
 //! the service dies (or the record fails, or the request outlives its
-//! limit, [`attempt_limit`](labrelay_contract::notify_log::attempt_limit))
+//! limit, [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit))
 //! after Twilio accepted the message and before the record is committed;
 //! the broker redelivers and the owner gets it twice.
 //!
@@ -29,19 +29,19 @@
 //! - [`segments`]: GSM-7 / UCS-2 length and segment counting.
 //! - [`notice`]: the SMS text, shortened to fit one segment.
 //! - `routes`: `POST /`, `GET /healthz` and `GET /metrics`.
-//! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
+//! - `metrics` ([`labrelay_receiver::push_metrics`], shared with the
 //!   email-service): the Prometheus metrics (its own registry), and the
 //!   `X-Labrelay-Outcome` header on every push answer.
 //! - `transport`: the channel (Twilio or outbox) and its errors.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
 //! - `outbox`: one JSON file per message, written atomically.
-//!   It writes through [`labrelay_contract::group_write`] (group commit).
+//!   It writes through [`labrelay_receiver::group_write`] (group commit).
 //! - `outcome`: the one mapping from what happened to HTTP status and log.
 //!
 //! Every request carrying a trace header runs in a span naming the trace
 //! ([`labrelay_runtime::trace`]), so Cloud Logging groups its lines.
 
-use labrelay_contract::push_metrics as metrics;
+use labrelay_receiver::push_metrics as metrics;
 pub mod notice;
 mod outbox;
 mod outcome;
@@ -86,7 +86,7 @@ pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     tracing::debug!(channel = %transport.describe(), "sms-service built");
     let service = routes::Service {
         transport,
-        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?,
+        dedupe: labrelay_receiver::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?,
     };
     Ok(routes::router(service, &settings))
 }
@@ -106,7 +106,7 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
-    let dedupe = labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?;
+    let dedupe = labrelay_receiver::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?;
     let notify_log = dedupe
         .as_ref()
         .map_or_else(|| "off".to_string(), |d| d.describe());

@@ -6,7 +6,7 @@
 //! same file instead of adding one. It is written to a hidden temporary file
 //! in the same directory, flushed to disk and renamed over the target, so a
 //! reader never sees half a message and an acknowledged message survives a
-//! crash; [`labrelay_contract::group_write`] does that for many messages at once.
+//! crash; [`labrelay_receiver::group_write`] does that for many messages at once.
 
 use std::path::Path;
 
@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::settings::OutboxSettings;
 use crate::transport::{SendError, Sms};
-use labrelay_contract::group_write::{self, GroupWriter};
-use labrelay_contract::notify_log::content_hash;
+use labrelay_receiver::group_write::{self, GroupWriter};
+use labrelay_receiver::notify_log::content_hash;
 
 pub(crate) struct Outbox {
     writer: GroupWriter,

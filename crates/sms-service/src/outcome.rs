@@ -20,7 +20,7 @@ use labrelay_contract::push::DecodeError;
 use crate::metrics::Notification;
 use crate::phone::PhoneError;
 use crate::transport::SendError;
-use labrelay_contract::notify_log::ClaimHeld;
+use labrelay_receiver::notify_log::ClaimHeld;
 
 pub(crate) enum Outcome {
     /// Sent; Twilio's message SID or the outbox file name.

@@ -10,8 +10,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
-use labrelay_contract::notify_log::{Dedupe, NotificationKey, SentRecord, content_hash};
 use labrelay_contract::push::PushEnvelope;
+use labrelay_receiver::notify_log::{Dedupe, NotificationKey, SentRecord, content_hash};
 use prometheus_client::registry::Registry;
 use tracing::Instrument as _;
 

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use labrelay_contract::notify_log::NotifyLogSetting;
 use labrelay_contract::origin_guard::AllowedHosts;
-use labrelay_contract::push_auth::PushAuth;
+use labrelay_receiver::notify_log::NotifyLogSetting;
+use labrelay_receiver::push_auth::PushAuth;
 use labrelay_runtime::secret::{Secret, secret_from_vars};
 
 use crate::phone::PhoneNumber;
@@ -44,7 +44,7 @@ pub struct Settings {
     /// country but the non-geographic codes.
     pub allowed_countries: AllowedCountries,
     /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
-    /// [`labrelay_contract::push_auth`]). Verified by default when read
+    /// [`labrelay_receiver::push_auth`]). Verified by default when read
     /// from the environment; off in the constructors for code and tests.
     pub push_auth: PushAuth,
     /// The notification log (`NOTIFY_LOG`: SQLite or Firestore): SMS
@@ -153,7 +153,7 @@ impl Settings {
             ),
         };
         let push_auth = PushAuth::from_vars(&get)?;
-        let notify_log = labrelay_contract::notify_log::setting_from_vars(var)?;
+        let notify_log = labrelay_receiver::notify_log::setting_from_vars(var)?;
         let allowed_countries = AllowedCountries::parse(var("SMS_ALLOWED_COUNTRIES").as_deref())?;
         let settings = Settings {
             channel,

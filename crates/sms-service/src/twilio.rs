@@ -5,7 +5,7 @@
 //! again by the broker's redelivery. A request is therefore not cut off at
 //! `TWILIO_TIMEOUT_SECS`: the push is answered 503 then (see `routes`), and
 //! the request goes on to
-//! [`attempt_limit`](labrelay_contract::notify_log::attempt_limit), so its real outcome is
+//! [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit), so its real outcome is
 //! recorded (or its claim released) while the redelivery waits. A 429 or
 //! 5xx is Twilio refusing: nothing was sent, and the retry sends once. A
 //! request cut off at the limit, or whose connection breaks after the
@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use labrelay_contract::notify_log::attempt_limit;
+use labrelay_receiver::notify_log::attempt_limit;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 

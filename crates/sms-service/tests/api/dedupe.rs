@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use labrelay_contract::notify_log::NotifyLogSetting;
+use labrelay_receiver::notify_log::NotifyLogSetting;
 use labrelay_sms_service::Settings;
 use labrelay_testkit::twilio::{Mode, TwilioStandIn};
 

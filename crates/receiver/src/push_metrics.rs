@@ -25,11 +25,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::headers::outcome;
+use labrelay_contract::headers::outcome;
 
 /// Says what became of a push, for the broker's console: `sent`,
 /// `skipped` (nothing to send), `duplicate` (sent before) or `failed`.
-pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static(crate::headers::OUTCOME);
+pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static(labrelay_contract::headers::OUTCOME);
 
 /// What became of one push, as the metrics and the outcome header name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ struct ChannelLabels {
 type Latencies = Family<ChannelLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(crate::metrics::latency_buckets())
+    Histogram::new(labrelay_contract::metrics::latency_buckets())
 }
 
 /// Handles to the service's metrics.
