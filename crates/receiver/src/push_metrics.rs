@@ -29,7 +29,8 @@ use labrelay_contract::headers::outcome;
 
 /// Says what became of a push, for the broker's console: `sent`,
 /// `skipped` (nothing to send), `duplicate` (sent before) or `failed`.
-pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static(labrelay_contract::headers::OUTCOME);
+pub(crate) const OUTCOME_HEADER: HeaderName =
+    HeaderName::from_static(labrelay_contract::headers::OUTCOME);
 
 /// What became of one push, as the metrics and the outcome header name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

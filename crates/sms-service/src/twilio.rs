@@ -3,7 +3,8 @@
 //! Twilio has no idempotency key for creating messages, so a request cut
 //! off after Twilio took the message, its claim released, would be sent
 //! again by the broker's redelivery. A request is therefore not cut off at
-//! `TWILIO_TIMEOUT_SECS`: the push is answered 503 then (see `routes`), and
+//! `TWILIO_TIMEOUT_SECS`: the push is answered 503 then (see
+//! [`labrelay_receiver`]), and
 //! the request goes on to
 //! [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit), so its real outcome is
 //! recorded (or its claim released) while the redelivery waits. A 429 or
