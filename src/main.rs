@@ -180,7 +180,7 @@ struct BrokerArgs {
     issuer: Option<String>,
     /// The most pushes one subscription may have outstanding (slow start
     /// grows towards it); the default is what a labrelay push receiver admits.
-    #[arg(long, default_value_t = labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32)]
+    #[arg(long, default_value_t = labrelay_runtime::limits::DEFAULT_MAX_IN_FLIGHT as u32)]
     max_push_window: u32,
     /// Let the console at /console show message data (personal data); off by default.
     #[arg(long, env = "LABRELAY_CONSOLE_SHOW_DATA")]
@@ -276,7 +276,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     config.console_show_data = args.console_show_data;
     config.payload_budget = args.payload_budget_mib.saturating_mul(1 << 20);
     if let Some(hosts) = &args.allowed_hosts {
-        config.allowed_hosts = labrelay_contract::origin_guard::AllowedHosts::parse(hosts)?;
+        config.allowed_hosts = labrelay_runtime::origin_guard::AllowedHosts::parse(hosts)?;
     }
     config.push_endpoints = labrelay_broker::PushEndpoints::parse(&args.allowed_push_endpoints)?;
     let broker = labrelay_broker::Broker::open(config)?;

@@ -389,7 +389,7 @@ impl Emulator {
 
     async fn start() -> anyhow::Result<Emulator> {
         use std::os::unix::process::CommandExt as _;
-        let port = labrelay_contract::serve::free_port()?;
+        let port = labrelay_runtime::serve::free_port()?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;

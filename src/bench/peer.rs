@@ -223,7 +223,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
     )
     .await?;
 
-    let port = labrelay_contract::serve::free_port()?;
+    let port = labrelay_runtime::serve::free_port()?;
     let mut node_command = Command::new("node");
     node_command
         .arg(&script)

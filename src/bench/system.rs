@@ -168,7 +168,7 @@ fn start_receiver(
 ) -> anyhow::Result<Process> {
     // The push receivers must know their own address (the token audience)
     // before they start.
-    let port = labrelay_contract::serve::free_port()?;
+    let port = labrelay_runtime::serve::free_port()?;
     let own = format!("http://127.0.0.1:{port}/");
     let service_dir = dir.join(name);
     std::fs::create_dir_all(&service_dir)?;

@@ -115,7 +115,7 @@ pub fn up_command(data_dir: &Path) -> Command {
 /// the same address after a restart (outside the ephemeral range, so no
 /// outgoing connection of a test running beside this one can take it).
 pub fn free_port() -> u16 {
-    labrelay_contract::serve::free_port().unwrap()
+    labrelay_runtime::serve::free_port().unwrap()
 }
 
 /// What `labrelay up` creates on the broker (`src/up.rs`), paced for a test:

@@ -47,7 +47,7 @@ use std::future::Future;
 
 use crate::ingest_auth::IngestAuth;
 use anyhow::Context;
-use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
+use labrelay_runtime::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
 pub use error::IngestError;
 pub use publisher::ReportPublisher;
@@ -83,7 +83,7 @@ pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     )
     // Read-only and free of personal data, so without the API key, and
     // outside the request limit so a scrape works while the service is busy.
-    .merge(labrelay_contract::metrics::router(std::sync::Arc::new(
+    .merge(labrelay_runtime::metrics::router(std::sync::Arc::new(
         registry,
     )));
     Ok(labrelay_runtime::trace::apply(
@@ -111,11 +111,11 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     let hosts =
-        labrelay_contract::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
+        labrelay_runtime::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
     tracing::info!(%addr, "lab-report-service listening");
 
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let server = labrelay_contract::serve::serve(listener, app, hosts, async move {
+    let server = labrelay_runtime::serve::serve(listener, app, hosts, async move {
         shutdown.await;
         let _ = draining.send(());
     });

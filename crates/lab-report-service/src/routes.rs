@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
-use labrelay_contract::limits::Limits;
+use labrelay_runtime::limits::Limits;
 
 use crate::error::IngestError;
 use crate::metrics::Metrics;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::ingest_auth::IngestAuth;
 use anyhow::{Context, bail};
-use labrelay_contract::origin_guard::AllowedHosts;
+use labrelay_runtime::origin_guard::AllowedHosts;
 
 /// The project used when neither `PUBSUB_PROJECT_ID` nor
 /// `GOOGLE_CLOUD_PROJECT` is set.
@@ -50,7 +50,7 @@ pub struct Settings {
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
     /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
-    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
+    /// [`labrelay_runtime::origin_guard`]). `None`: loopback names on a
     /// loopback address, any host beyond it.
     pub allowed_hosts: Option<AllowedHosts>,
 }

@@ -43,7 +43,7 @@ pub mod settings;
 use std::future::Future;
 
 use anyhow::Context as _;
-use labrelay_contract::origin_guard::AllowedHosts;
+use labrelay_runtime::origin_guard::AllowedHosts;
 
 pub use channel::{Channel, Class, Failure, NotSent};
 pub use routes::MAX_PUSH_BODY;
@@ -83,7 +83,7 @@ pub async fn run<C: Channel>(
         "{} listening",
         C::SERVICE
     );
-    labrelay_contract::serve::serve(listener, router, hosts, shutdown)
+    labrelay_runtime::serve::serve(listener, router, hosts, shutdown)
         .await
         .context("serving HTTP")?;
     receiver.channel.shutdown().await;

@@ -85,7 +85,7 @@ struct ChannelLabels {
 type Latencies = Family<ChannelLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(labrelay_contract::metrics::latency_buckets())
+    Histogram::new(labrelay_runtime::metrics::latency_buckets())
 }
 
 /// Handles to the service's metrics.

@@ -11,8 +11,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
-use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 use labrelay_contract::push::PushEnvelope;
+use labrelay_runtime::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 use prometheus_client::registry::Registry;
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -80,7 +80,7 @@ pub(crate) fn build<C: Channel>(
     ))
     // Read-only and free of personal data: no push token needed. Its own
     // route, so the token check on `POST /` is untouched.
-    .merge(labrelay_contract::metrics::router(Arc::new(registry)));
+    .merge(labrelay_runtime::metrics::router(Arc::new(registry)));
     let router = labrelay_runtime::trace::apply(router, settings.trace_project.as_deref());
     Ok((router, receiver))
 }

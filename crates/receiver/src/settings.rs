@@ -1,7 +1,7 @@
 //! The settings both push receivers read the same way; each service adds
 //! what its channel needs (`SMTP_*`, `EMAIL_*`; `TWILIO_*`, `SMS_*`).
 
-use labrelay_contract::origin_guard::AllowedHosts;
+use labrelay_runtime::origin_guard::AllowedHosts;
 use labrelay_runtime::trace;
 
 use crate::notify_log::{self, NotifyLogSetting};
@@ -24,7 +24,7 @@ pub struct ReceiverSettings {
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
     /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
-    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
+    /// [`labrelay_runtime::origin_guard`]). `None`: loopback names on a
     /// loopback address, any host beyond it.
     pub allowed_hosts: Option<AllowedHosts>,
 }
