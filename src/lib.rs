@@ -12,8 +12,6 @@
 //!   everything until a shutdown signal; writes `up.json`
 //!   ([`labrelay_contract::up_file`]) once every part listens.
 //! - [`post`]: sample lab reports, and posting them as a lab would.
-//! - [`telemetry`]: the one tracing setup of every labrelay process.
 
 pub mod post;
-pub mod telemetry;
 pub mod up;

@@ -24,7 +24,6 @@ static MALLOC_CONF: Option<&std::ffi::c_char> = Some(
 );
 
 mod dead_letters;
-mod shutdown;
 
 use labrelay_contract::up_file::UpFile;
 
@@ -33,7 +32,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use labrelay::{post, telemetry, up};
+use labrelay::{post, up};
+use labrelay_runtime::{shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -193,7 +193,7 @@ struct BrokerArgs {
     issuer: Option<String>,
     /// The most pushes one subscription may have outstanding (slow start
     /// grows towards it); the default is what a labrelay push receiver admits.
-    #[arg(long, default_value_t = labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32)]
+    #[arg(long, default_value_t = labrelay_runtime::limits::DEFAULT_MAX_IN_FLIGHT as u32)]
     max_push_window: u32,
     /// Let the console at /console show message data (personal data); off by default.
     #[arg(long, env = "LABRELAY_CONSOLE_SHOW_DATA")]
@@ -295,7 +295,7 @@ async fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     config.console_show_data = args.console_show_data;
     config.payload_budget = args.payload_budget_mib.saturating_mul(1 << 20);
     if let Some(hosts) = &args.allowed_hosts {
-        config.allowed_hosts = labrelay_contract::origin_guard::AllowedHosts::parse(hosts)?;
+        config.allowed_hosts = labrelay_runtime::origin_guard::AllowedHosts::parse(hosts)?;
     }
     config.push_endpoints = labrelay_broker::PushEndpoints::parse(&args.allowed_push_endpoints)?;
     let broker = labrelay_broker::Broker::open(config)?;

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use labrelay_broker::{Broker, BrokerConfig, BrokerError, PushEndpoints, pb};
-use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
-use labrelay_contract::origin_guard::{ALLOWED_HOSTS, AllowedHosts};
-use labrelay_contract::private_fs;
 use labrelay_contract::up_file::UpFile;
+use labrelay_lab_report_service::ingest_auth::{IngestAuth, hash_key};
+use labrelay_runtime::origin_guard::{ALLOWED_HOSTS, AllowedHosts};
+use labrelay_runtime::private_fs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use labrelay_contract::ingest_auth::hash_key;
+use labrelay_lab_report_service::ingest_auth::hash_key;
 use labrelay_testkit::smtp::{self, SmtpSink};
 use labrelay_testkit::twilio::TwilioStandIn;
 use support::Process;

@@ -110,7 +110,7 @@ pub fn start_up(command: Command, data_dir: &Path) -> labrelay_testkit::up::Up {
 /// the same address after a restart (outside the ephemeral range, so no
 /// outgoing connection of a test running beside this one can take it).
 pub fn free_port() -> u16 {
-    labrelay_contract::serve::free_port().unwrap()
+    labrelay_runtime::serve::free_port().unwrap()
 }
 
 /// What `labrelay up` creates on the broker (`src/up.rs`), paced for a test:

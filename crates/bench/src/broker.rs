@@ -399,7 +399,7 @@ impl Emulator {
                  own, so that its Java server is stopped with it"
             );
         }
-        let port = labrelay_contract::serve::free_port()?;
+        let port = labrelay_runtime::serve::free_port()?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;

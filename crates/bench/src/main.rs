@@ -21,7 +21,7 @@ use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
     let args = labrelay_bench::BenchArgs::parse();
-    labrelay::telemetry::init();
+    labrelay_runtime::telemetry::init();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(labrelay_bench::run(args))
 }

@@ -14,7 +14,7 @@
 //!
 //! Which report a file is about: the SMS file is named
 //! `{report id}-{16 hex}.json`, the email file `{report id}-{32 hex}.eml`
-//! (`labrelay_contract::group_write::file_name`); an email file named
+//! (`labrelay_receiver::group_write::file_name`); an email file named
 //! otherwise (by an older `labrelay up`) has its `X-Report-Id` header read.
 
 use std::collections::HashSet;

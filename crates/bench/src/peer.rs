@@ -213,7 +213,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
             format!(
                 "{}:{}",
                 labrelay::up::LOCAL_LAB,
-                labrelay_contract::ingest_auth::hash_key(&api_key)
+                labrelay_lab_report_service::ingest_auth::hash_key(&api_key)
             ),
         );
     let ours = measure(
@@ -227,7 +227,7 @@ pub async fn run(bench: Peer) -> anyhow::Result<()> {
     )
     .await?;
 
-    let port = labrelay_contract::serve::free_port()?;
+    let port = labrelay_runtime::serve::free_port()?;
     let mut node_command = Command::new("node");
     node_command
         .arg(&script)

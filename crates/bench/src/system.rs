@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
-use labrelay_contract::ingest_auth::hash_key;
+use labrelay_lab_report_service::ingest_auth::hash_key;
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 
@@ -267,7 +267,7 @@ fn start_receiver(
 ) -> anyhow::Result<Process> {
     // The push receivers must know their own address (the token audience)
     // before they start.
-    let port = labrelay_contract::serve::free_port()?;
+    let port = labrelay_runtime::serve::free_port()?;
     let own = format!("http://127.0.0.1:{port}/");
     let service_dir = dir.join(name);
     std::fs::create_dir_all(&service_dir)?;

@@ -294,7 +294,7 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
 #[test]
 fn c_clients_script_stores_every_message_its_clients_count() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/c-clients.sh");
-    let port = labrelay_contract::serve::free_port().expect("a free port");
+    let port = labrelay_runtime::serve::free_port().expect("a free port");
     let output = Command::new("bash")
         .arg(script)
         .arg(labrelay())

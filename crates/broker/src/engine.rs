@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use labrelay_contract::origin_guard::AllowedHosts;
+use labrelay_runtime::origin_guard::AllowedHosts;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +39,7 @@ pub struct BrokerConfig {
     pub issuer: String,
     /// The most pushes one subscription may have outstanding. Default 256,
     /// what a labrelay push receiver admits at once
-    /// ([`labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT`]): a larger
+    /// ([`labrelay_runtime::limits::DEFAULT_MAX_IN_FLIGHT`]): a larger
     /// window only earns 503s, and each 503 halves the window and pauses
     /// the subscription.
     pub max_push_window: u32,
@@ -54,7 +54,7 @@ pub struct BrokerConfig {
     /// next; the rest of each message (about 250 bytes) stays in memory.
     pub payload_budget: usize,
     /// Host names the broker answers besides loopback names (default:
-    /// none; see [`labrelay_contract::origin_guard`]).
+    /// none; see [`labrelay_runtime::origin_guard`]).
     pub allowed_hosts: AllowedHosts,
     /// Where push subscriptions may send requests (default: anywhere; see
     /// [`crate::push_endpoints`]).
@@ -67,7 +67,7 @@ impl BrokerConfig {
         BrokerConfig {
             data_dir: data_dir.into(),
             issuer: format!("http://{addr}"),
-            max_push_window: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32,
+            max_push_window: labrelay_runtime::limits::DEFAULT_MAX_IN_FLIGHT as u32,
             console_show_data: false,
             journal_max_messages: 100_000,
             payload_budget: config::DEFAULT_PAYLOAD_BUDGET,
@@ -164,7 +164,7 @@ impl Broker {
     /// subscription and unacknowledged message, and starts delivering.
     /// Must be called inside a Tokio runtime.
     pub fn open(config: BrokerConfig) -> anyhow::Result<Broker> {
-        labrelay_contract::private_fs::private_dir(&config.data_dir)
+        labrelay_runtime::private_fs::private_dir(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let signer = Arc::new(OidcSigner::load_or_create(
             &config.data_dir,
@@ -850,7 +850,7 @@ impl Broker {
         // The shared server: TCP_NODELAY (without it Nagle holds back the last
         // small frame of a response, gRPC's trailers, until the peer's delayed
         // ACK), and connections that say nothing are closed.
-        let result = labrelay_contract::serve::serve(listener, app, hosts, async move {
+        let result = labrelay_runtime::serve::serve(listener, app, hosts, async move {
             tokio::select! {
                 _ = shutdown => {}
                 _ = stop.cancelled() => {}

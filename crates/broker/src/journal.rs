@@ -176,7 +176,7 @@ impl Journal {
         keep_data: bool,
         dropped: Counter,
     ) -> anyhow::Result<Journal> {
-        labrelay_contract::private_fs::prepare_sqlite(path)
+        labrelay_runtime::private_fs::prepare_sqlite(path)
             .with_context(|| format!("making {} private", path.display()))?;
         let writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;

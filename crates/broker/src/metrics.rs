@@ -20,7 +20,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use labrelay_contract::metrics::latency_buckets;
+use labrelay_runtime::metrics::latency_buckets;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
@@ -251,5 +251,5 @@ fn sqlite_memory_bytes() -> i64 {
 
 /// `GET /metrics` for the broker behind `inner`.
 pub(crate) fn router(metrics: &Metrics, inner: &Arc<Inner>) -> axum::Router {
-    labrelay_contract::metrics::router(Arc::new(metrics.registry(Arc::downgrade(inner))))
+    labrelay_runtime::metrics::router(Arc::new(metrics.registry(Arc::downgrade(inner))))
 }

@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use labrelay_contract::private_fs;
+use labrelay_runtime::private_fs;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use labrelay_contract::serve::{Activity, InFlight};
+use labrelay_runtime::serve::{Activity, InFlight};
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, USER_AGENT};
 use tokio::net::TcpStream;
 

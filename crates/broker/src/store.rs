@@ -23,7 +23,7 @@
 //! Data at rest: messages are lab reports, so the file and its `-wal` and
 //! `-shm` are the operator's alone: 0600, in a 0700 directory, made so
 //! before SQLite opens the file (SQLite gives `-wal` and `-shm` the
-//! database's mode), looser ones tightened (`labrelay_contract::private_fs`).
+//! database's mode), looser ones tightened (`labrelay_runtime::private_fs`).
 //! `secure_delete = ON` zeroes a deleted row in its page and a page the
 //! delete frees, so once a commit is checkpointed into the database file
 //! (every 1000 WAL pages, and when its last connection closes) an acknowledged
@@ -43,7 +43,7 @@ use std::path::Path;
 use std::thread;
 
 use anyhow::Context as _;
-use labrelay_contract::private_fs;
+use labrelay_runtime::private_fs;
 use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
 

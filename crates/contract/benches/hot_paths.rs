@@ -1,27 +1,17 @@
-//! Criterion micro-benchmarks for the contract's hot paths: the push envelope
-//! (encode on the broker side, parse + decode on the service side) and push
-//! token signing and verification (RS256, 2048-bit key, as the broker mints).
+//! Criterion micro-benchmarks for the wire contract's hot path: the push
+//! envelope (encode on the broker side, parse + decode on the receivers').
 //!
 //! `cargo bench -p labrelay-contract`
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rsa::{KeyPair, KeySize};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use labrelay_contract::push::{PushEnvelope, PushMessage};
-use labrelay_contract::push_auth::{PushAuthConfig, VERIFIED_CACHE_CAPACITY, Verifier};
 use serde_json::json;
 
 const SUBSCRIPTION: &str = "projects/labrelay-local/subscriptions/email-service-sub";
-const AUDIENCE: &str = "http://127.0.0.1:8081/";
-const EMAIL: &str = "pubsub-push@labrelay-local.iam.gserviceaccount.com";
 
 /// A realistic lab report padded to exactly 1 KiB (1024 bytes of JSON).
 fn report_1kib() -> Vec<u8> {
@@ -89,133 +79,6 @@ fn envelope(c: &mut Criterion) {
     group.finish();
 }
 
-struct Keys {
-    encoding: EncodingKey,
-    header: Header,
-    jwk: Jwk,
-}
-
-/// A 2048-bit RSA key generated as the broker generates its signing key.
-fn keys() -> Keys {
-    let pair = KeyPair::generate(KeySize::Rsa2048).expect("rsa key");
-    let der = pair.as_der().expect("der");
-    // PKCS#8 in PEM, exactly as the broker stores and loads its key.
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in STANDARD.encode(der.as_ref()).as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("rsa pem");
-    let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).expect("jwk");
-    let kid = jwk.thumbprint(ThumbprintHash::SHA256);
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    jwk.common.key_id = Some(kid.clone());
-    Keys {
-        encoding,
-        header: Header {
-            kid: Some(kid),
-            ..Header::new(Algorithm::RS256)
-        },
-        jwk,
-    }
-}
-
-fn sign(keys: &Keys, issuer: &str) -> String {
-    sign_issued_ago(keys, issuer, 0)
-}
-
-/// A token issued `ago` seconds before now: distinct `ago`s give distinct
-/// tokens with the same claims otherwise.
-fn sign_issued_ago(keys: &Keys, issuer: &str, ago: u64) -> String {
-    let iat = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        - ago;
-    let claims = json!({
-        "iss": issuer, "aud": AUDIENCE, "azp": "1234567890", "sub": "1234567890",
-        "email": EMAIL, "email_verified": true, "iat": iat, "exp": iat + 3600,
-    });
-    jsonwebtoken::encode(&keys.header, &claims, &keys.encoding).expect("sign")
-}
-
-fn jwt(c: &mut Criterion) {
-    let keys = keys();
-    let issuer = "http://127.0.0.1:8085";
-    let token = sign(&keys, issuer);
-    let decoding = DecodingKey::from_jwk(&keys.jwk).expect("decoding key");
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&[AUDIENCE]);
-    validation.set_issuer(&[issuer]);
-
-    let mut group = c.benchmark_group("jwt_rs256_2048");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("sign (jsonwebtoken::encode)", |b| {
-        b.iter(|| sign(black_box(&keys), issuer))
-    });
-    group.bench_function("verify (jsonwebtoken::decode)", |b| {
-        b.iter(|| {
-            jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &decoding, &validation)
-                .expect("verify")
-        })
-    });
-
-    // The receiving services' check: push_auth::Verifier with the JWKS served
-    // locally; it is fetched once, so every measured call is a cache hit.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let jwks = json!({ "keys": [keys.jwk] });
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    );
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    let verifier = Verifier::new(PushAuthConfig {
-        audience: AUDIENCE.into(),
-        allowed_service_accounts: HashSet::from([EMAIL.to_string()]),
-        issuers: HashSet::from([issuer.to_string()]),
-        jwks_url: format!("http://{addr}/.well-known/jwks.json"),
-    });
-    runtime
-        .block_on(verifier.verify(&token))
-        .expect("the token verifies");
-    // The broker reuses a token for many pushes, and the Verifier keeps the
-    // last VERIFIED_CACHE_CAPACITY tokens it verified: this is the common
-    // case, a lookup plus the claims' time checks.
-    group.bench_function("verify (push_auth::Verifier, token seen before)", |b| {
-        b.iter(|| {
-            runtime
-                .block_on(verifier.verify(black_box(&token)))
-                .expect("verify")
-        })
-    });
-    // Four times as many distinct tokens as the cache holds, taken in turn,
-    // so every call misses and checks the signature (JWKS still cached).
-    let fresh: Vec<String> = (0..4 * VERIFIED_CACHE_CAPACITY as u64)
-        .map(|ago| sign_issued_ago(&keys, issuer, ago + 1))
-        .collect();
-    let mut next = fresh.iter().cycle();
-    group.bench_function("verify (push_auth::Verifier, a new token)", |b| {
-        b.iter(|| {
-            let token = next.next().expect("cycle never ends");
-            runtime
-                .block_on(verifier.verify(black_box(token)))
-                .expect("verify")
-        })
-    });
-    group.finish();
-}
-
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -226,6 +89,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = envelope, jwt
+    targets = envelope
 }
 criterion_main!(benches);

@@ -1,60 +1,27 @@
-//! labrelay's wire contract: what crosses a process boundary.
+//! labrelay's wire contract: what crosses a process boundary, and nothing
+//! else.
 //!
-//! Every labrelay service depends on this crate and on nothing else of
-//! labrelay's, so the shapes on the wire are defined exactly once.
+//! A lab POSTs a lab report to the lab-report-service, which publishes it
+//! unchanged to `new-lab-report`; the broker (or Pub/Sub) pushes it to the
+//! email-service and the sms-service in a push envelope; their answers say
+//! what became of it in a header the broker reads. Every process that
+//! writes or reads one of these depends on this crate, so each shape is
+//! defined once.
 //!
 //! Layout:
 //! - [`report`]: the lab report a lab POSTs, validated once at ingest and
 //!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
-//! - [`push_metrics`]: the push receivers' metrics and their
-//!   `X-Labrelay-Outcome` header.
-//! - [`push_auth`]: the OIDC bearer-token check in front of every push
-//!   endpoint (RS256, JWKS cached, issuer, audience, service account).
-//! - [`ingest_auth`]: the API keys labs present to the lab-report-service,
-//!   kept as SHA-256 hashes and compared in constant time.
-//! - [`limits`]: the concurrency limit (503) and request timeout (408) every
-//!   service puts in front of its routes.
-//! - [`metrics`]: the Prometheus registry each service serves at
-//!   `/metrics`.
-//! - [`notify_log`]: which notifications were sent (report id, channel,
-//!   content hash), so redeliveries do not notify twice; SQLite or
-//!   Firestore.
-//! - [`group_write`]: group commit for the receivers' directory outboxes
-//!   (one writer thread per directory; each caller answered after its
-//!   file is durable).
-//! - [`origin_guard`]: refuses what a web page can make a browser send
-//!   (cross-site requests, DNS rebinding) on every port, before any
-//!   handler.
-//! - [`serve`]: serving a router (the services' and the broker's) with
-//!   connections that say nothing closed, at most 512 at once (idle ones
-//!   closed while all are taken), and graceful shutdown; `free_port` for servers told their port first;
-//!   `Activity`, what a connection is doing (the broker's push connections
-//!   keep one too).
-//! - [`private_fs`]: the data directory's modes (directories 0700, files
-//!   0600, looser ones tightened) and keys written atomically.
-//! - [`secret`]: credentials read from the environment, never printed.
+//! - [`headers`]: the header names processes read from each other
+//!   (`X-Labrelay-Outcome` and its values, the trace headers).
 //! - [`up_file`]: `<data-dir>/up.json`, where a running `labrelay up`
 //!   can be reached (written by `up`, read by `post`, `dead-letters`, the
 //!   bench and the tests).
-//! - [`trace`]: the trace a request belongs to (`traceparent`,
-//!   `X-Cloud-Trace-Context`), as span fields Cloud Logging correlates.
 
-pub mod group_write;
-pub mod ingest_auth;
-pub mod limits;
-pub mod metrics;
-pub mod notify_log;
-pub mod origin_guard;
-pub mod private_fs;
+pub mod headers;
 pub mod push;
-pub mod push_auth;
-pub mod push_metrics;
 pub mod report;
-pub mod secret;
-pub mod serve;
-pub mod trace;
 pub mod up_file;
 
 pub use report::{LabReport, ReportError, ReportId};

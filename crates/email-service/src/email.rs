@@ -152,7 +152,7 @@ fn crlf_measured(text: &str) -> (String, usize) {
 /// SHA-256 (hex) of the report id, the recipient and the rendered content:
 /// what identifies this notification in the notification log.
 fn content_hash(report_id: &str, recipient: &str, rendered: &render::Rendered) -> String {
-    labrelay_contract::notify_log::content_hash(&[
+    labrelay_receiver::notify_log::content_hash(&[
         "labrelay-email/1",
         report_id,
         recipient,

@@ -10,8 +10,12 @@
 //! eventually dead-letters the message).
 //!
 //! Layout:
-//! - [`config`]: [`Settings`] from the environment (`SMTP_URL`, `EMAIL_FROM`,
-//!   ...) or built in code; secrets never reach `Debug`.
+//! - [`settings`]: [`Settings`] from the environment (`SMTP_URL`,
+//!   `EMAIL_FROM`, ... and what every push receiver reads,
+//!   [`ReceiverSettings`]) or built in code; secrets never reach `Debug`.
+//! - `channel`: the email-service's part of the one push handler
+//!   ([`labrelay_receiver`]): compose a report's email, deliver it once,
+//!   classify a failed delivery.
 //! - `render`: subject, plain text and HTML from the askama templates in
 //!   `templates/`.
 //! - [`email`]: the addressed message, its content-derived Message-ID and the
@@ -19,19 +23,16 @@
 //! - `mailer`: SMTP or directory delivery, and the transient/permanent
 //!   classification of failures.
 //!   The directory outbox writes through
-//!   [`labrelay_contract::group_write`] (group commit).
-//! - `http`: the push and health handlers, and the one mapping from a
-//!   push's outcome to its HTTP status.
-//! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
-//!   sms-service): the Prometheus metrics served at `GET /metrics` (its own
-//!   registry), and the `X-Labrelay-Outcome` header on every push answer.
+//!   [`labrelay_receiver::group_write`] (group commit).
 //!
-//! Every request carrying a trace header runs in a span naming the trace
-//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
+//! The push handler, its answers (one mapping from what happened to the
+//! HTTP status, the `X-Labrelay-Outcome` header, the metrics and the log
+//! line), the push-token check, the metrics at `GET /metrics` and the
+//! trace spans are [`labrelay_receiver`]'s, the same as the sms-service's.
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
 //! (report id, channel `email`, SHA-256 of recipient and content; see
-//! [`labrelay_contract::notify_log`]) and a push whose email is already
+//! [`labrelay_receiver::notify_log`]) and a push whose email is already
 //! recorded is acknowledged without sending, whether it is a redelivery or
 //! the lab posting the same report again. A corrected report (other
 //! content) is sent. The one duplicate left: the service dies (or the
@@ -42,74 +43,29 @@
 //! [`app`] builds the router from [`Settings`]; [`run`] serves it on an
 //! already-bound listener until a shutdown future completes.
 
-pub mod config;
+mod channel;
 pub mod email;
-mod http;
 mod mailer;
-use labrelay_contract::push_metrics as metrics;
 mod render;
+pub mod settings;
 
 use std::future::Future;
-use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
-pub use config::{Delivery, Settings, SmtpCredentials, SmtpServer, SmtpTls};
-pub use labrelay_contract::secret::Secret;
+use channel::EmailChannel;
 
-/// What a push may take beyond one delivery attempt (reading the body, rendering).
-const REQUEST_TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Large enough for any Pub/Sub message (10 MB) once base64-encoded.
-const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;
+pub use labrelay_receiver::ReceiverSettings;
+pub use labrelay_runtime::secret::Secret;
+pub use settings::{Delivery, Settings, SmtpCredentials, SmtpServer, SmtpTls};
 
 /// The service's routes: `POST /` (push), `GET /healthz` and `GET /metrics`.
 ///
 /// Must be called inside a Tokio runtime (the SMTP connection pool starts a
-/// background task). Fails when the TLS settings cannot be built.
+/// background task). Fails when the TLS settings cannot be built or the
+/// notification log cannot be opened.
 pub fn app(settings: Settings) -> anyhow::Result<Router> {
-    Ok(build(settings)?.0)
-}
-
-fn build(settings: Settings) -> anyhow::Result<(Router, Arc<http::Service>)> {
-    let mailer = mailer::Mailer::new(&settings.delivery, settings.send_timeout)
-        .context("setting up email delivery")?;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(metrics::Metrics::register(&mut registry, "email"));
-    let service = Arc::new(http::Service {
-        metrics: Arc::clone(&metrics),
-        mailer,
-        from: settings.from,
-        reply_to: settings.reply_to,
-        send_timeout: settings.send_timeout,
-        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "email")?,
-    });
-    let pushes = Router::new().route("/", post(http::push));
-    let router = settings
-        .push_auth
-        .protect(pushes)
-        .route("/healthz", get(http::healthz))
-        .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
-        .with_state(Arc::clone(&service));
-    // A push is answered within the send timeout, plus room to read it.
-    let router = Limits {
-        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-        request_timeout: service.send_timeout + REQUEST_TIMEOUT_MARGIN,
-    }
-    .apply(router)
-    .layer(axum::middleware::from_fn_with_state(
-        metrics,
-        metrics::count_pushes,
-    ))
-    // Read-only and free of personal data: no push token needed. Its own
-    // route, so the token check on `POST /` is untouched.
-    .merge(labrelay_contract::metrics::router(Arc::new(registry)));
-    let router = labrelay_contract::trace::apply(router, settings.trace_project.as_deref());
-    Ok((router, service))
+    labrelay_receiver::app(EmailChannel::new(&settings)?, &settings.receiver)
 }
 
 /// Serves the email-service on `listener` until `shutdown` completes, then
@@ -123,22 +79,6 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let configured_hosts = settings.allowed_hosts.clone();
-    let (router, service) = build(settings)?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listener's address")?;
-    let hosts =
-        labrelay_contract::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
-    let notify_log = service
-        .dedupe
-        .as_ref()
-        .map_or_else(|| "off".to_string(), |d| d.describe());
-    tracing::info!(%addr, delivery = %service.mailer.describe(), %notify_log, "email-service listening");
-    labrelay_contract::serve::serve(listener, router, hosts, shutdown)
-        .await
-        .context("serving HTTP")?;
-    service.mailer.shutdown().await;
-    tracing::info!("email-service stopped");
-    Ok(())
+    let channel = EmailChannel::new(&settings)?;
+    labrelay_receiver::run(channel, settings.receiver, listener, shutdown).await
 }

@@ -2,8 +2,9 @@
 //!
 //! Every failure is classified once, here, as transient (the broker should
 //! redeliver) or permanent (this message can never be delivered), by the
-//! pure [`class_of`]. Summaries are safe to log and return: the server's
-//! own words, which may quote the recipient, stay at debug level.
+//! pure [`class_of`], and named for the push's log line by [`label_of`].
+//! Summaries are safe to log and return: the server's own words, which may
+//! quote the recipient, stay at debug level.
 
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 
-use crate::config::{Delivery, SmtpServer, SmtpTls};
+use labrelay_receiver::Class;
+use labrelay_receiver::group_write::{self, GroupWriter};
+
 use crate::email::Email;
-use labrelay_contract::group_write::{self, GroupWriter};
+use crate::settings::{Delivery, SmtpServer, SmtpTls};
 
 pub enum Mailer {
     Smtp {
@@ -38,17 +41,13 @@ const WRITER: group_write::Options = group_write::Options {
 #[error("{summary}")]
 pub struct SendError {
     pub class: Class,
+    /// What went wrong, in the push receivers' words (`refused`,
+    /// `timeout`, ...): the `outcome` of the push's log line.
+    pub label: &'static str,
     /// Safe to log at info and to return: no addresses, no server text.
     pub summary: String,
     #[source]
     pub source: anyhow::Error,
-}
-
-/// Whether a failed delivery may succeed later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Transient,
-    Permanent,
 }
 
 /// What went wrong talking to the SMTP server.
@@ -73,6 +72,18 @@ pub fn class_of(failure: SmtpFailure) -> Class {
             Class::Permanent
         }
         _ => Class::Transient,
+    }
+}
+
+/// The name of a failure, in the words the sms-service uses for Twilio's.
+pub fn label_of(failure: SmtpFailure) -> &'static str {
+    match failure {
+        SmtpFailure::Reply(code) if AUTH_CODES.contains(&code) => "misconfigured",
+        SmtpFailure::Reply(code) if (500..600).contains(&code) => "refused",
+        SmtpFailure::Reply(_) => "provider_error",
+        SmtpFailure::Timeout => "timeout",
+        SmtpFailure::Tls => "tls_error",
+        SmtpFailure::Connection => "unreachable",
     }
 }
 
@@ -111,6 +122,7 @@ impl Mailer {
             Ok(result) => result,
             Err(_) => Err(SendError {
                 class: Class::Transient,
+                label: "timeout",
                 summary: format!("delivery did not finish within {timeout:?}"),
                 source: anyhow::anyhow!("timed out"),
             }),
@@ -188,6 +200,7 @@ async fn send_smtp(
             };
             Err(SendError {
                 class: class_of(failure),
+                label: label_of(failure),
                 summary,
                 source: anyhow::Error::new(err),
             })
@@ -209,7 +222,7 @@ fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
 
 /// Writes `<dir>/<report id>-<Message-ID hash>.eml` atomically: a hidden
 /// temporary file in the same directory, synced, then renamed over any
-/// earlier copy (see [`labrelay_contract::group_write`]).
+/// earlier copy (see [`labrelay_receiver::group_write`]).
 async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError> {
     let name = group_write::file_name(&email.report_id, email.id_left(), "eml");
     writer
@@ -217,6 +230,7 @@ async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError
         .await
         .map_err(|err| SendError {
             class: Class::Transient,
+            label: "outbox_error",
             summary: "writing to the outbox directory failed".into(),
             source: anyhow::Error::new(err),
         })
@@ -254,12 +268,29 @@ mod tests {
     }
 
     #[test]
+    fn names_each_failure() {
+        use SmtpFailure::*;
+        let cases = [
+            (Reply(451), "provider_error"),
+            (Reply(550), "refused"),
+            (Reply(554), "refused"),
+            (Reply(535), "misconfigured"),
+            (Timeout, "timeout"),
+            (Tls, "tls_error"),
+            (Connection, "unreachable"),
+        ];
+        for (failure, want) in cases {
+            assert_eq!(label_of(failure), want, "{failure:?}");
+        }
+    }
+
+    #[test]
     fn describes_the_server_without_credentials() {
         let server = SmtpServer {
             host: "smtp.example.com".into(),
             port: 587,
             tls: SmtpTls::StartTls,
-            credentials: Some(crate::config::SmtpCredentials {
+            credentials: Some(crate::settings::SmtpCredentials {
                 username: "apikey".into(),
                 password: crate::Secret::new("s3cr3t"),
             }),

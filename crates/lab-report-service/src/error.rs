@@ -1,10 +1,10 @@
 //! Why a report was not accepted, and the one mapping to HTTP responses.
 
+use crate::ingest_auth::IngestAuthError;
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use labrelay_contract::ReportError;
-use labrelay_contract::ingest_auth::IngestAuthError;
 
 use crate::publisher::PublishFailure;
 

@@ -17,6 +17,9 @@
 //! Layout:
 //! - [`settings`]: [`Settings`], read from the environment
 //!   (`PUBSUB_EMULATOR_HOST`, `PUBSUB_PROJECT_ID`, ...).
+//! - [`ingest_auth`]: the API keys labs present, kept as SHA-256 hashes
+//!   and compared in constant time (`labrelay up` makes one with
+//!   [`ingest_auth::hash_key`]).
 //! - [`publisher`]: [`ReportPublisher`], the official Publisher pointed at
 //!   the local broker or Google Cloud, each publish bounded in time.
 //! - [`error`]: [`IngestError`], every reason for not answering 204, and its
@@ -28,12 +31,13 @@
 //!   outcome, publishes, publish latency), in a registry of its own.
 //!
 //! Every request carrying a trace header runs in a span naming the trace
-//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
+//! ([`labrelay_runtime::trace`]), so Cloud Logging groups its lines.
 //!
 //! [`app`] builds the router; [`run`] serves it on a bound listener until
 //! shutdown.
 
 pub mod error;
+pub mod ingest_auth;
 mod metrics;
 pub mod publisher;
 mod routes;
@@ -41,9 +45,9 @@ pub mod settings;
 
 use std::future::Future;
 
+use crate::ingest_auth::IngestAuth;
 use anyhow::Context;
-use labrelay_contract::ingest_auth::IngestAuth;
-use labrelay_contract::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
+use labrelay_runtime::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
 
 pub use error::IngestError;
 pub use publisher::ReportPublisher;
@@ -79,10 +83,10 @@ pub async fn app(settings: Settings) -> anyhow::Result<axum::Router> {
     )
     // Read-only and free of personal data, so without the API key, and
     // outside the request limit so a scrape works while the service is busy.
-    .merge(labrelay_contract::metrics::router(std::sync::Arc::new(
+    .merge(labrelay_runtime::metrics::router(std::sync::Arc::new(
         registry,
     )));
-    Ok(labrelay_contract::trace::apply(
+    Ok(labrelay_runtime::trace::apply(
         router,
         settings.trace_project.as_deref(),
     ))
@@ -107,11 +111,11 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     let hosts =
-        labrelay_contract::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
+        labrelay_runtime::origin_guard::AllowedHosts::or_default_for(configured_hosts, addr);
     tracing::info!(%addr, "lab-report-service listening");
 
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let server = labrelay_contract::serve::serve(listener, app, hosts, async move {
+    let server = labrelay_runtime::serve::serve(listener, app, hosts, async move {
         shutdown.await;
         let _ = draining.send(());
     });

@@ -45,7 +45,7 @@ impl Metrics {
             received: Family::default(),
             published: Counter::default(),
             publish_failures: Family::default(),
-            publish_duration: Histogram::new(labrelay_contract::metrics::latency_buckets()),
+            publish_duration: Histogram::new(labrelay_runtime::metrics::latency_buckets()),
         };
         registry.register(
             "labrelay_reports_received",

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::ingest_auth::IngestAuth;
 use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
@@ -21,8 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use labrelay_contract::LabReport;
-use labrelay_contract::ingest_auth::IngestAuth;
-use labrelay_contract::limits::Limits;
+use labrelay_runtime::limits::Limits;
 
 use crate::error::IngestError;
 use crate::metrics::Metrics;

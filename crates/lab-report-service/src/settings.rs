@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::ingest_auth::IngestAuth;
 use anyhow::{Context, bail};
-use labrelay_contract::ingest_auth::IngestAuth;
-use labrelay_contract::origin_guard::AllowedHosts;
+use labrelay_runtime::origin_guard::AllowedHosts;
 
 /// The project used when neither `PUBSUB_PROJECT_ID` nor
 /// `GOOGLE_CLOUD_PROJECT` is set.
@@ -41,7 +41,7 @@ pub struct Settings {
     /// batched only with reports that arrived in the same instant).
     pub batch_delay: Duration,
     /// Who may post reports (`INGEST_API_KEYS_FILE`, `INGEST_API_KEYS`,
-    /// `INGEST_OPEN`; see [`labrelay_contract::ingest_auth`]). Read from the
+    /// `INGEST_OPEN`; see [`crate::ingest_auth`]). Read from the
     /// environment, keys are required unless `INGEST_OPEN=true`; the
     /// [`Default`] for code and tests is open.
     pub ingest_auth: IngestAuth,
@@ -50,7 +50,7 @@ pub struct Settings {
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
     /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
-    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
+    /// [`labrelay_runtime::origin_guard`]). `None`: loopback names on a
     /// loopback address, any host beyond it.
     pub allowed_hosts: Option<AllowedHosts>,
 }
@@ -134,7 +134,7 @@ impl Settings {
                 })?,
         };
         let ingest_auth = IngestAuth::from_vars(get)?;
-        let trace_project = labrelay_contract::trace::project_from_vars(get);
+        let trace_project = labrelay_runtime::trace::project_from_vars(get);
         let settings = Settings {
             project,
             topic,

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use labrelay_contract::ingest_auth::{IngestAuth, hash_key};
-use labrelay_contract::origin_guard::AllowedHosts;
 use labrelay_lab_report_service::Settings;
+use labrelay_lab_report_service::ingest_auth::{IngestAuth, hash_key};
+use labrelay_runtime::origin_guard::AllowedHosts;
 
 /// Settings from `vars`, open to every caller unless they set `INGEST_*`.
 fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {

@@ -12,41 +12,41 @@
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every SMS sent is recorded (report
 //! id, channel `sms`, SHA-256 of number and text; see
-//! [`labrelay_contract::notify_log`]) and a push whose SMS is already
+//! [`labrelay_receiver::notify_log`]) and a push whose SMS is already
 //! recorded is acknowledged (204) without sending, whether it is a
 //! redelivery or the lab posting the same report again; a corrected report
 //! whose text differs is sent. A push still sending at the Twilio timeout
 //! is answered 503 while its request goes on (see `twilio`); the
 //! redelivery waits for it and finds the record. The one duplicate left:
 //! the service dies (or the record fails, or the request outlives its
-//! limit, [`attempt_limit`](labrelay_contract::notify_log::attempt_limit))
+//! limit, [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit))
 //! after Twilio accepted the message and before the record is committed;
 //! the broker redelivers and the owner gets it twice.
 //!
 //! Layout:
-//! - [`settings`]: typed settings from the environment or from code.
+//! - [`settings`]: typed settings from the environment or from code (and
+//!   what every push receiver reads, [`ReceiverSettings`]).
+//! - `channel`: the sms-service's part of the one push handler
+//!   ([`labrelay_receiver`]): a report's SMS, where it may go, how a
+//!   failed send classifies.
 //! - [`phone`]: [`PhoneNumber`], E.164, parsed once.
 //! - [`segments`]: GSM-7 / UCS-2 length and segment counting.
 //! - [`notice`]: the SMS text, shortened to fit one segment.
-//! - `routes`: `POST /`, `GET /healthz` and `GET /metrics`.
-//! - `metrics` ([`labrelay_contract::push_metrics`], shared with the
-//!   email-service): the Prometheus metrics (its own registry), and the
-//!   `X-Labrelay-Outcome` header on every push answer.
-//! - `transport`: the channel (Twilio or outbox) and its errors.
+//! - `transport`: Twilio or the outbox, and how sending fails.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
 //! - `outbox`: one JSON file per message, written atomically.
-//!   It writes through [`labrelay_contract::group_write`] (group commit).
-//! - `outcome`: the one mapping from what happened to HTTP status and log.
+//!   It writes through [`labrelay_receiver::group_write`] (group commit).
 //!
-//! Every request carrying a trace header runs in a span naming the trace
-//! ([`labrelay_contract::trace`]), so Cloud Logging groups its lines.
+//! The push handler, its answers (one mapping from what happened to the
+//! HTTP status, the `X-Labrelay-Outcome` header, the metrics and the log
+//! line), the push-token check, the metrics at `GET /metrics` and the
+//! trace spans are [`labrelay_receiver`]'s, the same as the
+//! email-service's.
 
-use labrelay_contract::push_metrics as metrics;
+mod channel;
 pub mod notice;
 mod outbox;
-mod outcome;
 pub mod phone;
-mod routes;
 pub mod segments;
 pub mod settings;
 mod transport;
@@ -54,41 +54,18 @@ mod twilio;
 
 use std::future::Future;
 
-use anyhow::Context as _;
-use labrelay_contract::origin_guard::AllowedHosts;
+use channel::SmsChannel;
 
-pub use labrelay_contract::secret::Secret;
+pub use labrelay_receiver::ReceiverSettings;
+pub use labrelay_runtime::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
-pub use settings::{Channel, OutboxSettings, Settings, TwilioSender, TwilioSettings};
-
-/// How long a push waits for its SMS (the Twilio request or the file
-/// write) before the broker is answered 503: the Twilio timeout. The send
-/// goes on and is recorded or released when it ends.
-fn answer_within(channel: &Channel) -> std::time::Duration {
-    match channel {
-        Channel::Twilio(twilio) => twilio.timeout,
-        Channel::Outbox(_) => settings::DEFAULT_TWILIO_TIMEOUT,
-    }
-}
-
-/// A push is answered within the Twilio timeout, plus room to read it.
-fn limits(channel: &Channel) -> labrelay_contract::limits::Limits {
-    labrelay_contract::limits::Limits {
-        max_in_flight: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT,
-        request_timeout: answer_within(channel).saturating_add(std::time::Duration::from_secs(5)),
-    }
-}
+pub use settings::{Delivery, OutboxSettings, Settings, TwilioSender, TwilioSettings};
 
 /// The service as a router, ready to serve or to test with `oneshot`.
-/// Fails on invalid settings or an outbox directory that cannot be created.
+/// Fails on invalid settings, an outbox directory that cannot be created
+/// or a notification log that cannot be opened.
 pub fn app(settings: Settings) -> anyhow::Result<axum::Router> {
-    let transport = transport::Transport::new(&settings)?;
-    tracing::debug!(channel = %transport.describe(), "sms-service built");
-    let service = routes::Service {
-        transport,
-        dedupe: labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?,
-    };
-    Ok(routes::router(service, &settings))
+    labrelay_receiver::app(SmsChannel::new(&settings)?, &settings.receiver)
 }
 
 /// Serves the service on `listener` until `shutdown` completes, then stops
@@ -102,21 +79,6 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let transport = transport::Transport::new(&settings)?;
-    let address = listener
-        .local_addr()
-        .context("reading the listener's address")?;
-    let dedupe = labrelay_contract::notify_log::Dedupe::open_setting(&settings.notify_log, "SMS")?;
-    let notify_log = dedupe
-        .as_ref()
-        .map_or_else(|| "off".to_string(), |d| d.describe());
-    tracing::info!(%address, channel = %transport.describe(), %notify_log, "sms-service listening");
-    let service = routes::Service { transport, dedupe };
-    let router = routes::router(service, &settings);
-    let hosts = AllowedHosts::or_default_for(settings.allowed_hosts.clone(), address);
-    labrelay_contract::serve::serve(listener, router, hosts, shutdown)
-        .await
-        .context("serving the sms-service")?;
-    tracing::info!("sms-service stopped");
-    Ok(())
+    let channel = SmsChannel::new(&settings)?;
+    labrelay_receiver::run(channel, settings.receiver, listener, shutdown).await
 }

@@ -6,17 +6,18 @@
 //! same file instead of adding one. It is written to a hidden temporary file
 //! in the same directory, flushed to disk and renamed over the target, so a
 //! reader never sees half a message and an acknowledged message survives a
-//! crash; [`labrelay_contract::group_write`] does that for many messages at once.
+//! crash; [`labrelay_receiver::group_write`] does that for many messages at once.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::channel::Sms;
 use crate::settings::OutboxSettings;
-use crate::transport::{SendError, Sms};
-use labrelay_contract::group_write::{self, GroupWriter};
-use labrelay_contract::notify_log::content_hash;
+use crate::transport::SendError;
+use labrelay_receiver::group_write::{self, GroupWriter};
+use labrelay_receiver::notify_log::content_hash;
 
 pub(crate) struct Outbox {
     writer: GroupWriter,
@@ -36,7 +37,7 @@ struct OutboxMessage<'a> {
     to: &'a str,
     from: &'a str,
     body: &'a str,
-    report_id: String,
+    report_id: &'a str,
     message_id: &'a str,
 }
 
@@ -57,15 +58,14 @@ impl Outbox {
     }
 
     /// Writes the message; returns the file name.
-    pub async fn write(&self, sms: &Sms<'_>) -> Result<String, SendError> {
-        let report_id = sms.report_id.to_string();
-        let name = file_name(&report_id, sms.to.as_str(), &self.from, sms.body);
+    pub async fn write(&self, sms: &Sms) -> Result<String, SendError> {
+        let name = file_name(&sms.report_id, sms.to.as_str(), &self.from, &sms.body);
         let message = OutboxMessage {
             to: sms.to.as_str(),
             from: &self.from,
-            body: sms.body,
-            report_id,
-            message_id: sms.message_id,
+            body: &sms.body,
+            report_id: &sms.report_id,
+            message_id: &sms.message_id,
         };
         let mut json = serde_json::to_vec_pretty(&message)
             .map_err(|e| SendError::Outbox(std::io::Error::other(e)))?;

@@ -1,7 +1,7 @@
 //! Typed settings, read from the environment the way Cloud Run passes them,
 //! or built in code by `labrelay up`.
 //!
-//! Exactly one channel: `SMS_URL=file:///dir` (a directory outbox, with
+//! Exactly one delivery: `SMS_URL=file:///dir` (a directory outbox, with
 //! `SMS_FROM` as the sender it records), or Twilio (`TWILIO_ACCOUNT_SID`,
 //! `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`, `TWILIO_FROM` or
 //! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
@@ -15,10 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use labrelay_contract::notify_log::NotifyLogSetting;
-use labrelay_contract::origin_guard::AllowedHosts;
-use labrelay_contract::push_auth::PushAuth;
-use labrelay_contract::secret::{Secret, secret_from_vars};
+use labrelay_receiver::ReceiverSettings;
+use labrelay_runtime::secret::{Secret, secret_from_vars};
 
 use crate::phone::PhoneNumber;
 use countries::AllowedCountries;
@@ -38,32 +36,22 @@ pub const DEFAULT_OUTBOX_FROM: &str = "labrelay";
 /// Everything the sms-service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub channel: Channel,
+    pub delivery: Delivery,
     /// `SMS_ALLOWED_COUNTRIES`: owners whose number is elsewhere are not
     /// texted (the push is acknowledged as skipped). By default every
     /// country but the non-geographic codes.
     pub allowed_countries: AllowedCountries,
-    /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
-    /// [`labrelay_contract::push_auth`]). Verified by default when read
-    /// from the environment; off in the constructors for code and tests.
-    pub push_auth: PushAuth,
-    /// The notification log (`NOTIFY_LOG`: SQLite or Firestore): SMS
-    /// already sent are not sent again. `Off` (the default): every push
-    /// sends.
-    pub notify_log: NotifyLogSetting,
-    /// The project in the trace names of log lines
-    /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
-    /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
-    pub trace_project: Option<String>,
-    /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
-    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
-    /// loopback address, any host beyond it.
-    pub allowed_hosts: Option<AllowedHosts>,
+    /// What every push receiver reads: who may push (`PUSH_*`), the
+    /// notification log (`NOTIFY_LOG`; SMS already sent are not sent
+    /// again), the trace project and `ALLOWED_HOSTS`. Push tokens are
+    /// verified by default when read from the environment; everything is
+    /// off in the constructors for code and tests.
+    pub receiver: ReceiverSettings,
 }
 
 /// How messages leave the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Channel {
+pub enum Delivery {
     /// One JSON file per message in a directory (the local default).
     Outbox(OutboxSettings),
     Twilio(TwilioSettings),
@@ -101,22 +89,19 @@ impl Settings {
     /// A directory outbox at `dir`, recording the default sender.
     pub fn outbox(dir: impl Into<PathBuf>) -> Settings {
         Settings {
-            channel: Channel::Outbox(OutboxSettings {
+            delivery: Delivery::Outbox(OutboxSettings {
                 dir: dir.into(),
                 from: DEFAULT_OUTBOX_FROM.to_string(),
             }),
             allowed_countries: AllowedCountries::default(),
-            push_auth: PushAuth::Off,
-            notify_log: NotifyLogSetting::Off,
-            trace_project: None,
-            allowed_hosts: None,
+            receiver: ReceiverSettings::default(),
         }
     }
 
     /// Twilio with the default API base and timeout.
     pub fn twilio(account_sid: &str, auth_token: &str, sender: TwilioSender) -> Settings {
         Settings {
-            channel: Channel::Twilio(TwilioSettings {
+            delivery: Delivery::Twilio(TwilioSettings {
                 account_sid: account_sid.to_string(),
                 auth_token: Secret::new(auth_token),
                 sender,
@@ -124,10 +109,7 @@ impl Settings {
                 timeout: DEFAULT_TWILIO_TIMEOUT,
             }),
             allowed_countries: AllowedCountries::default(),
-            push_auth: PushAuth::Off,
-            notify_log: NotifyLogSetting::Off,
-            trace_project: None,
-            allowed_hosts: None,
+            receiver: ReceiverSettings::default(),
         }
     }
 
@@ -139,29 +121,25 @@ impl Settings {
     /// process environment.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let channel = match (var("SMS_URL"), var("TWILIO_ACCOUNT_SID")) {
+        let delivery = match (var("SMS_URL"), var("TWILIO_ACCOUNT_SID")) {
             (Some(_), Some(_)) => bail!(
                 "both SMS_URL and TWILIO_ACCOUNT_SID are set; set SMS_URL for a directory outbox or the TWILIO_* variables for Twilio, not both"
             ),
-            (Some(url), None) => Channel::Outbox(OutboxSettings {
+            (Some(url), None) => Delivery::Outbox(OutboxSettings {
                 dir: outbox_dir(&url)?,
                 from: var("SMS_FROM").unwrap_or_else(|| DEFAULT_OUTBOX_FROM.to_string()),
             }),
-            (None, Some(account_sid)) => Channel::Twilio(twilio_from_vars(account_sid, &var)?),
+            (None, Some(account_sid)) => Delivery::Twilio(twilio_from_vars(account_sid, &var)?),
             (None, None) => bail!(
                 "no SMS channel configured: set SMS_URL=file:///path/to/dir for a directory outbox, or TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM (or TWILIO_MESSAGING_SERVICE_SID) for Twilio"
             ),
         };
-        let push_auth = PushAuth::from_vars(&get)?;
-        let notify_log = labrelay_contract::notify_log::setting_from_vars(var)?;
+        let receiver = ReceiverSettings::from_vars(&get)?;
         let allowed_countries = AllowedCountries::parse(var("SMS_ALLOWED_COUNTRIES").as_deref())?;
         let settings = Settings {
-            channel,
+            delivery,
             allowed_countries,
-            push_auth,
-            notify_log,
-            trace_project: labrelay_contract::trace::project_from_vars(var),
-            allowed_hosts: AllowedHosts::from_vars(&get)?,
+            receiver,
         };
         settings.validate()?;
         Ok(settings)
@@ -170,7 +148,7 @@ impl Settings {
     /// Checks what `from_vars` cannot express in types; `app` calls it too,
     /// for settings built in code.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        let Channel::Twilio(twilio) = &self.channel else {
+        let Delivery::Twilio(twilio) = &self.delivery else {
             return Ok(());
         };
         if !is_sid(&twilio.account_sid) {
@@ -285,6 +263,8 @@ fn check_from(from: &str) -> anyhow::Result<()> {
 mod tests {
     use std::collections::HashMap;
 
+    use labrelay_receiver::push_auth::PushAuth;
+
     use super::*;
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -311,7 +291,7 @@ mod tests {
             ("SMS_FROM", "+15550000000"),
         ])
         .unwrap();
-        let Channel::Outbox(outbox) = settings.channel else {
+        let Delivery::Outbox(outbox) = settings.delivery else {
             panic!()
         };
         assert_eq!(outbox.dir, PathBuf::from("/tmp/my outbox"));
@@ -332,8 +312,8 @@ mod tests {
             ),
         ])
         .unwrap();
-        assert!(matches!(settings.push_auth, PushAuth::Verify(_)));
-        assert_eq!(from(&[url]).unwrap().push_auth, PushAuth::Off);
+        assert!(matches!(settings.receiver.push_auth, PushAuth::Verify(_)));
+        assert_eq!(from(&[url]).unwrap().receiver.push_auth, PushAuth::Off);
     }
 
     #[test]
@@ -367,7 +347,7 @@ mod tests {
             ("TWILIO_TIMEOUT_SECS", "2.5"),
         ])
         .unwrap();
-        let Channel::Twilio(twilio) = settings.channel else {
+        let Delivery::Twilio(twilio) = settings.delivery else {
             panic!()
         };
         assert_eq!(twilio.auth_token.expose(), "from-a-file");

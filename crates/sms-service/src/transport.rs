@@ -1,24 +1,15 @@
-//! The channel a message leaves by, and how sending it can fail.
+//! The way a message leaves (Twilio or the outbox), and how sending it can
+//! fail.
 
 use std::time::Duration;
 
-use labrelay_contract::ReportId;
-
+use crate::channel::Sms;
 use crate::outbox::Outbox;
-use crate::phone::PhoneNumber;
-use crate::settings::{Channel, Settings};
+use crate::settings::{Delivery, Settings};
 use crate::twilio::TwilioClient;
 
-/// One SMS to send.
-pub(crate) struct Sms<'a> {
-    pub report_id: &'a ReportId,
-    pub message_id: &'a str,
-    pub to: &'a PhoneNumber,
-    pub body: &'a str,
-}
-
-/// Why a message was not sent. [`crate::outcome`] decides which of these
-/// the broker should retry; none of the messages carries personal data.
+/// Why a message was not sent. `channel` decides which of these the broker
+/// should retry; none of the messages carries personal data.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
     /// Twilio will never send this message (invalid, opted-out or
@@ -70,16 +61,16 @@ pub(crate) enum Transport {
 impl Transport {
     pub fn new(settings: &Settings) -> anyhow::Result<Transport> {
         settings.validate()?;
-        Ok(match &settings.channel {
-            Channel::Twilio(twilio) => Transport::Twilio(TwilioClient::new(twilio)?),
-            Channel::Outbox(outbox) => Transport::Outbox(Outbox::new(outbox)?),
+        Ok(match &settings.delivery {
+            Delivery::Twilio(twilio) => Transport::Twilio(TwilioClient::new(twilio)?),
+            Delivery::Outbox(outbox) => Transport::Outbox(Outbox::new(outbox)?),
         })
     }
 
     /// Sends `sms`; on success, Twilio's message SID or the outbox file name.
-    pub async fn send(&self, sms: &Sms<'_>) -> Result<Option<String>, SendError> {
+    pub async fn send(&self, sms: &Sms) -> Result<Option<String>, SendError> {
         match self {
-            Transport::Twilio(client) => client.send(sms.to, sms.body).await,
+            Transport::Twilio(client) => client.send(&sms.to, &sms.body).await,
             Transport::Outbox(outbox) => outbox.write(sms).await.map(Some),
         }
     }

@@ -3,9 +3,10 @@
 //! Twilio has no idempotency key for creating messages, so a request cut
 //! off after Twilio took the message, its claim released, would be sent
 //! again by the broker's redelivery. A request is therefore not cut off at
-//! `TWILIO_TIMEOUT_SECS`: the push is answered 503 then (see `routes`), and
+//! `TWILIO_TIMEOUT_SECS`: the push is answered 503 then (see
+//! [`labrelay_receiver`]), and
 //! the request goes on to
-//! [`attempt_limit`](labrelay_contract::notify_log::attempt_limit), so its real outcome is
+//! [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit), so its real outcome is
 //! recorded (or its claim released) while the redelivery waits. A 429 or
 //! 5xx is Twilio refusing: nothing was sent, and the retry sends once. A
 //! request cut off at the limit, or whose connection breaks after the
@@ -14,12 +15,12 @@
 
 use std::time::Duration;
 
-use labrelay_contract::notify_log::attempt_limit;
+use labrelay_receiver::notify_log::attempt_limit;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 
 use crate::phone::PhoneNumber;
-use labrelay_contract::secret::Secret;
+use labrelay_runtime::secret::Secret;
 
 use crate::settings::{TwilioSender, TwilioSettings};
 use crate::transport::SendError;

@@ -1,7 +1,7 @@
 //! Ingest API keys: only a configured lab's key gets a report in, and the
 //! lab's name travels with it.
 
-use labrelay_contract::ingest_auth::{IngestAuth, IngestKeys};
+use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use crate::helpers::{error_message, spawn_app_with, within};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use labrelay_contract::ingest_auth::{IngestAuth, IngestKeys};
+use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use crate::helpers::{sample, spawn_app_with, spawn_app_without_broker, within};

@@ -6,8 +6,8 @@
 //! These tests speak HTTP/1.1 over raw TCP, so that a request can announce
 //! a body it never sends.
 
-use labrelay_contract::ingest_auth::{IngestAuth, IngestKeys};
-use labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT;
+use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
+use labrelay_runtime::limits::DEFAULT_MAX_IN_FLIGHT;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 

@@ -5,14 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use labrelay_contract::notify_log::NotifyLogSetting;
+use labrelay_receiver::notify_log::NotifyLogSetting;
 use labrelay_sms_service::Settings;
 use labrelay_testkit::twilio::{Mode, TwilioStandIn};
 
 use crate::helpers::*;
 
 fn with_log(mut settings: Settings, log: &Path) -> Settings {
-    settings.notify_log = NotifyLogSetting::Sqlite(log.to_path_buf());
+    settings.receiver.notify_log = NotifyLogSetting::Sqlite(log.to_path_buf());
     settings
 }
 
@@ -149,7 +149,7 @@ fn notify_log_is_read_from_the_environment() {
     })
     .unwrap();
     assert_eq!(
-        settings.notify_log,
+        settings.receiver.notify_log,
         NotifyLogSetting::Sqlite("/tmp/n.db".into())
     );
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use labrelay_contract::push::{PushEnvelope, PushMessage};
-use labrelay_sms_service::{Channel, Settings, TwilioSender};
+use labrelay_sms_service::{Delivery, Settings, TwilioSender};
 use labrelay_testkit::twilio::TwilioStandIn;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -51,7 +51,7 @@ pub async fn spawn_with_twilio() -> (TwilioStandIn, TestApp) {
 
 pub fn twilio_settings(twilio: &TwilioStandIn) -> Settings {
     let mut settings = Settings::twilio(SID, TOKEN, TwilioSender::From(FROM.into()));
-    if let Channel::Twilio(t) = &mut settings.channel {
+    if let Delivery::Twilio(t) = &mut settings.delivery {
         t.api_base = twilio.base_url();
         t.timeout = Duration::from_secs(3);
     }
@@ -63,7 +63,7 @@ pub fn with_twilio(
     mut settings: Settings,
     change: impl FnOnce(&mut labrelay_sms_service::TwilioSettings),
 ) -> Settings {
-    let Channel::Twilio(t) = &mut settings.channel else {
+    let Delivery::Twilio(t) = &mut settings.delivery else {
         panic!("not Twilio settings")
     };
     change(t);

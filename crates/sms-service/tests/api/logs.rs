@@ -92,7 +92,7 @@ async fn logs_one_line_per_push_without_personal_data() {
         assert!(line.contains(&format!("outcome=\"{outcome}\"")), "{line}");
         assert!(line.contains("delivery_attempt="), "{line}");
     }
-    assert!(pushes[1].contains("twilio_code=21610"), "{}", pushes[1]);
+    assert!(pushes[1].contains("provider_code=21610"), "{}", pushes[1]);
     assert!(pushes[0].contains("sent_id=\"SM"), "{}", pushes[0]);
     assert!(!logs.contains("555123456"), "a phone number leaked: {logs}");
     assert!(

@@ -56,7 +56,7 @@ async fn routes_and_answers() {
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
 
-    let big = "x".repeat(3 * 1024 * 1024);
+    let big = "x".repeat(labrelay_receiver::MAX_PUSH_BODY + 1);
     let (status, _) = call(router, post(big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }

@@ -3,7 +3,8 @@
 //!
 //! Cloud Run (and any W3C-aware proxy) sends `traceparent:
 //! 00-TRACE_ID-SPAN_ID-FLAGS` and/or `X-Cloud-Trace-Context:
-//! TRACE_ID/SPAN_ID;o=1`. [`apply`] puts a middleware in front of a
+//! TRACE_ID/SPAN_ID;o=1` (the names are part of the wire contract,
+//! [`labrelay_contract::headers`]). [`apply`] puts a middleware in front of a
 //! service's router that reads them and runs the request inside a span
 //! carrying [`TRACE_FIELD`] (`projects/PROJECT/traces/TRACE_ID`),
 //! [`SPAN_ID_FIELD`] (16 hex digits) and [`SAMPLED_FIELD`]; the JSON log
@@ -21,6 +22,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
+use labrelay_contract::headers::{TRACEPARENT, X_CLOUD_TRACE_CONTEXT};
 use tracing::Instrument as _;
 
 /// Span field: `projects/PROJECT/traces/TRACE_ID`.
@@ -29,11 +31,6 @@ pub const TRACE_FIELD: &str = "trace";
 pub const SPAN_ID_FIELD: &str = "trace_span_id";
 /// Span field: whether the caller sampled the trace.
 pub const SAMPLED_FIELD: &str = "trace_sampled";
-
-/// The W3C Trace Context header.
-pub const TRACEPARENT: &str = "traceparent";
-/// Google's legacy trace header, still set by Cloud Run.
-pub const X_CLOUD_TRACE_CONTEXT: &str = "x-cloud-trace-context";
 
 /// A request's trace, as its caller stated it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -147,10 +147,10 @@ impl SqliteLog {
     fn open_with(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqliteLog> {
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::private_fs::create_dir_all(dir)
+            labrelay_runtime::private_fs::create_dir_all(dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
-        crate::private_fs::prepare_sqlite(path).with_context(|| {
+        labrelay_runtime::private_fs::prepare_sqlite(path).with_context(|| {
             format!("making the notification log {} owner-only", path.display())
         })?;
         let conn = rusqlite::Connection::open(path)

@@ -126,7 +126,7 @@ fn commit(
     batch: &[Write],
 ) -> Vec<std::io::Result<()>> {
     if options.create_dir
-        && let Err(err) = crate::private_fs::create_dir_all(dir)
+        && let Err(err) = labrelay_runtime::private_fs::create_dir_all(dir)
     {
         return batch.iter().map(|_| Err(copy(&err))).collect();
     }

@@ -142,7 +142,8 @@ impl IngestKeys {
 
     /// The lab whose key `headers` present.
     pub fn check(&self, headers: &axum::http::HeaderMap) -> Result<&str, IngestAuthError> {
-        let key = crate::push_auth::bearer_token(headers).ok_or(IngestAuthError::Missing)?;
+        let key =
+            labrelay_runtime::secret::bearer_token(headers).ok_or(IngestAuthError::Missing)?;
         self.lab_of(key).ok_or(IngestAuthError::Unknown)
     }
 

@@ -9,10 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use labrelay_contract::notify_log::NotifyLogSetting;
-use labrelay_contract::origin_guard::AllowedHosts;
-use labrelay_contract::push_auth::PushAuth;
-use labrelay_contract::secret::{Secret, secret_from_vars};
+use labrelay_receiver::ReceiverSettings;
+use labrelay_runtime::secret::{Secret, secret_from_vars};
 use lettre::message::Mailbox;
 
 /// `EMAIL_FROM` when unset.
@@ -34,25 +32,15 @@ pub struct Settings {
     pub reply_to: Option<Mailbox>,
     /// How long a push waits for its delivery attempt before the broker is
     /// answered 503. The attempt itself goes on, up to
-    /// [`attempt_limit`](labrelay_contract::notify_log::attempt_limit) of
+    /// [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit) of
     /// this, and is recorded or released when it ends.
     pub send_timeout: Duration,
-    /// Who may push (`PUSH_AUTH`, `PUSH_AUDIENCE`, ...; see
-    /// [`labrelay_contract::push_auth`]). Verified by default when read
-    /// from the environment; off in [`Settings::new`], for code and tests.
-    pub push_auth: PushAuth,
-    /// The notification log (`NOTIFY_LOG`: SQLite or Firestore): emails
-    /// already sent are not sent again. `Off` (the default): every push
-    /// sends.
-    pub notify_log: NotifyLogSetting,
-    /// The project in the trace names of log lines
-    /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
-    /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
-    pub trace_project: Option<String>,
-    /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
-    /// [`labrelay_contract::origin_guard`]). `None`: loopback names on a
-    /// loopback address, any host beyond it.
-    pub allowed_hosts: Option<AllowedHosts>,
+    /// What every push receiver reads: who may push (`PUSH_*`), the
+    /// notification log (`NOTIFY_LOG`; emails already sent are not sent
+    /// again), the trace project and `ALLOWED_HOSTS`. Push tokens are
+    /// verified by default when read from the environment; everything is
+    /// off in [`Settings::new`], for code and tests.
+    pub receiver: ReceiverSettings,
 }
 
 /// Where messages go.
@@ -102,10 +90,7 @@ impl fmt::Debug for Settings {
             .field("from", &self.from.to_string())
             .field("reply_to", &self.reply_to.as_ref().map(Mailbox::to_string))
             .field("send_timeout", &self.send_timeout)
-            .field("push_auth", &self.push_auth)
-            .field("notify_log", &self.notify_log)
-            .field("trace_project", &self.trace_project)
-            .field("allowed_hosts", &self.allowed_hosts)
+            .field("receiver", &self.receiver)
             .finish()
     }
 }
@@ -118,10 +103,7 @@ impl Settings {
             from: DEFAULT_FROM.parse().expect("the default From is a mailbox"),
             reply_to: None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
-            push_auth: PushAuth::Off,
-            notify_log: NotifyLogSetting::Off,
-            trace_project: None,
-            allowed_hosts: None,
+            receiver: ReceiverSettings::default(),
         }
     }
 
@@ -142,11 +124,10 @@ impl Settings {
     ///   [`SmtpServer::check_credentials_are_encrypted`]).
     /// - `EMAIL_FROM` (default [`DEFAULT_FROM`]), `EMAIL_REPLY_TO`.
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
-    /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` or `firestore[://...]`
-    ///   (see [`labrelay_contract::notify_log::setting_from_vars`]) records
-    ///   every email sent and does not send it again; unset or `off`: no log.
-    /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
-    ///   trace names in log lines belong to.
+    /// - What every push receiver reads ([`ReceiverSettings::from_vars`]):
+    ///   `PUSH_*`, `NOTIFY_LOG` (records every email sent and does not send
+    ///   it again), `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`) and
+    ///   `ALLOWED_HOSTS`.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let url = get("SMTP_URL")
@@ -182,10 +163,7 @@ impl Settings {
         if let Some(secs) = get("SMTP_TIMEOUT_SECS") {
             settings.send_timeout = parse_timeout(&secs)?;
         }
-        settings.notify_log = labrelay_contract::notify_log::setting_from_vars(get)?;
-        settings.trace_project = labrelay_contract::trace::project_from_vars(get);
-        settings.push_auth = PushAuth::from_vars(get)?;
-        settings.allowed_hosts = AllowedHosts::from_vars(get)?;
+        settings.receiver = ReceiverSettings::from_vars(get)?;
         Ok(settings)
     }
 }
@@ -389,6 +367,8 @@ fn percent_decode(path: &str) -> anyhow::Result<String> {
 mod tests {
     use std::collections::HashMap;
 
+    use labrelay_receiver::push_auth::PushAuth;
+
     use super::*;
 
     /// The variables, with push verification off unless they say otherwise.
@@ -540,9 +520,9 @@ mod tests {
             ),
         ]))
         .unwrap();
-        assert!(matches!(settings.push_auth, PushAuth::Verify(_)));
+        assert!(matches!(settings.receiver.push_auth, PushAuth::Verify(_)));
         let off = Settings::from_vars(vars(&[("SMTP_URL", "smtp://h")])).unwrap();
-        assert_eq!(off.push_auth, PushAuth::Off);
+        assert_eq!(off.receiver.push_auth, PushAuth::Off);
     }
 
     #[test]

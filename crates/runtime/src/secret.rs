@@ -1,7 +1,10 @@
 //! Credentials: read from the environment (or a file the environment names),
-//! never printed.
+//! never printed; and the one a request presents in `Authorization: Bearer`
+//! (a lab's API key, the broker's push token).
 
 use std::fmt;
+
+use axum::http::{HeaderMap, header};
 
 /// A credential. `Debug` never shows it; read it with [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
@@ -61,6 +64,14 @@ pub fn secret_from_vars(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]

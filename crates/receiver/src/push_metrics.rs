@@ -25,9 +25,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use labrelay_contract::headers::outcome;
+
 /// Says what became of a push, for the broker's console: `sent`,
 /// `skipped` (nothing to send), `duplicate` (sent before) or `failed`.
-pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-labrelay-outcome");
+pub(crate) const OUTCOME_HEADER: HeaderName =
+    HeaderName::from_static(labrelay_contract::headers::OUTCOME);
 
 /// What became of one push, as the metrics and the outcome header name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +58,10 @@ impl Notification {
     /// The `X-Labrelay-Outcome` value.
     pub fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(match self {
-            Notification::Sent => "sent",
-            Notification::Skipped => "skipped",
-            Notification::Duplicate => "duplicate",
-            Notification::FailedTransient | Notification::FailedPermanent => "failed",
+            Notification::Sent => outcome::SENT,
+            Notification::Skipped => outcome::SKIPPED,
+            Notification::Duplicate => outcome::DUPLICATE,
+            Notification::FailedTransient | Notification::FailedPermanent => outcome::FAILED,
         })
     }
 }
@@ -82,7 +85,7 @@ struct ChannelLabels {
 type Latencies = Family<ChannelLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(crate::metrics::latency_buckets())
+    Histogram::new(labrelay_runtime::metrics::latency_buckets())
 }
 
 /// Handles to the service's metrics.
@@ -201,7 +204,7 @@ pub async fn count_pushes(
     response
         .headers_mut()
         .entry(OUTCOME_HEADER)
-        .or_insert(HeaderValue::from_static("failed"));
+        .or_insert(HeaderValue::from_static(outcome::FAILED));
     metrics
         .push_requests
         .get_or_create(&StatusLabels {

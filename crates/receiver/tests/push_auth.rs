@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use labrelay_contract::push_auth::{
+use labrelay_receiver::push_auth::{
     GOOGLE_ISSUERS, GOOGLE_JWKS_URL, PushAuth, PushAuthConfig, PushAuthSettingsError, Rejection,
     Verifier,
 };

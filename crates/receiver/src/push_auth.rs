@@ -48,6 +48,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use labrelay_runtime::secret::bearer_token;
 use serde::Deserialize;
 
 /// `PUSH_TOKEN_ISSUERS` when unset: Google's two spellings of its issuer.
@@ -542,14 +543,6 @@ fn is_rs256_signing_key(jwk: &Jwk) -> bool {
             jwk.common.public_key_use,
             Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
         )
-}
-
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]

@@ -8,14 +8,14 @@
 //! and keeps the other keys as the entry's payload; the fields of the spans
 //! an event happens in (`report_id`, `message_id`, ...) are merged in, so
 //! every line about a report carries them. The trace fields of a request's
-//! span ([`labrelay_contract::trace`]) become the special keys
+//! span ([`crate::trace`]) become the special keys
 //! `logging.googleapis.com/trace`, `logging.googleapis.com/spanId` and
 //! `logging.googleapis.com/trace_sampled`, which Cloud Logging uses to
 //! group a request's lines under its trace.
 
 use std::fmt;
 
-use labrelay_contract::trace;
+use crate::trace;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -24,6 +24,7 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// Installs the process's subscriber: call once, first thing in `main`.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = wants_json(

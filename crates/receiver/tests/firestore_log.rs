@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use labrelay_contract::notify_log::{
+use labrelay_receiver::notify_log::{
     Claim, ClaimHeld, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog, FirestoreSetting,
     NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms, setting_from_vars,
 };

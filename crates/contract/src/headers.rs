@@ -1,0 +1,29 @@
+//! The HTTP headers labrelay's processes read from each other.
+//!
+//! - [`OUTCOME`]: written by the push receivers on every answer to a push,
+//!   read by the broker, whose console shows what became of each delivery.
+//! - [`TRACEPARENT`] and [`X_CLOUD_TRACE_CONTEXT`]: the trace a request
+//!   belongs to, written by Cloud Run (or any W3C-aware proxy) and read by
+//!   every service, so Cloud Logging groups a request's lines.
+
+/// `X-Labrelay-Outcome`: what became of a push; one of the values in
+/// [`outcome`].
+pub const OUTCOME: &str = "x-labrelay-outcome";
+
+/// The values of [`OUTCOME`].
+pub mod outcome {
+    /// The notification went out.
+    pub const SENT: &str = "sent";
+    /// There was nothing to send (no address, a destination not allowed).
+    pub const SKIPPED: &str = "skipped";
+    /// The notification was sent before and was not sent again.
+    pub const DUPLICATE: &str = "duplicate";
+    /// It was not sent, whether a retry may help or not; the HTTP status
+    /// tells which.
+    pub const FAILED: &str = "failed";
+}
+
+/// The W3C Trace Context header.
+pub const TRACEPARENT: &str = "traceparent";
+/// Google's legacy trace header, still set by Cloud Run.
+pub const X_CLOUD_TRACE_CONTEXT: &str = "x-cloud-trace-context";

@@ -1,0 +1,137 @@
+//! What a channel service brings to the one push handler: only what
+//! differs between email and SMS.
+//!
+//! The handler ([`crate::app`]) reads the envelope, opens the push's span,
+//! and runs claim → already sent? → send → record under the notification
+//! log; a [`Channel`] renders a report into the message it sends (or says
+//! why there is none), names what identifies that message in the log,
+//! sends it once, and classifies a failed send as one a retry may cure
+//! ([`Class::Transient`], 503) or not ([`Class::Permanent`], 422).
+
+use std::future::Future;
+use std::time::Duration;
+
+use labrelay_contract::LabReport;
+
+/// A notification channel: email (the email-service), SMS (the
+/// sms-service).
+pub trait Channel: Send + Sync + 'static {
+    /// One report's notification, rendered and addressed, ready to send.
+    type Message: Send + Sync + 'static;
+
+    /// `email` or `sms`: the `channel` label of the metrics and the
+    /// channel of the notification log's keys.
+    const NAME: &'static str;
+    /// What one notification is called in answers and logs: `email`,
+    /// `SMS`.
+    const NOUN: &'static str;
+    /// The service, in its start and stop lines: `email-service`.
+    const SERVICE: &'static str;
+
+    /// How long a push waits for its send before the broker is answered
+    /// 503. The send goes on, up to
+    /// [`attempt_limit`](crate::notify_log::attempt_limit) of this, and is
+    /// recorded or released when it ends.
+    fn answer_within(&self) -> Duration;
+
+    /// The report's notification, or why there is none to send. Called
+    /// inside the push's span; `message_id` is the Pub/Sub message's.
+    fn render(&self, report: &LabReport, message_id: &str) -> Result<Self::Message, NotSent>;
+
+    /// What identifies `message` in the notification log: a hex SHA-256
+    /// of its recipient and content (see
+    /// [`content_hash`](crate::notify_log::content_hash)), so a corrected
+    /// report is a new notification and a redelivery is not.
+    fn content_hash(&self, message: &Self::Message) -> String;
+
+    /// One attempt to send `message`, ended by
+    /// [`attempt_limit`](crate::notify_log::attempt_limit) of
+    /// [`answer_within`](Self::answer_within): the provider's id for it
+    /// (the Message-ID, Twilio's SID, the outbox file), or why not.
+    fn send(
+        &self,
+        message: &Self::Message,
+    ) -> impl Future<Output = Result<Option<String>, Failure>> + Send;
+
+    /// Where messages go, for the start-up line; never a secret.
+    fn describe(&self) -> String;
+
+    /// Called once the server has stopped: closes what the channel keeps
+    /// open (pooled connections).
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Why a report gets no notification, decided before anything is sent.
+#[derive(Debug)]
+pub enum NotSent {
+    /// Nothing to send (no address, a destination the settings do not
+    /// allow): acknowledged and counted as skipped.
+    Skipped(&'static str),
+    /// The notification can never be sent (an address that is not one).
+    Failed(Failure),
+    /// Rendering failed: a bug of ours, which the channel has logged.
+    Internal,
+}
+
+/// Whether a failed notification may go out on a later delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Maybe later (the provider is down, slow or limiting us; our
+    /// configuration; the outbox's disk): 503, the broker redelivers.
+    Transient,
+    /// Never (the provider refused this message, the address is invalid):
+    /// 422, the broker gives up after its attempts and dead-letters it.
+    Permanent,
+}
+
+/// A notification not sent, as its channel classifies it. Nothing in it
+/// carries personal data: it is answered to the broker and logged at info.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: Class,
+    /// The log line's `outcome`: a short, stable name for dashboards and
+    /// log queries (`refused`, `timeout`, `invalid_number`, ...).
+    pub label: &'static str,
+    /// The answer's `error`: says what is wrong with a push the caller can
+    /// fix, stays generic for our own failures.
+    pub public: String,
+    /// The log line's `detail`: the cause, as far as it is safe to log.
+    pub detail: String,
+    /// The provider's own error code (Twilio's), when it gave one.
+    pub provider_code: Option<u32>,
+    /// The provider's `Retry-After`, when it gave one.
+    pub retry_after: Option<String>,
+}
+
+impl Failure {
+    /// A failure a later delivery may cure.
+    pub fn transient(
+        label: &'static str,
+        public: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Failure {
+        Failure::new(Class::Transient, label, public.into(), detail.into())
+    }
+
+    /// A failure no later delivery cures.
+    pub fn permanent(
+        label: &'static str,
+        public: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Failure {
+        Failure::new(Class::Permanent, label, public.into(), detail.into())
+    }
+
+    fn new(class: Class, label: &'static str, public: String, detail: String) -> Failure {
+        Failure {
+            class,
+            label,
+            public,
+            detail,
+            provider_code: None,
+            retry_after: None,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! What labrelay's push receivers share. The email-service and the
+//! sms-service are the push endpoints of the subscriptions on
+//! `new-lab-report`; everything between the broker's POST and the
+//! provider's answer that is not about email or SMS lives here, once.
+//!
+//! The one push handler: parse the envelope → (the push token, checked by
+//! a layer in front) → open the push's span → render (the channel) →
+//! claim in the notification log → already sent? → send (the channel) →
+//! record → answer, within the channel's answer time or 503 while the send
+//! goes on. A channel service implements [`Channel`] with what differs
+//! (render, send, classify a provider's answer) and calls [`app`] or
+//! [`run`].
+//!
+//! Layout:
+//! - [`channel`]: [`Channel`], what a channel brings, and how it says
+//!   why a notification was not sent.
+//! - [`settings`]: [`ReceiverSettings`], what both services read the same
+//!   way (`PUSH_*`, `NOTIFY_LOG`, the trace project, `ALLOWED_HOSTS`).
+//! - `routes`: `POST /`, `GET /healthz`, `GET /metrics`, and the push
+//!   handler.
+//! - [`outcome`]: what became of a push, and the one mapping to the HTTP
+//!   status, the `X-Labrelay-Outcome` header, the metrics and the log line.
+//! - [`push_auth`]: the OIDC bearer-token check in front of every push
+//!   endpoint (RS256, JWKS cached, issuer, audience, service account).
+//! - [`notify_log`]: which notifications were sent (report id, channel,
+//!   content hash), so redeliveries do not notify twice; SQLite or
+//!   Firestore, and the claim protocol around them.
+//! - [`group_write`]: group commit for the receivers' directory outboxes
+//!   (one writer thread per directory; each caller answered after its
+//!   file is durable).
+//! - [`push_metrics`]: the receivers' Prometheus metrics, in a registry of
+//!   each service's own.
+
+pub mod channel;
+pub mod group_write;
+pub mod notify_log;
+pub mod outcome;
+pub mod push_auth;
+pub mod push_metrics;
+mod routes;
+pub mod settings;
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use labrelay_runtime::origin_guard::AllowedHosts;
+
+pub use channel::{Channel, Class, Failure, NotSent};
+pub use routes::MAX_PUSH_BODY;
+pub use settings::ReceiverSettings;
+
+/// The receiver of `channel` as a router, ready to serve or to test with
+/// `oneshot`. Fails when the notification log cannot be opened.
+pub fn app<C: Channel>(channel: C, settings: &ReceiverSettings) -> anyhow::Result<axum::Router> {
+    Ok(routes::build(channel, settings)?.0)
+}
+
+/// Serves the receiver of `channel` on `listener` until `shutdown`
+/// completes, then stops accepting, lets in-flight pushes finish (each is
+/// answered within the channel's answer time) and shuts the channel down.
+/// A send still going on after its push was answered ends with the
+/// process; its claim is taken over at once by the next start on this host
+/// (SQLite log; on Firestore it lapses with its lease).
+pub async fn run<C: Channel>(
+    channel: C,
+    settings: ReceiverSettings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let (router, receiver) = routes::build(channel, &settings)?;
+    let hosts = AllowedHosts::or_default_for(settings.allowed_hosts, addr);
+    let notify_log = receiver
+        .dedupe
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |d| d.describe());
+    tracing::info!(
+        %addr,
+        delivery = %receiver.channel.describe(),
+        %notify_log,
+        "{} listening",
+        C::SERVICE
+    );
+    labrelay_runtime::serve::serve(listener, router, hosts, shutdown)
+        .await
+        .context("serving HTTP")?;
+    receiver.channel.shutdown().await;
+    tracing::info!("{} stopped", C::SERVICE);
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The HTTP surface of a push receiver: `POST /` (one Pub/Sub push
+//! envelope, behind the push-token check), `GET /healthz` and
+//! `GET /metrics`; and the one push handler both channels run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use labrelay_contract::LabReport;
+use labrelay_contract::push::PushEnvelope;
+use labrelay_runtime::limits::{DEFAULT_MAX_IN_FLIGHT, Limits};
+use prometheus_client::registry::Registry;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use crate::channel::{Channel, NotSent};
+use crate::notify_log::{Dedupe, NotificationKey, SentRecord};
+use crate::outcome::Outcome;
+use crate::push_metrics::{self, Metrics};
+use crate::settings::ReceiverSettings;
+
+/// Push bodies up to this size are read: any message Pub/Sub or the broker
+/// accepts (10 MB) once base64-encoded, in its envelope. The ingest's
+/// limit (`MAX_BODY_BYTES`) is the operator's to raise, and a report it
+/// accepted must not be refused here (413, and in the end a dead letter).
+/// Memory stays bounded by the in-flight limit.
+pub const MAX_PUSH_BODY: usize = 16 * 1024 * 1024;
+
+/// What a push may take beyond waiting for its send: reading the body,
+/// rendering.
+const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+/// What the handlers share.
+pub(crate) struct Receiver<C: Channel> {
+    pub channel: C,
+    /// The notification log, when `NOTIFY_LOG` is set.
+    pub dedupe: Option<Dedupe>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The receiver's routes, with a metrics registry of their own, and what
+/// their handlers share.
+pub(crate) fn build<C: Channel>(
+    channel: C,
+    settings: &ReceiverSettings,
+) -> anyhow::Result<(Router, Arc<Receiver<C>>)> {
+    let dedupe = Dedupe::open_setting(&settings.notify_log, C::NOUN)?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry, C::NAME));
+    // A push is answered within the channel's answer time, plus room to
+    // read it.
+    let request_timeout = channel
+        .answer_within()
+        .saturating_add(REQUEST_TIMEOUT_MARGIN);
+    let receiver = Arc::new(Receiver {
+        channel,
+        dedupe,
+        metrics: Arc::clone(&metrics),
+    });
+    let pushes = Router::new().route("/", post(push::<C>));
+    let router = settings
+        .push_auth
+        .clone()
+        .protect(pushes)
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
+        .with_state(Arc::clone(&receiver));
+    let router = Limits {
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        request_timeout,
+    }
+    .apply(router)
+    .layer(axum::middleware::from_fn_with_state(
+        metrics,
+        push_metrics::count_pushes,
+    ))
+    // Read-only and free of personal data: no push token needed. Its own
+    // route, so the token check on `POST /` is untouched.
+    .merge(labrelay_runtime::metrics::router(Arc::new(registry)));
+    let router = labrelay_runtime::trace::apply(router, settings.trace_project.as_deref());
+    Ok((router, receiver))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `POST /`: parse the envelope, open the push's span, then deliver on a
+/// task of its own and answer with what became of it, or with 503 once
+/// the channel's answer time has passed.
+async fn push<C: Channel>(State(receiver): State<Arc<Receiver<C>>>, body: Bytes) -> Response {
+    // ERROR level so that no level filter drops the span and with it the
+    // ids on the lines logged inside; a span never prints by itself. Text
+    // from the push (ids, the reportId attribute) is recorded as string
+    // values, which the log formats escape: whoever can push or publish
+    // chooses it, and with `%` a newline in it would start a forged line
+    // of the text log.
+    let span = tracing::error_span!(
+        "push",
+        report_id = Empty,
+        message_id = Empty,
+        delivery_attempt = Empty,
+    );
+    let envelope = match PushEnvelope::parse(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            return span.in_scope(|| {
+                tracing::debug!(error = error.to_string(), "unreadable push body");
+                receiver.conclude(Outcome::Malformed(error), None)
+            });
+        }
+    };
+    span.record("message_id", envelope.message.message_id.as_str());
+    if let Some(attempt) = envelope.delivery_attempt {
+        span.record("delivery_attempt", attempt);
+    }
+    receiver.metrics.delivery_attempt(envelope.delivery_attempt);
+    let report = match envelope.report() {
+        Ok(report) => report,
+        Err(error) => {
+            // The publisher's attribute is the best name the logs can give it.
+            if let Some(id) = envelope.message.attributes.get("reportId") {
+                span.record("report_id", id.as_str());
+            }
+            return span.in_scope(|| {
+                tracing::debug!(error = error.to_string(), "the push carries no lab report");
+                receiver.conclude(Outcome::Malformed(error), None)
+            });
+        }
+    };
+    span.record("report_id", report.id.to_string().as_str());
+
+    // On a task of its own: when the broker stops waiting (its ack
+    // deadline passed, or it died) hyper drops this handler, and a claim →
+    // send → record cut in the middle would send the notification again on
+    // redelivery (or leave a pooled connection mid-transaction). Only the
+    // wait is cancelled; the redelivery, waiting on the key's lock, finds
+    // the record.
+    let answer_within = receiver.channel.answer_within();
+    let on_task = Arc::clone(&receiver);
+    let handling = tokio::spawn(
+        async move {
+            let outcome = on_task.deliver(&envelope, &report).await;
+            on_task.conclude(outcome, Some(&envelope.message.publish_time))
+        }
+        .instrument(span.clone()),
+    );
+    // The broker gets its answer within the channel's answer time; a send
+    // still going on then goes on (see `notify_log::attempt_limit`) and is
+    // recorded or released when it ends. Until then its redelivery waits
+    // on the key's lock.
+    match tokio::time::timeout(answer_within, handling).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => span.in_scope(|| {
+            receiver.conclude(Outcome::Internal("the push handler's task failed"), None)
+        }),
+        Err(_) => span.in_scope(|| {
+            // Counted when the task ends, as what became of the
+            // notification.
+            let outcome = Outcome::InProgress(answer_within);
+            outcome.log(C::NOUN);
+            outcome.answer(C::NOUN)
+        }),
+    }
+}
+
+impl<C: Channel> Receiver<C> {
+    /// Logs what became of a push, counts it and makes the broker's
+    /// answer.
+    fn conclude(&self, outcome: Outcome, publish_time: Option<&str>) -> Response {
+        outcome.log(C::NOUN);
+        self.metrics.notification(outcome.notification());
+        if let (Outcome::Sent(_), Some(publish_time)) = (&outcome, publish_time) {
+            self.metrics.delivered(publish_time);
+        }
+        outcome.answer(C::NOUN)
+    }
+
+    /// Renders the report's notification and sends it, at most once per
+    /// notification with the notification log: its key's lock and claim
+    /// are held across the lookup, the send and the record.
+    async fn deliver(&self, envelope: &PushEnvelope, report: &LabReport) -> Outcome {
+        let message = match self.channel.render(report, &envelope.message.message_id) {
+            Ok(message) => message,
+            Err(NotSent::Skipped(reason)) => return Outcome::Skipped(reason),
+            Err(NotSent::Failed(failure)) => return Outcome::Failed(failure),
+            Err(NotSent::Internal) => {
+                return Outcome::Internal("rendering the notification failed");
+            }
+        };
+        let Some(dedupe) = &self.dedupe else {
+            return self.send(&message).await;
+        };
+        let key = NotificationKey {
+            report_id: report.id.to_string(),
+            channel: C::NAME,
+            content_hash: self.channel.content_hash(&message),
+        };
+        // Held across lookup, send and record: a concurrent delivery of the
+        // same notification waits here and then finds the record.
+        let _guard = dedupe.lock(&key).await;
+        match dedupe.already_sent(&key).await {
+            Ok(Some(record)) => return Outcome::Duplicate(record.provider_id),
+            Ok(None) => {}
+            Err(error) => return Outcome::LogUnavailable(error),
+        }
+        let outcome = self.send(&message).await;
+        if let Outcome::Sent(id) = &outcome
+            && let Err(error) = dedupe.record_sent(&key, SentRecord::now(id.clone())).await
+        {
+            // It went out: acknowledge it; a redelivery would send it again.
+            tracing::error!(error = ?error, sent_id = id.as_deref(), "recording the sent notification failed");
+        }
+        outcome
+    }
+
+    async fn send(&self, message: &C::Message) -> Outcome {
+        let started = std::time::Instant::now();
+        let sent = self.channel.send(message).await;
+        self.metrics.send_took(started.elapsed());
+        match sent {
+            Ok(id) => Outcome::Sent(id),
+            Err(failure) => Outcome::Failed(failure),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The one push handler in process (`oneshot`), with a channel that
+//! records what it was asked to send: what each push is answered, and that
+//! the notification log keeps a redelivery from sending again, also when
+//! the send outlives the channel's answer time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use labrelay_contract::LabReport;
+use labrelay_contract::push::{PushEnvelope, PushMessage};
+use labrelay_receiver::notify_log::{NotifyLogSetting, content_hash};
+use labrelay_receiver::{Channel, Failure, NotSent, ReceiverSettings};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+/// Sends to a list; `owner.phone` stands for the address. A `pet.name` of
+/// "slow" makes the send take 300 ms, "refused" makes it fail for good.
+#[derive(Clone, Default)]
+struct ListChannel {
+    sent: Arc<Mutex<Vec<String>>>,
+}
+
+struct Note {
+    report_id: String,
+    to: String,
+    pet: String,
+}
+
+impl Channel for ListChannel {
+    type Message = Note;
+
+    const NAME: &'static str = "test";
+    const NOUN: &'static str = "note";
+    const SERVICE: &'static str = "test-service";
+
+    fn answer_within(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+
+    fn render(&self, report: &LabReport, _message_id: &str) -> Result<Note, NotSent> {
+        let Some(to) = report.owner.phone.clone() else {
+            return Err(NotSent::Skipped("no address"));
+        };
+        Ok(Note {
+            report_id: report.id.to_string(),
+            to,
+            pet: report.pet.name.clone().unwrap_or_default(),
+        })
+    }
+
+    fn content_hash(&self, note: &Note) -> String {
+        content_hash(&[&note.report_id, &note.to])
+    }
+
+    async fn send(&self, note: &Note) -> Result<Option<String>, Failure> {
+        match note.pet.as_str() {
+            "refused" => return Err(Failure::permanent("refused", "refused", "refused")),
+            "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => {}
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(note.to.clone());
+        Ok(Some(format!("note-{}", sent.len())))
+    }
+
+    fn describe(&self) -> String {
+        "a list".into()
+    }
+}
+
+fn push(report: Value, message_id: &str) -> Request<Body> {
+    let envelope = PushEnvelope {
+        message: PushMessage::new(
+            report.to_string().as_bytes(),
+            BTreeMap::new(),
+            message_id.into(),
+            "2026-11-24T10:00:01Z".into(),
+            None,
+        ),
+        subscription: "projects/p/subscriptions/test-sub".into(),
+        delivery_attempt: Some(1),
+    };
+    Request::post("/")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&envelope).unwrap()))
+        .unwrap()
+}
+
+async fn answer(app: &axum::Router, request: Request<Body>) -> (StatusCode, String, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let outcome = response.headers()["x-labrelay-outcome"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, outcome, body)
+}
+
+fn with_log(dir: &std::path::Path) -> ReceiverSettings {
+    ReceiverSettings {
+        notify_log: NotifyLogSetting::Sqlite(dir.join("n.db")),
+        ..ReceiverSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn answers_each_push_with_what_became_of_it() {
+    let channel = ListChannel::default();
+    let app = labrelay_receiver::app(channel.clone(), &ReceiverSettings::default()).unwrap();
+    let cases = [
+        (
+            push(json!({"id": 1, "owner": {"phone": "a"}}), "1"),
+            (StatusCode::NO_CONTENT, "sent"),
+        ),
+        (
+            push(json!({"id": 2}), "2"),
+            (StatusCode::NO_CONTENT, "skipped"),
+        ),
+        (
+            push(
+                json!({"id": 3, "owner": {"phone": "b"}, "pet": {"name": "refused"}}),
+                "3",
+            ),
+            (StatusCode::UNPROCESSABLE_ENTITY, "failed"),
+        ),
+        (
+            Request::post("/").body(Body::from("[]")).unwrap(),
+            (StatusCode::BAD_REQUEST, "failed"),
+        ),
+    ];
+    for (request, (status, outcome)) in cases {
+        let (got_status, got_outcome, body) = answer(&app, request).await;
+        assert_eq!((got_status, got_outcome.as_str()), (status, outcome));
+        assert_eq!(body.get("error").is_some(), !status.is_success(), "{body}");
+    }
+    assert_eq!(*channel.sent.lock().unwrap(), ["a"]);
+}
+
+#[tokio::test]
+async fn a_redelivery_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = ListChannel::default();
+    let app = labrelay_receiver::app(channel.clone(), &with_log(dir.path())).unwrap();
+    let report = json!({"id": "R-1", "owner": {"phone": "a"}});
+    let first = answer(&app, push(report.clone(), "1")).await;
+    assert_eq!(
+        (first.0, first.1.as_str()),
+        (StatusCode::NO_CONTENT, "sent")
+    );
+    let again = answer(&app, push(report, "2")).await;
+    assert_eq!(
+        (again.0, again.1.as_str()),
+        (StatusCode::NO_CONTENT, "duplicate")
+    );
+    assert_eq!(channel.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_send_outliving_the_answer_time_goes_on_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = ListChannel::default();
+    let app = labrelay_receiver::app(channel.clone(), &with_log(dir.path())).unwrap();
+    let report = json!({"id": "R-2", "owner": {"phone": "a"}, "pet": {"name": "slow"}});
+    let (status, outcome, body) = answer(&app, push(report.clone(), "1")).await;
+    assert_eq!(
+        (status, outcome.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "failed")
+    );
+    assert_eq!(body["error"], "the note is still being sent; retry later");
+    // The send goes on and is recorded: redeliveries wait on the key's
+    // lock (answered 503 while it is held), then find the record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let again = answer(&app, push(report.clone(), "2")).await;
+        if again.0 != StatusCode::SERVICE_UNAVAILABLE {
+            break again;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{again:?}");
+    };
+    assert_eq!(
+        (again.0, again.1.as_str()),
+        (StatusCode::NO_CONTENT, "duplicate")
+    );
+    assert_eq!(channel.sent.lock().unwrap().len(), 1);
+}

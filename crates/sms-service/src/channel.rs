@@ -1,0 +1,276 @@
+//! The sms-service's part of the one push handler ([`labrelay_receiver`]):
+//! a report's SMS (the owner's number, parsed once, where it may go, and
+//! the notice), how it is sent and how a failure classifies.
+//!
+//! | what happened | outcome | HTTP |
+//! | --- | --- | --- |
+//! | no owner phone; a number outside `SMS_ALLOWED_COUNTRIES` | `skipped` | 204 |
+//! | an invalid E.164 number | `invalid_number` | 422 |
+//! | Twilio refused the message (21211, 21610, 21614, other 4xx) | `refused` | 422 |
+//! | Twilio refused our credentials or sender (401/20003, 21606, ...): an operator can fix it | `misconfigured` | 503 |
+//! | Twilio 429 | `rate_limited` | 503 |
+//! | Twilio 5xx | `provider_error` | 503 |
+//! | no answer by the request limit | `timeout` | 503 |
+//! | Twilio unreachable | `unreachable` | 503 |
+//! | the outbox write failed | `outbox_error` | 503 |
+
+use std::time::Duration;
+
+use labrelay_contract::LabReport;
+use labrelay_receiver::notify_log::content_hash;
+use labrelay_receiver::{Channel, Failure, NotSent};
+
+use crate::notice;
+use crate::phone::{PhoneError, PhoneNumber};
+use crate::settings::countries::AllowedCountries;
+use crate::settings::{DEFAULT_TWILIO_TIMEOUT, Delivery, Settings};
+use crate::transport::{SendError, Transport};
+
+/// One SMS to send.
+pub(crate) struct Sms {
+    pub report_id: String,
+    /// The Pub/Sub message's id, recorded in outbox messages.
+    pub message_id: String,
+    pub to: PhoneNumber,
+    pub body: String,
+}
+
+/// SMS, through Twilio or into a directory outbox.
+pub(crate) struct SmsChannel {
+    transport: Transport,
+    /// Where SMS may go (`SMS_ALLOWED_COUNTRIES`).
+    allowed_countries: AllowedCountries,
+    answer_within: Duration,
+}
+
+impl SmsChannel {
+    /// Fails on invalid settings or an outbox directory that cannot be
+    /// created.
+    pub fn new(settings: &Settings) -> anyhow::Result<SmsChannel> {
+        let transport = Transport::new(settings)?;
+        if let Delivery::Twilio(_) = settings.delivery {
+            settings.allowed_countries.log_at_start();
+        }
+        Ok(SmsChannel {
+            transport,
+            allowed_countries: settings.allowed_countries.clone(),
+            answer_within: answer_within(&settings.delivery),
+        })
+    }
+}
+
+/// How long a push waits for its SMS (the Twilio request or the file
+/// write) before the broker is answered 503: the Twilio timeout.
+fn answer_within(delivery: &Delivery) -> Duration {
+    match delivery {
+        Delivery::Twilio(twilio) => twilio.timeout,
+        Delivery::Outbox(_) => DEFAULT_TWILIO_TIMEOUT,
+    }
+}
+
+impl Channel for SmsChannel {
+    type Message = Sms;
+
+    const NAME: &'static str = "sms";
+    const NOUN: &'static str = "SMS";
+    const SERVICE: &'static str = "sms-service";
+
+    fn answer_within(&self) -> Duration {
+        self.answer_within
+    }
+
+    fn render(&self, report: &LabReport, message_id: &str) -> Result<Sms, NotSent> {
+        let Some(raw) = report
+            .owner
+            .phone
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+        else {
+            return Err(NotSent::Skipped("the report has no owner.phone"));
+        };
+        let to =
+            PhoneNumber::parse(raw).map_err(|error| NotSent::Failed(invalid_number(&error)))?;
+        // Acknowledged, not retried: another attempt would be refused the
+        // same way, and the owner may still get the email.
+        if let Err(calling_code) = self.allowed_countries.check(&to) {
+            tracing::warn!(
+                %calling_code,
+                "not sending: the owner's phone number is in a country SMS_ALLOWED_COUNTRIES does not allow"
+            );
+            return Err(NotSent::Skipped(
+                "the owner's phone number is outside SMS_ALLOWED_COUNTRIES",
+            ));
+        }
+        Ok(Sms {
+            report_id: report.id.to_string(),
+            message_id: message_id.to_string(),
+            body: notice::compose(report),
+            to,
+        })
+    }
+
+    fn content_hash(&self, sms: &Sms) -> String {
+        content_hash(&["labrelay-sms/1", &sms.report_id, sms.to.as_str(), &sms.body])
+    }
+
+    async fn send(&self, sms: &Sms) -> Result<Option<String>, Failure> {
+        self.transport
+            .send(sms)
+            .await
+            .map_err(|error| failure_of(&error))
+    }
+
+    fn describe(&self) -> String {
+        self.transport.describe()
+    }
+}
+
+fn invalid_number(error: &PhoneError) -> Failure {
+    let text = format!("owner.phone {error}");
+    Failure::permanent("invalid_number", text.clone(), text)
+}
+
+/// What the broker is told and the log says about a send that failed.
+/// Only Twilio refusing the message itself is permanent; everything else
+/// (our configuration included: an operator can fix it) is retried.
+fn failure_of(error: &SendError) -> Failure {
+    const RETRY_LATER: &str = "the SMS could not be sent now; retry later";
+    let detail = error_chain(error);
+    let mut failure = match error {
+        SendError::Refused { .. } => Failure::permanent("refused", error.to_string(), detail),
+        SendError::Misconfigured { .. } => Failure::transient("misconfigured", RETRY_LATER, detail),
+        SendError::RateLimited { .. } => Failure::transient("rate_limited", RETRY_LATER, detail),
+        SendError::Unavailable { .. } => Failure::transient("provider_error", RETRY_LATER, detail),
+        SendError::Timeout(_) => Failure::transient("timeout", RETRY_LATER, detail),
+        SendError::Unreachable(_) => Failure::transient("unreachable", RETRY_LATER, detail),
+        SendError::Outbox(_) => Failure::transient("outbox_error", RETRY_LATER, detail),
+    };
+    failure.provider_code = error.twilio_code();
+    if let SendError::RateLimited { retry_after, .. } = error {
+        failure.retry_after.clone_from(retry_after);
+    }
+    failure
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use labrelay_receiver::outcome::Outcome;
+
+    use super::*;
+
+    #[test]
+    fn maps_every_outcome_to_one_status() {
+        let failed = |error: SendError| Outcome::Failed(failure_of(&error));
+        let cases = [
+            (
+                Outcome::Failed(invalid_number(&PhoneError::MissingPlus)),
+                422,
+                "invalid_number",
+            ),
+            (
+                failed(SendError::Refused {
+                    status: 400,
+                    code: Some(21211),
+                }),
+                422,
+                "refused",
+            ),
+            (
+                failed(SendError::Refused {
+                    status: 400,
+                    code: Some(21610),
+                }),
+                422,
+                "refused",
+            ),
+            (
+                failed(SendError::Refused {
+                    status: 400,
+                    code: Some(21614),
+                }),
+                422,
+                "refused",
+            ),
+            (
+                failed(SendError::Misconfigured {
+                    status: 401,
+                    code: Some(20003),
+                }),
+                503,
+                "misconfigured",
+            ),
+            (
+                failed(SendError::RateLimited {
+                    code: Some(20429),
+                    retry_after: Some("5".into()),
+                }),
+                503,
+                "rate_limited",
+            ),
+            (
+                failed(SendError::Unavailable {
+                    status: 500,
+                    code: Some(20500),
+                }),
+                503,
+                "provider_error",
+            ),
+            (
+                failed(SendError::Timeout(Duration::from_secs(1))),
+                503,
+                "timeout",
+            ),
+            (
+                failed(SendError::Outbox(std::io::Error::other("disk full"))),
+                503,
+                "outbox_error",
+            ),
+        ];
+        for (outcome, status, label) in cases {
+            assert_eq!(
+                (outcome.status().as_u16(), outcome.label()),
+                (status, label)
+            );
+        }
+    }
+
+    #[test]
+    fn our_failures_get_a_generic_message_and_a_detailed_log() {
+        let outcome = Outcome::Failed(failure_of(&SendError::Outbox(std::io::Error::other(
+            "disk full",
+        ))));
+        assert_eq!(
+            outcome.public_error("SMS").unwrap(),
+            "the SMS could not be sent now; retry later"
+        );
+        assert_eq!(
+            outcome.log_detail("SMS").unwrap(),
+            "could not write the message to the outbox: disk full"
+        );
+        let refused = failure_of(&SendError::Refused {
+            status: 400,
+            code: Some(21610),
+        });
+        assert_eq!(
+            refused.public,
+            "Twilio refused the message (HTTP 400, code 21610)"
+        );
+        assert_eq!(refused.provider_code, Some(21610));
+        let limited = failure_of(&SendError::RateLimited {
+            code: Some(20429),
+            retry_after: Some("5".into()),
+        });
+        assert_eq!(limited.retry_after.as_deref(), Some("5"));
+    }
+}
