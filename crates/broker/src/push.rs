@@ -10,12 +10,10 @@
 //! also pause the whole subscription ([`PushBackoff`]) so that a dead
 //! endpoint is not hammered.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use labrelay_contract::push::{PushEnvelopeRef, PushMessageRef};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::task::JoinSet;
 
@@ -217,12 +215,21 @@ fn build_request(
     }
     let request = match push.no_wrapper {
         None => {
-            let body = envelope(
-                sub.name.as_str(),
-                message,
-                &publish_time,
-                settings.dead_letter.as_ref().map(|_| delivery.attempt),
-            );
+            let body = PushEnvelopeRef {
+                message: PushMessageRef::new(
+                    &message.data,
+                    message
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                    &message.message_id,
+                    &publish_time,
+                    &message.ordering_key,
+                ),
+                subscription: sub.name.as_str(),
+                delivery_attempt: settings.dead_letter.as_ref().map(|_| delivery.attempt),
+            }
+            .to_vec();
             request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body)
@@ -289,156 +296,4 @@ fn is_reserved_header(name: &HeaderName) -> bool {
         "expect",
     ];
     RESERVED.contains(&name.as_str())
-}
-
-/// The wrapped push body: [`labrelay_contract::push::PushEnvelope`]'s JSON,
-/// written from borrowed fields (the contract's type owns its strings, so
-/// building one cloned every attribute, the id and the time twice per push).
-fn envelope(
-    subscription: &str,
-    message: &crate::pb::PubsubMessage,
-    publish_time: &str,
-    delivery_attempt: Option<u32>,
-) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Envelope<'a> {
-        message: Message<'a>,
-        subscription: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        delivery_attempt: Option<u32>,
-    }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Message<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<String>,
-        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-        attributes: BTreeMap<&'a str, &'a str>,
-        message_id: &'a str,
-        #[serde(rename = "message_id")]
-        message_id_legacy: &'a str,
-        publish_time: &'a str,
-        #[serde(rename = "publish_time")]
-        publish_time_legacy: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        ordering_key: Option<&'a str>,
-    }
-    let envelope = Envelope {
-        message: Message {
-            data: (!message.data.is_empty()).then(|| STANDARD.encode(&message.data)),
-            attributes: message
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            message_id: &message.message_id,
-            message_id_legacy: &message.message_id,
-            publish_time,
-            publish_time_legacy: publish_time,
-            ordering_key: Some(message.ordering_key.as_str()).filter(|k| !k.is_empty()),
-        },
-        subscription,
-        delivery_attempt,
-    };
-    let size = envelope_capacity(subscription, message, publish_time);
-    let mut body = Vec::with_capacity(size);
-    serde_json::to_writer(&mut body, &envelope).expect("serializing to memory cannot fail");
-    body
-}
-
-/// Room for a wrapped push body, so that it is written without growing
-/// (unless its strings need escapes).
-fn envelope_capacity(
-    subscription: &str,
-    message: &crate::pb::PubsubMessage,
-    publish_time: &str,
-) -> usize {
-    let attributes: usize = message
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 6)
-        .sum();
-    256 + message.data.len().div_ceil(3) * 4
-        + subscription.len()
-        + 2 * (message.message_id.len() + publish_time.len())
-        + message.ordering_key.len()
-        + attributes
-}
-
-#[cfg(test)]
-mod tests {
-    use labrelay_contract::push::{PushEnvelope, PushMessage};
-
-    use super::*;
-
-    #[test]
-    fn the_envelope_is_written_without_growing() {
-        let message = crate::pb::PubsubMessage {
-            data: vec![b'x'; 1024],
-            attributes: (0..20)
-                .map(|i| (format!("attribute-{i}"), "a value of some length".repeat(3)))
-                .collect(),
-            message_id: "12345678901234567890".into(),
-            ordering_key: "clinic-7".into(),
-            ..Default::default()
-        };
-        let subscription = "projects/labrelay-local/subscriptions/email-service-sub";
-        let time = "2026-11-26T10:00:00.123456789Z";
-        let body = envelope(subscription, &message, time, Some(3));
-        assert!(
-            body.len() <= envelope_capacity(subscription, &message, time),
-            "{} bytes",
-            body.len()
-        );
-    }
-
-    #[test]
-    fn the_envelope_is_the_contracts() {
-        let message = crate::pb::PubsubMessage {
-            data: b"{\"id\":12}".to_vec(),
-            attributes: [
-                ("reportId".to_string(), "12".to_string()),
-                ("b\"quoted\"".to_string(), "\u{e9}\n".to_string()),
-            ]
-            .into(),
-            message_id: "42".into(),
-            ordering_key: "k".into(),
-            ..Default::default()
-        };
-        let time = "2026-11-25T22:00:00.123Z";
-        for (message, attempt) in [
-            (message.clone(), Some(3)),
-            (
-                crate::pb::PubsubMessage {
-                    data: Vec::new(),
-                    attributes: Default::default(),
-                    ordering_key: String::new(),
-                    ..message
-                },
-                None,
-            ),
-        ] {
-            let expected = PushEnvelope {
-                message: PushMessage::new(
-                    &message.data,
-                    message
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    message.message_id.clone(),
-                    time.into(),
-                    Some(message.ordering_key.clone()),
-                ),
-                subscription: "projects/p/subscriptions/s".into(),
-                delivery_attempt: attempt,
-            };
-            let ours = envelope("projects/p/subscriptions/s", &message, time, attempt);
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(&expected).unwrap()
-            );
-        }
-    }
 }
