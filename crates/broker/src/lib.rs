@@ -49,29 +49,20 @@ pub(crate) type Empty = ();
 /// The protobuf messages of `google.pubsub.v1`.
 pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 
-mod config;
+mod api;
 mod console;
 mod engine;
 mod error;
 mod filter;
-mod grpc;
-mod journal;
-mod metrics;
 pub mod names;
+mod observe;
 mod oidc;
-mod payloads;
 mod push;
-mod push_endpoints;
-mod push_h2;
-mod push_http;
-mod rest;
 mod retry;
-mod stats;
-mod store;
-mod subscription;
+mod settings;
 
-pub use config::DEFAULT_PAYLOAD_BUDGET;
 pub use engine::{Broker, BrokerConfig};
+pub use settings::DEFAULT_PAYLOAD_BUDGET;
 pub use error::BrokerError;
-pub use grpc::PubSubService;
-pub use push_endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};
+pub use api::grpc::PubSubService;
+pub use push::endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};

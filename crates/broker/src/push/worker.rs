@@ -17,12 +17,12 @@ use labrelay_contract::push::{PushEnvelopeRef, PushMessageRef};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::task::JoinSet;
 
-use crate::config::{PushSettings, SubscriptionSettings};
+use crate::settings::{PushSettings, SubscriptionSettings};
 use crate::engine::{Inner, settle_failures};
-use crate::push_http::PushFailure;
+use crate::push::http::PushFailure;
 use crate::retry::{PushBackoff, PushWindow, is_push_ack};
-use crate::stats::{PushResult, PushTrace};
-use crate::subscription::{Delivery, Subscription};
+use crate::observe::stats::{PushResult, PushTrace};
+use crate::engine::subscription::{Delivery, Subscription};
 
 /// Leases outlive the push request a little, so that a request answered right
 /// at its timeout is not also expired by the timer.

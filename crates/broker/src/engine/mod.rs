@@ -19,16 +19,20 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, normalize_subscription, normalize_topic, validate_messages};
+pub(crate) mod payloads;
+pub(crate) mod store;
+pub(crate) mod subscription;
+
+use crate::settings::{self, normalize_subscription, normalize_topic, validate_messages};
 use crate::error::{BrokerError, Result};
 use crate::names::{DELETED_TOPIC, ProjectName, SubscriptionName, TopicName};
 use crate::oidc::OidcSigner;
-use crate::payloads::{Payloads, READ_AHEAD, Stored};
+use crate::engine::payloads::{Payloads, READ_AHEAD, Stored};
 use crate::pb;
-use crate::push_endpoints::PushEndpoints;
-use crate::push_http::PushHttp;
-use crate::store::{NewMessage, Store, StoreThread};
-use crate::subscription::{Delivery, Failure, Message, Subscription};
+use crate::push::endpoints::PushEndpoints;
+use crate::push::http::PushHttp;
+use crate::engine::store::{NewMessage, Store, StoreThread};
+use crate::engine::subscription::{Delivery, Failure, Message, Subscription};
 
 /// How to run a broker.
 #[derive(Debug, Clone)]
@@ -49,7 +53,7 @@ pub struct BrokerConfig {
     /// The most messages the console's journal keeps.
     pub journal_max_messages: u64,
     /// How many bytes of unacknowledged message bodies stay in memory
-    /// (default [`config::DEFAULT_PAYLOAD_BUDGET`]). Beyond it bodies stay
+    /// (default [`settings::DEFAULT_PAYLOAD_BUDGET`]). Beyond it bodies stay
     /// on disk only and are read back, ahead of delivery, when they are
     /// next; the rest of each message (about 250 bytes) stays in memory.
     pub payload_budget: usize,
@@ -57,7 +61,7 @@ pub struct BrokerConfig {
     /// none; see [`labrelay_contract::origin_guard`]).
     pub allowed_hosts: AllowedHosts,
     /// Where push subscriptions may send requests (default: anywhere; see
-    /// [`crate::push_endpoints`]).
+    /// [`crate::push::endpoints`]).
     pub push_endpoints: PushEndpoints,
 }
 
@@ -70,7 +74,7 @@ impl BrokerConfig {
             max_push_window: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32,
             console_show_data: false,
             journal_max_messages: 100_000,
-            payload_budget: config::DEFAULT_PAYLOAD_BUDGET,
+            payload_budget: settings::DEFAULT_PAYLOAD_BUDGET,
             allowed_hosts: AllowedHosts::loopback(),
             push_endpoints: PushEndpoints::any(),
         }
@@ -110,7 +114,7 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Metrics, delivery stats and the journal, for the console.
-    pub(crate) observer: crate::stats::Observer,
+    pub(crate) observer: crate::observe::stats::Observer,
 }
 
 fn now_timestamp(now: SystemTime) -> prost_types::Timestamp {
@@ -174,7 +178,7 @@ impl Broker {
         let (store, store_thread, snapshot) = Store::open(&path)?;
         let payloads = Payloads::open(&path, config.payload_budget)?;
         let http = PushHttp::new()?;
-        let observer = crate::stats::Observer::open(&config)?;
+        let observer = crate::observe::stats::Observer::open(&config)?;
         let inner = Arc::new(Inner {
             config,
             store,
@@ -195,7 +199,7 @@ impl Broker {
         Ok(broker)
     }
 
-    fn restore(&self, snapshot: crate::store::Snapshot) -> anyhow::Result<()> {
+    fn restore(&self, snapshot: crate::engine::store::Snapshot) -> anyhow::Result<()> {
         for bytes in &snapshot.topics {
             let topic: pb::Topic = decode(bytes, "topic")?;
             let name = TopicName::parse(&topic.name).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -288,7 +292,7 @@ impl Broker {
         let s = sub.clone();
         self.inner
             .tasks
-            .spawn(async move { crate::push::run(inner, s).await });
+            .spawn(async move { crate::push::worker::run(inner, s).await });
     }
 
     pub(crate) fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -565,7 +569,7 @@ impl Broker {
         let _admin = self.inner.admin.lock().await;
         let sub = self.subscription(name)?;
         let push = push.unwrap_or_default();
-        config::validate_push_config(&push)?;
+        settings::validate_push_config(&push)?;
         self.check_push_endpoint(Some(&push))?;
         let mut config = sub.config();
         config.push_config = Some(push);
@@ -822,9 +826,9 @@ impl Broker {
     /// The router serving this broker: gRPC, REST, the OIDC discovery
     /// documents, and `GET /`.
     pub fn router(&self) -> axum::Router {
-        crate::grpc::router(self.clone())
+        crate::api::grpc::router(self.clone())
             .merge(crate::console::router(self.clone()))
-            .merge(crate::metrics::router(
+            .merge(crate::observe::metrics::router(
                 &self.inner.observer.metrics,
                 &self.inner,
             ))

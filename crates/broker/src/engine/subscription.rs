@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SubscriptionSettings;
+use crate::settings::SubscriptionSettings;
 use crate::error::{BrokerError, Result};
 use crate::names::SubscriptionName;
-use crate::payloads::{Payloads, Presence, READ_AHEAD, READ_AHEAD_BYTES, Stored};
+use crate::engine::payloads::{Payloads, Presence, READ_AHEAD, READ_AHEAD_BYTES, Stored};
 use crate::pb;
 use crate::retry::retry_delay;
 
@@ -179,7 +179,7 @@ pub struct Subscription {
     /// Cancelled when the subscription is deleted or detached.
     pub closed: CancellationToken,
     /// Push figures for the console and `/metrics`.
-    pub(crate) stats: crate::stats::SubscriptionStats,
+    pub(crate) stats: crate::observe::stats::SubscriptionStats,
     /// Message bodies: the budget and the reader of cold ones.
     payloads: Arc<Payloads>,
     /// Set while a read-ahead request of this subscription is out.
@@ -226,7 +226,7 @@ impl Subscription {
             timer: Notify::new(),
             reconfigured: Notify::new(),
             closed: CancellationToken::new(),
-            stats: crate::stats::SubscriptionStats::default(),
+            stats: crate::observe::stats::SubscriptionStats::default(),
             payloads,
             reading_ahead: Arc::new(AtomicBool::new(false)),
         }
@@ -804,7 +804,7 @@ fn parse_ack_ids(ack_ids: &[String]) -> Result<Vec<LeaseId>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::normalize_subscription;
+    use crate::settings::normalize_subscription;
 
     fn subscription(edit: impl FnOnce(&mut pb::Subscription)) -> Subscription {
         let mut config = pb::Subscription {

@@ -2,7 +2,7 @@
 //!
 //! The registry belongs to the broker (no process-wide registry), so under
 //! `labrelay up` the broker's port answers with the broker's figures only.
-//! Counters and histograms are updated by the [`crate::stats::Observer`]
+//! Counters and histograms are updated by the [`crate::observe::stats::Observer`]
 //! hooks; backlog, in-flight and oldest-unacked age are read from each
 //! subscription's queue at scrape time by [`BacklogCollector`].
 //!
@@ -31,13 +31,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::engine::Inner;
-use crate::stats::PushResult;
+use crate::observe::stats::PushResult;
 
 type Labels = [(&'static str, String); 1];
 type CodeLabels = [(&'static str, String); 2];
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 /// How a scrape-time gauge is read from a subscription's counts.
-type Gauge = fn(&crate::subscription::Counts, SystemTime) -> f64;
+type Gauge = fn(&crate::engine::subscription::Counts, SystemTime) -> f64;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
@@ -201,7 +201,7 @@ impl Collector for BacklogCollector {
             return Ok(());
         };
         let now = SystemTime::now();
-        let counts: Vec<(String, crate::subscription::Counts)> = inner
+        let counts: Vec<(String, crate::engine::subscription::Counts)> = inner
             .all_subscriptions()
             .iter()
             .map(|s| (s.name.to_string(), s.counts()))

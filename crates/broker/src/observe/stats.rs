@@ -8,7 +8,7 @@
 //! bounded queue, so they never wait on I/O: the durable publish path and
 //! the push path stay what they were. Backlog, in-flight and oldest-unacked
 //! figures are not tracked here at all; they are read from the
-//! subscription's own queue when someone asks ([`crate::subscription::Counts`]).
+//! subscription's own queue when someone asks ([`crate::engine::subscription::Counts`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::engine::BrokerConfig;
-use crate::journal::{Event, Journal};
-use crate::metrics::{Metrics, PushMetrics};
-use crate::subscription::{Delivery, Message, Subscription};
+use crate::observe::journal::{Event, Journal};
+use crate::observe::metrics::{Metrics, PushMetrics};
+use crate::engine::subscription::{Delivery, Message, Subscription};
 
 /// Width of one time-series bucket.
 pub(crate) const BUCKET_SECS: u64 = 10;
@@ -434,7 +434,7 @@ mod tests {
     #[ignore = "a measurement, run by hand"]
     fn hook_cost() {
         use crate::names::SubscriptionName;
-        use crate::subscription::LeaseId;
+        use crate::engine::subscription::LeaseId;
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::new(dir.path(), "127.0.0.1:1".parse().unwrap());

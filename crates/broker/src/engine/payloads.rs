@@ -38,7 +38,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use crate::pb;
-use crate::subscription::Message;
+use crate::engine::subscription::Message;
 
 /// The most messages one read-ahead request brings back.
 pub(crate) const READ_AHEAD: usize = 2048;
@@ -278,8 +278,8 @@ impl Payloads {
     /// Opens two read connections on the store at `path` and starts the
     /// reader thread.
     pub(crate) fn open(path: &Path, budget: usize) -> anyhow::Result<Arc<Payloads>> {
-        let thread_conn = crate::store::open_reader(path)?;
-        let conn = crate::store::open_reader(path)?;
+        let thread_conn = crate::engine::store::open_reader(path)?;
+        let conn = crate::engine::store::open_reader(path)?;
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("broker-reader".into())
@@ -385,7 +385,7 @@ impl Payloads {
         let conn = reader.conn.lock().unwrap_or_else(|p| p.into_inner());
         for (slot, stored) in out.iter_mut().zip(items) {
             if slot.is_none() {
-                *slot = match crate::store::read_message(&conn, stored.seq, decode) {
+                *slot = match crate::engine::store::read_message(&conn, stored.seq, decode) {
                     Ok(Some(Ok(pb))) => Some(Arc::new(Message {
                         seq: stored.seq,
                         pb,
@@ -413,7 +413,7 @@ impl Payloads {
         let conn = reader.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: Option<Arc<Stored>> = None;
         let mut restored = 0;
-        crate::store::for_each_delivery(&conn, |sub, seq, attempts, bytes| {
+        crate::engine::store::for_each_delivery(&conn, |sub, seq, attempts, bytes| {
             let stored = match &current {
                 Some(stored) if stored.seq == seq => stored.clone(),
                 _ => {
@@ -545,7 +545,7 @@ fn read_batch(
         if last - first < 4 * todo.len() as u64 {
             // Mostly what is wanted: one walk over the range.
             let mut at = 0;
-            crate::store::read_message_range(&tx, first, last, |seq, bytes| {
+            crate::engine::store::read_message_range(&tx, first, last, |seq, bytes| {
                 while at < todo.len() && items[todo[at]].seq < seq {
                     at += 1;
                 }
@@ -557,7 +557,7 @@ fn read_batch(
             })?;
         } else {
             for &i in &todo {
-                if crate::store::read_message(&tx, items[i].seq, |bytes| fill(i, bytes, &mut out))?
+                if crate::engine::store::read_message(&tx, items[i].seq, |bytes| fill(i, bytes, &mut out))?
                     .is_some()
                 {
                     found[i] = true;
@@ -588,8 +588,8 @@ mod tests {
 
     use super::*;
     use crate::names::SubscriptionName;
-    use crate::store::{NewMessage, Store};
-    use crate::subscription::Subscription;
+    use crate::engine::store::{NewMessage, Store};
+    use crate::engine::subscription::Subscription;
 
     fn message(seq: u64) -> Message {
         Message {

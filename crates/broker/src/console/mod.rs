@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Broker;
 use crate::error::BrokerError;
-use crate::journal::{Event, JournalMessage};
+use crate::observe::journal::{Event, JournalMessage};
 use crate::pb;
-use crate::stats::{StatsSnapshot, unix_millis};
+use crate::observe::stats::{StatsSnapshot, unix_millis};
 
 /// Attributes the broker adds to a dead letter; a replay removes them.
 const SOURCE_PREFIX: &str = "CloudPubSubDeadLetterSource";
@@ -45,8 +45,8 @@ const DEAD_LETTERS_SHOWN: usize = 200;
 /// The longest report id a lab may send (the contract's limit).
 const MAX_REPORT_ID: usize = 128;
 
-const SCRIPT: &str = include_str!("../templates/console.js");
-const STYLE: &str = include_str!("../templates/console.css");
+const SCRIPT: &str = include_str!("../../templates/console.js");
+const STYLE: &str = include_str!("../../templates/console.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The console's routes, to merge into the broker's router.
@@ -734,7 +734,7 @@ async fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::JournalEvent;
+    use crate::observe::journal::JournalEvent;
     use std::collections::BTreeMap;
 
     fn event(sub: &str, kind: &str, status: Option<u16>, outcome: Option<&str>) -> JournalEvent {

@@ -27,7 +27,7 @@ use labrelay_contract::serve::{Activity, InFlight};
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, USER_AGENT};
 use tokio::net::TcpStream;
 
-use crate::push_http::PushFailure;
+use crate::push::http::PushFailure;
 
 /// How often a push connection is pinged, and how long an answer may take
 /// before the connection is dropped.

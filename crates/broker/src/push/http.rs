@@ -31,7 +31,7 @@ use anyhow::Context as _;
 use reqwest::header::HeaderValue;
 use reqwest::{Client, Request, Response};
 
-use crate::push_h2::H2Pushes;
+use crate::push::h2::H2Pushes;
 
 /// How long an endpoint found to speak only HTTP/1.1 is taken at its word.
 const RECHECK_HTTP1: Duration = Duration::from_secs(60);
@@ -129,8 +129,8 @@ impl PushHttp {
                 // peer gone without a word (a host down, a dropped route)
                 // must not keep it: unanswered pings close it, and the next
                 // push connects afresh, as HTTP/1.1's dropped connections do.
-                .http2_keep_alive_interval(crate::push_h2::PING_INTERVAL)
-                .http2_keep_alive_timeout(crate::push_h2::PING_TIMEOUT)
+                .http2_keep_alive_interval(crate::push::h2::PING_INTERVAL)
+                .http2_keep_alive_timeout(crate::push::h2::PING_TIMEOUT)
                 .http2_keep_alive_while_idle(true)
                 .build()
                 .context("building the push HTTP/2 client")?,

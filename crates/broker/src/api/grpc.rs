@@ -19,7 +19,7 @@ use crate::error::BrokerError;
 use crate::generated::publisher_server::{Publisher, PublisherServer};
 use crate::generated::subscriber_server::{Subscriber, SubscriberServer};
 use crate::pb;
-use crate::subscription::{LeaseId, Subscription};
+use crate::engine::subscription::{LeaseId, Subscription};
 
 /// Room for a 10 MB publish request plus its framing.
 pub(crate) const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -455,6 +455,6 @@ pub(crate) fn router(broker: Broker) -> axum::Router {
             .max_encoding_message_size(MAX_REQUEST_BYTES),
     )
     .into_axum_router();
-    grpc.merge(crate::rest::router(service))
+    grpc.merge(crate::api::rest::router(service))
         .merge(crate::oidc::routes(broker.inner.signer.clone()))
 }
