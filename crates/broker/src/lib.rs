@@ -50,6 +50,7 @@ pub(crate) type Empty = ();
 pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 
 mod api;
+mod config;
 mod console;
 mod engine;
 mod error;
@@ -61,8 +62,8 @@ mod push;
 mod retry;
 mod settings;
 
-pub use engine::{Broker, BrokerConfig};
-pub use settings::DEFAULT_PAYLOAD_BUDGET;
+pub use config::{BrokerConfig, DEFAULT_PAYLOAD_BUDGET};
+pub use engine::Broker;
 pub use error::BrokerError;
 pub use api::grpc::PubSubService;
 pub use push::endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};

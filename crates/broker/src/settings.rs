@@ -34,12 +34,6 @@ pub const MAX_ATTRIBUTE_KEY_BYTES: usize = 256;
 pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
 pub const MAX_ORDERING_KEY_BYTES: usize = 1024;
 
-/// How many bytes of unacknowledged message bodies the broker keeps in
-/// memory by default; the others are read back from the store before
-/// delivery. 32 MiB holds about 25,000 bodies of 1 KiB, a few seconds of
-/// delivery at the broker's push rate, so reading ahead hides the disk.
-pub const DEFAULT_PAYLOAD_BUDGET: usize = 32 << 20;
-
 /// How the broker delivers to one subscription, derived from its config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionSettings {

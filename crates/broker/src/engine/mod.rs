@@ -8,13 +8,11 @@
 //! delivering never take the administrative lock.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use labrelay_contract::origin_guard::AllowedHosts;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,63 +21,16 @@ pub(crate) mod payloads;
 pub(crate) mod store;
 pub(crate) mod subscription;
 
+use crate::config::BrokerConfig;
 use crate::settings::{self, normalize_subscription, normalize_topic, validate_messages};
 use crate::error::{BrokerError, Result};
 use crate::names::{DELETED_TOPIC, ProjectName, SubscriptionName, TopicName};
 use crate::oidc::OidcSigner;
 use crate::engine::payloads::{Payloads, READ_AHEAD, Stored};
 use crate::pb;
-use crate::push::endpoints::PushEndpoints;
 use crate::push::http::PushHttp;
 use crate::engine::store::{NewMessage, Store, StoreThread};
 use crate::engine::subscription::{Delivery, Failure, Message, Subscription};
-
-/// How to run a broker.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    /// Where the store and the signing key live; created if missing.
-    pub data_dir: PathBuf,
-    /// The `iss` of push tokens, and the base of the JWKS URL.
-    pub issuer: String,
-    /// The most pushes one subscription may have outstanding. Default 256,
-    /// what a labrelay push receiver admits at once
-    /// ([`labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT`]): a larger
-    /// window only earns 503s, and each 503 halves the window and pauses
-    /// the subscription.
-    pub max_push_window: u32,
-    /// Whether the console shows message data (off: ids, attributes,
-    /// status codes and times only). Also makes the journal keep the data.
-    pub console_show_data: bool,
-    /// The most messages the console's journal keeps.
-    pub journal_max_messages: u64,
-    /// How many bytes of unacknowledged message bodies stay in memory
-    /// (default [`settings::DEFAULT_PAYLOAD_BUDGET`]). Beyond it bodies stay
-    /// on disk only and are read back, ahead of delivery, when they are
-    /// next; the rest of each message (about 250 bytes) stays in memory.
-    pub payload_budget: usize,
-    /// Host names the broker answers besides loopback names (default:
-    /// none; see [`labrelay_contract::origin_guard`]).
-    pub allowed_hosts: AllowedHosts,
-    /// Where push subscriptions may send requests (default: anywhere; see
-    /// [`crate::push::endpoints`]).
-    pub push_endpoints: PushEndpoints,
-}
-
-impl BrokerConfig {
-    /// Defaults for a broker whose clients reach it at `addr`.
-    pub fn new(data_dir: impl Into<PathBuf>, addr: std::net::SocketAddr) -> Self {
-        BrokerConfig {
-            data_dir: data_dir.into(),
-            issuer: format!("http://{addr}"),
-            max_push_window: labrelay_contract::limits::DEFAULT_MAX_IN_FLIGHT as u32,
-            console_show_data: false,
-            journal_max_messages: 100_000,
-            payload_budget: settings::DEFAULT_PAYLOAD_BUDGET,
-            allowed_hosts: AllowedHosts::loopback(),
-            push_endpoints: PushEndpoints::any(),
-        }
-    }
-}
 
 /// How long a dead letter waits before forwarding is tried again when the
 /// dead-letter topic is missing or the store refused it.

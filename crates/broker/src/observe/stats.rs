@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::engine::BrokerConfig;
+use crate::config::BrokerConfig;
 use crate::observe::journal::{Event, Journal};
 use crate::observe::metrics::{Metrics, PushMetrics};
 use crate::engine::subscription::{Delivery, Message, Subscription};
