@@ -60,10 +60,12 @@ mod observe;
 mod oidc;
 mod push;
 mod retry;
+mod server;
 mod settings;
 
-pub use config::{BrokerConfig, DEFAULT_PAYLOAD_BUDGET};
-pub use engine::Broker;
-pub use error::BrokerError;
 pub use api::grpc::PubSubService;
+pub use config::{BrokerConfig, DEFAULT_PAYLOAD_BUDGET};
+pub use engine::Engine;
+pub use error::BrokerError;
 pub use push::endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};
+pub use server::Broker;

@@ -18,6 +18,7 @@
 //! not be framed.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use askama::Template;
@@ -28,11 +29,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Broker;
+use crate::engine::Engine;
 use crate::error::BrokerError;
+use crate::observe::Observers;
 use crate::observe::journal::{Event, JournalMessage};
+use crate::observe::stats::{self, StatsSnapshot, unix_millis};
 use crate::pb;
-use crate::observe::stats::{StatsSnapshot, unix_millis};
 
 /// Attributes the broker adds to a dead letter; a replay removes them.
 const SOURCE_PREFIX: &str = "CloudPubSubDeadLetterSource";
@@ -49,8 +51,16 @@ const SCRIPT: &str = include_str!("../../templates/console.js");
 const STYLE: &str = include_str!("../../templates/console.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// What the console reads: the engine's topics and subscriptions, and what
+/// the observers saw.
+#[derive(Clone)]
+pub(crate) struct Console {
+    engine: Engine,
+    observers: Arc<Observers>,
+}
+
 /// The console's routes, to merge into the broker's router.
-pub(crate) fn router(broker: Broker) -> Router {
+pub(crate) fn router(engine: Engine, observers: Arc<Observers>) -> Router {
     Router::new()
         .route("/console", get(page))
         .route("/console/console.js", get(script))
@@ -61,7 +71,7 @@ pub(crate) fn router(broker: Broker) -> Router {
         .route("/console/api/dead-letters", get(dead_letters_json))
         .route("/console/api/dead-letters/replay", post(replay_json))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .with_state(broker)
+        .with_state(Console { engine, observers })
 }
 
 /// What can go wrong in a console request; mapped to a response in one place.
@@ -197,10 +207,9 @@ struct SubscriptionView {
     stats: StatsSnapshot,
 }
 
-fn overview(broker: &Broker) -> Overview {
-    let inner = &broker.inner;
+fn overview(console: &Console) -> Overview {
     let now = SystemTime::now();
-    let subs = inner.all_subscriptions();
+    let subs = console.engine.all_subscriptions();
     let dead_letter_topics: BTreeSet<String> = subs
         .iter()
         .filter_map(|s| s.config().dead_letter_policy.map(|d| d.dead_letter_topic))
@@ -226,15 +235,16 @@ fn overview(broker: &Broker) -> Overview {
                 backlog: counts.backlog,
                 in_flight: counts.in_flight,
                 oldest_unacked_age_s: counts.oldest_age(now).as_secs_f64(),
-                stats: sub.stats.snapshot(now),
+                stats: stats::of(sub).snapshot(now),
             }
         })
         .collect();
     Overview {
         now_ms: unix_millis(now),
-        show_data: inner.observer.show_data,
-        journal_dropped: inner.observer.metrics.journal_dropped.get(),
-        topics: inner
+        show_data: console.observers.show_data,
+        journal_dropped: console.observers.metrics.journal_dropped.get(),
+        topics: console
+            .engine
             .all_topics()
             .into_iter()
             .map(|(name, subscriptions)| TopicView {
@@ -343,8 +353,8 @@ struct Journey {
     messages: Vec<MessageView>,
 }
 
-async fn journey(broker: &Broker, search: &Search) -> Result<Journey, ConsoleError> {
-    let observer = &broker.inner.observer;
+async fn journey(console: &Console, search: &Search) -> Result<Journey, ConsoleError> {
+    let observer = &console.observers;
     let show = observer.show_data;
     Ok(match search {
         Search::Report(report) => Journey {
@@ -385,13 +395,13 @@ struct DeadLetter {
     dead_lettered_ms: i64,
 }
 
-fn dead_letters(broker: &Broker) -> Vec<DeadLetterSubscription> {
-    overview(broker)
+fn dead_letters(console: &Console) -> Vec<DeadLetterSubscription> {
+    overview(console)
         .subscriptions
         .into_iter()
         .filter(|s| s.holds_dead_letters)
         .filter_map(|s| {
-            let sub = broker.subscription(&s.name).ok()?;
+            let sub = console.engine.subscription(&s.name).ok()?;
             let attr = |m: &pb::PubsubMessage, key: &str| m.attributes.get(key).cloned();
             let messages = sub
                 .peek(DEAD_LETTERS_SHOWN)
@@ -444,9 +454,9 @@ struct Replayed {
 /// subscription named in `CloudPubSubDeadLetterSourceSubscription`) without
 /// the `CloudPubSubDeadLetterSource*` attributes, and only then acknowledges
 /// it, so a crash in between duplicates rather than loses.
-async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer, ConsoleError> {
+async fn replay(console: &Console, request: ReplayRequest) -> Result<ReplayAnswer, ConsoleError> {
     let name = request.subscription;
-    let sub = broker.subscription(&name)?;
+    let sub = console.engine.subscription(&name)?;
     if sub.settings().push.is_some() {
         return Err(ConsoleError::BadRequest(format!(
             "{name} is a push subscription; dead letters are replayed from a pull subscription"
@@ -454,7 +464,7 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
     }
     let mut leased = Vec::new();
     loop {
-        let batch = broker.pull(&name, 1000, true).await?;
+        let batch = console.engine.pull(&name, 1000, true).await?;
         if batch.is_empty() {
             break;
         }
@@ -469,7 +479,10 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
     });
     let others: Vec<String> = others.into_iter().map(|r| r.ack_id).collect();
     if !others.is_empty() {
-        broker.modify_ack_deadline(&name, &others, 0).await?;
+        console
+            .engine
+            .modify_ack_deadline(&name, &others, 0)
+            .await?;
     }
     let mut answer = ReplayAnswer::default();
     let mut failed: Option<ConsoleError> = None;
@@ -482,7 +495,7 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
             unreplayed.push(received.ack_id);
             continue;
         }
-        let topic = match source_topic(broker, &original) {
+        let topic = match source_topic(&console.engine, &original) {
             Ok(topic) => topic,
             Err(error) => {
                 failed = Some(error);
@@ -501,7 +514,7 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
             ordering_key: original.ordering_key.clone(),
             ..Default::default()
         };
-        let new_id = match broker.publish(&topic, vec![message]).await {
+        let new_id = match console.engine.publish(&topic, vec![message]).await {
             Ok(ids) => ids.into_iter().next().unwrap_or_default(),
             Err(error) => {
                 failed = Some(error.into());
@@ -509,9 +522,12 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
                 continue;
             }
         };
-        broker.acknowledge(&name, &[received.ack_id]).await?;
+        console
+            .engine
+            .acknowledge(&name, &[received.ack_id])
+            .await?;
         if let Ok(seq) = original.message_id.parse() {
-            broker.inner.observer.journal.send(Event::Replayed {
+            console.observers.journal.send(Event::Replayed {
                 message_id: seq,
                 subscription: name.clone(),
                 at: SystemTime::now(),
@@ -526,7 +542,10 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
         });
     }
     if !unreplayed.is_empty() {
-        broker.modify_ack_deadline(&name, &unreplayed, 0).await?;
+        console
+            .engine
+            .modify_ack_deadline(&name, &unreplayed, 0)
+            .await?;
     }
     if let Some(error) = failed {
         return Err(error);
@@ -544,7 +563,7 @@ async fn replay(broker: &Broker, request: ReplayRequest) -> Result<ReplayAnswer,
     Ok(answer)
 }
 
-fn source_topic(broker: &Broker, message: &pb::PubsubMessage) -> Result<String, ConsoleError> {
+fn source_topic(engine: &Engine, message: &pb::PubsubMessage) -> Result<String, ConsoleError> {
     let attr = |key: &str| message.attributes.get(key).map(String::as_str);
     let (Some(project), Some(sub)) = (
         attr("CloudPubSubDeadLetterSourceSubscriptionProject"),
@@ -556,7 +575,7 @@ fn source_topic(broker: &Broker, message: &pb::PubsubMessage) -> Result<String, 
         )));
     };
     let source = format!("projects/{project}/subscriptions/{sub}");
-    let topic = broker
+    let topic = engine
         .get_subscription(&source)
         .map_err(|_| {
             ConsoleError::NotFound(format!(
@@ -583,8 +602,8 @@ fn json<T: Serialize>(value: T) -> Response {
     response
 }
 
-async fn overview_json(State(broker): State<Broker>) -> Response {
-    json(overview(&broker))
+async fn overview_json(State(console): State<Console>) -> Response {
+    json(overview(&console))
 }
 
 #[derive(Debug, Deserialize)]
@@ -593,7 +612,7 @@ struct RecentParams {
 }
 
 async fn recent_json(
-    State(broker): State<Broker>,
+    State(console): State<Console>,
     Query(params): Query<RecentParams>,
 ) -> Result<Response, ConsoleError> {
     let limit = match params.limit.as_deref() {
@@ -604,26 +623,26 @@ async fn recent_json(
             .filter(|n| (1..=500).contains(n))
             .ok_or_else(|| ConsoleError::BadRequest("limit is a number from 1 to 500".into()))?,
     };
-    let observer = &broker.inner.observer;
+    let observer = &console.observers;
     let messages = observer.journal.recent(limit, observer.show_data).await?;
     Ok(json(serde_json::json!({ "messages": views(messages) })))
 }
 
 async fn journey_json(
-    State(broker): State<Broker>,
+    State(console): State<Console>,
     Query(params): Query<JourneyParams>,
 ) -> Result<Response, ConsoleError> {
     let search = Search::from_params(&params)?
         .ok_or_else(|| ConsoleError::BadRequest("give report=<id> or message=<id>".into()))?;
-    Ok(json(journey(&broker, &search).await?))
+    Ok(json(journey(&console, &search).await?))
 }
 
-async fn dead_letters_json(State(broker): State<Broker>) -> Response {
-    json(serde_json::json!({ "subscriptions": dead_letters(&broker) }))
+async fn dead_letters_json(State(console): State<Console>) -> Response {
+    json(serde_json::json!({ "subscriptions": dead_letters(&console) }))
 }
 
 async fn replay_json(
-    State(broker): State<Broker>,
+    State(console): State<Console>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
@@ -645,7 +664,7 @@ async fn replay_json(
             "at most 1000 message ids per replay".into(),
         ));
     }
-    Ok(json(replay(&broker, request).await?))
+    Ok(json(replay(&console, request).await?))
 }
 
 async fn script() -> Response {
@@ -693,25 +712,25 @@ impl Page {
 }
 
 async fn page(
-    State(broker): State<Broker>,
+    State(console): State<Console>,
     Query(params): Query<JourneyParams>,
 ) -> Result<Response, ConsoleError> {
-    let observer = &broker.inner.observer;
+    let observer = &console.observers;
     let (search, status, search_error) = match Search::from_params(&params) {
         Ok(search) => (search, StatusCode::OK, None),
         Err(error) => (None, StatusCode::BAD_REQUEST, Some(error.to_string())),
     };
     let journey = match &search {
-        Some(search) => Some(journey(&broker, search).await?),
+        Some(search) => Some(journey(&console, search).await?),
         None => None,
     };
     let page = Page {
-        overview: overview(&broker),
+        overview: overview(&console),
         recent: views(observer.journal.recent(RECENT, observer.show_data).await?),
         search: params.report.filter(|_| search_error.is_none()),
         search_error,
         journey,
-        dead_letters: dead_letters(&broker),
+        dead_letters: dead_letters(&console),
     };
     let html = page
         .render()

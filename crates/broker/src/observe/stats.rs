@@ -1,31 +1,26 @@
-//! What the broker observes about its own traffic, for the console and
-//! `/metrics`: per-subscription push counters, a 30-minute time series of
-//! push successes and failures, the last push error, and the hooks the
-//! engine and the push worker call.
+//! Per-subscription push figures, for the console: push successes,
+//! failures and dead letters since start, a 30-minute time series of push
+//! successes and failures, and the last push error.
 //!
-//! [`Observer`] is the one entry point. Its hooks only bump atomics, take an
-//! uncontended per-subscription mutex or hand an event to the journal's
-//! bounded queue, so they never wait on I/O: the durable publish path and
-//! the push path stay what they were. Backlog, in-flight and oldest-unacked
-//! figures are not tracked here at all; they are read from the
-//! subscription's own queue when someone asks ([`crate::engine::subscription::Counts`]).
+//! Each subscription's [`SubscriptionStats`] is kept in the subscription's
+//! observer slot ([`of`]), so the hooks (in `observe`) find it without a
+//! lookup and only bump atomics or take its uncontended mutex. Backlog,
+//! in-flight and oldest-unacked figures are not tracked here at all; they
+//! are read from the subscription's own queue when someone asks
+//! ([`crate::engine::subscription::Counts`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
-use crate::config::BrokerConfig;
-use crate::observe::journal::{Event, Journal};
-use crate::observe::metrics::{Metrics, PushMetrics};
-use crate::engine::subscription::{Delivery, Message, Subscription};
+use crate::engine::subscription::Subscription;
+use crate::observe::metrics::PushMetrics;
 
 /// Width of one time-series bucket.
 pub(crate) const BUCKET_SECS: u64 = 10;
 /// Buckets kept: 30 minutes.
 pub(crate) const BUCKETS: usize = 180;
-/// The header push receivers answer with to say what they did.
-pub(crate) const OUTCOME_HEADER: &str = "x-labrelay-outcome";
 
 /// One subscription's push figures since the broker started.
 #[derive(Debug, Default)]
@@ -75,8 +70,16 @@ pub(crate) struct StatsSnapshot {
     pub series: SeriesSnapshot,
 }
 
+/// The figures of `sub`, made on first use.
+pub(crate) fn of(sub: &Subscription) -> &SubscriptionStats {
+    sub.observed
+        .get_or_init(|| Box::new(SubscriptionStats::default()))
+        .downcast_ref()
+        .expect("a subscription's observer slot holds its SubscriptionStats")
+}
+
 impl SubscriptionStats {
-    fn record_push(&self, ok: bool, at: SystemTime, error: impl FnOnce() -> LastError) {
+    pub(super) fn record_push(&self, ok: bool, at: SystemTime, error: impl FnOnce() -> LastError) {
         let counter = if ok {
             &self.pushes_ok
         } else {
@@ -88,6 +91,15 @@ impl SubscriptionStats {
         if !ok {
             recent.last_error = Some(error());
         }
+    }
+
+    pub(super) fn record_dead_letter(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This subscription's push metrics, looked up by `find` on first use.
+    pub(super) fn push_metrics(&self, find: impl FnOnce() -> PushMetrics) -> &PushMetrics {
+        self.metrics.get_or_init(find)
     }
 
     pub fn snapshot(&self, now: SystemTime) -> StatsSnapshot {
@@ -186,204 +198,10 @@ pub(crate) fn unix_secs(at: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// How one push ended, as the push worker saw it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum PushResult<'a> {
-    Status(u16),
-    Failed(&'a str),
-}
-
-/// Timing and the receiver's own account of one push.
-#[derive(Debug, Default)]
-pub(crate) struct PushTrace {
-    pub latency: Duration,
-    /// `X-Labrelay-Outcome` (`sent`, `skipped`, `duplicate`), when present
-    /// and a short token.
-    pub receiver_outcome: Option<String>,
-}
-
-impl PushTrace {
-    pub fn from_response(response: &reqwest::Response, started: std::time::Instant) -> PushTrace {
-        let receiver_outcome = response
-            .headers()
-            .get(OUTCOME_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 32
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            })
-            .map(str::to_ascii_lowercase);
-        PushTrace {
-            latency: started.elapsed(),
-            receiver_outcome,
-        }
-    }
-
-    pub fn failed(started: std::time::Instant) -> PushTrace {
-        PushTrace {
-            latency: started.elapsed(),
-            receiver_outcome: None,
-        }
-    }
-}
-
-/// The broker's observer: metrics, per-subscription stats and the journal.
-pub(crate) struct Observer {
-    pub metrics: Metrics,
-    pub journal: Journal,
-    /// Whether the console may show message data (`--console-show-data`).
-    pub show_data: bool,
-}
-
-impl Observer {
-    pub fn open(config: &BrokerConfig) -> anyhow::Result<Observer> {
-        let metrics = Metrics::default();
-        let path = config.data_dir.join("journal.sqlite3");
-        let open = || {
-            Journal::open(
-                &path,
-                config.journal_max_messages,
-                config.console_show_data,
-                metrics.journal_dropped.clone(),
-            )
-        };
-        // The journal is history, not data: one that cannot be opened (a
-        // corrupt file) is set aside and started afresh rather than keeping
-        // the broker down.
-        let journal = match open() {
-            Ok(journal) => journal,
-            Err(error) => {
-                let aside =
-                    path.with_extension(format!("sqlite3.broken-{}", unix_secs(SystemTime::now())));
-                tracing::warn!(error = format!("{error:#}"), aside = %aside.display(), "journal unreadable; starting a new one");
-                std::fs::rename(&path, &aside)?;
-                for suffix in ["-wal", "-shm"] {
-                    let mut side = path.clone().into_os_string();
-                    side.push(suffix);
-                    let _ = std::fs::remove_file(side);
-                }
-                open()?
-            }
-        };
-        Ok(Observer {
-            metrics,
-            journal,
-            show_data: config.console_show_data,
-        })
-    }
-
-    /// After the store committed a publish: counts it and journals each
-    /// message with the subscriptions it went to (`wanted[s][m]`).
-    pub fn published(
-        &self,
-        topic: &str,
-        messages: &[Arc<Message>],
-        subscriptions: Vec<Arc<Subscription>>,
-        wanted: Vec<Vec<bool>>,
-        latency: Duration,
-    ) {
-        self.metrics
-            .published(topic, messages.len() as u64, latency);
-        self.journal.send(Event::Published {
-            topic: topic.to_string(),
-            messages: messages.to_vec(),
-            subscriptions,
-            wanted,
-        });
-    }
-
-    /// A push request ended, acknowledged or not.
-    pub fn pushed(
-        &self,
-        sub: &Subscription,
-        delivery: &Delivery,
-        result: PushResult<'_>,
-        trace: PushTrace,
-    ) {
-        let now = SystemTime::now();
-        let ok = matches!(result, PushResult::Status(code) if crate::retry::is_push_ack(code));
-        let status = match result {
-            PushResult::Status(code) => Some(code),
-            PushResult::Failed(_) => None,
-        };
-        let error = match result {
-            PushResult::Status(code) if !ok => Some(format!("HTTP {code}")),
-            PushResult::Status(_) => None,
-            PushResult::Failed(why) => Some(why.to_string()),
-        };
-        sub.stats.record_push(ok, now, || LastError {
-            at: now,
-            message_id: delivery.message.pb.message_id.clone(),
-            attempt: delivery.attempt,
-            status,
-            error: error.clone().unwrap_or_default(),
-        });
-        let name = sub.name.as_str();
-        let metrics = sub
-            .stats
-            .metrics
-            .get_or_init(|| self.metrics.push_metrics(name));
-        self.metrics.pushed(metrics, result, trace.latency);
-        if ok {
-            let age = now
-                .duration_since(delivery.message.published_at)
-                .unwrap_or_default();
-            self.metrics.delivered(metrics, age);
-        }
-        self.journal.send(Event::Attempt {
-            message_id: delivery.message.seq,
-            subscription: name.to_string(),
-            attempt: delivery.attempt,
-            at: now,
-            status,
-            error,
-            latency: trace.latency,
-            outcome: trace.receiver_outcome,
-        });
-    }
-
-    /// Messages acknowledged by a pull subscriber (`Acknowledge`, or an ack
-    /// on a StreamingPull stream).
-    pub fn acked(&self, sub: &Subscription, seqs: &[u64]) {
-        self.journal.send(Event::Acked {
-            subscription: sub.name.to_string(),
-            seqs: seqs.to_vec(),
-            at: SystemTime::now(),
-        });
-    }
-
-    /// A message used up its attempts and reached the dead-letter topic as
-    /// `dead_letter_id`.
-    pub fn dead_lettered(
-        &self,
-        sub: &Subscription,
-        message: &Message,
-        attempts: u32,
-        reason: &str,
-        dead_letter_id: &str,
-    ) {
-        sub.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        self.metrics.dead_lettered(sub.name.as_str());
-        self.journal.send(Event::DeadLettered {
-            message_id: message.seq,
-            subscription: sub.name.to_string(),
-            at: SystemTime::now(),
-            attempts,
-            reason: reason.to_string(),
-            dead_letter_id: dead_letter_id.to_string(),
-        });
-    }
-
-    /// Stops the journal after it wrote what it was given.
-    pub async fn close(&self) {
-        self.journal.close().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -425,96 +243,6 @@ mod tests {
         series.record(1_000_000, true);
         assert_eq!(series.buckets.len(), 1);
         assert_eq!(series.buckets[0].1, 2);
-    }
-
-    /// What the hooks cost the publish and push paths, per call (run by
-    /// hand: `cargo test --profile bench -p labrelay-broker --lib hook_cost
-    /// -- --ignored --nocapture`).
-    #[test]
-    #[ignore = "a measurement, run by hand"]
-    fn hook_cost() {
-        use crate::names::SubscriptionName;
-        use crate::engine::subscription::LeaseId;
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig::new(dir.path(), "127.0.0.1:1".parse().unwrap());
-        let observer = Observer::open(&config).unwrap();
-        let name = SubscriptionName::parse("projects/p/subscriptions/email").unwrap();
-        let sub = Arc::new(Subscription::new(
-            name,
-            1,
-            crate::pb::Subscription::default(),
-        ));
-        let message = Arc::new(Message {
-            seq: 1,
-            pb: crate::pb::PubsubMessage {
-                data: vec![b'x'; 1024],
-                attributes: [("reportId".to_string(), "LR-1".to_string())].into(),
-                message_id: "1".into(),
-                ..Default::default()
-            },
-            published_at: SystemTime::now(),
-        });
-        let delivery = Delivery {
-            ack_id: "1-1".into(),
-            lease: LeaseId {
-                seq: 1,
-                generation: 1,
-            },
-            message: message.clone(),
-            attempt: 1,
-        };
-        let n = 20_000u32;
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            observer.published(
-                "projects/p/topics/t",
-                std::slice::from_ref(&message),
-                vec![sub.clone()],
-                vec![vec![true]],
-                Duration::from_micros(200),
-            );
-        }
-        let publish = started.elapsed() / n;
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            let trace = PushTrace {
-                latency: Duration::from_millis(2),
-                receiver_outcome: Some("sent".into()),
-            };
-            observer.pushed(&sub, &delivery, PushResult::Status(204), trace);
-        }
-        let push = started.elapsed() / n;
-        let draining = std::time::Instant::now();
-        runtime.block_on(observer.close());
-        eprintln!(
-            "published hook: {publish:?}/call, pushed hook: {push:?}/call, journal events dropped: {}, \
-             journal drained {} events in {:?} after the last hook",
-            observer.metrics.journal_dropped.get(),
-            2 * n,
-            draining.elapsed()
-        );
-    }
-
-    #[test]
-    fn a_corrupt_journal_is_set_aside_and_started_afresh() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("journal.sqlite3"),
-            b"not a database, not at all",
-        )
-        .unwrap();
-        let config = BrokerConfig::new(dir.path(), "127.0.0.1:1".parse().unwrap());
-        let observer = Observer::open(&config).unwrap();
-        let aside = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().contains(".broken-"))
-            .count();
-        assert_eq!(aside, 1);
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(observer.close());
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Push delivery: one worker per subscription POSTs each message to the
-//! subscription's endpoint (through `push_http`, over HTTP/2 where the
-//! endpoint speaks it).
+//! The push worker: one per subscription, POSTing each message to the
+//! subscription's endpoint (through [`PushHttp`](super::http::PushHttp),
+//! over HTTP/2 where the endpoint speaks it).
 //!
 //! A 102/200/201/202/204 answer acknowledges the message; any other status
 //! (a redirect too: it is never followed), a refused connection or no
@@ -17,16 +17,18 @@ use labrelay_contract::push::{PushEnvelopeRef, PushMessageRef};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::task::JoinSet;
 
-use crate::settings::{PushSettings, SubscriptionSettings};
-use crate::engine::{Inner, settle_failures};
-use crate::push::http::PushFailure;
-use crate::retry::{PushBackoff, PushWindow, is_push_ack};
-use crate::observe::stats::{PushResult, PushTrace};
+use super::{PushFailure, Pusher};
+use crate::engine::Engine;
+use crate::engine::hooks::{PushResult, PushTrace};
 use crate::engine::subscription::{Delivery, Subscription};
+use crate::retry::{PushBackoff, PushWindow, is_push_ack};
+use crate::settings::{PushSettings, SubscriptionSettings};
 
 /// Leases outlive the push request a little, so that a request answered right
 /// at its timeout is not also expired by the timer.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
+/// The header push receivers answer with to say what they did.
+const OUTCOME_HEADER: &str = "x-labrelay-outcome";
 
 /// The outcome of one push request.
 #[derive(Debug)]
@@ -40,8 +42,8 @@ enum Outcome {
 /// subscription just waits), and the end of a backoff pause. Stops when the
 /// subscription is deleted or the broker shuts down; pushes still in flight
 /// are abandoned and their leases expire into redeliveries.
-pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
-    let mut window = PushWindow::new(inner.config.max_push_window);
+pub(crate) async fn run(pusher: Arc<Pusher>, engine: Engine, sub: Arc<Subscription>) {
+    let mut window = PushWindow::new(pusher.max_window);
     let mut backoff = PushBackoff::default();
     let mut paused_until: Option<tokio::time::Instant> = None;
     let mut in_flight: JoinSet<(Delivery, Outcome, PushTrace)> = JoinSet::new();
@@ -75,7 +77,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                     .as_ref()
                     .is_none_or(|(parsed_for, _)| !Arc::ptr_eq(parsed_for, &settings))
                 {
-                    let url = match inner.config.push_endpoints.refusal(&push.endpoint) {
+                    let url = match pusher.endpoints.refusal(&push.endpoint) {
                         None => reqwest::Url::parse(&push.endpoint)
                             .map_err(|e| format!("push endpoint is not a URL: {e}")),
                         Some(why) => {
@@ -90,15 +92,15 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                     None => Err("no push endpoint"),
                 };
                 for delivery in deliveries {
-                    let request = build_request(&inner, &sub, push, url, &settings, &delivery);
-                    let inner = inner.clone();
+                    let request = build_request(&pusher, &sub, push, url, &settings, &delivery);
+                    let pusher = pusher.clone();
                     in_flight.spawn(async move {
                         let started = Instant::now();
                         let mut trace = PushTrace::default();
                         let outcome = match request {
-                            Ok(request) => match inner.http.send(request).await {
+                            Ok(request) => match pusher.http.send(request).await {
                                 Ok(response) => {
-                                    trace = PushTrace::from_response(&response, started);
+                                    trace = trace_of(&response, started);
                                     Outcome::Status(response.status().as_u16())
                                 }
                                 Err(failure) => Outcome::Failed(failure.describe().into()),
@@ -106,7 +108,10 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                             Err(error) => Outcome::Failed(error),
                         };
                         if trace.latency.is_zero() {
-                            trace = PushTrace::failed(started);
+                            trace = PushTrace {
+                                latency: started.elapsed(),
+                                receiver_outcome: None,
+                            };
                         }
                         (delivery, outcome, trace)
                     });
@@ -127,15 +132,15 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                             Outcome::Status(code) => PushResult::Status(*code),
                             Outcome::Failed(why) => PushResult::Failed(why),
                         };
-                        inner.observer.pushed(&sub, &delivery, result, trace);
-                        if let Some(seq) = settle(&inner, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await {
+                        engine.observer().pushed(&sub, &delivery, result, trace);
+                        if let Some(seq) = settle(&engine, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await {
                             acked.push(seq);
                         }
                     }
                     next = in_flight.try_join_next();
                 }
                 if !acked.is_empty() {
-                    inner.store().ack_later(sub.id, acked).await;
+                    engine.persist_push_acks(&sub, acked).await;
                 }
             }
             _ = &mut changed, if settings.push.is_some() && paused_until.is_none()
@@ -144,7 +149,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
             _ = async { tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)).await },
                 if paused_until.is_some() => {}
             _ = sub.closed.cancelled() => return,
-            _ = inner.shutdown.cancelled() => return,
+            _ = engine.shutdown().cancelled() => return,
         }
     }
 }
@@ -153,7 +158,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
 /// acknowledged when it was a success.
 #[allow(clippy::too_many_arguments)]
 async fn settle(
-    inner: &Arc<Inner>,
+    engine: &Engine,
     sub: &Arc<Subscription>,
     settings: &SubscriptionSettings,
     delivery: Delivery,
@@ -183,8 +188,30 @@ async fn settle(
         *paused_until = Some(tokio::time::Instant::now() + backoff.on_failure());
     }
     let failures = sub.nack(&[delivery.lease], Instant::now());
-    settle_failures(inner, sub, failures, &format!("push failed: {reason}")).await;
+    engine
+        .settle_failures(sub, failures, &format!("push failed: {reason}"))
+        .await;
     None
+}
+
+/// The push's latency, and what the receiver says it did
+/// (`X-Labrelay-Outcome`) when that is a short token.
+fn trace_of(response: &reqwest::Response, started: Instant) -> PushTrace {
+    let receiver_outcome = response
+        .headers()
+        .get(OUTCOME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 32
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_ascii_lowercase);
+    PushTrace {
+        latency: started.elapsed(),
+        receiver_outcome,
+    }
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -192,7 +219,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 fn build_request(
-    inner: &Inner,
+    pusher: &Pusher,
     sub: &Subscription,
     push: &PushSettings,
     url: Result<&reqwest::Url, &str>,
@@ -205,9 +232,9 @@ fn build_request(
         .map(|t| t.to_string())
         .unwrap_or_default();
     let url = url.map_err(str::to_string)?;
-    let mut request = inner.http.post(url.clone()).timeout(settings.ack_deadline);
+    let mut request = pusher.http.post(url.clone()).timeout(settings.ack_deadline);
     if let Some((email, audience)) = &push.oidc {
-        let bearer = inner
+        let bearer = pusher
             .signer
             .authorization(email, audience)
             .map_err(|e| format!("could not sign a push token: {e:#}"))?;
