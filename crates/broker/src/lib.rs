@@ -52,6 +52,7 @@ pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 mod api;
 mod config;
 mod console;
+pub mod dead_letter;
 mod engine;
 mod error;
 mod filter;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::Engine;
 use super::payloads::Message;
 use super::subscription::{Failure, Subscription};
-use crate::pb;
+use crate::dead_letter;
 
 /// How long a dead letter waits before forwarding is tried again when the
 /// dead-letter topic is missing or the store refused it.
@@ -52,7 +52,8 @@ impl Engine {
 
     /// Publishes a copy of `message` to the subscription's dead-letter topic,
     /// with Pub/Sub's `CloudPubSubDeadLetterSource*` attributes (and the reason
-    /// the last delivery failed), then acknowledges it on the subscription.
+    /// the last delivery failed; [`dead_letter::forwarded`]), then
+    /// acknowledges it on the subscription.
     async fn forward_dead_letter(
         &self,
         sub: &Arc<Subscription>,
@@ -60,47 +61,12 @@ impl Engine {
         attempts: u32,
         reason: &str,
     ) {
-        let Some(dead_letter) = sub.settings().dead_letter.clone() else {
+        let Some(policy) = sub.settings().dead_letter.clone() else {
             sub.unpark(message.seq, Duration::ZERO, Instant::now());
             return;
         };
-        let mut copy = pb::PubsubMessage {
-            data: message.pb.data.clone(),
-            attributes: message.pb.attributes.clone(),
-            ordering_key: message.pb.ordering_key.clone(),
-            ..Default::default()
-        };
-        let source = [
-            (
-                "CloudPubSubDeadLetterSourceDeliveryCount",
-                attempts.to_string(),
-            ),
-            (
-                "CloudPubSubDeadLetterSourceSubscription",
-                sub.name.id().to_string(),
-            ),
-            (
-                "CloudPubSubDeadLetterSourceSubscriptionProject",
-                sub.name.project_id().to_string(),
-            ),
-            (
-                "CloudPubSubDeadLetterSourceTopicPublishTime",
-                message
-                    .pb
-                    .publish_time
-                    .map(|t| t.to_string())
-                    .unwrap_or_default(),
-            ),
-            // Seen from the real service in some reports; here always set, so
-            // an operator sees why the last delivery failed.
-            (
-                "CloudPubSubDeadLetterSourceDeliveryErrorMessage",
-                reason.to_string(),
-            ),
-        ];
-        copy.attributes
-            .extend(source.map(|(k, v)| (k.to_string(), v)));
-        match self.publish(dead_letter.topic.as_str(), vec![copy]).await {
+        let copy = dead_letter::forwarded(&message.pb, &sub.name, attempts, reason);
+        match self.publish(policy.topic.as_str(), vec![copy]).await {
             Ok(ids) => {
                 tracing::info!(
                     subscription = %sub.name,
