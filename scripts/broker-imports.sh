@@ -4,7 +4,9 @@
 # paths, tests included), lower layers first, and fails when modules import
 # each other round a cycle: between top-level modules, or between the
 # modules of one folder. A path through a re-export (`pub use`) counts as an
-# import of the module the item comes from.
+# import of the module the item comes from. It also fails when a source file
+# is missing from the "Where is the code?" table of ARCHITECTURE.md beside
+# SRC_DIR.
 #
 #   scripts/broker-imports.sh [SRC_DIR]
 set -euo pipefail
@@ -239,5 +241,15 @@ for level in sorted(edges):
             f"{a} -> {b}" for a in comp for b in sorted(graph.get(a, ())) if b in comp
         ]
         print(f"import cycle among {where}'s modules: {', '.join(links)}", file=sys.stderr)
+architecture = os.path.join(os.path.dirname(os.path.abspath(root)), "ARCHITECTURE.md")
+if os.path.exists(architecture):
+    text = open(architecture, encoding="utf-8").read()
+    table = text[text.find("## Where is the code?"):]
+    crate = os.path.dirname(os.path.abspath(root))
+    for path in sorted(files.values()):
+        rel = os.path.relpath(path, crate)
+        if f"`{rel}`" not in table:
+            failed = True
+            print(f"{rel} is not in {architecture}'s \"Where is the code?\"", file=sys.stderr)
 sys.exit(1 if failed else 0)
 PY

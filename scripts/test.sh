@@ -29,6 +29,9 @@ fi
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
+echo "== the broker's module graph (no import cycle)"
+scripts/broker-imports.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -40,7 +40,7 @@ pub struct BrokerConfig {
     /// none; see [`labrelay_contract::origin_guard`]).
     pub allowed_hosts: AllowedHosts,
     /// Where push subscriptions may send requests (default: anywhere; see
-    /// [`crate::push::endpoints`]).
+    /// [`PushEndpoints`]).
     pub push_endpoints: PushEndpoints,
 }
 

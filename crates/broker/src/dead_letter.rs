@@ -1,5 +1,5 @@
 //! Dead letters, in one place: the attributes the engine adds to a message
-//! it forwards to a dead-letter topic ([`forwarded`]), reading them back
+//! it forwards to a dead-letter topic (`forwarded`), reading them back
 //! ([`Source`]), and replay ([`replay`]): republishing dead letters to the
 //! topic of the subscription they were dead-lettered from, without those
 //! attributes.

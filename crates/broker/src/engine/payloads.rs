@@ -1,6 +1,7 @@
 //! Message bodies in memory up to a budget; beyond it they stay on disk.
 //!
-//! Every unacknowledged message has one [`Stored`] record, shared by the
+//! A published message is a [`Message`]. Every unacknowledged message has
+//! one [`Stored`] record, shared by the
 //! subscriptions that hold it: sequence number, publish time, ordering key
 //! and size are always in memory; the body (the whole `pb::PubsubMessage`,
 //! data included) only while the message is *warm*. A message is published

@@ -3,8 +3,8 @@
 //!
 //! Everything here is synchronous and takes the current time as an argument,
 //! so it is tested without a clock. The asynchronous parts (persisting acks,
-//! forwarding dead letters, the timer that expires leases) live in `engine`
-//! and drive these methods. Message bodies may be on disk only
+//! forwarding dead letters, the timer that expires leases) live in the
+//! engine (`messages`, `settle`, `timer`) and drive these methods. Message bodies may be on disk only
 //! (`payloads`): leasing hands out what is in memory, in order, and asks
 //! for the rest to be read ahead.
 

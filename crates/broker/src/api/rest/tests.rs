@@ -1,3 +1,7 @@
+//! The REST routes over a stand-in for the gRPC services ([`fake`]):
+//! routing, custom methods, bodies, errors as Google's; the JSON mapping
+//! itself is in [`codec`].
+
 use std::collections::HashMap;
 
 use axum::body::Body;

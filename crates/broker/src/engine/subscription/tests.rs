@@ -1,3 +1,6 @@
+//! A subscription's backlog without a clock or a store: leasing, acks,
+//! deadlines, retry delays, dead-lettering, ordering keys, retention.
+
 use super::*;
 use crate::settings::normalize_subscription;
 
