@@ -31,6 +31,8 @@ npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
 echo "== no Linux-only crate for macOS and Windows (cargo tree, no build)"
 scripts/check-portable.sh
+echo "== the broker's module graph (no import cycle)"
+scripts/broker-imports.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

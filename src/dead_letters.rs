@@ -4,20 +4,20 @@
 //! Both commands read the dead-letter subscription through the Pub/Sub API,
 //! so they work against our broker and against Google Cloud Pub/Sub alike.
 //! `list` leaves every message where it was (it nacks what it read);
-//! `replay` republishes the chosen ones to `new-lab-report`, without the
-//! `CloudPubSubDeadLetterSource*` attributes, and only then acknowledges them
-//! on the dead-letter subscription, so a crash in between duplicates rather
-//! than loses.
+//! `replay` runs [`dead_letter::replay`], as the broker's console does: each
+//! chosen dead letter is republished to the topic of the subscription it was
+//! dead-lettered from, without the `CloudPubSubDeadLetterSource*`
+//! attributes, and only then acknowledged on the dead-letter subscription,
+//! so a crash in between duplicates rather than loses.
 
 use anyhow::Context as _;
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_broker::dead_letter::{self, Source};
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 use tonic::transport::Channel;
 
-use labrelay::up::{DEAD_LETTER_SUBSCRIPTION, TOPIC};
-
-const SOURCE_PREFIX: &str = "CloudPubSubDeadLetterSource";
+use labrelay::up::DEAD_LETTER_SUBSCRIPTION;
 
 pub struct Target {
     /// `host:port` of the broker.
@@ -77,12 +77,8 @@ async fn release(
     Ok(())
 }
 
-fn attribute<'a>(message: &'a pb::PubsubMessage, key: &str) -> &'a str {
-    message
-        .attributes
-        .get(key)
-        .map(String::as_str)
-        .unwrap_or("-")
+fn or_dash(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
 }
 
 /// Prints one line per parked message: id, report, source subscription,
@@ -97,14 +93,15 @@ pub async fn list(target: &Target) -> anyhow::Result<()> {
     println!("message-id\treport-id\tsubscription\tattempts\tpublished\tlast error");
     for received in &parked {
         let Some(m) = &received.message else { continue };
+        let source = Source::of(m);
         println!(
             "{}\t{}\t{}\t{}\t{}\t{}",
             m.message_id,
-            attribute(m, "reportId"),
-            attribute(m, "CloudPubSubDeadLetterSourceSubscription"),
-            attribute(m, "CloudPubSubDeadLetterSourceDeliveryCount"),
-            attribute(m, "CloudPubSubDeadLetterSourceTopicPublishTime"),
-            attribute(m, "CloudPubSubDeadLetterSourceDeliveryErrorMessage"),
+            or_dash(m.attributes.get("reportId").map(String::as_str)),
+            or_dash(source.subscription),
+            or_dash(source.delivery_count),
+            or_dash(source.publish_time),
+            or_dash(source.error),
         );
     }
     eprintln!("{} dead letter(s)", parked.len());
@@ -117,76 +114,134 @@ pub async fn list(target: &Target) -> anyhow::Result<()> {
 }
 
 /// Republishes the parked messages with the given ids (all when `ids` is
-/// empty) to the source topic.
+/// empty) to their source topics ([`dead_letter::replay`]).
 pub async fn replay(target: &Target, ids: &[String]) -> anyhow::Result<()> {
     let channel = connect(target).await?;
-    let mut subscriber = SubscriberClient::new(channel.clone());
-    let mut publisher = PublisherClient::new(channel);
+    let mut pubsub = Grpc {
+        subscriber: SubscriberClient::new(channel.clone()),
+        publisher: PublisherClient::new(channel),
+    };
     let subscription = format!(
         "projects/{}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}",
         target.project
     );
-    let topic = format!("projects/{}/topics/{TOPIC}", target.project);
-    let parked = read_all(&mut subscriber, &subscription).await?;
-    let (chosen, others): (Vec<_>, Vec<_>) = parked.into_iter().partition(|r| {
-        ids.is_empty()
-            || r.message
-                .as_ref()
-                .is_some_and(|m| ids.contains(&m.message_id))
-    });
-    release(
-        &mut subscriber,
-        &subscription,
-        others.into_iter().map(|m| m.ack_id).collect(),
-    )
-    .await?;
-    let mut replayed = 0;
-    for received in chosen {
-        let Some(original) = received.message else {
-            continue;
+    let outcome = dead_letter::replay(&mut pubsub, &subscription, ids).await;
+    for replayed in &outcome.replayed {
+        println!(
+            "{}\treplayed as {}\tto {}\treport {}",
+            replayed.message_id,
+            replayed.new_id,
+            replayed.topic,
+            or_dash(replayed.report_id.as_deref()),
+        );
+    }
+    if let Some(error) = outcome.error {
+        return Err(anyhow::Error::new(error).context(format!(
+            "replaying dead letters of {subscription} ({} replayed before)",
+            outcome.replayed.len()
+        )));
+    }
+    if !outcome.not_found.is_empty() {
+        anyhow::bail!(
+            "{} of the {} requested dead letters were not found: {}",
+            outcome.not_found.len(),
+            ids.len(),
+            outcome.not_found.join(", ")
+        );
+    }
+    eprintln!("{} dead letter(s) replayed", outcome.replayed.len());
+    Ok(())
+}
+
+/// The Pub/Sub calls of a replay, made over gRPC.
+struct Grpc {
+    subscriber: SubscriberClient<Channel>,
+    publisher: PublisherClient<Channel>,
+}
+
+impl dead_letter::PubSub for Grpc {
+    type Error = tonic::Status;
+
+    async fn pull(
+        &mut self,
+        subscription: &str,
+    ) -> Result<Vec<pb::ReceivedMessage>, tonic::Status> {
+        #[allow(deprecated)]
+        let request = pb::PullRequest {
+            subscription: subscription.to_string(),
+            max_messages: 1000,
+            return_immediately: true,
         };
-        let message = pb::PubsubMessage {
-            data: original.data.clone(),
-            attributes: original
-                .attributes
-                .iter()
-                .filter(|(k, _)| !k.starts_with(SOURCE_PREFIX))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            ordering_key: original.ordering_key.clone(),
-            ..Default::default()
+        Ok(self
+            .subscriber
+            .pull(request)
+            .await?
+            .into_inner()
+            .received_messages)
+    }
+
+    async fn release(
+        &mut self,
+        subscription: &str,
+        ack_ids: Vec<String>,
+    ) -> Result<(), tonic::Status> {
+        self.subscriber
+            .modify_ack_deadline(pb::ModifyAckDeadlineRequest {
+                subscription: subscription.to_string(),
+                ack_ids,
+                ack_deadline_seconds: 0,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn acknowledge(
+        &mut self,
+        subscription: &str,
+        ack_ids: Vec<String>,
+    ) -> Result<(), tonic::Status> {
+        self.subscriber
+            .acknowledge(pb::AcknowledgeRequest {
+                subscription: subscription.to_string(),
+                ack_ids,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn topic_of(&mut self, subscription: &str) -> Result<Option<String>, tonic::Status> {
+        let request = pb::GetSubscriptionRequest {
+            subscription: subscription.to_string(),
         };
-        let ids = publisher
+        match self.subscriber.get_subscription(request).await {
+            Ok(found) => Ok(Some(found.into_inner().topic)),
+            // A name that cannot be a subscription's names none.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        topic: &str,
+        message: pb::PubsubMessage,
+    ) -> Result<String, tonic::Status> {
+        let ids = self
+            .publisher
             .publish(pb::PublishRequest {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 messages: vec![message],
             })
-            .await
-            .with_context(|| format!("republishing dead letter {}", original.message_id))?
+            .await?
             .into_inner()
             .message_ids;
-        subscriber
-            .acknowledge(pb::AcknowledgeRequest {
-                subscription: subscription.clone(),
-                ack_ids: vec![received.ack_id],
-            })
-            .await
-            .with_context(|| format!("acknowledging dead letter {}", original.message_id))?;
-        println!(
-            "{}\treplayed as {}\treport {}",
-            original.message_id,
-            ids.first().map(String::as_str).unwrap_or("?"),
-            attribute(&original, "reportId")
-        );
-        replayed += 1;
+        Ok(ids.into_iter().next().unwrap_or_default())
     }
-    if !ids.is_empty() && replayed < ids.len() {
-        anyhow::bail!(
-            "{} of the {} requested dead letters were not found",
-            ids.len() - replayed,
-            ids.len()
-        );
-    }
-    eprintln!("{replayed} dead letter(s) replayed to {topic}");
-    Ok(())
 }

@@ -114,7 +114,7 @@ struct PostArgs {
 enum DeadLetterCommand {
     /// Show each parked message: ids, source subscription, attempts, last error.
     List(DeadLetterArgs),
-    /// Republish parked messages to `new-lab-report` (all, or those given with --id).
+    /// Republish parked messages to their source topics (all, or those given with --id).
     Replay {
         #[command(flatten)]
         target: DeadLetterArgs,

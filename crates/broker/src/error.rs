@@ -1,6 +1,6 @@
 //! The broker's error type and its one mapping to gRPC status codes.
 //!
-//! REST answers are derived from the same `tonic::Status` (see `rest.rs`), so
+//! REST answers are derived from the same `tonic::Status` (see `api/rest.rs`), so
 //! a caller sees the same code and message over both protocols.
 
 /// What went wrong with a request, in Pub/Sub's own categories.

@@ -8,30 +8,33 @@
 //! emulator it keeps every message it acknowledged on disk, signs push
 //! requests with OIDC tokens, and enforces retry and dead-letter policies.
 //!
-//! Layout:
-//! - [`names`]: topic and subscription names, parsed once.
-//! - `error`: [`BrokerError`] and its mapping to gRPC status codes.
-//! - `config`: subscription settings, validated from the API's messages.
-//! - `filter`: the attribute filter language of subscription filters.
-//! - `store`: SQLite persistence; one writer thread commits in groups.
-//! - `payloads`: message bodies in memory within a budget; a reader thread
-//!   brings the others back from the store ahead of delivery.
-//! - `engine`: topics, subscriptions, leases and redelivery in memory.
-//! - `retry`: pure backoff and push-window policies.
-//! - `push`: one push worker per push subscription.
-//! - `push_endpoints`: where push subscriptions may send requests.
-//! - `push_http`: the push client; HTTP/2 (h2c) to cleartext endpoints that
-//!   speak it, HTTP/1.1 to the others.
+//! Layout, lower layers first (no module imports one above it;
+//! `scripts/broker-imports.sh` checks there is no cycle):
+//! - [`names`], `error` ([`BrokerError`] and its one mapping to gRPC
+//!   codes), `filter` (the attribute filter language), `settings` (topics
+//!   and subscriptions validated from the API's messages into the settings
+//!   delivery uses; publish limits), `retry` (pure retry, push-window and
+//!   backoff policies): the vocabulary.
+//! - [`dead_letter`]: the attributes a dead letter carries, and replay,
+//!   shared by the engine, the console and `labrelay dead-letters`.
+//! - `engine` ([`Engine`]): topics, subscriptions, publish, leases,
+//!   dead-letter forwarding and timers, over `engine::store` (SQLite, group
+//!   commit) and `engine::payloads` (bodies within a memory budget). It
+//!   imports no transport: it calls an observer and a push delivery through
+//!   traits it owns (`engine::hooks`).
+//! - `api`: the Publisher and Subscriber gRPC services, the REST/JSON
+//!   mapping of the same services, and its proto3 JSON codec.
 //! - `oidc`: the signing key, push tokens and the JWKS endpoints.
-//! - `grpc`: the Publisher and Subscriber gRPC services.
-//! - `rest`: the REST/JSON mapping of the same services.
-//! - `stats`: per-subscription push figures and the hooks the engine calls.
-//! - `metrics`: the Prometheus registry served at `/metrics`.
-//! - `journal`: each message's journey, in its own SQLite file, off the
-//!   durable path; after its prune, once a minute, it gives the heap pages
-//!   freed under traffic back to the system
-//!   (`labrelay_contract::memory`).
+//! - `push`: one push worker per push subscription, its HTTP client
+//!   (HTTP/2 (h2c) to cleartext endpoints that speak it, HTTP/1.1 to the
+//!   others) and where pushes may go ([`PushEndpoints`]).
+//! - `config`: [`BrokerConfig`], how to run a broker.
+//! - `observe`: per-subscription push figures, the Prometheus registry
+//!   served at `/metrics`, and each message's journey (the journal, in its
+//!   own SQLite file, off the durable path).
 //! - `console`: the operator console at `/console` and its JSON API.
+//! - `server` ([`Broker`]): the engine assembled with all of the above, its
+//!   router, and serving it on a bound listener until shutdown.
 //!
 //! See `ARCHITECTURE.md` beside this crate for how they fit together.
 
@@ -49,29 +52,24 @@ pub(crate) type Empty = ();
 /// The protobuf messages of `google.pubsub.v1`.
 pub use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 
+mod api;
 mod config;
 mod console;
+pub mod dead_letter;
 mod engine;
 mod error;
 mod filter;
-mod grpc;
-mod journal;
-mod metrics;
 pub mod names;
+mod observe;
 mod oidc;
-mod payloads;
 mod push;
-mod push_endpoints;
-mod push_h2;
-mod push_http;
-mod rest;
 mod retry;
-mod stats;
-mod store;
-mod subscription;
+mod server;
+mod settings;
 
-pub use config::DEFAULT_PAYLOAD_BUDGET;
-pub use engine::{Broker, BrokerConfig};
+pub use api::grpc::PubSubService;
+pub use config::{BrokerConfig, DEFAULT_PAYLOAD_BUDGET};
+pub use engine::Engine;
 pub use error::BrokerError;
-pub use grpc::PubSubService;
-pub use push_endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};
+pub use push::endpoints::{ALLOWED_PUSH_ENDPOINTS, PushEndpoints, PushEndpointsError};
+pub use server::Broker;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::RetrySettings;
+use crate::settings::RetrySettings;
 
 /// How long to wait before redelivering a message whose `attempts`-th
 /// delivery failed (`attempts` ≥ 1).

@@ -2,8 +2,8 @@
 //!
 //! The registry belongs to the broker (no process-wide registry), so under
 //! `labrelay up` the broker's port answers with the broker's figures only.
-//! Counters and histograms are updated by the [`crate::stats::Observer`]
-//! hooks; backlog, in-flight and oldest-unacked age are read from each
+//! Counters and histograms are updated by the hooks of
+//! [`Observers`](super::Observers); backlog, in-flight and oldest-unacked age are read from each
 //! subscription's queue at scrape time by [`BacklogCollector`].
 //!
 //! | metric | labels |
@@ -17,7 +17,7 @@
 //! | `labrelay_broker_backlog_messages`, `_in_flight_messages`, `_oldest_unacked_message_age_seconds` | `subscription` |
 //! | `labrelay_broker_journal_dropped_events_total` | |
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use labrelay_runtime::metrics::latency_buckets;
@@ -30,14 +30,15 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::engine::Inner;
-use crate::stats::PushResult;
+use crate::engine::hooks::PushResult;
+use crate::engine::subscription::Counts;
+use crate::engine::{Engine, WeakEngine};
 
 type Labels = [(&'static str, String); 1];
 type CodeLabels = [(&'static str, String); 2];
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 /// How a scrape-time gauge is read from a subscription's counts.
-type Gauge = fn(&crate::subscription::Counts, SystemTime) -> f64;
+type Gauge = fn(&Counts, SystemTime) -> f64;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
@@ -144,8 +145,8 @@ impl Metrics {
     }
 
     /// A registry with these metrics and the scrape-time backlog gauges of
-    /// the broker behind `inner`.
-    pub fn registry(&self, inner: Weak<Inner>) -> Registry {
+    /// `engine`'s subscriptions.
+    pub fn registry(&self, engine: WeakEngine) -> Registry {
         let mut registry = Registry::with_prefix("labrelay_broker");
         registry.register(
             "published_messages",
@@ -182,7 +183,7 @@ impl Metrics {
             "Journal events dropped because the journal's queue was full",
             self.journal_dropped.clone(),
         );
-        registry.register_collector(Box::new(BacklogCollector { inner }));
+        registry.register_collector(Box::new(BacklogCollector { engine }));
         registry
     }
 }
@@ -190,18 +191,23 @@ impl Metrics {
 /// Backlog, in-flight and oldest-unacked age per subscription (named without
 /// the registry's prefix, which the registry adds), read from
 /// the subscriptions' queues at scrape time.
-#[derive(Debug)]
 struct BacklogCollector {
-    inner: Weak<Inner>,
+    engine: WeakEngine,
+}
+
+impl std::fmt::Debug for BacklogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BacklogCollector").finish_non_exhaustive()
+    }
 }
 
 impl Collector for BacklogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(inner) = self.inner.upgrade() else {
+        let Some(engine) = self.engine.upgrade() else {
             return Ok(());
         };
         let now = SystemTime::now();
-        let counts: Vec<(String, crate::subscription::Counts)> = inner
+        let counts: Vec<(String, Counts)> = engine
             .all_subscriptions()
             .iter()
             .map(|s| (s.name.to_string(), s.counts()))
@@ -249,7 +255,7 @@ fn sqlite_memory_bytes() -> i64 {
     unsafe { rusqlite::ffi::sqlite3_memory_used() }
 }
 
-/// `GET /metrics` for the broker behind `inner`.
-pub(crate) fn router(metrics: &Metrics, inner: &Arc<Inner>) -> axum::Router {
-    labrelay_runtime::metrics::router(Arc::new(metrics.registry(Arc::downgrade(inner))))
+/// `GET /metrics`: `metrics` and the backlog gauges of `engine`.
+pub(crate) fn router(metrics: &Metrics, engine: &Engine) -> axum::Router {
+    labrelay_runtime::metrics::router(Arc::new(metrics.registry(engine.downgrade())))
 }

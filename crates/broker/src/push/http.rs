@@ -9,7 +9,7 @@
 //! connection and system calls each: about 7% less CPU per report end to
 //! end and 8–13 MiB less memory per process (BENCHMARKS.md). The probe
 //! goes through reqwest; once an endpoint is known to speak h2c, its pushes
-//! go through the broker's own connection to it (`push_h2`), which costs
+//! go through the broker's own connection to it (`h2`), which costs
 //! the broker 20–30% less CPU per report than reqwest's.
 //!
 //! An endpoint that does not answer h2c with HTTP/2 (a server of HTTP/1.1
@@ -31,7 +31,8 @@ use anyhow::Context as _;
 use reqwest::header::HeaderValue;
 use reqwest::{Client, Request, Response};
 
-use crate::push_h2::H2Pushes;
+use super::PushFailure;
+use super::h2::{H2Pushes, PING_INTERVAL, PING_TIMEOUT};
 
 /// How long an endpoint found to speak only HTTP/1.1 is taken at its word.
 const RECHECK_HTTP1: Duration = Duration::from_secs(60);
@@ -39,42 +40,6 @@ const RECHECK_HTTP1: Duration = Duration::from_secs(60);
 /// What pushes say they are, as Pub/Sub's do.
 const USER_AGENT: &str =
     "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)";
-
-/// Why a push got no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PushFailure {
-    /// No connection could be made: nothing was learnt about the endpoint.
-    Connect,
-    /// No answer within the push's deadline.
-    Timeout,
-    /// Anything else: a reset, a protocol error, a peer that does not speak
-    /// the HTTP it was asked in.
-    Failed,
-}
-
-impl PushFailure {
-    /// The reason recorded for the failed attempt (never the URL, which may
-    /// carry a password).
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            PushFailure::Timeout => "timed out",
-            PushFailure::Connect => "connection failed",
-            PushFailure::Failed => "request failed",
-        }
-    }
-}
-
-impl From<&reqwest::Error> for PushFailure {
-    fn from(error: &reqwest::Error) -> PushFailure {
-        if error.is_timeout() {
-            PushFailure::Timeout
-        } else if error.is_connect() {
-            PushFailure::Connect
-        } else {
-            PushFailure::Failed
-        }
-    }
-}
 
 /// What a cleartext endpoint has been found to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +94,8 @@ impl PushHttp {
                 // peer gone without a word (a host down, a dropped route)
                 // must not keep it: unanswered pings close it, and the next
                 // push connects afresh, as HTTP/1.1's dropped connections do.
-                .http2_keep_alive_interval(crate::push_h2::PING_INTERVAL)
-                .http2_keep_alive_timeout(crate::push_h2::PING_TIMEOUT)
+                .http2_keep_alive_interval(PING_INTERVAL)
+                .http2_keep_alive_timeout(PING_TIMEOUT)
                 .http2_keep_alive_while_idle(true)
                 .build()
                 .context("building the push HTTP/2 client")?,

@@ -1,6 +1,7 @@
 //! Message bodies in memory up to a budget; beyond it they stay on disk.
 //!
-//! Every unacknowledged message has one [`Stored`] record, shared by the
+//! A published message is a [`Message`]. Every unacknowledged message has
+//! one [`Stored`] record, shared by the
 //! subscriptions that hold it: sequence number, publish time, ordering key
 //! and size are always in memory; the body (the whole `pb::PubsubMessage`,
 //! data included) only while the message is *warm*. A message is published
@@ -38,7 +39,28 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use crate::pb;
-use crate::subscription::Message;
+
+/// A published message, shared by every subscription that holds it.
+#[derive(Debug)]
+pub struct Message {
+    pub seq: u64,
+    /// With `message_id` and `publish_time` filled in.
+    pub pb: pb::PubsubMessage,
+    pub published_at: SystemTime,
+}
+
+impl Message {
+    /// The size that counts against flow-control byte limits.
+    pub fn size(&self) -> usize {
+        self.pb.data.len()
+            + self
+                .pb
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
 
 /// The most messages one read-ahead request brings back.
 pub(crate) const READ_AHEAD: usize = 2048;
@@ -46,7 +68,7 @@ pub(crate) const READ_AHEAD: usize = 2048;
 pub(crate) const READ_AHEAD_BYTES: usize = 8 << 20;
 /// What a resident body costs beyond its data and attributes: the
 /// `Message`, its `Arc`, the message id and the allocator's rounding.
-const BODY_OVERHEAD: usize = 256;
+pub(super) const BODY_OVERHEAD: usize = 256;
 /// How long the reader waits before answering after the store failed, so
 /// that a failing disk is not read in a tight loop.
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -278,8 +300,8 @@ impl Payloads {
     /// Opens two read connections on the store at `path` and starts the
     /// reader thread.
     pub(crate) fn open(path: &Path, budget: usize) -> anyhow::Result<Arc<Payloads>> {
-        let thread_conn = crate::store::open_reader(path)?;
-        let conn = crate::store::open_reader(path)?;
+        let thread_conn = crate::engine::store::open_reader(path)?;
+        let conn = crate::engine::store::open_reader(path)?;
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("broker-reader".into())
@@ -385,7 +407,7 @@ impl Payloads {
         let conn = reader.conn.lock().unwrap_or_else(|p| p.into_inner());
         for (slot, stored) in out.iter_mut().zip(items) {
             if slot.is_none() {
-                *slot = match crate::store::read_message(&conn, stored.seq, decode) {
+                *slot = match crate::engine::store::read_message(&conn, stored.seq, decode) {
                     Ok(Some(Ok(pb))) => Some(Arc::new(Message {
                         seq: stored.seq,
                         pb,
@@ -413,7 +435,7 @@ impl Payloads {
         let conn = reader.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut current: Option<Arc<Stored>> = None;
         let mut restored = 0;
-        crate::store::for_each_delivery(&conn, |sub, seq, attempts, bytes| {
+        crate::engine::store::for_each_delivery(&conn, |sub, seq, attempts, bytes| {
             let stored = match &current {
                 Some(stored) if stored.seq == seq => stored.clone(),
                 _ => {
@@ -545,7 +567,7 @@ fn read_batch(
         if last - first < 4 * todo.len() as u64 {
             // Mostly what is wanted: one walk over the range.
             let mut at = 0;
-            crate::store::read_message_range(&tx, first, last, |seq, bytes| {
+            crate::engine::store::read_message_range(&tx, first, last, |seq, bytes| {
                 while at < todo.len() && items[todo[at]].seq < seq {
                     at += 1;
                 }
@@ -557,8 +579,10 @@ fn read_batch(
             })?;
         } else {
             for &i in &todo {
-                if crate::store::read_message(&tx, items[i].seq, |bytes| fill(i, bytes, &mut out))?
-                    .is_some()
+                if crate::engine::store::read_message(&tx, items[i].seq, |bytes| {
+                    fill(i, bytes, &mut out)
+                })?
+                .is_some()
                 {
                     found[i] = true;
                 }
@@ -580,104 +604,4 @@ fn read_batch(
     }
     tx.commit()?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::names::SubscriptionName;
-    use crate::store::{NewMessage, Store};
-    use crate::subscription::Subscription;
-
-    fn message(seq: u64) -> Message {
-        Message {
-            seq,
-            pb: pb::PubsubMessage {
-                data: vec![b'x'; 1000],
-                message_id: seq.to_string(),
-                ..Default::default()
-            },
-            published_at: SystemTime::now(),
-        }
-    }
-
-    /// Leases and acknowledges everything `sub` holds, checking it comes
-    /// in publish order with its data; waits for reads on `changed`.
-    async fn drain_in_order(sub: &Subscription, n: u64) {
-        let mut next = 1;
-        while next <= n {
-            let changed = sub.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let got = sub.lease(100, None, Duration::from_secs(60), Instant::now());
-            if got.is_empty() {
-                tokio::time::timeout(Duration::from_secs(10), changed)
-                    .await
-                    .unwrap_or_else(|_| panic!("no read-ahead arrived at {next}"));
-                continue;
-            }
-            for delivery in got {
-                assert_eq!(delivery.message.seq, next);
-                assert_eq!(delivery.message.pb.data.len(), 1000);
-                assert!(sub.ack_lease(delivery.lease));
-                next += 1;
-            }
-        }
-        assert_eq!(sub.backlog(), 0);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_backlog_beyond_the_budget_is_read_back_in_order_without_pinning_shared_bodies() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("broker.sqlite3");
-        let (store, thread, _) = Store::open(&path).unwrap();
-        let n = 3000u64;
-        let rows = (1..=n)
-            .map(|seq| NewMessage {
-                seq,
-                bytes: message(seq).pb.encode_to_vec(),
-                subscriptions: vec![1, 2],
-            })
-            .collect();
-        store.publish(rows).await.unwrap();
-        let budget = 100 << 10;
-        let payloads = Payloads::open(&path, budget).unwrap();
-        let sub = |id: i64| {
-            let name = SubscriptionName::parse(&format!("projects/p/subscriptions/sub{id}"));
-            Subscription::with_payloads(
-                name.unwrap(),
-                id,
-                pb::Subscription::default(),
-                payloads.clone(),
-            )
-        };
-        let (first, second) = (sub(1), sub(2));
-        let records: Vec<Arc<Stored>> = (1..=n)
-            .map(|seq| payloads.admit(message(seq), false).0)
-            .collect();
-        let warm = records.iter().filter(|r| r.is_warm()).count();
-        assert!(warm > 0 && warm < 100, "{warm} warm within the budget");
-        first.enqueue(records.iter().map(|r| (r.clone(), 0)));
-        second.enqueue(records.iter().map(|r| (r.clone(), 0)));
-        drop(records);
-
-        drain_in_order(&first, n).await;
-        // The second subscription still holds every message; what the first
-        // read back went cold again behind it.
-        let window = 2 * READ_AHEAD * (1000 + BODY_OVERHEAD);
-        assert!(
-            payloads.budget().resident() <= budget + window,
-            "{} bytes resident",
-            payloads.budget().resident()
-        );
-        drain_in_order(&second, n).await;
-        assert_eq!(payloads.budget().resident(), 0);
-        assert!(!payloads.budget().any_cold());
-
-        payloads.close();
-        store.close().await;
-        thread.join();
-    }
 }

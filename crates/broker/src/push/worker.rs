@@ -1,6 +1,6 @@
-//! Push delivery: one worker per subscription POSTs each message to the
-//! subscription's endpoint (through `push_http`, over HTTP/2 where the
-//! endpoint speaks it).
+//! The push worker: one per subscription, POSTing each message to the
+//! subscription's endpoint (through [`PushHttp`](super::http::PushHttp),
+//! over HTTP/2 where the endpoint speaks it).
 //!
 //! A 102/200/201/202/204 answer acknowledges the message; any other status
 //! (a redirect too: it is never followed), a refused connection or no
@@ -10,25 +10,25 @@
 //! also pause the whole subscription ([`PushBackoff`]) so that a dead
 //! endpoint is not hammered.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use labrelay_contract::push::{PushEnvelopeRef, PushMessageRef};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use tokio::task::JoinSet;
 
-use crate::config::{PushSettings, SubscriptionSettings};
-use crate::engine::{Inner, settle_failures};
-use crate::push_http::PushFailure;
+use super::{PushFailure, Pusher};
+use crate::engine::Engine;
+use crate::engine::hooks::{PushResult, PushTrace};
+use crate::engine::subscription::{Delivery, Subscription};
 use crate::retry::{PushBackoff, PushWindow, is_push_ack};
-use crate::stats::{PushResult, PushTrace};
-use crate::subscription::{Delivery, Subscription};
+use crate::settings::{PushSettings, SubscriptionSettings};
 
 /// Leases outlive the push request a little, so that a request answered right
 /// at its timeout is not also expired by the timer.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
+/// The header push receivers answer with to say what they did.
+const OUTCOME_HEADER: &str = "x-labrelay-outcome";
 
 /// The outcome of one push request.
 #[derive(Debug)]
@@ -42,8 +42,8 @@ enum Outcome {
 /// subscription just waits), and the end of a backoff pause. Stops when the
 /// subscription is deleted or the broker shuts down; pushes still in flight
 /// are abandoned and their leases expire into redeliveries.
-pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
-    let mut window = PushWindow::new(inner.config.max_push_window);
+pub(crate) async fn run(pusher: Arc<Pusher>, engine: Engine, sub: Arc<Subscription>) {
+    let mut window = PushWindow::new(pusher.max_window);
     let mut backoff = PushBackoff::default();
     let mut paused_until: Option<tokio::time::Instant> = None;
     let mut in_flight: JoinSet<(Delivery, Outcome, PushTrace)> = JoinSet::new();
@@ -77,7 +77,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                     .as_ref()
                     .is_none_or(|(parsed_for, _)| !Arc::ptr_eq(parsed_for, &settings))
                 {
-                    let url = match inner.config.push_endpoints.refusal(&push.endpoint) {
+                    let url = match pusher.endpoints.refusal(&push.endpoint) {
                         None => reqwest::Url::parse(&push.endpoint)
                             .map_err(|e| format!("push endpoint is not a URL: {e}")),
                         Some(why) => {
@@ -92,15 +92,15 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                     None => Err("no push endpoint"),
                 };
                 for delivery in deliveries {
-                    let request = build_request(&inner, &sub, push, url, &settings, &delivery);
-                    let inner = inner.clone();
+                    let request = build_request(&pusher, &sub, push, url, &settings, &delivery);
+                    let pusher = pusher.clone();
                     in_flight.spawn(async move {
                         let started = Instant::now();
                         let mut trace = PushTrace::default();
                         let outcome = match request {
-                            Ok(request) => match inner.http.send(request).await {
+                            Ok(request) => match pusher.http.send(request).await {
                                 Ok(response) => {
-                                    trace = PushTrace::from_response(&response, started);
+                                    trace = trace_of(&response, started);
                                     Outcome::Status(response.status().as_u16())
                                 }
                                 Err(failure) => Outcome::Failed(failure.describe().into()),
@@ -108,7 +108,10 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                             Err(error) => Outcome::Failed(error),
                         };
                         if trace.latency.is_zero() {
-                            trace = PushTrace::failed(started);
+                            trace = PushTrace {
+                                latency: started.elapsed(),
+                                receiver_outcome: None,
+                            };
                         }
                         (delivery, outcome, trace)
                     });
@@ -129,15 +132,15 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
                             Outcome::Status(code) => PushResult::Status(*code),
                             Outcome::Failed(why) => PushResult::Failed(why),
                         };
-                        inner.observer.pushed(&sub, &delivery, result, trace);
-                        if let Some(seq) = settle(&inner, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await {
+                        engine.observer().pushed(&sub, &delivery, result, trace);
+                        if let Some(seq) = settle(&engine, &sub, &settings, delivery, outcome, &mut window, &mut backoff, &mut paused_until).await {
                             acked.push(seq);
                         }
                     }
                     next = in_flight.try_join_next();
                 }
                 if !acked.is_empty() {
-                    inner.store().ack_later(sub.id, acked).await;
+                    engine.persist_push_acks(&sub, acked).await;
                 }
             }
             _ = &mut changed, if settings.push.is_some() && paused_until.is_none()
@@ -146,7 +149,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
             _ = async { tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)).await },
                 if paused_until.is_some() => {}
             _ = sub.closed.cancelled() => return,
-            _ = inner.shutdown.cancelled() => return,
+            _ = engine.shutdown().cancelled() => return,
         }
     }
 }
@@ -155,7 +158,7 @@ pub(crate) async fn run(inner: Arc<Inner>, sub: Arc<Subscription>) {
 /// acknowledged when it was a success.
 #[allow(clippy::too_many_arguments)]
 async fn settle(
-    inner: &Arc<Inner>,
+    engine: &Engine,
     sub: &Arc<Subscription>,
     settings: &SubscriptionSettings,
     delivery: Delivery,
@@ -185,8 +188,30 @@ async fn settle(
         *paused_until = Some(tokio::time::Instant::now() + backoff.on_failure());
     }
     let failures = sub.nack(&[delivery.lease], Instant::now());
-    settle_failures(inner, sub, failures, &format!("push failed: {reason}")).await;
+    engine
+        .settle_failures(sub, failures, &format!("push failed: {reason}"))
+        .await;
     None
+}
+
+/// The push's latency, and what the receiver says it did
+/// (`X-Labrelay-Outcome`) when that is a short token.
+fn trace_of(response: &reqwest::Response, started: Instant) -> PushTrace {
+    let receiver_outcome = response
+        .headers()
+        .get(OUTCOME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 32
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_ascii_lowercase);
+    PushTrace {
+        latency: started.elapsed(),
+        receiver_outcome,
+    }
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -194,7 +219,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 fn build_request(
-    inner: &Inner,
+    pusher: &Pusher,
     sub: &Subscription,
     push: &PushSettings,
     url: Result<&reqwest::Url, &str>,
@@ -207,9 +232,9 @@ fn build_request(
         .map(|t| t.to_string())
         .unwrap_or_default();
     let url = url.map_err(str::to_string)?;
-    let mut request = inner.http.post(url.clone()).timeout(settings.ack_deadline);
+    let mut request = pusher.http.post(url.clone()).timeout(settings.ack_deadline);
     if let Some((email, audience)) = &push.oidc {
-        let bearer = inner
+        let bearer = pusher
             .signer
             .authorization(email, audience)
             .map_err(|e| format!("could not sign a push token: {e:#}"))?;
@@ -217,12 +242,21 @@ fn build_request(
     }
     let request = match push.no_wrapper {
         None => {
-            let body = envelope(
-                sub.name.as_str(),
-                message,
-                &publish_time,
-                settings.dead_letter.as_ref().map(|_| delivery.attempt),
-            );
+            let body = PushEnvelopeRef {
+                message: PushMessageRef::new(
+                    &message.data,
+                    message
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                    &message.message_id,
+                    &publish_time,
+                    &message.ordering_key,
+                ),
+                subscription: sub.name.as_str(),
+                delivery_attempt: settings.dead_letter.as_ref().map(|_| delivery.attempt),
+            }
+            .to_vec();
             request
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body)
@@ -289,156 +323,4 @@ fn is_reserved_header(name: &HeaderName) -> bool {
         "expect",
     ];
     RESERVED.contains(&name.as_str())
-}
-
-/// The wrapped push body: [`labrelay_contract::push::PushEnvelope`]'s JSON,
-/// written from borrowed fields (the contract's type owns its strings, so
-/// building one cloned every attribute, the id and the time twice per push).
-fn envelope(
-    subscription: &str,
-    message: &crate::pb::PubsubMessage,
-    publish_time: &str,
-    delivery_attempt: Option<u32>,
-) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Envelope<'a> {
-        message: Message<'a>,
-        subscription: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        delivery_attempt: Option<u32>,
-    }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Message<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<String>,
-        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-        attributes: BTreeMap<&'a str, &'a str>,
-        message_id: &'a str,
-        #[serde(rename = "message_id")]
-        message_id_legacy: &'a str,
-        publish_time: &'a str,
-        #[serde(rename = "publish_time")]
-        publish_time_legacy: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        ordering_key: Option<&'a str>,
-    }
-    let envelope = Envelope {
-        message: Message {
-            data: (!message.data.is_empty()).then(|| STANDARD.encode(&message.data)),
-            attributes: message
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            message_id: &message.message_id,
-            message_id_legacy: &message.message_id,
-            publish_time,
-            publish_time_legacy: publish_time,
-            ordering_key: Some(message.ordering_key.as_str()).filter(|k| !k.is_empty()),
-        },
-        subscription,
-        delivery_attempt,
-    };
-    let size = envelope_capacity(subscription, message, publish_time);
-    let mut body = Vec::with_capacity(size);
-    serde_json::to_writer(&mut body, &envelope).expect("serializing to memory cannot fail");
-    body
-}
-
-/// Room for a wrapped push body, so that it is written without growing
-/// (unless its strings need escapes).
-fn envelope_capacity(
-    subscription: &str,
-    message: &crate::pb::PubsubMessage,
-    publish_time: &str,
-) -> usize {
-    let attributes: usize = message
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 6)
-        .sum();
-    256 + message.data.len().div_ceil(3) * 4
-        + subscription.len()
-        + 2 * (message.message_id.len() + publish_time.len())
-        + message.ordering_key.len()
-        + attributes
-}
-
-#[cfg(test)]
-mod tests {
-    use labrelay_contract::push::{PushEnvelope, PushMessage};
-
-    use super::*;
-
-    #[test]
-    fn the_envelope_is_written_without_growing() {
-        let message = crate::pb::PubsubMessage {
-            data: vec![b'x'; 1024],
-            attributes: (0..20)
-                .map(|i| (format!("attribute-{i}"), "a value of some length".repeat(3)))
-                .collect(),
-            message_id: "12345678901234567890".into(),
-            ordering_key: "clinic-7".into(),
-            ..Default::default()
-        };
-        let subscription = "projects/labrelay-local/subscriptions/email-service-sub";
-        let time = "2026-11-26T10:00:00.123456789Z";
-        let body = envelope(subscription, &message, time, Some(3));
-        assert!(
-            body.len() <= envelope_capacity(subscription, &message, time),
-            "{} bytes",
-            body.len()
-        );
-    }
-
-    #[test]
-    fn the_envelope_is_the_contracts() {
-        let message = crate::pb::PubsubMessage {
-            data: b"{\"id\":12}".to_vec(),
-            attributes: [
-                ("reportId".to_string(), "12".to_string()),
-                ("b\"quoted\"".to_string(), "\u{e9}\n".to_string()),
-            ]
-            .into(),
-            message_id: "42".into(),
-            ordering_key: "k".into(),
-            ..Default::default()
-        };
-        let time = "2026-11-25T22:00:00.123Z";
-        for (message, attempt) in [
-            (message.clone(), Some(3)),
-            (
-                crate::pb::PubsubMessage {
-                    data: Vec::new(),
-                    attributes: Default::default(),
-                    ordering_key: String::new(),
-                    ..message
-                },
-                None,
-            ),
-        ] {
-            let expected = PushEnvelope {
-                message: PushMessage::new(
-                    &message.data,
-                    message
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    message.message_id.clone(),
-                    time.into(),
-                    Some(message.ordering_key.clone()),
-                ),
-                subscription: "projects/p/subscriptions/s".into(),
-                delivery_attempt: attempt,
-            };
-            let ours = envelope("projects/p/subscriptions/s", &message, time, attempt);
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(&expected).unwrap()
-            );
-        }
-    }
 }

@@ -1,8 +1,7 @@
-//! The `google.pubsub.v1` Publisher and Subscriber gRPC services, and the
-//! router that serves them beside the REST mapping on one port.
+//! The `google.pubsub.v1` Publisher and Subscriber gRPC services.
 //!
-//! Each method turns its request into a call on [`Broker`]; the REST layer
-//! calls these same methods, so both protocols share every check.
+//! Each method turns its request into a call on the [`Engine`]; the REST
+//! layer calls these same methods, so both protocols share every check.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,20 +13,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Empty;
-use crate::engine::{Broker, received, settle_failures};
+use crate::engine::subscription::{LeaseId, Subscription};
+use crate::engine::{Engine, received};
 use crate::error::BrokerError;
-use crate::generated::publisher_server::{Publisher, PublisherServer};
-use crate::generated::subscriber_server::{Subscriber, SubscriberServer};
+use crate::generated::publisher_server::Publisher;
+use crate::generated::subscriber_server::Subscriber;
 use crate::pb;
-use crate::subscription::{LeaseId, Subscription};
 
-/// Room for a 10 MB publish request plus its framing.
-pub(crate) const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
-
-/// The gRPC services over a [`Broker`].
+/// The gRPC services over an [`Engine`].
 #[derive(Clone)]
 pub struct PubSubService {
-    broker: Broker,
+    engine: Engine,
+}
+
+impl PubSubService {
+    pub(crate) fn new(engine: Engine) -> PubSubService {
+        PubSubService { engine }
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -44,7 +46,7 @@ fn field_mask(mask: Option<prost_types::FieldMask>) -> Vec<String> {
 impl Publisher for PubSubService {
     async fn create_topic(&self, request: Request<pb::Topic>) -> Reply<pb::Topic> {
         Ok(Response::new(
-            self.broker.create_topic(request.into_inner()).await?,
+            self.engine.create_topic(request.into_inner()).await?,
         ))
     }
 
@@ -54,7 +56,7 @@ impl Publisher for PubSubService {
             .topic
             .ok_or_else(|| BrokerError::invalid("topic is required"))?;
         Ok(Response::new(
-            self.broker
+            self.engine
                 .update_topic(topic, &field_mask(request.update_mask))
                 .await?,
         ))
@@ -63,7 +65,7 @@ impl Publisher for PubSubService {
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Reply<pb::PublishResponse> {
         let request = request.into_inner();
         let message_ids = self
-            .broker
+            .engine
             .publish(&request.topic, request.messages)
             .await?;
         Ok(Response::new(pb::PublishResponse { message_ids }))
@@ -71,7 +73,7 @@ impl Publisher for PubSubService {
 
     async fn get_topic(&self, request: Request<pb::GetTopicRequest>) -> Reply<pb::Topic> {
         Ok(Response::new(
-            self.broker.get_topic(&request.into_inner().topic)?,
+            self.engine.get_topic(&request.into_inner().topic)?,
         ))
     }
 
@@ -81,7 +83,7 @@ impl Publisher for PubSubService {
     ) -> Reply<pb::ListTopicsResponse> {
         let r = request.into_inner();
         let (topics, next_page_token) =
-            self.broker
+            self.engine
                 .list_topics(&r.project, r.page_size, &r.page_token)?;
         Ok(Response::new(pb::ListTopicsResponse {
             topics,
@@ -95,7 +97,7 @@ impl Publisher for PubSubService {
     ) -> Reply<pb::ListTopicSubscriptionsResponse> {
         let r = request.into_inner();
         let (subscriptions, next_page_token) =
-            self.broker
+            self.engine
                 .list_topic_subscriptions(&r.topic, r.page_size, &r.page_token)?;
         Ok(Response::new(pb::ListTopicSubscriptionsResponse {
             subscriptions,
@@ -108,12 +110,12 @@ impl Publisher for PubSubService {
         request: Request<pb::ListTopicSnapshotsRequest>,
     ) -> Reply<pb::ListTopicSnapshotsResponse> {
         // No snapshots exist here, but the topic must.
-        self.broker.get_topic(&request.into_inner().topic)?;
+        self.engine.get_topic(&request.into_inner().topic)?;
         Ok(Response::new(pb::ListTopicSnapshotsResponse::default()))
     }
 
     async fn delete_topic(&self, request: Request<pb::DeleteTopicRequest>) -> Reply<Empty> {
-        self.broker
+        self.engine
             .delete_topic(&request.into_inner().topic)
             .await?;
         Ok(Response::new(()))
@@ -123,7 +125,7 @@ impl Publisher for PubSubService {
         &self,
         request: Request<pb::DetachSubscriptionRequest>,
     ) -> Reply<pb::DetachSubscriptionResponse> {
-        self.broker
+        self.engine
             .detach_subscription(&request.into_inner().subscription)
             .await?;
         Ok(Response::new(pb::DetachSubscriptionResponse {}))
@@ -140,7 +142,7 @@ impl Subscriber for PubSubService {
         request: Request<pb::Subscription>,
     ) -> Reply<pb::Subscription> {
         Ok(Response::new(
-            self.broker
+            self.engine
                 .create_subscription(request.into_inner())
                 .await?,
         ))
@@ -151,7 +153,7 @@ impl Subscriber for PubSubService {
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Reply<pb::Subscription> {
         Ok(Response::new(
-            self.broker
+            self.engine
                 .get_subscription(&request.into_inner().subscription)?,
         ))
     }
@@ -165,7 +167,7 @@ impl Subscriber for PubSubService {
             .subscription
             .ok_or_else(|| BrokerError::invalid("subscription is required"))?;
         Ok(Response::new(
-            self.broker
+            self.engine
                 .update_subscription(sub, &field_mask(request.update_mask))
                 .await?,
         ))
@@ -177,7 +179,7 @@ impl Subscriber for PubSubService {
     ) -> Reply<pb::ListSubscriptionsResponse> {
         let r = request.into_inner();
         let (subscriptions, next_page_token) =
-            self.broker
+            self.engine
                 .list_subscriptions(&r.project, r.page_size, &r.page_token)?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions,
@@ -189,7 +191,7 @@ impl Subscriber for PubSubService {
         &self,
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Reply<Empty> {
-        self.broker
+        self.engine
             .delete_subscription(&request.into_inner().subscription)
             .await?;
         Ok(Response::new(()))
@@ -200,7 +202,7 @@ impl Subscriber for PubSubService {
         request: Request<pb::ModifyAckDeadlineRequest>,
     ) -> Reply<Empty> {
         let r = request.into_inner();
-        self.broker
+        self.engine
             .modify_ack_deadline(&r.subscription, &r.ack_ids, r.ack_deadline_seconds)
             .await?;
         Ok(Response::new(()))
@@ -208,7 +210,7 @@ impl Subscriber for PubSubService {
 
     async fn acknowledge(&self, request: Request<pb::AcknowledgeRequest>) -> Reply<Empty> {
         let r = request.into_inner();
-        self.broker.acknowledge(&r.subscription, &r.ack_ids).await?;
+        self.engine.acknowledge(&r.subscription, &r.ack_ids).await?;
         Ok(Response::new(()))
     }
 
@@ -217,7 +219,7 @@ impl Subscriber for PubSubService {
         #[allow(deprecated)]
         let return_immediately = r.return_immediately;
         let received_messages = self
-            .broker
+            .engine
             .pull(&r.subscription, r.max_messages, return_immediately)
             .await?;
         Ok(Response::new(pb::PullResponse { received_messages }))
@@ -234,7 +236,7 @@ impl Subscriber for PubSubService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("the stream ended before its first request"))?;
-        let sub = self.broker.attached_subscription(&first.subscription)?;
+        let sub = self.engine.attached_subscription(&first.subscription)?;
         if !(10..=600).contains(&first.stream_ack_deadline_seconds) {
             return Err(BrokerError::invalid(format!(
                 "stream_ack_deadline_seconds must be between 10 and 600 (got {})",
@@ -243,7 +245,7 @@ impl Subscriber for PubSubService {
             .into());
         }
         let (tx, rx) = mpsc::channel(4);
-        let stream = StreamState::new(self.broker.clone(), sub, &first);
+        let stream = StreamState::new(self.engine.clone(), sub, &first);
         stream
             .apply_client_request(&first)
             .await
@@ -257,7 +259,7 @@ impl Subscriber for PubSubService {
         request: Request<pb::ModifyPushConfigRequest>,
     ) -> Reply<Empty> {
         let r = request.into_inner();
-        self.broker
+        self.engine
             .modify_push_config(&r.subscription, r.push_config)
             .await?;
         Ok(Response::new(()))
@@ -294,7 +296,7 @@ impl Subscriber for PubSubService {
 /// One StreamingPull stream: its lease deadline, flow-control limits, and
 /// the leases it handed out that are still open.
 struct StreamState {
-    broker: Broker,
+    engine: Engine,
     sub: Arc<Subscription>,
     ack_deadline: std::time::Duration,
     max_messages: usize,
@@ -303,9 +305,9 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn new(broker: Broker, sub: Arc<Subscription>, first: &pb::StreamingPullRequest) -> Self {
+    fn new(engine: Engine, sub: Arc<Subscription>, first: &pb::StreamingPullRequest) -> Self {
         StreamState {
-            broker,
+            engine,
             sub,
             ack_deadline: std::time::Duration::from_secs(first.stream_ack_deadline_seconds as u64),
             max_messages: if first.max_outstanding_messages > 0 {
@@ -332,7 +334,7 @@ impl StreamState {
         }
         let name = self.sub.name.as_str();
         if !request.ack_ids.is_empty() {
-            self.broker.acknowledge(name, &request.ack_ids).await?;
+            self.engine.acknowledge(name, &request.ack_ids).await?;
         }
         let now = Instant::now();
         for (ack_id, seconds) in request
@@ -343,13 +345,9 @@ impl StreamState {
             let failures = self
                 .sub
                 .modify_deadline(std::slice::from_ref(ack_id), *seconds, now)?;
-            settle_failures(
-                &self.broker.inner,
-                &self.sub,
-                failures,
-                "nacked by the subscriber",
-            )
-            .await;
+            self.engine
+                .settle_failures(&self.sub, failures, "nacked by the subscriber")
+                .await;
         }
         Ok(())
     }
@@ -430,31 +428,11 @@ impl StreamState {
                     )))).await;
                     return;
                 }
-                _ = self.broker.inner.shutdown.cancelled() => {
+                _ = self.engine.shutdown().cancelled() => {
                     let _ = tx.send(Err(Status::unavailable("the broker is shutting down"))).await;
                     return;
                 }
             }
         }
     }
-}
-
-/// gRPC, REST, the OIDC discovery documents and `GET /`, on one router.
-pub(crate) fn router(broker: Broker) -> axum::Router {
-    let service = PubSubService {
-        broker: broker.clone(),
-    };
-    let grpc = tonic::service::Routes::new(
-        PublisherServer::new(service.clone())
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_REQUEST_BYTES),
-    )
-    .add_service(
-        SubscriberServer::new(service.clone())
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_REQUEST_BYTES),
-    )
-    .into_axum_router();
-    grpc.merge(crate::rest::router(service))
-        .merge(crate::oidc::routes(broker.inner.signer.clone()))
 }

@@ -31,8 +31,9 @@ use anyhow::Context as _;
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::stats::unix_millis;
-use crate::subscription::{Message, Subscription};
+use crate::engine::payloads::Message;
+use crate::engine::subscription::Subscription;
+use crate::observe::stats::unix_millis;
 
 /// Events waiting for the writer; beyond this they are dropped.
 const QUEUE: usize = 65_536;

@@ -27,7 +27,7 @@ use labrelay_runtime::serve::{Activity, InFlight};
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, USER_AGENT};
 use tokio::net::TcpStream;
 
-use crate::push_http::PushFailure;
+use super::PushFailure;
 
 /// How often a push connection is pinged, and how long an answer may take
 /// before the connection is dropped.
