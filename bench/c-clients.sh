@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The broker's "32 clients x 1 message per request" figure from clients
-# written in C instead of the bench's own (BENCHMARKS.md, sixth session):
+# written in C instead of the bench's own (docs/benchmarks.md, "Targets"):
 # h2load over gRPC, wrk over REST, 32 connections with one request in
 # flight each, 1 KiB messages into a topic with one subscription (so every
 # message is stored and fsynced before its answer).

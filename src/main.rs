@@ -4,7 +4,7 @@
 //! library crate; nothing here knows how a part works.
 
 /// jemalloc rather than glibc's malloc, in every process. Measured in
-/// BENCHMARKS.md ("sixth session: jemalloc"): about 10% less CPU per report
+/// docs/benchmarks.md ("Changes tried", jemalloc): about 10% less CPU per report
 /// end to end and about 15% more broker throughput, for 4–10 MiB more peak
 /// memory per service at full speed and less for the broker with a backlog.
 #[global_allocator]

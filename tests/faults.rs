@@ -7,7 +7,7 @@
 //! notification and the notification log recording it, and the tests
 //! check each one against that window.
 //!
-//! Every test prints one `FAULT-SUMMARY {json}` line; RELIABILITY.md's
+//! Every test prints one `FAULT-SUMMARY {json}` line; docs/reliability.md's
 //! table is made from them:
 //! `cargo nextest run --test faults --no-capture 2>&1 | grep FAULT-SUMMARY`.
 

@@ -856,7 +856,7 @@ impl Stream {
     }
 }
 
-/// Prints the scenario's one machine-readable line (RELIABILITY.md's table
+/// Prints the scenario's one machine-readable line (docs/reliability.md's table
 /// is made from these) and returns it.
 pub fn summary(
     scenario: &str,

@@ -29,7 +29,7 @@
 //! CPU, the load average and the process behind a port are "not measured")
 //! and `outbox`'s inotify watch (off Linux the outboxes are polled every
 //! 5 ms, so end-to-end times are coarser). `--emulator` needs a Unix
-//! system. The figures in BENCHMARKS.md come from Linux.
+//! system. The figures in docs/benchmarks.md come from Linux.
 
 mod broker;
 mod load;

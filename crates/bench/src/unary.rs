@@ -16,8 +16,8 @@
 //! publishing task, so HEADERS and DATA are queued before the connection
 //! writes and leave in one `writev`, as from `h2load`. Against hyper's,
 //! in eight interleaved pairs: the bench's CPU per message fell from
-//! 25–33 to 17–21 µs and the phase ran 12–28% faster (BENCHMARKS.md,
-//! eighth session). The server sees a plain gRPC unary call either way.
+//! 25–33 to 17–21 µs and the phase ran 12–28% faster (docs/benchmarks.md,
+//! "Changes tried"). The server sees a plain gRPC unary call either way.
 
 use std::pin::Pin;
 

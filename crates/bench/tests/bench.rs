@@ -159,7 +159,7 @@ fn bench_finds_a_running_up_through_its_up_json() {
 /// `labrelay-bench --broker` against its own broker: every phase completes,
 /// nothing is lost or duplicated, and a failing endpoint is backed off from
 /// (a tool check on a small run; the figures themselves are in
-/// BENCHMARKS.md).
+/// docs/benchmarks.md).
 #[test]
 fn broker_bench_completes_every_phase_and_backs_off_a_failing_endpoint() {
     let figures = bench_json(&["--broker", "--messages", "500", "--json"]);
@@ -286,7 +286,7 @@ fn broker_bench_measures_the_official_emulator_in_the_same_run_and_stops_it() {
     );
 }
 
-/// `bench/c-clients.sh`, the C-client figures of BENCHMARKS.md, still runs
+/// `bench/c-clients.sh`, the C-client figures of docs/benchmarks.md, still runs
 /// against this build's broker, and its own check holds: every request
 /// `h2load` and `wrk` counted as answered stored its message (the script
 /// reads the subscription's backlog, since `h2load` also counts a gRPC

@@ -9,7 +9,7 @@
 //! poll), and there is no pool, dispatch channel or timer wheel entry per
 //! request besides the push's own deadline. In eight paired 20 s runs of
 //! `labrelay-bench` the broker's CPU per report was 20–30% lower and the
-//! whole pipeline's 5–14% (BENCHMARKS.md, eighth session).
+//! whole pipeline's 5–14% (docs/benchmarks.md, "Changes tried").
 //!
 //! Each connection is driven by a task of its own, which pings the peer
 //! every [`PING_INTERVAL`] and drops the connection when a ping goes

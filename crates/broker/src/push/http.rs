@@ -7,7 +7,7 @@
 //! One connection then carries every push in flight to that endpoint, and a
 //! busy window's pushes share reads and writes instead of taking a
 //! connection and system calls each: about 7% less CPU per report end to
-//! end and 8–13 MiB less memory per process (BENCHMARKS.md). The probe
+//! end and 8–13 MiB less memory per process (docs/benchmarks.md, "Changes tried"). The probe
 //! goes through reqwest; once an endpoint is known to speak h2c, its pushes
 //! go through the broker's own connection to it (`h2`), which costs
 //! the broker 20–30% less CPU per report than reqwest's.

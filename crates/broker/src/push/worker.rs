@@ -27,8 +27,6 @@ use crate::settings::{PushSettings, SubscriptionSettings};
 /// Leases outlive the push request a little, so that a request answered right
 /// at its timeout is not also expired by the timer.
 const LEASE_GRACE: Duration = Duration::from_secs(5);
-/// The header push receivers answer with to say what they did.
-const OUTCOME_HEADER: &str = "x-labrelay-outcome";
 
 /// The outcome of one push request.
 #[derive(Debug)]
@@ -199,7 +197,7 @@ async fn settle(
 fn trace_of(response: &reqwest::Response, started: Instant) -> PushTrace {
     let receiver_outcome = response
         .headers()
-        .get(OUTCOME_HEADER)
+        .get(labrelay_contract::headers::OUTCOME)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| {

@@ -8,7 +8,7 @@
 //! duplicate window as a crash between the provider accepting and the
 //! record being written. In exchange a claim and a record cost no fsync:
 //! with `FULL`, two fsyncs per notification made this log the pipeline's
-//! bottleneck (`BENCHMARKS.md`, "Where the time goes"). Claims live in their own table, taken in an
+//! bottleneck (docs/benchmarks.md, "Changes tried"). Claims live in their own table, taken in an
 //! `IMMEDIATE` transaction, so processes sharing the file exclude each
 //! other like Cloud Run instances sharing Firestore.
 //!
