@@ -16,6 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// quiet after a burst; the default ten seconds let a burst's garbage
 /// raise a service's peak memory by half.
 #[used]
+#[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: Option<&std::ffi::c_char> = Some(
     // SAFETY: jemalloc reads this as a `const char *`, a NUL-terminated

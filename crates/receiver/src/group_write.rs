@@ -249,6 +249,7 @@ fn sync_part(part: Vec<Staged>) -> Vec<Synced> {
 /// find their data on its way and share one journal commit. Only a hint:
 /// the sync that follows is what makes the file durable.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
 fn start_writeback(file: &std::fs::File) {
     use std::os::fd::AsRawFd as _;
     // SAFETY: the descriptor is open for the duration of the call; the

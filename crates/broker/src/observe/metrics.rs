@@ -202,7 +202,7 @@ impl std::fmt::Debug for BacklogCollector {
 }
 
 impl Collector for BacklogCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(());
         };
@@ -249,6 +249,7 @@ impl Collector for BacklogCollector {
 }
 
 /// What SQLite's allocator has out now, across the process.
+#[allow(unsafe_code)]
 fn sqlite_memory_bytes() -> i64 {
     // SAFETY: sqlite3_memory_used only reads SQLite's own counters, under
     // its own mutex; it has no preconditions.

@@ -552,7 +552,9 @@ mod tests {
             .with_claim_lease(Duration::ZERO);
         let k = key("10", "ff");
         assert_eq!(crashed.already_sent(&k).await.unwrap(), None);
-        // Its claim is never released (it crashed mid-send).
+        // Its claim is never released (it crashed mid-send): nothing of it
+        // may run its drop.
+        #[allow(clippy::mem_forget)]
         std::mem::forget(crashed);
         let other = Dedupe::sqlite(&path).unwrap();
         let _guard = other.lock(&k).await;

@@ -17,7 +17,7 @@
 //! Calling codes (ITU-T E.164) are one to three digits and prefix-free: no
 //! code is the start of another, so the code of a number is read off its
 //! first digits without a table of every country: `1` and `7` are whole
-//! codes, the two-digit codes are listed in [`TWO_DIGIT`], anything else
+//! codes, the two-digit codes are listed in `TWO_DIGIT`, anything else
 //! takes three digits.
 
 use std::collections::BTreeSet;

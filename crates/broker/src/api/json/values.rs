@@ -143,7 +143,7 @@ struct Int32;
 impl Visitor<'_> for Int32 {
     type Value = i32;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a 32-bit integer")
     }
 
@@ -215,7 +215,7 @@ pub(super) fn enum_value<'de, E: ProtoEnum, D: Deserializer<'de>>(
     impl<E: ProtoEnum> Visitor<'_> for EnumValue<E> {
         type Value = i32;
 
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an enum value's name or number")
         }
 
@@ -257,7 +257,7 @@ pub(super) mod base64_bytes {
         impl Visitor<'_> for Base64 {
             type Value = Vec<u8>;
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("base64-encoded bytes")
             }
 
