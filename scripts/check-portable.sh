@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 # Crates that compile, or work, only on Linux.
 LINUX_ONLY=(inotify inotify-sys procfs procfs-core io-uring tokio-uring landlock)
+# Crates whose build needs a POSIX toolchain (jemalloc's configure script),
+# which MSVC targets do not have.
+NOT_MSVC=(tikv-jemalloc-sys)
 TARGETS=(aarch64-apple-darwin x86_64-apple-darwin x86_64-pc-windows-msvc)
 PACKAGES=("$@")
 [ ${#PACKAGES[@]} -gt 0 ] || PACKAGES=(labrelay labrelay-bench)
@@ -19,9 +22,11 @@ for package in "${PACKAGES[@]}"; do
     for target in "${TARGETS[@]}"; do
         crates=$(cargo tree --locked -p "$package" --target "$target" -e normal \
             --prefix none --format '{p}' | awk '{print $1}' | sort -u)
-        for crate in "${LINUX_ONLY[@]}"; do
+        unportable=("${LINUX_ONLY[@]}")
+        [[ "$target" != *-msvc ]] || unportable+=("${NOT_MSVC[@]}")
+        for crate in "${unportable[@]}"; do
             if grep -qx -- "$crate" <<<"$crates"; then
-                echo "error: $package depends on the Linux-only crate $crate for $target:" >&2
+                echo "error: $package depends on $crate, which does not build for $target:" >&2
                 cargo tree --locked -p "$package" --target "$target" -e normal \
                     -i "$crate" --depth 3 >&2 || true
                 clean=0
@@ -30,7 +35,7 @@ for package in "${PACKAGES[@]}"; do
         done
     done
     if [ "$clean" -eq 1 ]; then
-        echo "$package: no Linux-only crate for ${TARGETS[*]}"
+        echo "$package: every dependency builds for ${TARGETS[*]}"
     fi
 done
 exit "$failed"

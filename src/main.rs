@@ -7,6 +7,7 @@
 /// docs/benchmarks.md ("Changes tried", jemalloc): about 10% less CPU per report
 /// end to end and about 15% more broker throughput, for 4–10 MiB more peak
 /// memory per service at full speed and less for the broker with a backlog.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -15,6 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// left unused for about a second to the system, also in a process gone
 /// quiet after a burst; the default ten seconds let a burst's garbage
 /// raise a service's peak memory by half.
+#[cfg(not(target_env = "msvc"))]
 #[used]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]

@@ -5,9 +5,11 @@
 /// says why), so that the load generator's own CPU and memory, which
 /// share the machine with the system under test, stay comparable with
 /// runs from before the bench had a binary of its own.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[cfg(not(target_env = "msvc"))]
 #[used]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
