@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_testkit::process::Process;
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-mod support;
-
-use support::Process;
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 const TOPIC: &str = "projects/durability/topics/reports";
 const SUBSCRIPTION: &str = "projects/durability/subscriptions/reports-sub";
@@ -49,7 +49,7 @@ async fn pull_all(channel: Channel, max: i32) -> Vec<pb::ReceivedMessage> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Process::broker(dir.path());
+    let broker = Process::broker(LABRELAY, dir.path());
     let channel = connect(&broker).await;
     let mut publisher = PublisherClient::new(channel.clone());
     let mut subscriber = SubscriberClient::new(channel.clone());
@@ -150,7 +150,7 @@ async fn sigkill_mid_stream_loses_nothing_that_was_acknowledged() {
     assert!(answered.len() >= kill_at);
 
     // Restart on the same directory and drain.
-    let broker = Process::broker(dir.path());
+    let broker = Process::broker(LABRELAY, dir.path());
     let channel = connect(&broker).await;
     let mut subscriber = SubscriberClient::new(channel.clone());
     let mut delivered = BTreeMap::<String, String>::new();

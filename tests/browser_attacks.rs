@@ -5,14 +5,16 @@
 //! page's own name in `Host`, or in gRPC's `:authority`). The system's own
 //! clients keep working beside them.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_testkit::up;
 use serde_json::Value;
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 /// `labrelay up` with `args`, and where its parts listen.
 struct Up {
@@ -24,12 +26,12 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path, args: &[&str]) -> Up {
-        let mut command = support::up_command(data_dir);
+        let mut command = up::up_command(LABRELAY, data_dir);
         command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
-        let process = support::start_up(command, data_dir);
+        let process = up::Up::start(command, data_dir);
         let running = &process.running;
         let ports = vec![
             ("broker", running.broker),

@@ -9,8 +9,6 @@
 //! `python3 -m pip install -r tests/conformance/python/requirements.txt` and
 //! `npm ci --prefix tests/conformance/node` first.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,8 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use labrelay_testkit::process::{Process, free_port};
 use serde_json::{Map, Value};
-use support::Process;
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 /// Project id the suites use (any id works with both brokers).
 const PROJECT: &str = "conformance";
@@ -248,7 +249,7 @@ fn summary_line(output: &str) -> &str {
 fn run_pytest(file: &str) {
     require_python();
     let data = tempfile::tempdir().unwrap();
-    let broker = Process::broker(data.path());
+    let broker = Process::broker(LABRELAY, data.path());
     let dir = conformance_dir("python");
     let mut command = client_command(&python(), &dir, &broker.addr.to_string());
     command.args(["-m", "pytest", "-q", "--durations=3", file]);
@@ -278,7 +279,7 @@ fn official_python_client_ordering_and_filters() {
 fn official_node_client() {
     require_node();
     let data = tempfile::tempdir().unwrap();
-    let broker = Process::broker(data.path());
+    let broker = Process::broker(LABRELAY, data.path());
     let dir = conformance_dir("node");
     let mut command = client_command("node", &dir, &broker.addr.to_string());
     command.args(["--test", "--test-reporter=spec", "pubsub.test.js"]);
@@ -321,7 +322,7 @@ fn http_get_ok(port: u16) -> bool {
 
 /// `gcloud beta emulators pubsub start`, ready when `GET /` answers "Ok".
 fn start_emulator(dir: &Path) -> (Job, u16) {
-    let port = support::free_port();
+    let port = free_port();
     let data = dir.join("emulator-data");
     std::fs::create_dir_all(&data).unwrap();
     let mut command = Command::new("gcloud");
@@ -391,7 +392,7 @@ fn differential_against_official_emulator() {
     require_python();
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let broker = Process::broker(&dir.path().join("broker-data"));
+    let broker = Process::broker(LABRELAY, &dir.path().join("broker-data"));
     let ours = run_scenario("labrelay", &broker.addr.to_string(), dir.path());
     let (emulator, port) = start_emulator(dir.path());
     let theirs = run_scenario("emulator", &format!("127.0.0.1:{port}"), dir.path());

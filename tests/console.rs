@@ -13,8 +13,6 @@
 //! `LABRELAY_CONSOLE_SCREENSHOT=docs/console.png cargo nextest run --test
 //! console` also saves the screenshot docs/operations.md shows.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +20,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use labrelay_testkit::smtp::{Mode, SmtpSink};
+use labrelay_testkit::up;
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 /// The whole browser scenario, dead-letter backoff included, takes about 30 s.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
@@ -59,12 +61,12 @@ fn require_browser() {
 /// `labrelay up` with its email-service sending to `smtp_url`, killed when
 /// dropped.
 fn start_up(data_dir: &Path, smtp_url: &str) -> labrelay_testkit::up::Up {
-    let mut command = support::up_command(data_dir);
+    let mut command = up::up_command(LABRELAY, data_dir);
     command
         .env("SMTP_URL", smtp_url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
-    support::start_up(command, data_dir)
+    up::Up::start(command, data_dir)
 }
 
 /// Runs the browser script, answering its `ASK smtp <mode>` lines by

@@ -6,14 +6,17 @@
 //! Unix only: the modes are Unix modes.
 #![cfg(unix)]
 
-mod support;
-
+use labrelay_testkit::process::Process;
+use labrelay_testkit::up;
 use std::io::{BufRead, BufReader, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 /// `labrelay up` with its log (at `info`) collected.
 struct Up {
@@ -23,7 +26,7 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path) -> Up {
-        let mut command = support::up_command(data_dir);
+        let mut command = up::up_command(LABRELAY, data_dir);
         command
             .env("RUST_LOG", "info")
             // The human-readable log, whatever the test's environment says.
@@ -31,7 +34,7 @@ impl Up {
             .env_remove("K_SERVICE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut process = support::start_up(command, data_dir);
+        let mut process = up::Up::start(command, data_dir);
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = process.child().stderr.take().unwrap();
         let collected = Arc::clone(&log);
@@ -239,7 +242,7 @@ fn up_refuses_an_ingest_key_that_is_a_symlink() {
     set_mode(&elsewhere, 0o644);
     std::os::unix::fs::symlink(&elsewhere, data.join("ingest-api-key")).unwrap();
 
-    let mut child = support::up_command(&data)
+    let mut child = up::up_command(LABRELAY, &data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -285,7 +288,7 @@ fn up_refuses_an_ingest_key_that_is_a_symlink() {
 async fn the_broker_alone_keeps_its_data_directory_private() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("broker-data");
-    let broker = support::Process::broker(&data);
+    let broker = Process::broker(LABRELAY, &data);
     let created = reqwest::Client::new()
         .put(format!("{}/v1/projects/demo/topics/reports", broker.url()))
         .header("content-type", "application/json")

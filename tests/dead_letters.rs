@@ -3,14 +3,15 @@
 //! listed with why, and replayed to the source topic; and the console and
 //! the CLI replay the same dead letters to the same topics.
 
-mod support;
-
 use std::process::Command;
 
 use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
+use labrelay_testkit::process::Process;
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
-use support::Process;
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 const PROJECT: &str = "dead-letters";
 
@@ -29,7 +30,7 @@ fn labrelay(args: &[&str], broker: &Process) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_reports_are_listed_with_the_reason_and_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Process::broker(dir.path());
+    let broker = Process::broker(LABRELAY, dir.path());
     let channel = tonic::transport::Channel::from_shared(broker.url())
         .unwrap()
         .connect()
@@ -216,7 +217,7 @@ impl Parked {
     /// subscription.
     async fn start() -> Parked {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Process::broker(dir.path());
+        let broker = Process::broker(LABRELAY, dir.path());
         let channel = tonic::transport::Channel::from_shared(broker.url())
             .unwrap()
             .connect()

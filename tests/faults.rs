@@ -11,16 +11,17 @@
 //! table is made from them:
 //! `cargo nextest run --test faults --no-capture 2>&1 | grep FAULT-SUMMARY`.
 
-#[path = "support/pipeline.rs"]
-mod pipeline;
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use labrelay_testkit::system::{
+    self, Part, Pipeline, Posted, Settings, Stream, Tally, now_ns, summary,
+};
 use labrelay_testkit::{smtp, twilio};
-use pipeline::{Part, Pipeline, Posted, Settings, Stream, Tally, now_ns, summary};
 use serde_json::json;
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 /// Reports per scenario, the rate they are posted at and how many posters
 /// post at once: hundreds of reports in a few seconds, so that every fault
@@ -97,7 +98,7 @@ fn email_duplicates_within(tally: &Tally, fault_ns: u128, margin: Duration) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_sigkilled_mid_stream_and_restarted_on_its_data() {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 
@@ -127,7 +128,7 @@ async fn broker_sigkilled_mid_stream_and_restarted_on_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn email_service_sigkilled_and_restarted() {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 
@@ -156,7 +157,7 @@ async fn email_service_sigkilled_and_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_sigterm_mid_stream_exits_cleanly_and_resumes() {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 
@@ -189,7 +190,7 @@ async fn broker_sigterm_mid_stream_exits_cleanly_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn email_service_sigterm_drains_its_pushes() {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 
@@ -223,7 +224,7 @@ async fn email_service_sigterm_drains_its_pushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twilio_answers_500_then_429_with_retry_after() {
     let started = Instant::now();
-    let pipeline = Pipeline::start(Settings::default()).await;
+    let pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 4, STREAM).await;
 
@@ -265,7 +266,7 @@ async fn twilio_answers_500_then_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn smtp_server_down_then_back_on_the_same_port() {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 
@@ -304,7 +305,7 @@ async fn smtp_server_slower_than_the_ack_deadline() {
         ..Settings::default()
     };
     let slow = Duration::from_secs(12);
-    let pipeline = Pipeline::start(settings).await;
+    let pipeline = Pipeline::start(LABRELAY, settings).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 
@@ -355,7 +356,7 @@ async fn smtp_server_slower_than_the_ack_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lab_report_service_sigterm_under_load() {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(Settings::default()).await;
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 2, STREAM).await;
 
@@ -426,7 +427,7 @@ async fn poison_message_ends_in_the_dead_letter_topic_while_reports_flow() {
         max_backoff: Duration::from_secs(1),
         ..Settings::default()
     };
-    let pipeline = Pipeline::start(settings).await;
+    let pipeline = Pipeline::start(LABRELAY, settings).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 2, STREAM).await;
     let poison: &[u8] = b"\xff\xfe not a lab report {";
@@ -467,7 +468,7 @@ async fn poison_message_ends_in_the_dead_letter_topic_while_reports_flow() {
             );
             assert_eq!(
                 attributes["CloudPubSubDeadLetterSourceSubscriptionProject"],
-                pipeline::PROJECT,
+                system::PROJECT,
                 "{m}"
             );
             assert!(
@@ -559,7 +560,7 @@ async fn broker_disk_full_then_space_returns() {
         broker_data: Some(disk.dir.path().join("broker")),
         ..Settings::default()
     };
-    let pipeline = Pipeline::start(settings).await;
+    let pipeline = Pipeline::start(LABRELAY, settings).await;
     let stream = start_stream(&pipeline);
     stream.wait_answered(REPORTS / 3, STREAM).await;
 

@@ -6,23 +6,24 @@
 //! The push services run with `PUSH_AUTH=off` here so the bodies reach
 //! their parsers; `tests/resilience.rs` covers the token check.
 
-mod support;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use labrelay_testkit::push::Push;
+use labrelay_testkit::up;
 use serde_json::{Value, json};
 
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+
 fn start(data_dir: &Path) -> labrelay_testkit::up::Up {
-    let mut command = support::up_command(data_dir);
+    let mut command = up::up_command(LABRELAY, data_dir);
     command
         .env("RUST_LOG", "error")
         .env("PUSH_AUTH", "off")
         .stdout(Stdio::null());
-    support::start_up(command, data_dir)
+    up::Up::start(command, data_dir)
 }
 
 /// Bodies that are not what any endpoint wants.
@@ -63,24 +64,21 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Push envelopes around bad data, for the push endpoints.
 fn bad_envelopes() -> Vec<(&'static str, Vec<u8>)> {
-    let envelope = |data: Value| {
+    const SUBSCRIPTION: &str = "projects/labrelay-local/subscriptions/email-service-sub";
+    // `data` that is not base64 at all, which the contract cannot write.
+    let raw = |data: Value| {
         json!({"message": {"data": data, "messageId": "1", "publishTime": "2026-11-24T10:00:00Z"},
-               "subscription": "projects/labrelay-local/subscriptions/email-service-sub"})
+               "subscription": SUBSCRIPTION})
         .to_string()
         .into_bytes()
     };
+    let push = |data: &[u8]| Push::bytes(SUBSCRIPTION, data).without_attempt().body();
     vec![
-        ("data not base64", envelope(json!("%%%not base64%%%"))),
-        ("data a number", envelope(json!(12))),
-        ("data not JSON", envelope(json!(STANDARD.encode("hello")))),
-        (
-            "data without id",
-            envelope(json!(STANDARD.encode(r#"{"owner": {}}"#))),
-        ),
-        (
-            "data with a bad owner",
-            envelope(json!(STANDARD.encode(r#"{"id": 1, "owner": 5}"#))),
-        ),
+        ("data not base64", raw(json!("%%%not base64%%%"))),
+        ("data a number", raw(json!(12))),
+        ("data not JSON", push(b"hello")),
+        ("data without id", push(br#"{"owner": {}}"#)),
+        ("data with a bad owner", push(br#"{"id": 1, "owner": 5}"#)),
         ("message missing", br#"{"subscription": "s"}"#.to_vec()),
         (
             "message of the wrong type",

@@ -4,15 +4,17 @@
 //! reports said about the owner (address, phone), no test result and no
 //! credential may appear in anything the process printed.
 
-mod support;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use labrelay_testkit::smtp::SmtpSink;
 use labrelay_testkit::twilio::TwilioStandIn;
+use labrelay_testkit::up;
 use serde_json::{Value, json};
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TWILIO_TOKEN: &str = "twilio-token-must-not-be-logged";
@@ -43,7 +45,7 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
     let stdout_path = data.path().join("up.stdout");
     let stderr_path = data.path().join("up.stderr");
     let data_dir = data.path().join("data");
-    let mut command = support::up_command(&data_dir);
+    let mut command = up::up_command(LABRELAY, &data_dir);
     command
         .env("RUST_LOG", "info")
         .env_remove("LOG_FORMAT")
@@ -57,7 +59,7 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
         .env("TWILIO_API_BASE", twilio.base_url())
         .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
-    let up = support::start_up(command, &data_dir);
+    let up = up::Up::start(command, &data_dir);
 
     let lab_url = up.running.lab_report_url();
     let api_key = std::fs::read_to_string(data.path().join("data/ingest-api-key")).unwrap();
@@ -174,7 +176,7 @@ async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
     let data_dir = data.path().join("data");
     let stdout_path = data.path().join("up.stdout");
     let stderr_path = data.path().join("up.stderr");
-    let mut command = support::up_command(&data_dir);
+    let mut command = up::up_command(LABRELAY, &data_dir);
     command
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
@@ -184,7 +186,7 @@ async fn json_logs_carry_the_trace_and_the_report_and_message_ids() {
         .env_remove("K_SERVICE")
         .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
-    let up = support::start_up(command, &data_dir);
+    let up = up::Up::start(command, &data_dir);
 
     let lab_url = up.running.lab_report_url();
     let api_key = std::fs::read_to_string(data_dir.join("ingest-api-key")).unwrap();

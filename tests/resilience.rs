@@ -12,25 +12,26 @@
 //! is fixed. Here the SMTP server first answers 451; the SMS go out
 //! meanwhile; once SMTP accepts, every email arrives exactly once.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use labrelay::up::invoker;
 use labrelay_lab_report_service::ingest_auth::hash_key;
+use labrelay_testkit::process::{Process, free_port};
+use labrelay_testkit::push::Push;
 use labrelay_testkit::smtp::{self, SmtpSink};
+use labrelay_testkit::system::Topology;
 use labrelay_testkit::twilio::TwilioStandIn;
-use support::Process;
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 const PROJECT: &str = "resilience";
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "test-auth-token";
 const API_KEY: &str = "resilience-test-ingest-key";
-const INVOKER: &str = "pubsub-cloud-run-invoker@resilience.iam.gserviceaccount.com";
 
 /// The whole system, each part its own process.
 struct System {
@@ -49,7 +50,7 @@ struct System {
 fn push_auth(broker: &Process, port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("PUSH_AUDIENCE", format!("http://127.0.0.1:{port}/")),
-        ("PUSH_ALLOWED_SERVICE_ACCOUNTS", INVOKER.into()),
+        ("PUSH_ALLOWED_SERVICE_ACCOUNTS", invoker(PROJECT)),
         ("PUSH_TOKEN_ISSUERS", broker.url()),
         (
             "PUSH_JWKS_URL",
@@ -69,7 +70,7 @@ fn start_email(email_port: u16, smtp: &SmtpSink, broker: &Process, dir: &Path) -
         ("NOTIFY_LOG", format!("sqlite://{}", log.display())),
     ];
     envs.extend(push_auth(broker, email_port));
-    Process::start("email-service", &["email-service"], &envs)
+    Process::start(LABRELAY, "email-service", &["email-service"], &envs)
 }
 
 impl System {
@@ -78,8 +79,9 @@ impl System {
         let smtp = SmtpSink::start().await.unwrap();
         smtp.set_mode(smtp_mode);
         let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
-        let broker = Process::broker(&dir.path().join("broker"));
+        let broker = Process::broker(LABRELAY, &dir.path().join("broker"));
         let lab = Process::start(
+            LABRELAY,
             "lab-report-service",
             &["lab-report-service"],
             &[
@@ -92,9 +94,9 @@ impl System {
                 ),
             ],
         );
-        let email_port = support::free_port();
+        let email_port = free_port();
         let email = start_email(email_port, &smtp, &broker, dir.path());
-        let sms_port = support::free_port();
+        let sms_port = free_port();
         let mut sms_envs = vec![
             ("PORT", sms_port.to_string()),
             ("TWILIO_ACCOUNT_SID", SID.into()),
@@ -103,7 +105,7 @@ impl System {
             ("TWILIO_API_BASE", twilio.base_url()),
         ];
         sms_envs.extend(push_auth(&broker, sms_port));
-        let sms = Process::start("sms-service", &["sms-service"], &sms_envs);
+        let sms = Process::start(LABRELAY, "sms-service", &["sms-service"], &sms_envs);
         let system = System {
             _dir: dir,
             broker,
@@ -122,9 +124,8 @@ impl System {
     /// What `labrelay up` and the deployment script create, with retries
     /// paced for a test.
     async fn create_topology(&self) {
-        support::Topology {
+        Topology {
             project: PROJECT,
-            invoker: INVOKER,
             email_endpoint: format!("http://127.0.0.1:{}/", self.email_port),
             sms_endpoint: format!("http://127.0.0.1:{}/", self.sms_port),
             ack_deadline_secs: 10,
@@ -277,14 +278,11 @@ async fn pushes_without_a_valid_token_send_nothing() {
         "id": 7,
         "owner": {"email": "victim@example.com", "phone": "+15557654321"}
     });
-    let envelope = serde_json::json!({
-        "message": {
-            "data": STANDARD.encode(report.to_string()),
-            "messageId": "1",
-            "publishTime": "2026-11-24T10:00:00Z"
-        },
-        "subscription": format!("projects/{PROJECT}/subscriptions/email-service-sub"),
-    });
+    let envelope = Push::report(
+        &format!("projects/{PROJECT}/subscriptions/email-service-sub"),
+        &report,
+    )
+    .json();
     for port in [system.email_port, system.sms_port] {
         let url = format!("http://127.0.0.1:{port}/");
         let missing = http.post(&url).json(&envelope).send().await.unwrap();

@@ -3,11 +3,13 @@
 //! outboxes, a clean stop on SIGTERM, and a second `up` on the same data
 //! directory that delivers what the first one could not.
 
-mod support;
-
+use labrelay_testkit::up;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `labrelay` binary the processes run.
+const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
 
 /// `labrelay up` on a data directory, and `labrelay post` against it.
 struct Up {
@@ -16,10 +18,10 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path) -> Up {
-        let mut command = support::up_command(data_dir);
+        let mut command = up::up_command(LABRELAY, data_dir);
         command.env("RUST_LOG", "warn").stdout(Stdio::null());
         Up {
-            process: support::start_up(command, data_dir),
+            process: up::Up::start(command, data_dir),
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use labrelay_broker::{Broker, BrokerConfig};
+use labrelay_testkit::strategies;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
@@ -93,42 +94,25 @@ fn endpoints() -> Vec<(Method, String)> {
     endpoints
 }
 
+/// Arbitrary JSON favouring the field names of the REST bodies.
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,24}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(
-                prop_oneof![
-                    Just("messages".to_string()),
-                    Just("data".to_string()),
-                    Just("attributes".to_string()),
-                    Just("orderingKey".to_string()),
-                    Just("topic".to_string()),
-                    Just("ackIds".to_string()),
-                    Just("ackDeadlineSeconds".to_string()),
-                    Just("maxMessages".to_string()),
-                    Just("pushConfig".to_string()),
-                    Just("updateMask".to_string()),
-                    Just("subscription".to_string()),
-                    Just("retryPolicy".to_string()),
-                    Just("deadLetterPolicy".to_string()),
-                    Just("filter".to_string()),
-                    Just("time".to_string()),
-                    "[a-zA-Z]{1,10}",
-                ],
-                inner,
-                0..6
-            )
-            .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    strategies::json_value(&[
+        "messages",
+        "data",
+        "attributes",
+        "orderingKey",
+        "topic",
+        "ackIds",
+        "ackDeadlineSeconds",
+        "maxMessages",
+        "pushConfig",
+        "updateMask",
+        "subscription",
+        "retryPolicy",
+        "deadLetterPolicy",
+        "filter",
+        "time",
+    ])
 }
 
 fn assert_below_500(method: &Method, path: &str, body: Vec<u8>) -> Result<(), TestCaseError> {

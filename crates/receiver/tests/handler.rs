@@ -3,16 +3,15 @@
 //! the notification log keeps a redelivery from sending again, also when
 //! the send outlives the channel's answer time.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use labrelay_contract::LabReport;
-use labrelay_contract::push::{PushEnvelope, PushMessage};
 use labrelay_receiver::notify_log::{NotifyLogSetting, content_hash};
 use labrelay_receiver::{Channel, Failure, NotSent, ReceiverSettings};
+use labrelay_testkit::push::Push;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -72,20 +71,10 @@ impl Channel for ListChannel {
 }
 
 fn push(report: Value, message_id: &str) -> Request<Body> {
-    let envelope = PushEnvelope {
-        message: PushMessage::new(
-            report.to_string().as_bytes(),
-            BTreeMap::new(),
-            message_id.into(),
-            "2026-11-24T10:00:01Z".into(),
-            None,
-        ),
-        subscription: "projects/p/subscriptions/test-sub".into(),
-        delivery_attempt: Some(1),
-    };
+    let push = Push::report("projects/p/subscriptions/test-sub", &report).message_id(message_id);
     Request::post("/")
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&envelope).unwrap()))
+        .body(Body::from(push.body()))
         .unwrap()
 }
 

@@ -7,44 +7,25 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use labrelay_receiver::push_auth::{PushAuthConfig, Verifier};
+use labrelay_testkit::strategies;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-/// Arbitrary JSON values, nested a few levels.
+/// Arbitrary JSON favouring the names a token's header and claims carry.
 fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,40}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 64, 8, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::btree_map(
-                prop_oneof![
-                    Just("id".to_string()),
-                    Just("owner".to_string()),
-                    Just("email".to_string()),
-                    Just("phone".to_string()),
-                    Just("tests".to_string()),
-                    Just("pet".to_string()),
-                    Just("clinic".to_string()),
-                    Just("message".to_string()),
-                    Just("data".to_string()),
-                    Just("attributes".to_string()),
-                    Just("messageId".to_string()),
-                    Just("publishTime".to_string()),
-                    Just("subscription".to_string()),
-                    "[a-z]{1,8}",
-                ],
-                inner,
-                0..8
-            )
-            .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    strategies::json_value(&[
+        "alg",
+        "kid",
+        "typ",
+        "iss",
+        "aud",
+        "sub",
+        "email",
+        "email_verified",
+        "iat",
+        "nbf",
+        "exp",
+    ])
 }
 
 /// A verifier whose JWKS URL answers nothing (port 9, discard): made-up

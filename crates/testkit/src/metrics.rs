@@ -2,6 +2,13 @@
 //! about it: one series' value, or the sum of a metric's samples whose
 //! labels include a given pair.
 
+/// The value of `series` (the metric name and labels exactly as exposed)
+/// in the exposition `text`; 0 when the series is absent, as a counter
+/// that never moved.
+pub fn sample(text: &str, series: &str) -> f64 {
+    Samples::parse(text).get(series).unwrap_or(0.0)
+}
+
 /// The samples of one scrape.
 #[derive(Debug, Clone, Default)]
 pub struct Samples {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
 use labrelay_email_service::Settings;
+use labrelay_testkit::push::Push;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
@@ -96,36 +96,23 @@ impl TestApp {
     }
 }
 
-/// The value of `series` (the metric name and labels exactly as exposed)
-/// in a scrape; 0 when the series is absent, as a counter that never moved.
-pub fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| {
-            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-            value.split(' ').next()?.parse().ok()
-        })
-        .unwrap_or(0.0)
-}
+/// The email-service's subscription, as `labrelay up` names it.
+pub const SUBSCRIPTION: &str = "projects/labrelay-local/subscriptions/email-service-sub";
 
-/// A wrapped push envelope carrying `data` as the message bytes.
-pub fn envelope_bytes(data: &[u8], message_id: &str, attempt: u32) -> Value {
-    json!({
-        "message": {
-            "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "attributes": {"reportId": "from-attributes"},
-            "messageId": message_id,
-            "message_id": message_id,
-            "publishTime": "2026-11-24T10:00:01.000Z",
-            "publish_time": "2026-11-24T10:00:01.000Z"
-        },
-        "subscription": "projects/labrelay-local/subscriptions/email-service-sub",
-        "deliveryAttempt": attempt
-    })
-}
-
+/// The push the broker sends for `report`.
 pub fn envelope(report: &Value, message_id: &str, attempt: u32) -> Value {
-    envelope_bytes(report.to_string().as_bytes(), message_id, attempt)
+    Push::report(SUBSCRIPTION, report)
+        .message_id(message_id)
+        .attempt(attempt)
+        .json()
+}
+
+/// A push carrying `data` as the message bytes.
+pub fn envelope_bytes(data: &[u8], message_id: &str, attempt: u32) -> Value {
+    Push::bytes(SUBSCRIPTION, data)
+        .message_id(message_id)
+        .attempt(attempt)
+        .json()
 }
 
 /// The documented report, with a flagged result of each kind.

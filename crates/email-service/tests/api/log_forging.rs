@@ -7,11 +7,10 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use serde_json::json;
+use labrelay_testkit::push::Push;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::helpers::{envelope, error_of, full_report, settings, spawn_app};
+use crate::helpers::{SUBSCRIPTION, envelope, error_of, full_report, settings, spawn_app};
 
 /// What a forger would like to see as a line of its own.
 const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
@@ -63,17 +62,13 @@ async fn a_newline_in_pushed_text_cannot_start_a_log_line() {
     // A report id that never passed the ingest is refused as malformed;
     // the push's `reportId` attribute names it in the logs.
     let id = format!("LR-71{FORGED}");
-    let data = serde_json::to_vec(&full_report(&id)).unwrap();
     let response = app
-        .push(&json!({
-            "message": {
-                "data": base64::engine::general_purpose::STANDARD.encode(data),
-                "attributes": {"reportId": id},
-                "messageId": "m71",
-                "publishTime": "2026-11-24T10:00:01.000Z",
-            },
-            "subscription": "projects/labrelay-local/subscriptions/email-service-sub",
-        }))
+        .push(
+            &Push::report(SUBSCRIPTION, &full_report(&id))
+                .message_id("m71")
+                .attribute("reportId", &id)
+                .json(),
+        )
         .await;
     assert_eq!(response.status(), 400);
     let error = error_of(response).await;

@@ -1,9 +1,10 @@
 //! `GET /metrics` after real pushes, and the `X-Labrelay-Outcome` header
 //! on every push answer.
 
+use labrelay_testkit::metrics::sample;
 use serde_json::json;
 
-use crate::helpers::{envelope, envelope_bytes, full_report, sample, settings, spawn_app};
+use crate::helpers::{envelope, envelope_bytes, full_report, settings, spawn_app};
 
 /// `labrelay_notifications_total` for `outcome`.
 fn notifications(scrape: &str, outcome: &str) -> f64 {

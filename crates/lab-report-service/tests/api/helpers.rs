@@ -296,15 +296,3 @@ impl TestApp {
         response.text().await.expect("a text scrape")
     }
 }
-
-/// The value of `series` (the metric name and labels exactly as exposed)
-/// in a scrape; 0 when the series is absent, as a counter that never moved.
-pub fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| {
-            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-            value.split(' ').next()?.parse().ok()
-        })
-        .unwrap_or(0.0)
-}

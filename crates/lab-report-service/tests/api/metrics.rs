@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
+use labrelay_testkit::metrics::sample;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::helpers::{sample, spawn_app_with, spawn_app_without_broker, within};
+use crate::helpers::{spawn_app_with, spawn_app_without_broker, within};
 
 const KEY: &str = "metrics-test-key";
 

@@ -8,10 +8,11 @@
 
 use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
 use labrelay_runtime::limits::DEFAULT_MAX_IN_FLIGHT;
+use labrelay_testkit::metrics::sample;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, sample, spawn_app_with, within};
+use crate::helpers::{TestApp, spawn_app_with, within};
 
 const KEY: &str = "slow-bodies-test-key";
 

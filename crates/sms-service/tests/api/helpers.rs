@@ -1,8 +1,7 @@
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use labrelay_contract::push::{PushEnvelope, PushMessage};
 use labrelay_sms_service::{Delivery, Settings, TwilioSender};
+use labrelay_testkit::push::Push;
 use labrelay_testkit::twilio::TwilioStandIn;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -128,24 +127,23 @@ pub fn notice(id: &str) -> String {
     )
 }
 
-/// The push envelope the broker would send for `report`.
+/// The sms-service's subscription, as `labrelay up` names it.
+pub const SUBSCRIPTION: &str = "projects/labrelay-local/subscriptions/sms-service-sub";
+
+/// The push the broker sends for `report`.
 pub fn envelope(report: &Value, message_id: &str, attempt: u32) -> Value {
-    envelope_of_bytes(report.to_string().as_bytes(), message_id, attempt)
+    Push::report(SUBSCRIPTION, report)
+        .message_id(message_id)
+        .attempt(attempt)
+        .json()
 }
 
-pub fn envelope_of_bytes(data: &[u8], message_id: &str, attempt: u32) -> Value {
-    let envelope = PushEnvelope {
-        message: PushMessage::new(
-            data,
-            BTreeMap::from([("reportId".to_string(), "x".to_string())]),
-            message_id.to_string(),
-            "2026-11-24T10:00:01Z".to_string(),
-            None,
-        ),
-        subscription: "projects/labrelay-local/subscriptions/sms-service-sub".into(),
-        delivery_attempt: Some(attempt),
-    };
-    serde_json::to_value(envelope).unwrap()
+/// A push carrying `data` as the message bytes.
+pub fn envelope_bytes(data: &[u8], message_id: &str, attempt: u32) -> Value {
+    Push::bytes(SUBSCRIPTION, data)
+        .message_id(message_id)
+        .attempt(attempt)
+        .json()
 }
 
 pub async fn error_of(response: reqwest::Response) -> String {

@@ -2,6 +2,7 @@
 //! `X-Labrelay-Outcome` header on every push answer.
 
 use labrelay_sms_service::Settings;
+use labrelay_testkit::metrics::sample;
 use labrelay_testkit::twilio::{Mode, TwilioStandIn};
 
 use crate::helpers::*;
@@ -14,18 +15,6 @@ fn settings(vars: &[(&str, &str)]) -> Settings {
             .map(|(_, v)| v.to_string())
     })
     .expect("valid test settings")
-}
-
-/// The value of `series` (name and labels exactly as exposed); 0 when
-/// absent, as a counter that never moved.
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| {
-            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-            value.split(' ').next()?.parse().ok()
-        })
-        .unwrap_or(0.0)
 }
 
 async fn scrape(app: &TestApp) -> String {

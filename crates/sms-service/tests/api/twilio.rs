@@ -241,19 +241,16 @@ async fn malformed_pushes_are_400_and_nothing_is_sent() {
         ),
         (bad_base64.to_string(), "not valid base64"),
         (
-            envelope_of_bytes(b"not json", "m", 1).to_string(),
+            envelope_bytes(b"not json", "m", 1).to_string(),
             "not a lab report",
         ),
         (
-            envelope_of_bytes(b"{\"id\": null}", "m", 1).to_string(),
+            envelope_bytes(b"{\"id\": null}", "m", 1).to_string(),
             "`id` must be",
         ),
+        (envelope_bytes(b"", "m", 1).to_string(), "not a lab report"),
         (
-            envelope_of_bytes(b"", "m", 1).to_string(),
-            "not a lab report",
-        ),
-        (
-            envelope_of_bytes(br#"{"id": 1, "owner": {"phone": 15551234567}}"#, "m", 1).to_string(),
+            envelope_bytes(br#"{"id": 1, "owner": {"phone": 15551234567}}"#, "m", 1).to_string(),
             "`owner`",
         ),
     ];

@@ -1,13 +1,14 @@
 //! The whole system as separate, real `labrelay` processes, for the fault
-//! suite (`tests/faults.rs`).
+//! and resilience suites (`tests/system/faults.rs`,
+//! `tests/system/resilience.rs`).
 //!
 //! [`Pipeline`] runs the broker, the lab-report-service, the email-service
 //! and the sms-service each as its own child process on a fixed port, wired
-//! as `labrelay up` wires them (push subscriptions with OIDC tokens, a retry
-//! policy, the dead-letter topic and its subscription, a notification log
-//! per push service), with a real SMTP server (aiosmtpd) and a real HTTP
-//! server playing Twilio. Any part can be SIGKILLed, SIGTERMed and started
-//! again on the same port and data.
+//! as `labrelay up` wires them ([`Topology`]: push subscriptions with OIDC
+//! tokens, a retry policy, the dead-letter topic and its subscription; a
+//! notification log per push service), with a real SMTP server (aiosmtpd)
+//! and a real HTTP server playing Twilio. Any part can be SIGKILLed,
+//! SIGTERMed and started again on the same port and data.
 //!
 //! [`Stream`] posts a steady stream of reports through a pool of concurrent
 //! posters and records every id answered 204. [`Pipeline::await_quiet`]
@@ -19,31 +20,35 @@
 //! file in the pipeline's directory; the last lines of each are printed
 //! when a test fails, and `FAULT_LOGS=DIR` keeps them all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use labrelay_lab_report_service::ingest_auth::hash_key;
-use labrelay_testkit::smtp::SmtpSink;
-use labrelay_testkit::twilio::TwilioStandIn;
 use serde_json::json;
-use tokio::sync::{Semaphore, watch};
 
-use crate::support::free_port;
+use crate::process::{Process, free_port};
+use crate::smtp::SmtpSink;
+use crate::twilio::TwilioStandIn;
+use tally::report_for_phone;
+
+mod stream;
+mod tally;
+mod topology;
+
+pub use labrelay::up::{DEAD_LETTER_SUBSCRIPTION, TOPIC};
+pub use stream::{Posted, Stream, report, report_id};
+pub use tally::{Email, Tally};
+pub use topology::Topology;
 
 pub const PROJECT: &str = "faults";
-pub const TOPIC: &str = "new-lab-report";
-pub const DEAD_LETTER_SUBSCRIPTION: &str = "new-lab-report-dead-letter-sub";
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "faults-auth-token";
-const API_KEY: &str = "faults-test-ingest-key";
-const INVOKER: &str = "pubsub-cloud-run-invoker@faults.iam.gserviceaccount.com";
+pub(crate) const API_KEY: &str = "faults-test-ingest-key";
 
 /// How the system is configured for one scenario.
 #[derive(Debug, Clone)]
@@ -98,109 +103,14 @@ impl Part {
     }
 }
 
-/// A running `labrelay` child process, killed when dropped.
-pub struct Proc {
-    child: Child,
-    // Held open so that a later line on stdout does not fail the child.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Proc {
-    /// Runs `labrelay ARGS` with `envs` (and nothing inherited that
-    /// configures a provider or the broker), logging to `log`, and waits
-    /// for its "... listening on ADDR" line.
-    fn start(name: &str, args: &[&str], envs: &[(&str, String)], log: &Path) -> Proc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_labrelay"));
-        command
-            .args(args)
-            .env_remove("PUBSUB_EMULATOR_HOST")
-            .env_remove("SMTP_URL")
-            .env_remove("TWILIO_ACCOUNT_SID")
-            .env_remove("INGEST_OPEN")
-            .env_remove("NOTIFY_LOG")
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let listening = line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .and_then(|a| a.parse::<SocketAddr>().ok());
-        assert!(
-            listening.is_some(),
-            "{name} printed {line:?} instead of its address"
-        );
-        Proc {
-            child,
-            _stdout: stdout,
-        }
-    }
-
-    /// SIGKILL: no chance to flush, drain or record anything.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits up to `limit` for the exit; SIGKILL after that.
-    /// Returns the exit status (None: it had to be killed) and how long
-    /// it took.
-    async fn terminate(mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
-        let pid = self.child.id();
-        let started = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        let deadline = started + limit;
-        // Nothing signals a child's exit to async code here; poll it.
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (Some(status), started.elapsed());
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return (None, started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// The system, each part its own process.
 pub struct Pipeline {
     pub settings: Settings,
     pub smtp: SmtpSink,
     pub twilio: TwilioStandIn,
-    procs: HashMap<&'static str, Proc>,
+    /// The `labrelay` binary.
+    bin: PathBuf,
+    procs: HashMap<&'static str, Process>,
     ports: HashMap<&'static str, u16>,
     broker_data: PathBuf,
     dir: tempfile::TempDir,
@@ -208,8 +118,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts everything and creates the topology.
-    pub async fn start(settings: Settings) -> Pipeline {
+    /// Starts everything, each part a process of `bin` (the `labrelay`
+    /// binary), and creates the topology.
+    pub async fn start(bin: impl AsRef<Path>, settings: Settings) -> Pipeline {
         let dir = tempfile::Builder::new()
             .prefix("labrelay-faults-")
             .tempdir()
@@ -228,6 +139,7 @@ impl Pipeline {
             settings,
             smtp,
             twilio,
+            bin: bin.as_ref().to_path_buf(),
             procs: HashMap::new(),
             ports,
             broker_data,
@@ -267,7 +179,10 @@ impl Pipeline {
         let push_auth = |part: Part| {
             vec![
                 ("PUSH_AUDIENCE", self.push_endpoint(part)),
-                ("PUSH_ALLOWED_SERVICE_ACCOUNTS", INVOKER.to_string()),
+                (
+                    "PUSH_ALLOWED_SERVICE_ACCOUNTS",
+                    labrelay::up::invoker(PROJECT),
+                ),
                 ("PUSH_TOKEN_ISSUERS", format!("http://{broker}")),
                 (
                     "PUSH_JWKS_URL",
@@ -283,7 +198,8 @@ impl Pipeline {
             ("NOTIFY_LOG", format!("sqlite://{}", path.display()))
         };
         let proc = match part {
-            Part::Broker => Proc::start(
+            Part::Broker => Process::start_logging_to(
+                &self.bin,
                 part.name(),
                 &[
                     "broker",
@@ -295,7 +211,8 @@ impl Pipeline {
                 &[],
                 &log,
             ),
-            Part::LabReport => Proc::start(
+            Part::LabReport => Process::start_logging_to(
+                &self.bin,
                 part.name(),
                 &["lab-report-service"],
                 &[
@@ -324,7 +241,7 @@ impl Pipeline {
                     notify_log(part),
                 ];
                 envs.extend(push_auth(part));
-                Proc::start(part.name(), &["email-service"], &envs, &log)
+                Process::start_logging_to(&self.bin, part.name(), &["email-service"], &envs, &log)
             }
             Part::Sms => {
                 let mut envs = vec![
@@ -336,13 +253,13 @@ impl Pipeline {
                     notify_log(part),
                 ];
                 envs.extend(push_auth(part));
-                Proc::start(part.name(), &["sms-service"], &envs, &log)
+                Process::start_logging_to(&self.bin, part.name(), &["sms-service"], &envs, &log)
             }
         };
         self.procs.insert(part.name(), proc);
     }
 
-    fn take(&mut self, part: Part) -> Proc {
+    fn take(&mut self, part: Part) -> Process {
         self.procs
             .remove(part.name())
             .unwrap_or_else(|| panic!("{} is not running", part.name()))
@@ -350,7 +267,7 @@ impl Pipeline {
 
     /// The process id of a running part.
     pub fn pid(&self, part: Part) -> u32 {
-        self.procs[part.name()].child.id()
+        self.procs[part.name()].pid()
     }
 
     /// SIGKILL.
@@ -365,15 +282,14 @@ impl Pipeline {
         part: Part,
         limit: Duration,
     ) -> (Option<ExitStatus>, Duration) {
-        self.take(part).terminate(limit).await
+        self.take(part).terminate_within(limit).await
     }
 
     /// What `labrelay up` creates (`src/up.rs`), with this scenario's ack
     /// deadline, retry policy and attempts.
     async fn create_topology(&self) {
-        crate::support::Topology {
+        Topology {
             project: PROJECT,
-            invoker: INVOKER,
             email_endpoint: self.push_endpoint(Part::Email),
             sms_endpoint: self.push_endpoint(Part::Sms),
             ack_deadline_secs: self.settings.ack_deadline_secs,
@@ -408,7 +324,7 @@ impl Pipeline {
     /// (e.g. `outcome="duplicate"`) on the part's `GET /metrics`.
     pub async fn metric(&self, part: Part, metric: &str, label: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.ports[part.name()]);
-        labrelay_testkit::metrics::Samples::scrape(&url)
+        crate::metrics::Samples::scrape(&url)
             .await
             .sum(metric, label)
     }
@@ -465,7 +381,7 @@ impl Pipeline {
                 let path = entry.unwrap().path();
                 let (report, message_id, stored_ns) =
                     index.entry(path.clone()).or_insert_with(|| {
-                        let mail = labrelay_testkit::smtp::ReceivedMail::read(&path).unwrap();
+                        let mail = crate::smtp::ReceivedMail::read(&path).unwrap();
                         let stored_ns = path
                             .file_name()
                             .and_then(|n| n.to_str())
@@ -606,253 +522,6 @@ impl Drop for Pipeline {
                 }
             }
         }
-    }
-}
-
-/// One email as it arrived.
-#[derive(Debug, Clone)]
-pub struct Email {
-    pub message_id: String,
-    /// When the SMTP server stored it (ns since the epoch).
-    pub stored_ns: u128,
-}
-
-/// What arrived, per report id.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub emails: BTreeMap<String, Vec<Email>>,
-    /// When the Twilio stand-in accepted each SMS (ns since the epoch).
-    pub sms: BTreeMap<String, Vec<u128>>,
-}
-
-impl Tally {
-    pub fn emails_total(&self) -> usize {
-        self.emails.values().map(Vec::len).sum()
-    }
-
-    pub fn sms_total(&self) -> usize {
-        self.sms.values().map(Vec::len).sum()
-    }
-
-    /// Extra copies beyond the first, by channel.
-    pub fn duplicates(&self) -> (usize, usize) {
-        (
-            self.emails_total() - self.emails.len(),
-            self.sms_total() - self.sms.len(),
-        )
-    }
-
-    /// Reports answered 204 that never arrived, by channel.
-    pub fn lost(&self, accepted: &BTreeSet<String>) -> (usize, usize) {
-        (
-            accepted
-                .iter()
-                .filter(|id| !self.emails.contains_key(*id))
-                .count(),
-            accepted
-                .iter()
-                .filter(|id| !self.sms.contains_key(*id))
-                .count(),
-        )
-    }
-
-    /// Reports emailed more than once, with their copies.
-    pub fn duplicated_emails(&self) -> Vec<(&String, &Vec<Email>)> {
-        self.emails.iter().filter(|(_, e)| e.len() > 1).collect()
-    }
-}
-
-/// Report `i`'s id; its owner's phone number encodes `i` so that an SMS can
-/// be traced back to its report.
-pub fn report_id(i: usize) -> String {
-    format!("FR-{i:05}")
-}
-
-fn report_for_phone(phone: &str) -> String {
-    phone
-        .strip_prefix("+1555")
-        .and_then(|n| n.parse::<usize>().ok())
-        .map_or_else(|| format!("? {phone}"), report_id)
-}
-
-/// A full report, as a lab posts it: one email and one SMS each.
-pub fn report(i: usize) -> serde_json::Value {
-    let (pet, species) = [("Max", "dog"), ("Luna", "cat"), ("Milo", "rabbit")][i % 3];
-    json!({
-        "id": report_id(i),
-        "clinic": {"name": "Pet Theory Downtown", "phone": "+15551230000"},
-        "pet": {"name": pet, "species": species},
-        "owner": {
-            "name": "Alex Kim",
-            "email": format!("owner-{i}@example.com"),
-            "phone": format!("+1555{i:07}"),
-        },
-        "tests": [
-            {"name": "ALT", "value": 20 + i % 100, "unit": "U/L", "range": "10-100", "flag": "normal"},
-            {"name": "Heartworm antigen", "value": "negative", "flag": "normal"},
-        ],
-        "issuedAt": "2026-11-24T10:00:00Z",
-    })
-}
-
-/// What a stream of posts got back.
-#[derive(Debug, Default, Clone)]
-pub struct Posted {
-    /// Ids answered 204.
-    pub accepted: BTreeSet<String>,
-    /// Every other answer: the status code, or why there was none
-    /// ("refused": no connection; "no answer": the connection closed
-    /// before an answer; "timeout").
-    pub refused: BTreeMap<String, usize>,
-    /// Ids answered otherwise.
-    pub refused_ids: BTreeSet<String>,
-    pub posted: usize,
-    /// Every post: when it was sent, when it was answered, and how
-    /// (as in `refused`, "204" for accepted).
-    pub timeline: Vec<(Instant, Instant, String)>,
-}
-
-impl Posted {
-    /// The posts that were sent before `at` and answered after it.
-    pub fn in_flight_at(&self, at: Instant) -> Vec<&str> {
-        self.timeline
-            .iter()
-            .filter(|(sent, answered, _)| *sent < at && *answered > at)
-            .map(|(_, _, outcome)| outcome.as_str())
-            .collect()
-    }
-}
-
-/// What became of a post that got no HTTP answer.
-fn no_answer(error: &reqwest::Error) -> &'static str {
-    if error.is_connect() {
-        "refused"
-    } else if error.is_timeout() {
-        "timeout"
-    } else {
-        "no answer"
-    }
-}
-
-/// A steady stream of reports posted by a pool of concurrent posters.
-pub struct Stream {
-    answered: watch::Receiver<usize>,
-    failed: watch::Receiver<usize>,
-    in_flight: watch::Receiver<usize>,
-    posted: Arc<Mutex<Posted>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Stream {
-    /// Posts reports `0..n` to `url` at `rate` per second, at most
-    /// `concurrency` at a time; each report is posted once.
-    pub fn start(url: String, n: usize, rate: f64, concurrency: usize) -> Stream {
-        let (answered_tx, answered) = watch::channel(0);
-        let (failed_tx, failed) = watch::channel(0);
-        let (in_flight_tx, in_flight) = watch::channel(0);
-        let posted = Arc::new(Mutex::new(Posted::default()));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let record = posted.clone();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut posts = tokio::task::JoinSet::new();
-            for i in 0..n {
-                ticks.tick().await;
-                let slot = slots.clone().acquire_owned().await.unwrap();
-                let (client, url, record) = (client.clone(), url.clone(), record.clone());
-                let (answered_tx, failed_tx) = (answered_tx.clone(), failed_tx.clone());
-                let in_flight_tx = in_flight_tx.clone();
-                posts.spawn(async move {
-                    let sent_at = Instant::now();
-                    in_flight_tx.send_modify(|n| *n += 1);
-                    let sent = client
-                        .post(&url)
-                        .bearer_auth(API_KEY)
-                        .json(&report(i))
-                        .send()
-                        .await;
-                    let answered_at = Instant::now();
-                    in_flight_tx.send_modify(|n| *n -= 1);
-                    drop(slot);
-                    let outcome = match &sent {
-                        Ok(response) => response.status().as_u16().to_string(),
-                        Err(error) => no_answer(error).to_string(),
-                    };
-                    let mut record = record.lock().unwrap();
-                    record.posted += 1;
-                    record
-                        .timeline
-                        .push((sent_at, answered_at, outcome.clone()));
-                    if outcome == "204" {
-                        record.accepted.insert(report_id(i));
-                        answered_tx.send_modify(|n| *n += 1);
-                    } else {
-                        *record.refused.entry(outcome).or_default() += 1;
-                        record.refused_ids.insert(report_id(i));
-                        failed_tx.send_modify(|n| *n += 1);
-                    }
-                });
-            }
-            while posts.join_next().await.is_some() {}
-        });
-        Stream {
-            answered,
-            failed,
-            in_flight,
-            posted,
-            task,
-        }
-    }
-
-    /// Waits until `n` reports were answered 204.
-    pub async fn wait_answered(&self, n: usize, timeout: Duration) {
-        let mut answered = self.answered.clone();
-        tokio::time::timeout(timeout, answered.wait_for(|a| *a >= n))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{} of {n} reports answered 204 in time",
-                    *self.answered.borrow()
-                )
-            })
-            .unwrap();
-    }
-
-    /// Waits until `n` reports were answered otherwise (or not at all).
-    pub async fn wait_refused(&self, n: usize, timeout: Duration) {
-        let mut failed = self.failed.clone();
-        tokio::time::timeout(timeout, failed.wait_for(|a| *a >= n))
-            .await
-            .unwrap_or_else(|_| panic!("{} of {n} reports refused in time", *self.failed.borrow()))
-            .unwrap();
-    }
-
-    /// Waits until `n` posts are waiting for their answer at once.
-    pub async fn wait_in_flight(&self, n: usize, timeout: Duration) {
-        let mut in_flight = self.in_flight.clone();
-        tokio::time::timeout(timeout, in_flight.wait_for(|a| *a >= n))
-            .await
-            .unwrap_or_else(|_| panic!("never {n} posts in flight at once"))
-            .unwrap();
-    }
-
-    pub fn answered(&self) -> usize {
-        *self.answered.borrow()
-    }
-
-    pub fn snapshot(&self) -> Posted {
-        self.posted.lock().unwrap().clone()
-    }
-
-    /// Waits for the last post to be answered.
-    pub async fn finish(self) -> Posted {
-        self.task.await.unwrap();
-        self.posted.lock().unwrap().clone()
     }
 }
 
