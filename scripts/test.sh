@@ -12,7 +12,7 @@ echo "== test dependencies"
 # A real SMTP server for the email tests.
 python3 -c "import aiosmtpd" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6
 
-# Official Pub/Sub clients for the conformance suites (tests/conformance.rs).
+# Official Pub/Sub clients for the conformance suites (tests/system/conformance.rs).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/conformance/python/requirements.txt
 npm ci --prefix tests/conformance/node --no-audit --no-fund --loglevel=error
 
@@ -24,7 +24,7 @@ if ! command -v h2load >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nghttp2-client wrk
 fi
 
-# The console's browser test (tests/console.rs): headless Debian chromium
+# The console's browser test (tests/system/console.rs): headless Debian chromium
 # driven by playwright-core.
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error

@@ -1,5 +1,5 @@
 // The broker console in a real browser: headless Debian chromium driven by
-// playwright-core, against a real `labrelay up` (started by tests/console.rs,
+// playwright-core, against a real `labrelay up` (started by tests/system/console.rs,
 // which also owns the SMTP server behind the email-service).
 //
 // Environment: CONSOLE_URL (http://broker), LAB_URL (lab-report-service),

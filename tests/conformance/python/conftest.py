@@ -1,6 +1,6 @@
 """Shared fixtures: the official clients pointed at PUBSUB_EMULATOR_HOST.
 
-Run by tests/conformance.rs against a fresh labrelay broker; by hand:
+Run by tests/system/conformance.rs against a fresh labrelay broker; by hand:
 
     PUBSUB_EMULATOR_HOST=127.0.0.1:8085 python3 -m pytest tests/conformance/python
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One scenario, run against any Pub/Sub endpoint (PUBSUB_EMULATOR_HOST):
 what a client of the official Python library observes, as a flat JSON
-object {"observation": value}. tests/conformance.rs runs it against the
+object {"observation": value}. tests/system/conformance.rs runs it against the
 labrelay broker and against Google's official emulator and diffs the two.
 
 Observations are kept to what a client can rely on: gRPC status codes (not

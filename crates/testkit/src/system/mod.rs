@@ -1,6 +1,6 @@
 //! The whole system as separate, real `labrelay` processes, for the fault
-//! and resilience suites (`tests/system/faults.rs`,
-//! `tests/system/resilience.rs`).
+//! suite (`tests/system/faults.rs`); the resilience suite wires its own
+//! processes on the same [`Topology`].
 //!
 //! [`Pipeline`] runs the broker, the lab-report-service, the email-service
 //! and the sms-service each as its own child process on a fixed port, wired

@@ -11,7 +11,7 @@
 //! and runs `npm ci --prefix tests/console` first.
 //!
 //! `LABRELAY_CONSOLE_SCREENSHOT=docs/console.png cargo nextest run --test
-//! console` also saves the screenshot docs/operations.md shows.
+//! system console::` also saves the screenshot docs/operations.md shows.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use labrelay_testkit::smtp::{Mode, SmtpSink};
 use labrelay_testkit::up;
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 /// The whole browser scenario, dead-letter backoff included, takes about 30 s.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(240);

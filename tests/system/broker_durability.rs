@@ -15,8 +15,7 @@ use pb::subscriber_client::SubscriberClient;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 const TOPIC: &str = "projects/durability/topics/reports";
 const SUBSCRIPTION: &str = "projects/durability/subscriptions/reports-sub";

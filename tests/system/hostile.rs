@@ -4,7 +4,7 @@
 //! published or sent.
 //!
 //! The push services run with `PUSH_AUTH=off` here so the bodies reach
-//! their parsers; `tests/resilience.rs` covers the token check.
+//! their parsers; `resilience` covers the token check.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -14,8 +14,7 @@ use labrelay_testkit::push::Push;
 use labrelay_testkit::up;
 use serde_json::{Value, json};
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 fn start(data_dir: &Path) -> labrelay_testkit::up::Up {
     let mut command = up::up_command(LABRELAY, data_dir);

@@ -13,8 +13,7 @@ use googleapis_tonic_google_pubsub_v1::google::pubsub::v1 as pb;
 use labrelay_testkit::up;
 use serde_json::Value;
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 /// `labrelay up` with `args`, and where its parts listen.
 struct Up {

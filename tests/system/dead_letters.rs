@@ -10,13 +10,12 @@ use labrelay_testkit::process::Process;
 use pb::publisher_client::PublisherClient;
 use pb::subscriber_client::SubscriberClient;
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 const PROJECT: &str = "dead-letters";
 
 fn labrelay(args: &[&str], broker: &Process) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+    let output = Command::new(LABRELAY)
         .args(args)
         .args(["--broker", &broker.addr.to_string(), "--project", PROJECT])
         .output()

@@ -3,6 +3,8 @@
 //! prints them) is in that command's table, and every flag the table names
 //! exists.
 
+use crate::LABRELAY;
+
 #[test]
 fn every_flag_and_variable_of_every_command_is_documented_and_nothing_else() {
     let doc = std::fs::read_to_string(concat!(
@@ -10,5 +12,5 @@ fn every_flag_and_variable_of_every_command_is_documented_and_nothing_else() {
         "/docs/configuration.md"
     ))
     .expect("reading docs/configuration.md");
-    labrelay_testkit::cli_doc::check(env!("CARGO_BIN_EXE_labrelay").as_ref(), "labrelay", &doc);
+    labrelay_testkit::cli_doc::check(LABRELAY.as_ref(), "labrelay", &doc);
 }

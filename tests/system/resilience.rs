@@ -25,8 +25,7 @@ use labrelay_testkit::smtp::{self, SmtpSink};
 use labrelay_testkit::system::Topology;
 use labrelay_testkit::twilio::TwilioStandIn;
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 const PROJECT: &str = "resilience";
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -139,7 +138,7 @@ impl System {
 
     /// `labrelay post --url ... IDS`, as the lab's script did.
     fn post(&self, ids: &[&str]) {
-        let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        let output = Command::new(LABRELAY)
             .args(["post", "--url", &format!("{}/", self.lab.url())])
             .args(["--api-key", API_KEY])
             .args(ids)

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 /// `labrelay up` on a data directory, and `labrelay post` against it.
 struct Up {
@@ -32,7 +31,7 @@ impl Up {
     }
 
     fn post_with(&self, options: &[&str], ids: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        Command::new(LABRELAY)
             .args(["post", "--data-dir"])
             .arg(&self.process.data_dir)
             .args(options)
@@ -108,7 +107,7 @@ fn up_delivers_to_the_outboxes_stops_cleanly_and_resumes() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let elsewhere = tempfile::tempdir().unwrap();
-    let keyless = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+    let keyless = Command::new(LABRELAY)
         .args(["post", "--url", &up.lab_url(), "--data-dir"])
         .arg(elsewhere.path())
         .arg("13")
@@ -166,7 +165,7 @@ fn post_reports_failures_and_exits_non_zero() {
         .local_addr()
         .unwrap()
         .port();
-    let output = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+    let output = Command::new(LABRELAY)
         .args(["post", "--url", &format!("http://127.0.0.1:{port}/"), "12"])
         .output()
         .unwrap();

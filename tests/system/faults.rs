@@ -9,7 +9,7 @@
 //!
 //! Every test prints one `FAULT-SUMMARY {json}` line; docs/reliability.md's
 //! table is made from them:
-//! `cargo nextest run --test faults --no-capture 2>&1 | grep FAULT-SUMMARY`.
+//! `cargo nextest run --test system faults:: --no-capture 2>&1 | grep FAULT-SUMMARY`.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -20,8 +20,7 @@ use labrelay_testkit::system::{
 use labrelay_testkit::{smtp, twilio};
 use serde_json::json;
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 /// Reports per scenario, the rate they are posted at and how many posters
 /// post at once: hundreds of reports in a few seconds, so that every fault

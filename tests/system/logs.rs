@@ -13,8 +13,7 @@ use labrelay_testkit::twilio::TwilioStandIn;
 use labrelay_testkit::up;
 use serde_json::{Value, json};
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TWILIO_TOKEN: &str = "twilio-token-must-not-be-logged";

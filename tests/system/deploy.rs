@@ -14,7 +14,7 @@
 //! - with a Docker engine, the image builds and runs; without one, that part
 //!   says it skipped.
 //!
-//! `cargo nextest run --test deploy`
+//! `cargo nextest run --test system deploy::`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::LABRELAY;
 
 const PROJECT: &str = "demo-project";
 const REGION: &str = "europe-west1";
@@ -739,7 +741,7 @@ impl CloudRunService {
             .local_addr()
             .unwrap()
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_labrelay"));
+        let mut command = Command::new(LABRELAY);
         command
             .arg(name)
             .env_clear()

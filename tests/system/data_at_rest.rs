@@ -15,8 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 /// `labrelay up` with its log (at `info`) collected.
 struct Up {
@@ -50,7 +49,7 @@ impl Up {
     }
 
     fn post(&self, data_dir: &Path, id: &str) {
-        let posted = Command::new(env!("CARGO_BIN_EXE_labrelay"))
+        let posted = Command::new(LABRELAY)
             .args([
                 "post",
                 "--url",

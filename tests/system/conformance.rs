@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use labrelay_testkit::process::{Process, free_port};
 use serde_json::{Map, Value};
 
-/// The `labrelay` binary the processes run.
-const LABRELAY: &str = env!("CARGO_BIN_EXE_labrelay");
+use crate::LABRELAY;
 
 /// Project id the suites use (any id works with both brokers).
 const PROJECT: &str = "conformance";
