@@ -1,6 +1,6 @@
 // The official @google-cloud/pubsub Node.js client against the broker at
 // PUBSUB_EMULATOR_HOST: publish, subscribe with ack and nack (redelivery),
-// dead letters. Run by tests/conformance.rs; by hand:
+// dead letters. Run by tests/system/conformance.rs; by hand:
 //   PUBSUB_EMULATOR_HOST=127.0.0.1:8085 npm test --prefix tests/conformance/node
 'use strict';
 
