@@ -119,8 +119,8 @@ fn options(help: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (flags, vars)
 }
 
-/// The part of the document under `## <heading>`.
-fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+/// The part of the document under `## <heading>` (e.g. ``## `labrelay up` ``).
+pub fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
     let heading = format!("## {heading}");
     let start = doc
         .find(&heading)
