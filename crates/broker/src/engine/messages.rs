@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message as _;
+use tokio::sync::oneshot;
 
 use super::Engine;
 use super::payloads::{Message, READ_AHEAD, Stored};
@@ -135,17 +136,20 @@ impl Engine {
             records.push(Some(stored));
             journaled.push(message);
         }
-        self.inner.store.publish(rows).await?;
-        for (sub, wants) in subscriptions.iter().zip(&wanted) {
-            sub.enqueue(
-                records
-                    .iter()
-                    .zip(wants)
-                    .filter(|(_, wanted)| **wanted)
-                    .filter_map(|(stored, _)| Some((stored.clone()?, 0))),
-            );
+        // Once the rows are queued they will be committed, so from here on
+        // they are enqueued too, even if this request is dropped while the
+        // commit is in flight (a client's deadline, a closed connection).
+        let committed = self.inner.store.queue_publish(rows).await?;
+        let (subscriptions, wanted) = Committing {
+            committed: Some(committed),
+            enqueue: Some(Enqueue {
+                subscriptions,
+                wanted,
+                records,
+            }),
         }
-        drop(records);
+        .finish()
+        .await?;
         let observer = &self.inner.observer;
         observer.published(
             topic_name,
@@ -236,4 +240,66 @@ pub(crate) fn received(sub: &Subscription, deliveries: Vec<Delivery>) -> Vec<pb:
             delivery_attempt: if report_attempts { d.attempt as i32 } else { 0 },
         })
         .collect()
+}
+
+/// What a publish enqueues once its rows are on disk.
+struct Enqueue {
+    subscriptions: Vec<Arc<Subscription>>,
+    wanted: Vec<Vec<bool>>,
+    records: Vec<Option<Arc<Stored>>>,
+}
+
+impl Enqueue {
+    /// Gives each subscription the messages it wants; returns what the
+    /// observers are told.
+    fn run(self) -> (Vec<Arc<Subscription>>, Vec<Vec<bool>>) {
+        for (sub, wants) in self.subscriptions.iter().zip(&self.wanted) {
+            sub.enqueue(
+                self.records
+                    .iter()
+                    .zip(wants)
+                    .filter(|(_, wanted)| **wanted)
+                    .filter_map(|(stored, _)| Some((stored.clone()?, 0))),
+            );
+        }
+        (self.subscriptions, self.wanted)
+    }
+}
+
+/// A publish whose rows the store has queued. Awaited, it enqueues them
+/// once committed; dropped before that, it leaves a task that does.
+struct Committing {
+    committed: Option<oneshot::Receiver<Result<()>>>,
+    enqueue: Option<Enqueue>,
+}
+
+impl Committing {
+    async fn finish(mut self) -> Result<(Vec<Arc<Subscription>>, Vec<Vec<bool>>)> {
+        let committed = self.committed.as_mut().expect("awaited once");
+        let result = committed.await;
+        self.committed = None;
+        let enqueue = self.enqueue.take().expect("awaited once");
+        match result {
+            Ok(Ok(())) => Ok(enqueue.run()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(BrokerError::Unavailable("the store is closed".into())),
+        }
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        let (Some(committed), Some(enqueue)) = (self.committed.take(), self.enqueue.take()) else {
+            return;
+        };
+        // Without a runtime the process is going away; a restart restores
+        // the committed rows from the store.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(Ok(())) = committed.await {
+                    enqueue.run();
+                }
+            });
+        }
+    }
 }

@@ -324,12 +324,30 @@ impl Store {
             .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?
     }
 
-    /// Stores messages and one delivery row per subscription that will
-    /// deliver them; returns once they are on disk. A message no
-    /// subscription wants only advances the sequence.
-    pub async fn publish(&self, messages: Vec<NewMessage>) -> Result<(), BrokerError> {
-        self.call(|reply| Command::Publish { messages, reply })
+    /// Hands messages, and one delivery row per subscription that will
+    /// deliver them, to the writer; returns once they are queued, with what
+    /// completes when they are on disk. Once this returns they will be
+    /// committed, whatever becomes of the caller. A message no subscription
+    /// wants only advances the sequence.
+    pub async fn queue_publish(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<oneshot::Receiver<Result<(), BrokerError>>, BrokerError> {
+        let (reply, committed) = oneshot::channel();
+        self.tx
+            .send(Command::Publish { messages, reply })
             .await
+            .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?;
+        Ok(committed)
+    }
+
+    /// [`Store::queue_publish`], then waits until the messages are on disk.
+    #[cfg(test)]
+    pub async fn publish(&self, messages: Vec<NewMessage>) -> Result<(), BrokerError> {
+        self.queue_publish(messages)
+            .await?
+            .await
+            .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?
     }
 
     /// Removes acknowledged deliveries and returns once that is on disk.
