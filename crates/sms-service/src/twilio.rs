@@ -101,10 +101,21 @@ impl TwilioClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            // A 2xx is Twilio's word that the message was created, read
+            // or not: counting it as not sent would send it again.
+            Err(error) if status.is_success() => {
+                tracing::warn!(
+                    http_status = status.as_u16(),
+                    error = error.without_url().to_string(),
+                    "Twilio accepted the message but its answer could not be read; \
+                     counted as sent, without its SID"
+                );
+                return Ok(None);
+            }
+            Err(error) => return Err(self.transport_error(error)),
+        };
         let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         let field = |name: &str| json.as_ref().and_then(|j| j.get(name));
 
@@ -140,7 +151,10 @@ impl TwilioClient {
     }
 }
 
-/// What an error answer from Twilio means for this message.
+/// What an error answer from Twilio means for this message. A 502 or 504
+/// (a gateway in front of the API, which may have passed the request on)
+/// is retried like every 5xx: possibly one duplicate SMS rather than a lost
+/// one (docs/reliability.md).
 pub(crate) fn classify(
     status: StatusCode,
     code: Option<u32>,

@@ -337,3 +337,55 @@ async fn healthz_answers() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// Twilio answered 201 and the connection broke mid-body: the message was
+/// created, so the push is a send (204, `sent`), not a failure that would
+/// send it again.
+#[tokio::test]
+async fn a_201_whose_body_is_cut_off_counts_as_sent() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let requests_tx = requests_tx.clone();
+            tokio::spawn(async move {
+                // Read the request (headers and the small form body).
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") || request.len() < 64 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = requests_tx.send(());
+                // A 201 announcing more body than it sends, then gone.
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\
+                          Content-Length: 400\r\n\r\n{\"sid\": \"SM0123",
+                    )
+                    .await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let app = spawn_app(with_twilio(twilio_settings(&twilio), |t| t.api_base = base)).await;
+
+    let response = app
+        .push(&envelope(
+            &report("LR-201", Some("+15551234567")),
+            "m201",
+            1,
+        ))
+        .await;
+
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["x-labrelay-outcome"], "sent");
+    assert!(requests.recv().await.is_some(), "Twilio was called");
+    assert!(requests.try_recv().is_err(), "and only once");
+}
