@@ -154,7 +154,7 @@ fn ignore_exists<T>(result: Result<T, BrokerError>) -> anyhow::Result<()> {
 
 /// Creates the topics and subscriptions the system needs. Existing ones keep
 /// their backlog (a second `up` on the same data resumes); the push
-/// subscriptions are pointed at this run's service addresses.
+/// subscriptions are brought to this run's service addresses and pacing.
 pub async fn ensure_topology(
     broker: &Broker,
     project: &str,
@@ -184,8 +184,17 @@ pub async fn ensure_topology(
         match broker.create_subscription(subscription.clone()).await {
             Ok(_) => {}
             Err(BrokerError::AlreadyExists(_)) => {
+                // A data directory from an earlier run (or version) keeps
+                // its backlog and gets this run's endpoint and pacing.
+                let mask = [
+                    "push_config",
+                    "ack_deadline_seconds",
+                    "retry_policy",
+                    "dead_letter_policy",
+                ]
+                .map(String::from);
                 broker
-                    .modify_push_config(&subscription.name, subscription.push_config)
+                    .update_subscription(subscription, &mask)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
@@ -451,4 +460,49 @@ pub async fn run(
         tracing::warn!(path = %up_file_path.display(), %error, "could not remove the up file");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory from an earlier run keeps its subscriptions (and
+    /// their backlog) and gets this run's endpoints and pacing.
+    #[tokio::test]
+    async fn an_existing_topology_is_brought_to_this_runs_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig::new(
+            dir.path(),
+            "127.0.0.1:1".parse().unwrap(),
+        ))
+        .unwrap();
+        let project = "labrelay-local";
+        let old: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let new: SocketAddr = "127.0.0.1:9002".parse().unwrap();
+        ensure_topology(&broker, project, old, old).await.unwrap();
+        let name = format!("projects/{project}/subscriptions/email-service-sub");
+        let mut earlier = broker.get_subscription(&name).unwrap();
+        earlier
+            .dead_letter_policy
+            .as_mut()
+            .unwrap()
+            .max_delivery_attempts = 7;
+        earlier.ack_deadline_seconds = 20;
+        broker
+            .update_subscription(
+                earlier,
+                &["dead_letter_policy".into(), "ack_deadline_seconds".into()],
+            )
+            .await
+            .unwrap();
+
+        ensure_topology(&broker, project, new, new).await.unwrap();
+        let now = broker.get_subscription(&name).unwrap();
+        let wanted = push_subscription(project, "email-service-sub", &push_endpoint(new));
+        assert_eq!(now.push_config, wanted.push_config);
+        assert_eq!(now.ack_deadline_seconds, wanted.ack_deadline_seconds);
+        assert_eq!(now.dead_letter_policy, wanted.dead_letter_policy);
+        assert_eq!(now.retry_policy, wanted.retry_policy);
+        broker.close().await;
+    }
 }
