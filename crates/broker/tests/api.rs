@@ -1327,3 +1327,49 @@ mod malformed_rest {
         });
     }
 }
+
+/// A publish whose rows the store has queued is delivered even if its
+/// request is dropped before the commit (a client's deadline, a closed
+/// connection): enqueuing does not depend on the request still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_dropped_after_it_was_queued_is_still_delivered() {
+    use std::future::Future as _;
+    use std::task::Poll;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = labrelay_broker::BrokerConfig::new(dir.path(), "127.0.0.1:1".parse().unwrap());
+    let broker = labrelay_broker::Broker::open(config).unwrap();
+    let topic = "projects/p/topics/reports";
+    let subscription = "projects/p/subscriptions/reader";
+    broker
+        .create_topic(labrelay_broker::pb::Topic {
+            name: topic.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    broker
+        .create_subscription(labrelay_broker::pb::Subscription {
+            name: subscription.into(),
+            topic: topic.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let message = labrelay_broker::pb::PubsubMessage {
+        data: b"kept".to_vec(),
+        ..Default::default()
+    };
+    let mut publish = Box::pin(broker.publish(topic, vec![message]));
+    // One poll hands the rows to the store's writer and then waits for the
+    // commit (an fsync away); the caller gives up there.
+    let polled = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
+    assert!(polled.is_pending(), "the commit was still in flight");
+    drop(publish);
+
+    let received = broker.pull(subscription, 10, false).await.unwrap();
+    assert_eq!(received.len(), 1, "delivered without a restart");
+    assert_eq!(received[0].message.as_ref().unwrap().data, b"kept");
+    broker.close().await;
+}
