@@ -5,6 +5,8 @@
 //! Layout:
 //! - `cli_doc`: a command's table in `docs/configuration.md` checked
 //!   against the command's own `--help`.
+//! - `logs`: a log captured in memory, for tests that read what was
+//!   logged.
 //! - `metrics`: a scrape of `GET /metrics`, asked for one series or a
 //!   sum by label.
 //! - `push`: push bodies as the broker sends them, built from the
@@ -30,6 +32,7 @@
 //!   arrived: the harness of the fault and resilience suites.
 
 pub mod cli_doc;
+pub mod logs;
 pub mod metrics;
 #[cfg(feature = "system")]
 pub mod process;

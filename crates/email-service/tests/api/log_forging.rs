@@ -4,36 +4,13 @@
 //! to the topic) chooses that text, and a report published straight to the
 //! topic never passed the ingest's checks.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
+use labrelay_testkit::logs::Captured;
 use labrelay_testkit::push::Push;
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::{SUBSCRIPTION, envelope, error_of, full_report, settings, spawn_app};
 
 /// What a forger would like to see as a line of its own.
 const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 // Current-thread runtime: the service's tasks run on this thread, so the
 // thread-local subscriber sees their events.
@@ -78,7 +55,7 @@ async fn a_newline_in_pushed_text_cannot_start_a_log_line() {
     );
     app.shutdown().await.unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         !logs
             .lines()

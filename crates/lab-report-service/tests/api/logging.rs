@@ -1,30 +1,10 @@
 //! One log line per report, naming the report and the outcome, never the
 //! owner or the results.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::helpers::{spawn_app, spawn_app_without_broker};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use labrelay_testkit::logs::Captured;
 
 const OWNER_DETAILS: [&str; 4] = ["Alex", "alex@example.com", "+15551234567", "U/L"];
 

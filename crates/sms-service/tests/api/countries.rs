@@ -1,41 +1,12 @@
 //! `SMS_ALLOWED_COUNTRIES`: numbers outside it never reach Twilio (the
 //! stand-in counts every request), and the push is acknowledged as skipped.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use labrelay_sms_service::Settings;
 use labrelay_sms_service::settings::countries::AllowedCountries;
+use labrelay_testkit::logs::Captured;
 use labrelay_testkit::twilio::TwilioStandIn;
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 fn outcome(response: &reqwest::Response) -> Option<&str> {
     response

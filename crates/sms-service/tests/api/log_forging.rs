@@ -4,35 +4,12 @@
 //! text, and a report published straight to the topic never passed the
 //! ingest's checks.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use tracing_subscriber::fmt::MakeWriter;
+use labrelay_testkit::logs::Captured;
 
 use crate::helpers::{envelope, error_of, report, spawn_with_twilio};
 
 /// What a forger would like to see as a line of its own.
 const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 // Current-thread runtime: the service's tasks run on this thread, so the
 // thread-local subscriber sees their events.
@@ -73,7 +50,7 @@ async fn a_newline_in_a_pushed_id_cannot_start_a_log_line() {
     );
     app.stop().await.unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.lines()
             .all(|line| !line.contains("forged: all reports lost")

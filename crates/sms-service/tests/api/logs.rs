@@ -1,30 +1,7 @@
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
+use labrelay_testkit::logs::Captured;
 use labrelay_testkit::twilio::Mode;
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 /// One info line per push naming report, message, attempt, outcome and the
 /// Twilio code; never the phone number or the message body. The test runs
@@ -72,7 +49,7 @@ async fn logs_one_line_per_push_without_personal_data() {
     );
     app.stop().await.unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let pushes: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("push handled"))
