@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use labrelay_broker::{Broker, BrokerConfig, BrokerError, PushEndpoints, pb};
@@ -217,12 +218,44 @@ pub fn dead_letter_subscription(project: &str) -> pb::Subscription {
     }
 }
 
+/// How `up`'s push subscriptions retry a failing channel: redelivered
+/// after [`MIN_BACKOFF`], doubling to [`MAX_BACKOFF`], for
+/// [`MAX_DELIVERY_ATTEMPTS`] attempts before the dead-letter policy parks
+/// the message. That is [`outage_budget`] (about 94 minutes; at least 70
+/// with the broker's jitter, which takes up to a quarter off each delay) of
+/// a channel being down without a report being parked, and once it is
+/// back a waiting notification goes out within [`MAX_BACKOFF`].
+///
+/// A message no delivery can ever send (a refused address, a message that
+/// is not a report) does not wait that long: the receivers park it on the
+/// dead-letter topic themselves, on its first delivery (see
+/// `labrelay_receiver::dead_letter`).
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// See [`MIN_BACKOFF`].
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// See [`MIN_BACKOFF`]: Pub/Sub's largest limit.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 100;
+
+/// How long a channel can be down before a report's notification is
+/// parked: the sum of the delays between [`MAX_DELIVERY_ATTEMPTS`]
+/// deliveries, each [`MIN_BACKOFF`] doubled per failure up to
+/// [`MAX_BACKOFF`], as Pub/Sub's exponential backoff spaces them.
+pub fn outage_budget() -> Duration {
+    (1..MAX_DELIVERY_ATTEMPTS)
+        .map(|failures| {
+            MIN_BACKOFF
+                .saturating_mul(1 << (failures - 1).min(30))
+                .min(MAX_BACKOFF)
+        })
+        .sum()
+}
+
 /// The push subscription `id` of the reports topic, delivering to
-/// `endpoint` with an OIDC token, as `up` paces it.
+/// `endpoint` with an OIDC token, as `up` paces it (see [`MIN_BACKOFF`]).
 pub fn push_subscription(project: &str, id: &str, endpoint: &str) -> pb::Subscription {
-    let seconds = |s| {
+    let duration = |d: Duration| {
         Some(prost_types::Duration {
-            seconds: s,
+            seconds: d.as_secs() as i64,
             nanos: 0,
         })
     };
@@ -240,17 +273,25 @@ pub fn push_subscription(project: &str, id: &str, endpoint: &str) -> pb::Subscri
             )),
             ..Default::default()
         }),
-        // One machine: retry within seconds, not the cloud's minutes.
         retry_policy: Some(pb::RetryPolicy {
-            minimum_backoff: seconds(1),
-            maximum_backoff: seconds(30),
+            minimum_backoff: duration(MIN_BACKOFF),
+            maximum_backoff: duration(MAX_BACKOFF),
         }),
         dead_letter_policy: Some(pb::DeadLetterPolicy {
             dead_letter_topic: topic_name(project, DEAD_LETTER_TOPIC),
-            max_delivery_attempts: 5,
+            max_delivery_attempts: MAX_DELIVERY_ATTEMPTS as i32,
         }),
         ..Default::default()
     }
+}
+
+/// What both receivers need to park what they can never send: this run's
+/// broker and dead-letter topic, whatever the environment says.
+fn dead_letter_vars(project: &str, broker: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("DEAD_LETTER_TOPIC", topic_name(project, DEAD_LETTER_TOPIC)),
+        ("PUBSUB_EMULATOR_HOST", broker.to_string()),
+    ]
 }
 
 /// What `up` keeps in the data directory, besides the directory itself.
@@ -353,6 +394,7 @@ pub async fn run(
         ],
         [
             push_auth_vars(&project, &issuer, broker_addr, email_addr),
+            dead_letter_vars(&project, broker_addr),
             hosts_var.clone(),
         ]
         .concat(),
@@ -366,6 +408,7 @@ pub async fn run(
         sms_defaults,
         [
             push_auth_vars(&project, &issuer, broker_addr, sms_addr),
+            dead_letter_vars(&project, broker_addr),
             hosts_var,
         ]
         .concat(),
@@ -465,6 +508,14 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_of_an_hour_parks_nothing() {
+        // 1 + 2 + ... + 32 s, then 93 delays of 60 s.
+        assert_eq!(outage_budget(), Duration::from_secs(63 + 93 * 60));
+        // With the broker's jitter, each delay is at least three quarters.
+        assert!(outage_budget().mul_f64(0.75) > Duration::from_secs(3600));
+    }
 
     /// A data directory from an earlier run keeps its subscriptions (and
     /// their backlog) and gets this run's endpoints and pacing.

@@ -40,7 +40,8 @@ Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
   --sms-allowed-countries LIST env SMS_ALLOWED_COUNTRIES: the calling codes SMS may go to, like +1,+44 (recommended;
                                unset: every country but the non-geographic codes); match Twilio's SMS Geo Permissions
   --ingest-keys-file FILE      first version of the ingest keys secret: lines of lab-name:sha256-hex-of-key
-  --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 20: about 2.3 hours of retries before a message is parked)
+  --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 100: an outage of about
+                               15 h 40 min parks nothing; a message that can never be sent is parked at once)
   --notify-log firestore       env NOTIFY_LOG: the push services share a notification log in Firestore, so no email or SMS
                                goes out twice (creates the (default) database in the region if missing); default off
   --dry-run                    print the gcloud commands instead of running them
@@ -74,7 +75,7 @@ TWILIO_FROM=${TWILIO_FROM:-}
 TWILIO_MESSAGING_SERVICE_SID=${TWILIO_MESSAGING_SERVICE_SID:-}
 SMS_ALLOWED_COUNTRIES=${SMS_ALLOWED_COUNTRIES:-}
 INGEST_KEYS_FILE=
-MAX_DELIVERY_ATTEMPTS=20
+MAX_DELIVERY_ATTEMPTS=100
 NOTIFY_LOG=${NOTIFY_LOG:-}
 
 set_option() {
@@ -459,6 +460,7 @@ push_service() {
         url=$(service_url "$name")
     fi
     local settings=("GOOGLE_CLOUD_PROJECT=$PROJECT" "$@" "PUSH_ALLOWED_SERVICE_ACCOUNTS=$INVOKER_SA"
+        "DEAD_LETTER_TOPIC=projects/$PROJECT/topics/$DEAD_LETTER_TOPIC"
         "PUSH_AUDIENCE=${url:-$PENDING_AUDIENCE}")
     local secret_flag=--clear-secrets
     [[ -z $secrets ]] || secret_flag=--set-secrets=$secrets
@@ -505,9 +507,13 @@ done
 # On the invoker account only, not the whole project as in the lab.
 grant iam service-accounts add-iam-policy-binding "$INVOKER_SA" "$P" \
     --member="serviceAccount:$PUBSUB_AGENT" --role=roles/iam.serviceAccountTokenCreator
-# Dead-lettering: the agent republishes to the dead-letter topic and acks the original.
-grant pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" "$P" \
-    --member="serviceAccount:$PUBSUB_AGENT" --role=roles/pubsub.publisher
+# Dead-lettering: the agent republishes to the dead-letter topic and acks the
+# original once the attempts run out; the push services park what they can
+# never send there themselves, at once.
+for member in "$PUBSUB_AGENT" "$EMAIL_SA" "$SMS_SA"; do
+    grant pubsub topics add-iam-policy-binding "$DEAD_LETTER_TOPIC" "$P" \
+        --member="serviceAccount:$member" --role=roles/pubsub.publisher
+done
 
 step "Push subscriptions: retried with backoff, dead-lettered after $MAX_DELIVERY_ATTEMPTS attempts"
 for pair in "email-service|$email_url" "sms-service|$sms_url"; do

@@ -3,7 +3,8 @@
 //! against a real `labrelay up` whose email-service sends to a real SMTP
 //! server. The script loads the console, posts a report and sees it appear
 //! and its deliveries turn green, breaks the email channel (the SMTP server
-//! answers 550) and sees the failures and the backlog, follows the deep link
+//! answers 451) and sees the failures and the backlog, then refuses the
+//! email for good (550) and sees it parked at once, follows the deep link
 //! `/console?report=<id>` to the report's journey, and replays the dead
 //! letter from the console once the channel is back.
 //!

@@ -422,6 +422,7 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             "SMTP_USERNAME=results@clinic.example",
             "EMAIL_FROM=Pet Theory, Downtown <results@clinic.example>",
             &format!("PUSH_ALLOWED_SERVICE_ACCOUNTS={invoker}"),
+            "DEAD_LETTER_TOPIC=projects/demo-project/topics/new-lab-report-dead-letter",
             // The services refuse to start without an audience; the real
             // one is known after the first deploy (the update below).
             "PUSH_AUDIENCE=",
@@ -439,6 +440,7 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             "TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef",
             "TWILIO_FROM=+15551230000",
             &format!("PUSH_ALLOWED_SERVICE_ACCOUNTS={invoker}"),
+            "DEAD_LETTER_TOPIC=projects/demo-project/topics/new-lab-report-dead-letter",
             "PUSH_AUDIENCE=",
             "--set-secrets=TWILIO_AUTH_TOKEN=labrelay-twilio-auth-token:latest",
         ],
@@ -470,7 +472,7 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
                 "--min-retry-delay=",
                 "--max-retry-delay=",
                 "--dead-letter-topic=new-lab-report-dead-letter ",
-                "--max-delivery-attempts=20",
+                "--max-delivery-attempts=100",
             ],
         );
         let service = if name == "email-service" { email } else { sms };
@@ -511,14 +513,22 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             "--role=roles/iam.serviceAccountTokenCreator",
         ],
     );
-    line_with(
-        &plan,
-        "pubsub topics add-iam-policy-binding new-lab-report-dead-letter ",
-        &[
-            &format!("--member={agent}"),
-            "--role=roles/pubsub.publisher",
-        ],
-    );
+    // The agent parks what runs out of attempts; each push service parks
+    // what it can never send.
+    for member in [
+        agent.to_string(),
+        "serviceAccount:labrelay-email@demo-project.iam.gserviceaccount.com".to_string(),
+        "serviceAccount:labrelay-sms@demo-project.iam.gserviceaccount.com".to_string(),
+    ] {
+        line_with(
+            &plan,
+            "pubsub topics add-iam-policy-binding new-lab-report-dead-letter ",
+            &[
+                &format!("--member={member}"),
+                "--role=roles/pubsub.publisher",
+            ],
+        );
+    }
     // Topics and secrets exist before what uses them.
     assert!(
         position(&plan, "pubsub topics create new-lab-report ")

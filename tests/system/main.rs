@@ -18,6 +18,7 @@
 //! - `deploy`: the Cloud Run kit in `deploy/cloudrun/`, without a cloud.
 //! - `faults`: one fault per test while reports stream through the system.
 //! - `hostile`: hostile requests at every endpoint of `labrelay up`.
+//! - `lab_outage`: the lab's outage under `labrelay up`'s own settings.
 //! - `logs`: what a full run writes to its logs, and what it never writes.
 //! - `resilience`: the lab's resilience test (SMTP failing, then healing).
 //! - `up`: `labrelay up` and `labrelay post` as a newcomer runs them.
@@ -35,6 +36,7 @@ mod dead_letters;
 mod deploy;
 mod faults;
 mod hostile;
+mod lab_outage;
 mod logs;
 mod resilience;
 mod up;

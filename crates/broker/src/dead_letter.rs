@@ -15,26 +15,10 @@ use std::future::Future;
 use crate::names::{DELETED_TOPIC, SubscriptionName};
 use crate::pb;
 
-/// What every attribute the engine adds to a dead letter starts with; a
-/// replay removes them all.
-pub const SOURCE_PREFIX: &str = "CloudPubSubDeadLetterSource";
-/// Pub/Sub's: the delivery attempts the message used up.
-pub const DELIVERY_COUNT: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
-/// Pub/Sub's: the id (last segment) of the subscription that gave up.
-pub const SOURCE_SUBSCRIPTION: &str = "CloudPubSubDeadLetterSourceSubscription";
-/// Pub/Sub's: that subscription's project.
-pub const SOURCE_PROJECT: &str = "CloudPubSubDeadLetterSourceSubscriptionProject";
-/// Pub/Sub's: when the message was first published (RFC 3339).
-pub const SOURCE_PUBLISH_TIME: &str = "CloudPubSubDeadLetterSourceTopicPublishTime";
-/// Why the last delivery failed (`push failed: HTTP 422`, `ack deadline
-/// expired`, `nacked by the subscriber`). Seen from the real service in some
-/// reports; always set here, so an operator sees why.
-pub const DELIVERY_ERROR: &str = "CloudPubSubDeadLetterSourceDeliveryErrorMessage";
-
-/// Whether `key` is one of the attributes a dead letter gains.
-pub fn is_source_attribute(key: &str) -> bool {
-    key.starts_with(SOURCE_PREFIX)
-}
+pub use labrelay_contract::dead_letter::{
+    DELIVERY_COUNT, DELIVERY_ERROR, SOURCE_PREFIX, SOURCE_PROJECT, SOURCE_PUBLISH_TIME,
+    SOURCE_SUBSCRIPTION, is_source_attribute,
+};
 
 /// The copy of `message` the engine publishes to the dead-letter topic of
 /// `subscription`, after `attempts` failed deliveries, the last for

@@ -21,6 +21,9 @@ pub mod outcome {
     /// It was not sent, whether a retry may help or not; the HTTP status
     /// tells which.
     pub const FAILED: &str = "failed";
+    /// It can never be sent, and the receiver parked it on the dead-letter
+    /// topic itself (answered 204, so the broker acknowledges it).
+    pub const DEAD_LETTERED: &str = "dead-lettered";
 }
 
 /// The W3C Trace Context header.

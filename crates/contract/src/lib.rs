@@ -13,12 +13,15 @@
 //!   carried unchanged as the Pub/Sub message data.
 //! - [`push`]: the Pub/Sub push envelope (the body of every push request),
 //!   written by the broker and read by the push receivers.
+//! - [`dead_letter`]: the attributes a dead letter carries, whether the
+//!   broker or a push receiver parked it.
 //! - [`headers`]: the header names processes read from each other
 //!   (`X-Labrelay-Outcome` and its values, the trace headers).
 //! - [`up_file`]: `<data-dir>/up.json`, where a running `labrelay up`
 //!   can be reached (written by `up`, read by `post`, `dead-letters`, the
 //!   bench and the tests).
 
+pub mod dead_letter;
 pub mod headers;
 pub mod push;
 pub mod report;

@@ -163,17 +163,6 @@ impl Settings {
         let Some(host) = &self.emulator_host else {
             return Ok(None);
         };
-        let url = if host.contains("://") {
-            host.clone()
-        } else {
-            format!("http://{host}")
-        };
-        let uri: axum::http::Uri = url
-            .parse()
-            .with_context(|| format!("PUBSUB_EMULATOR_HOST must be host:port, not {host:?}"))?;
-        if uri.host().is_none() || uri.port_u16().is_none() {
-            bail!("PUBSUB_EMULATOR_HOST must be host:port, not {host:?}");
-        }
-        Ok(Some(url))
+        Ok(Some(labrelay_runtime::emulator::endpoint(host)?))
     }
 }

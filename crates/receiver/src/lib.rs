@@ -22,6 +22,8 @@
 //!   status, the `X-Labrelay-Outcome` header, the metrics and the log line.
 //! - [`push_auth`]: the OIDC bearer-token check in front of every push
 //!   endpoint (RS256, JWKS cached, issuer, audience, service account).
+//! - [`dead_letter`]: parking a push no delivery can ever send on the
+//!   dead-letter topic, so the subscriptions can retry outages for hours.
 //! - [`notify_log`]: which notifications were sent (report id, channel,
 //!   content hash), so redeliveries do not notify twice; SQLite or
 //!   Firestore, and the claim protocol around them.
@@ -32,6 +34,7 @@
 //!   each service's own.
 
 pub mod channel;
+pub mod dead_letter;
 pub mod group_write;
 pub mod notify_log;
 pub mod outcome;
@@ -76,10 +79,15 @@ pub async fn run<C: Channel>(
         .dedupe
         .as_ref()
         .map_or_else(|| "off".to_string(), |d| d.describe());
+    let dead_letters = receiver
+        .dead_letters
+        .as_ref()
+        .map_or("the subscription's dead-letter policy", |d| d.topic());
     tracing::info!(
         %addr,
         delivery = %receiver.channel.describe(),
         %notify_log,
+        dead_letters,
         "{} listening",
         C::SERVICE
     );

@@ -11,6 +11,8 @@
 //! | another instance is sending it (`claim_held`); the notification log cannot be read (`notify_log_error`) | 503 | retries |
 //! | still sending when the push had waited the channel's answer time; the send goes on and is recorded or released (`in_progress`) | 503 | retries; the redelivery waits for it |
 //! | a bug of ours: rendering failed, the handler's task died (`internal_error`) | 500 | retries |
+//! | with `DEAD_LETTER_TOPIC` set, a 400 or 422 above (except an unreadable envelope) is parked on that topic instead (`dead_lettered`; see [`crate::dead_letter`]) | 204 | ack |
+//! | ... and parking it failed (`dead_letter_error`) | 503 | retries; the redelivery parks it |
 
 use std::time::Duration;
 
@@ -47,15 +49,30 @@ pub enum Outcome {
     InProgress(Duration),
     /// A bug of ours, and where; the broker retries.
     Internal(&'static str),
+    /// `cause` (a permanent failure) was parked on the dead-letter topic
+    /// as `dead_letter_id`: acknowledged.
+    Parked {
+        dead_letter_id: String,
+        cause: Box<Outcome>,
+    },
+    /// `cause` (a permanent failure) should have been parked, and
+    /// publishing the dead letter failed: the broker retries.
+    ParkFailed {
+        error: anyhow::Error,
+        cause: Box<Outcome>,
+    },
 }
 
 impl Outcome {
     pub fn status(&self) -> StatusCode {
         match self {
-            Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => {
-                StatusCode::NO_CONTENT
+            Outcome::Sent(_)
+            | Outcome::Skipped(_)
+            | Outcome::Duplicate(_)
+            | Outcome::Parked { .. } => StatusCode::NO_CONTENT,
+            Outcome::LogUnavailable(_) | Outcome::InProgress(_) | Outcome::ParkFailed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            Outcome::LogUnavailable(_) | Outcome::InProgress(_) => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::Malformed(_) => StatusCode::BAD_REQUEST,
             Outcome::Failed(failure) => match failure.class {
@@ -73,14 +90,27 @@ impl Outcome {
             Outcome::Sent(_) => Notification::Sent,
             Outcome::Skipped(_) => Notification::Skipped,
             Outcome::Duplicate(_) => Notification::Duplicate,
+            Outcome::Parked { .. } => Notification::DeadLettered,
             _ if self.status().is_server_error() => Notification::FailedTransient,
             _ => Notification::FailedPermanent,
+        }
+    }
+
+    /// Whether no later delivery can change it: the failures answered 4xx,
+    /// which are parked when a dead-letter topic is set. An unreadable
+    /// envelope is not among them: there is no message to park.
+    pub fn is_permanent_failure(&self) -> bool {
+        match self {
+            Outcome::Malformed(DecodeError::Envelope(_)) => false,
+            _ => self.status().is_client_error(),
         }
     }
 
     /// A short, stable name for dashboards and log queries.
     pub fn label(&self) -> &'static str {
         match self {
+            Outcome::Parked { .. } => "dead_lettered",
+            Outcome::ParkFailed { .. } => "dead_letter_error",
             Outcome::Sent(_) => "sent",
             Outcome::Skipped(_) => "skipped",
             Outcome::Duplicate(_) => "duplicate",
@@ -98,7 +128,13 @@ impl Outcome {
     /// data. `noun` names the notification (`email`, `SMS`).
     pub fn public_error(&self, noun: &str) -> Option<String> {
         match self {
-            Outcome::Sent(_) | Outcome::Skipped(_) | Outcome::Duplicate(_) => None,
+            Outcome::Sent(_)
+            | Outcome::Skipped(_)
+            | Outcome::Duplicate(_)
+            | Outcome::Parked { .. } => None,
+            Outcome::ParkFailed { .. } => Some(format!(
+                "the {noun} can never be sent, and parking it on the dead-letter topic failed; retry later"
+            )),
             Outcome::LogUnavailable(error) if error.is::<ClaimHeld>() => Some(format!(
                 "another delivery is sending this {noun}; retry later"
             )),
@@ -127,6 +163,25 @@ impl Outcome {
             Outcome::Internal(what) => Some((*what).to_string()),
             Outcome::Malformed(error) => Some(public_reason(error)),
             Outcome::Failed(failure) => Some(failure.detail.clone()),
+            Outcome::Parked {
+                dead_letter_id,
+                cause,
+            } => Some(format!(
+                "parked on the dead-letter topic as {dead_letter_id}: {}",
+                cause.cause(noun)
+            )),
+            Outcome::ParkFailed { error, cause } => Some(format!(
+                "{}; parking it on the dead-letter topic failed: {error:#}",
+                cause.cause(noun)
+            )),
+        }
+    }
+
+    /// `label: detail` of a parked failure.
+    fn cause(&self, noun: &str) -> String {
+        match self.log_detail(noun) {
+            Some(detail) => format!("{}: {detail}", self.label()),
+            None => self.label().to_string(),
         }
     }
 
@@ -138,7 +193,11 @@ impl Outcome {
     /// act), error for a bug of ours. Never an address, a phone number or
     /// the message's content.
     pub fn log(&self, noun: &str) {
-        let (sent_id, provider_code, retry_after) = match self {
+        let failure = match self {
+            Outcome::Parked { cause, .. } | Outcome::ParkFailed { cause, .. } => cause,
+            _ => self,
+        };
+        let (sent_id, provider_code, retry_after) = match failure {
             Outcome::Sent(id) | Outcome::Duplicate(id) => (id.as_deref(), None, None),
             Outcome::Failed(failure) => {
                 (None, failure.provider_code, failure.retry_after.as_deref())
@@ -165,6 +224,9 @@ impl Outcome {
                 log_at!(warn, "push answered; its {noun} is still being sent")
             }
             Outcome::Internal(_) => log_at!(error, "push handled"),
+            // A report that will never reach its owner on this channel:
+            // the operator should know.
+            Outcome::Parked { .. } => log_at!(warn, "push handled"),
             _ if status.is_server_error() => log_at!(warn, "push handled"),
             _ => log_at!(info, "push handled"),
         }

@@ -6,7 +6,7 @@
 //! | metric | labels | what |
 //! | --- | --- | --- |
 //! | `labrelay_push_requests_total` | `status` | every `POST /`, by the HTTP status answered (token refusals, overload and timeouts included) |
-//! | `labrelay_notifications_total` | `channel`, `outcome` (`sent`, `skipped`, `duplicate`, `failed_transient`, `failed_permanent`) | every push that got past authentication |
+//! | `labrelay_notifications_total` | `channel`, `outcome` (`sent`, `skipped`, `duplicate`, `failed_transient`, `failed_permanent`, `dead_lettered`) | every push that got past authentication |
 //! | `labrelay_notification_send_duration_seconds` | `channel` | histogram: one call to the provider (SMTP server, Twilio or an outbox), success or not |
 //! | `labrelay_notification_delivery_latency_seconds` | `channel` | histogram: the message's `publishTime` to the notification sent |
 //! | `labrelay_push_delivery_attempt` | | histogram: the envelope's `deliveryAttempt`, when the subscription sets it |
@@ -42,6 +42,9 @@ pub enum Notification {
     FailedTransient,
     /// It never can succeed (4xx); the broker dead-letters it eventually.
     FailedPermanent,
+    /// It never can succeed, and the receiver parked it on the
+    /// dead-letter topic (204).
+    DeadLettered,
 }
 
 impl Notification {
@@ -52,6 +55,7 @@ impl Notification {
             Notification::Duplicate => "duplicate",
             Notification::FailedTransient => "failed_transient",
             Notification::FailedPermanent => "failed_permanent",
+            Notification::DeadLettered => "dead_lettered",
         }
     }
 
@@ -62,6 +66,7 @@ impl Notification {
             Notification::Skipped => outcome::SKIPPED,
             Notification::Duplicate => outcome::DUPLICATE,
             Notification::FailedTransient | Notification::FailedPermanent => outcome::FAILED,
+            Notification::DeadLettered => outcome::DEAD_LETTERED,
         })
     }
 }
@@ -247,10 +252,21 @@ mod tests {
             Notification::Duplicate,
             Notification::FailedTransient,
             Notification::FailedPermanent,
+            Notification::DeadLettered,
         ]
         .map(|n| n.header_value())
         .into_iter()
         .collect();
-        assert_eq!(values, ["sent", "skipped", "duplicate", "failed", "failed"]);
+        assert_eq!(
+            values,
+            [
+                "sent",
+                "skipped",
+                "duplicate",
+                "failed",
+                "failed",
+                "dead-lettered"
+            ]
+        );
     }
 }

@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::channel::{Channel, NotSent};
+use crate::dead_letter::DeadLetters;
 use crate::notify_log::{Dedupe, NotificationKey, SentRecord};
 use crate::outcome::Outcome;
 use crate::push_metrics::{self, Metrics};
@@ -39,6 +40,9 @@ pub(crate) struct Receiver<C: Channel> {
     pub channel: C,
     /// The notification log, when `NOTIFY_LOG` is set.
     pub dedupe: Option<Dedupe>,
+    /// Where permanent failures are parked, when `DEAD_LETTER_TOPIC` is
+    /// set.
+    pub dead_letters: Option<DeadLetters>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -59,6 +63,7 @@ pub(crate) fn build<C: Channel>(
     let receiver = Arc::new(Receiver {
         channel,
         dedupe,
+        dead_letters: settings.dead_letters.clone().map(DeadLetters::new),
         metrics: Arc::clone(&metrics),
     });
     let pushes = Router::new().route("/", post(push::<C>));
@@ -126,10 +131,14 @@ async fn push<C: Channel>(State(receiver): State<Arc<Receiver<C>>>, body: Bytes)
             if let Some(id) = envelope.message.attributes.get("reportId") {
                 span.record("report_id", id.as_str());
             }
-            return span.in_scope(|| {
+            span.in_scope(|| {
                 tracing::debug!(error = error.to_string(), "the push carries no lab report");
-                receiver.conclude(Outcome::Malformed(error), None)
             });
+            let outcome = receiver
+                .park_if_permanent(&envelope, Outcome::Malformed(error))
+                .instrument(span.clone())
+                .await;
+            return span.in_scope(|| receiver.conclude(outcome, None));
         }
     };
     span.record("report_id", report.id.to_string().as_str());
@@ -145,6 +154,7 @@ async fn push<C: Channel>(State(receiver): State<Arc<Receiver<C>>>, body: Bytes)
     let handling = tokio::spawn(
         async move {
             let outcome = on_task.deliver(&envelope, &report).await;
+            let outcome = on_task.park_if_permanent(&envelope, outcome).await;
             on_task.conclude(outcome, Some(&envelope.message.publish_time))
         }
         .instrument(span.clone()),
@@ -216,6 +226,35 @@ impl<C: Channel> Receiver<C> {
             tracing::error!(error = ?error, sent_id = id.as_deref(), "recording the sent notification failed");
         }
         outcome
+    }
+
+    /// Parks a permanent failure on the dead-letter topic, when one is
+    /// set, so the broker acknowledges it instead of retrying it for the
+    /// hours its dead-letter policy allows an outage.
+    async fn park_if_permanent(&self, envelope: &PushEnvelope, outcome: Outcome) -> Outcome {
+        let Some(dead_letters) = &self.dead_letters else {
+            return outcome;
+        };
+        if !outcome.is_permanent_failure() {
+            return outcome;
+        }
+        // As the broker words a failed push, naming who refused it and why.
+        let reason = format!(
+            "push failed: HTTP {} ({}: {})",
+            outcome.status().as_u16(),
+            C::SERVICE,
+            outcome.label()
+        );
+        match dead_letters.park(envelope, &reason).await {
+            Ok(dead_letter_id) => Outcome::Parked {
+                dead_letter_id,
+                cause: Box::new(outcome),
+            },
+            Err(error) => Outcome::ParkFailed {
+                error,
+                cause: Box::new(outcome),
+            },
+        }
     }
 
     async fn send(&self, message: &C::Message) -> Outcome {

@@ -4,6 +4,7 @@
 use labrelay_runtime::origin_guard::AllowedHosts;
 use labrelay_runtime::trace;
 
+use crate::dead_letter::DeadLetterSetting;
 use crate::notify_log::{self, NotifyLogSetting};
 use crate::push_auth::PushAuth;
 
@@ -19,6 +20,12 @@ pub struct ReceiverSettings {
     /// notifications already sent are not sent again. `Off` (the default):
     /// every push sends.
     pub notify_log: NotifyLogSetting,
+    /// Where a push that can never be sent is parked
+    /// (`DEAD_LETTER_TOPIC`, through `PUBSUB_EMULATOR_HOST` when set; see
+    /// [`crate::dead_letter`]). `None`: it is answered 422 and the
+    /// subscription's dead-letter policy parks it once its attempts run
+    /// out.
+    pub dead_letters: Option<DeadLetterSetting>,
     /// The project in the trace names of log lines
     /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
@@ -30,12 +37,13 @@ pub struct ReceiverSettings {
 }
 
 impl Default for ReceiverSettings {
-    /// No push-token check, no notification log, no trace project, the
-    /// default hosts.
+    /// No push-token check, no notification log, no dead-letter topic, no
+    /// trace project, the default hosts.
     fn default() -> ReceiverSettings {
         ReceiverSettings {
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
+            dead_letters: None,
             trace_project: None,
             allowed_hosts: None,
         }
@@ -48,6 +56,8 @@ impl ReceiverSettings {
     ///   `PUSH_TOKEN_ISSUERS`, `PUSH_JWKS_URL` ([`PushAuth::from_vars`]);
     /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` or `firestore[://...]`
     ///   ([`notify_log::setting_from_vars`]); unset or `off`: no log;
+    /// - `DEAD_LETTER_TOPIC` and `PUBSUB_EMULATOR_HOST`
+    ///   ([`DeadLetterSetting::from_vars`]);
     /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
     ///   trace names in log lines belong to;
     /// - `ALLOWED_HOSTS` ([`AllowedHosts::from_vars`]).
@@ -55,6 +65,7 @@ impl ReceiverSettings {
         Ok(ReceiverSettings {
             push_auth: PushAuth::from_vars(&get)?,
             notify_log: notify_log::setting_from_vars(&get)?,
+            dead_letters: DeadLetterSetting::from_vars(&get)?,
             trace_project: trace::project_from_vars(&get),
             allowed_hosts: AllowedHosts::from_vars(&get)?,
         })

@@ -9,6 +9,8 @@
 //!   at once (idle ones closed while all are taken), and graceful shutdown;
 //!   `free_port` for servers told their port first; `Activity`, what a
 //!   connection is doing (the broker's push connections keep one too).
+//! - [`emulator`]: `PUBSUB_EMULATOR_HOST`, where a publisher finds a local
+//!   broker.
 //! - [`origin_guard`]: refuses what a web page can make a browser send
 //!   (cross-site requests, DNS rebinding) on every port, before any
 //!   handler.
@@ -26,6 +28,7 @@
 //! - [`private_fs`]: the data directory's modes (directories 0700, files
 //!   0600, looser ones tightened) and keys written atomically.
 
+pub mod emulator;
 pub mod limits;
 pub mod metrics;
 pub mod origin_guard;

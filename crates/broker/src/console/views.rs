@@ -119,7 +119,7 @@ pub(super) struct MessageView {
 
 /// The state of each channel of `message`, from its events: the last
 /// acknowledged push says delivered (or what the receiver's
-/// `X-Labrelay-Outcome` says: skipped, duplicate); failures alone say
+/// `X-Labrelay-Outcome` says: skipped, duplicate, dead-lettered); failures alone say
 /// retrying; dead-lettering and replay override both.
 pub(crate) fn channels(message: &JournalMessage) -> Vec<Channel> {
     let mut names: Vec<&str> = message.subscriptions.iter().map(String::as_str).collect();
@@ -153,6 +153,8 @@ pub(crate) fn channels(message: &JournalMessage) -> Vec<Channel> {
                 match acked.outcome.as_deref() {
                     Some("skipped") => "skipped",
                     Some("duplicate") => "duplicate",
+                    // The receiver parked it on the dead-letter topic.
+                    Some("dead-lettered") => "dead-lettered",
                     _ => "delivered",
                 }
             } else if events.iter().any(|e| e.kind == "acked") {
@@ -338,6 +340,14 @@ mod tests {
                 ],
                 &[],
                 ["dead-lettered", "pending"],
+            ),
+            (
+                vec![
+                    event("email", "push", Some(204), Some("dead-lettered")),
+                    event("sms", "push", Some(204), Some("sent")),
+                ],
+                &[],
+                ["dead-lettered", "delivered"],
             ),
             (
                 vec![],
