@@ -31,6 +31,12 @@ pub const SOURCE_PUBLISH_TIME: &str = "CloudPubSubDeadLetterSourceTopicPublishTi
 /// reports; always set here, so an operator sees why.
 pub const DELIVERY_ERROR: &str = "CloudPubSubDeadLetterSourceDeliveryErrorMessage";
 
+/// What becomes of a dead letter forwarded to a topic without a
+/// subscription: Pub/Sub stores nothing on such a topic, and neither does
+/// the broker, so the message is lost (logged, counted, and flagged in the
+/// console beforehand).
+pub const DROPPED: &str = "dropped: the dead-letter topic has no subscription";
+
 /// Whether `key` is one of the attributes a dead letter gains.
 pub fn is_source_attribute(key: &str) -> bool {
     key.starts_with(SOURCE_PREFIX)
