@@ -20,6 +20,12 @@ pub use labrelay_contract::dead_letter::{
     SOURCE_SUBSCRIPTION, is_source_attribute,
 };
 
+/// What becomes of a dead letter forwarded to a topic without a
+/// subscription: Pub/Sub stores nothing on such a topic, and neither does
+/// the broker, so the message is lost (logged, counted, and flagged in the
+/// console beforehand).
+pub const DROPPED: &str = "dropped: the dead-letter topic has no subscription";
+
 /// The copy of `message` the engine publishes to the dead-letter topic of
 /// `subscription`, after `attempts` failed deliveries, the last for
 /// `reason`: its data, attributes and ordering key, and the source

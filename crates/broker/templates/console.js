@@ -96,6 +96,10 @@ function renderSubscriptions(overview) {
       h("td", { class: "chart" }, s.kind === "push" ? chart(s.series) : ""));
   });
   document.querySelector("#subscriptions tbody").replaceChildren(...rows);
+  const warnings = overview.subscriptions.filter((s) => s.drops_dead_letters).map((s) =>
+    h("li", { class: "warning", "data-drops-dead-letters": s.name, title: s.dead_letter_topic },
+      `${short(s.name)}: dead-letter topic ${short(s.dead_letter_topic)} has no subscription: dead letters are dropped`));
+  document.getElementById("dead-letter-warnings").replaceChildren(...warnings);
 }
 
 function channelBadge(c) {

@@ -638,3 +638,71 @@ fn the_journal_survives_a_restart() {
         assert!(has_state(&journey, EMAIL, "delivered"), "{journey:#}");
     });
 }
+
+#[test]
+fn a_dead_letter_topic_without_a_subscription_is_flagged_and_its_losses_counted() {
+    run(async {
+        let broker = spawn_broker().await;
+        let client = Client::new(&broker);
+        let receiver = Receiver::start().await;
+        receiver.answer(500, "failed");
+        topology(&client, &receiver).await;
+        client
+            .http
+            .delete(format!("{}/v1/{DEAD_SUB}", client.base))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let gauge = format!(
+            "labrelay_broker_dead_letter_topic_unsubscribed{{subscription=\"{EMAIL}\",topic=\"{DEAD_TOPIC}\"}}"
+        );
+        let dropped =
+            format!("labrelay_broker_dead_letters_dropped_total{{topic=\"{DEAD_TOPIC}\"}}");
+
+        // Flagged before anything is lost: the overview, the page, /metrics.
+        let overview = client.ok("/console/api/overview").await;
+        assert_eq!(subscription(&overview, EMAIL)["drops_dead_letters"], true);
+        let (_, _, page) = client.text("/console").await;
+        assert!(
+            page.contains(&format!("data-drops-dead-letters=\"{EMAIL}\"")),
+            "no warning on the page"
+        );
+        let (_, _, scrape) = client.text("/metrics").await;
+        assert_eq!(metric(&scrape, &gauge), Some(1.0), "{scrape}");
+
+        // The dead letter is dropped: counted, and the journey says so.
+        client.publish("LR-LOST", "{}").await;
+        let journey = client
+            .until(
+                "LR-LOST dead-lettered",
+                "/console/api/journey?report=LR-LOST",
+                |j| has_state(j, EMAIL, "dead-lettered"),
+            )
+            .await;
+        let said = journey["messages"][0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| {
+                e["kind"] == "dead-lettered"
+                    && e["error"].as_str().is_some_and(|e| e.contains("dropped"))
+                    && e["related_id"].is_null()
+            });
+        assert!(said, "the journey does not say it was dropped: {journey:#}");
+        let (_, _, scrape) = client.text("/metrics").await;
+        assert_eq!(metric(&scrape, &dropped), Some(1.0), "{scrape}");
+        assert_eq!(
+            subscription(&client.ok("/console/api/overview").await, EMAIL)["backlog"],
+            0
+        );
+
+        // A subscription on the dead-letter topic clears the flag.
+        client.put(DEAD_SUB, json!({"topic": DEAD_TOPIC})).await;
+        let overview = client.ok("/console/api/overview").await;
+        assert_eq!(subscription(&overview, EMAIL)["drops_dead_letters"], false);
+        let (_, _, scrape) = client.text("/metrics").await;
+        assert_eq!(metric(&scrape, &gauge), Some(0.0));
+    });
+}

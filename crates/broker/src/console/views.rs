@@ -38,6 +38,9 @@ pub(super) struct SubscriptionView {
     pub(super) kind: &'static str,
     pub(super) endpoint: Option<String>,
     pub(super) dead_letter_topic: Option<String>,
+    /// Its dead-letter topic has no subscription: dead letters forwarded
+    /// there are dropped ([`dead_letter::DROPPED`]).
+    pub(super) drops_dead_letters: bool,
     /// A pull subscription of some subscription's dead-letter topic.
     pub(super) holds_dead_letters: bool,
     pub(super) backlog: usize,
@@ -70,6 +73,7 @@ pub(super) fn overview(console: &Console) -> Overview {
                 holds_dead_letters: endpoint.is_none()
                     && dead_letter_topics.contains(&config.topic),
                 endpoint,
+                drops_dead_letters: console.engine.drops_dead_letters(&config),
                 dead_letter_topic: config.dead_letter_policy.map(|d| d.dead_letter_topic),
                 topic: config.topic,
                 backlog: counts.backlog,

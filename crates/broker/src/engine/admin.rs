@@ -185,6 +185,7 @@ impl Engine {
             .put_subscription(name.as_str().to_string(), config.encode_to_vec())
             .await?;
         self.insert_subscription(name, id, config.clone());
+        self.warn_if_dead_letters_drop(&config);
         Ok(config)
     }
 
@@ -256,7 +257,36 @@ impl Engine {
             .put_subscription(config.name.clone(), config.encode_to_vec())
             .await?;
         sub.set_config(config.clone());
+        self.warn_if_dead_letters_drop(&config);
         Ok(config)
+    }
+
+    /// Warns when `config`'s dead letters would be dropped: its dead-letter
+    /// topic has no subscription (the console and the metrics flag it too).
+    fn warn_if_dead_letters_drop(&self, config: &pb::Subscription) {
+        if self.drops_dead_letters(config) {
+            tracing::warn!(
+                subscription = %config.name,
+                dead_letter_topic = config.dead_letter_policy.as_ref().map(|d| d.dead_letter_topic.as_str()),
+                "the dead-letter topic has no subscription: dead letters will be dropped \
+                 (lost) until one is created"
+            );
+        }
+    }
+
+    /// Warns for each subscription whose dead letters went to `topic` when
+    /// `topic` loses its last subscription.
+    fn warn_if_last_dead_letter_subscription(&self, topic: &str) {
+        for sub in self.all_subscriptions() {
+            let config = sub.config();
+            let to_topic = config
+                .dead_letter_policy
+                .as_ref()
+                .is_some_and(|d| d.dead_letter_topic == topic);
+            if to_topic {
+                self.warn_if_dead_letters_drop(&config);
+            }
+        }
     }
 
     /// Refuses a push endpoint the push delivery will not push to
@@ -304,6 +334,7 @@ impl Engine {
                 .retain(|s| !Arc::ptr_eq(s, &sub));
         }
         sub.closed.cancel();
+        self.warn_if_last_dead_letter_subscription(&sub.config().topic);
         Ok(())
     }
 
@@ -311,6 +342,7 @@ impl Engine {
         let _admin = self.inner.admin.lock().await;
         let sub = self.subscription(name)?;
         let mut config = sub.config();
+        let topic_name = config.topic.clone();
         if let Some(topic) = self.topic(&config.topic) {
             topic
                 .subscriptions
@@ -329,6 +361,7 @@ impl Engine {
         if !dropped.is_empty() {
             self.inner.store.ack(sub.id, dropped).await?;
         }
+        self.warn_if_last_dead_letter_subscription(&topic_name);
         Ok(())
     }
 }

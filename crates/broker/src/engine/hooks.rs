@@ -48,15 +48,17 @@ pub(crate) trait Observer: Send + Sync {
     /// on a StreamingPull stream).
     fn acked(&self, sub: &Subscription, seqs: &[u64]);
 
-    /// A message used up its attempts and reached the dead-letter topic as
-    /// `dead_letter_id`.
+    /// A message used up its attempts on `sub` and reached its dead-letter
+    /// `topic`, stored there as `dead_letter_id`; `None` when the topic has
+    /// no subscription to keep it, so the message is gone.
     fn dead_lettered(
         &self,
         sub: &Subscription,
         message: &Message,
         attempts: u32,
         reason: &str,
-        dead_letter_id: &str,
+        topic: &str,
+        dead_letter_id: Option<&str>,
     );
 
     /// Finishes what the observer was given (the engine is closing).

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::Engine;
 use super::payloads::{Message, READ_AHEAD, Stored};
-use super::store::NewMessage;
+use super::store::{NewMessage, Settled};
 use super::subscription::{Delivery, Subscription};
 use crate::error::{BrokerError, Result};
 use crate::pb;
@@ -37,6 +37,20 @@ impl Engine {
         topic: &str,
         messages: Vec<pb::PubsubMessage>,
     ) -> Result<Vec<String>> {
+        Ok(self.publish_settling(topic, messages, None).await?.ids)
+    }
+
+    /// [`publish`](Self::publish), acknowledging `settles` (a parked
+    /// message on its subscription) in the same commit: a dead letter's copy
+    /// and its source's ack reach the disk together or not at all. The
+    /// parked message leaves its subscription's memory once that commit
+    /// lands, whatever becomes of the caller.
+    pub(crate) async fn publish_settling(
+        &self,
+        topic: &str,
+        messages: Vec<pb::PubsubMessage>,
+        settles: Option<(Arc<Subscription>, u64)>,
+    ) -> Result<Published> {
         let (started, topic_name) = (Instant::now(), topic);
         let topic = self.existing_topic(topic)?;
         validate_messages(&messages)?;
@@ -68,7 +82,7 @@ impl Engine {
                     .collect()
             })
             .collect();
-        let rows = messages
+        let rows: Vec<NewMessage> = messages
             .iter()
             .enumerate()
             .map(|(i, m)| NewMessage {
@@ -83,6 +97,7 @@ impl Engine {
             })
             .collect();
         let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+        let stored_for: Vec<usize> = rows.iter().map(|r| r.subscriptions.len()).collect();
         // A body stays in memory within the budget, or when a subscription
         // will deliver it at once (it would be read back right away). The
         // others drop their data now, while the commit is awaited: only the
@@ -139,13 +154,18 @@ impl Engine {
         // Once the rows are queued they will be committed, so from here on
         // they are enqueued too, even if this request is dropped while the
         // commit is in flight (a client's deadline, a closed connection).
-        let committed = self.inner.store.queue_publish(rows).await?;
+        let settled = settles.as_ref().map(|(sub, seq)| Settled {
+            subscription: sub.id,
+            seq: *seq,
+        });
+        let committed = self.inner.store.queue_publish(rows, settled).await?;
         let (subscriptions, wanted) = Committing {
             committed: Some(committed),
             enqueue: Some(Enqueue {
                 subscriptions,
                 wanted,
                 records,
+                settles,
             }),
         }
         .finish()
@@ -158,7 +178,7 @@ impl Engine {
             wanted,
             started.elapsed(),
         );
-        Ok(ids)
+        Ok(Published { ids, stored_for })
     }
 
     /// `Pull`: leases up to `max_messages`, waiting a while for the first
@@ -242,17 +262,31 @@ pub(crate) fn received(sub: &Subscription, deliveries: Vec<Delivery>) -> Vec<pb:
         .collect()
 }
 
+/// What [`Engine::publish_settling`] committed.
+pub(crate) struct Published {
+    /// The messages' ids, in order.
+    pub ids: Vec<String>,
+    /// How many subscriptions took each message: 0 when its topic has
+    /// none (or none whose filter matches), and it was not stored at all.
+    pub stored_for: Vec<usize>,
+}
+
 /// What a publish enqueues once its rows are on disk.
 struct Enqueue {
     subscriptions: Vec<Arc<Subscription>>,
     wanted: Vec<Vec<bool>>,
     records: Vec<Option<Arc<Stored>>>,
+    /// The parked message acknowledged in the same commit.
+    settles: Option<(Arc<Subscription>, u64)>,
 }
 
 impl Enqueue {
-    /// Gives each subscription the messages it wants; returns what the
-    /// observers are told.
+    /// Gives each subscription the messages it wants, and drops the parked
+    /// message the commit acknowledged; returns what the observers are told.
     fn run(self) -> (Vec<Arc<Subscription>>, Vec<Vec<bool>>) {
+        if let Some((sub, seq)) = &self.settles {
+            sub.remove_parked(*seq);
+        }
         for (sub, wants) in self.subscriptions.iter().zip(&self.wanted) {
             sub.enqueue(
                 self.records

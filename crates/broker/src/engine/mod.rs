@@ -307,6 +307,18 @@ impl Engine {
             .collect()
     }
 
+    /// Whether `config`'s dead-letter topic exists and has no subscription:
+    /// dead letters forwarded there are dropped, since a topic stores
+    /// nothing for nobody (Pub/Sub's rule too). A missing topic is not a
+    /// drop: forwarding to it fails and is tried again.
+    pub(crate) fn drops_dead_letters(&self, config: &pb::Subscription) -> bool {
+        let Some(policy) = &config.dead_letter_policy else {
+            return false;
+        };
+        self.topic(&policy.dead_letter_topic)
+            .is_some_and(|topic| topic.subscriptions.read().expect("topic lock").is_empty())
+    }
+
     /// Stops background work and waits until the store has committed what it
     /// was given.
     pub async fn close(&self) {

@@ -52,8 +52,15 @@ impl Engine {
 
     /// Publishes a copy of `message` to the subscription's dead-letter topic,
     /// with Pub/Sub's `CloudPubSubDeadLetterSource*` attributes (and the reason
-    /// the last delivery failed; [`dead_letter::forwarded`]), then
-    /// acknowledges it on the subscription.
+    /// the last delivery failed; [`dead_letter::forwarded`]), and
+    /// acknowledges it on the subscription in the same commit: a crash
+    /// leaves the copy and the ack both on disk or neither, so the message
+    /// is dead-lettered once and not delivered again. The copy carries the
+    /// final attempt count.
+    ///
+    /// A dead-letter topic without a subscription stores nothing, as in
+    /// Pub/Sub: the message is then gone, which is logged as a loss and
+    /// counted (`labrelay_broker_dead_letters_dropped_total`).
     async fn forward_dead_letter(
         &self,
         sub: &Arc<Subscription>,
@@ -65,21 +72,34 @@ impl Engine {
             sub.unpark(message.seq, Duration::ZERO, Instant::now());
             return;
         };
+        let topic = policy.topic.as_str();
         let copy = dead_letter::forwarded(&message.pb, &sub.name, attempts, reason);
-        match self.publish(policy.topic.as_str(), vec![copy]).await {
-            Ok(ids) => {
-                tracing::info!(
-                    subscription = %sub.name,
-                    message_id = %message.pb.message_id,
-                    dead_letter_id = ids.first().map(String::as_str).unwrap_or(""),
-                    attempts,
-                    "message forwarded to the dead-letter topic"
-                );
-                sub.remove_parked(message.seq);
-                self.inner.store.ack_later(sub.id, vec![message.seq]).await;
-                let dead_letter_id = ids.first().map(String::as_str).unwrap_or("");
+        let settles = Some((sub.clone(), message.seq));
+        match self.publish_settling(topic, vec![copy], settles).await {
+            Ok(published) => {
+                let id = published.ids.first().map(String::as_str).unwrap_or("");
+                let stored = published.stored_for.first().is_some_and(|n| *n > 0);
+                if stored {
+                    tracing::info!(
+                        subscription = %sub.name,
+                        message_id = %message.pb.message_id,
+                        dead_letter_id = id,
+                        attempts,
+                        "message forwarded to the dead-letter topic"
+                    );
+                } else {
+                    tracing::warn!(
+                        subscription = %sub.name,
+                        message_id = %message.pb.message_id,
+                        dead_letter_topic = topic,
+                        attempts,
+                        "dead letter dropped: the dead-letter topic has no subscription, \
+                         so the message is lost"
+                    );
+                }
                 let observer = &self.inner.observer;
-                observer.dead_lettered(sub, message, attempts, reason, dead_letter_id);
+                let dead_letter_id = stored.then_some(id);
+                observer.dead_lettered(sub, message, attempts, reason, topic, dead_letter_id);
             }
             Err(error) => {
                 tracing::warn!(
@@ -88,6 +108,9 @@ impl Engine {
                     %error,
                     "could not forward to the dead-letter topic; will try again"
                 );
+                // The message stays, with every attempt it used up.
+                let store = &self.inner.store;
+                store.record_attempts(sub.id, message.seq, attempts).await;
                 sub.unpark(message.seq, DEAD_LETTER_RETRY, Instant::now());
             }
         }

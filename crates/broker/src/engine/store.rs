@@ -12,7 +12,9 @@
 //! acknowledged, with the number of failed delivery attempts, keyed by
 //! `(seq, sub)` and with no other index (each index cost a page in every
 //! commit; only deleting a subscription, which is rare, scans the table).
-//! A message row is deleted with its last delivery row.
+//! A message row is deleted with its last delivery row. A dead letter is
+//! one command: its copy's rows and the deletion of its source's delivery
+//! row ([`Settled`]) are in one transaction, never split across two.
 //!
 //! Reading is separate from writing: [`open_reader`] opens a read-only
 //! connection beside the writer's, through which `payloads` reads the
@@ -89,9 +91,19 @@ pub struct NewMessage {
     pub subscriptions: Vec<i64>,
 }
 
+/// The delivery a dead letter settles: acknowledged in the transaction
+/// that stores its copy on the dead-letter topic, so that a crash leaves
+/// either both or neither.
+#[derive(Debug, Clone, Copy)]
+pub struct Settled {
+    pub subscription: i64,
+    pub seq: u64,
+}
+
 enum Command {
     Publish {
         messages: Vec<NewMessage>,
+        settles: Option<Settled>,
         reply: Reply<()>,
     },
     Ack {
@@ -140,7 +152,26 @@ impl Command {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
+    #[cfg(test)]
+    failpoint: Failpoints,
 }
+
+/// Where the writer stops as if the process had died there (tests only):
+/// it answers nobody and writes nothing more, and what it had not
+/// committed is not on disk. Reopening the file is the restart.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failpoint {
+    /// Inside the transaction that stores a delivery for this subscription
+    /// id, after applying it and before its commit.
+    BeforeCommitStoring(i64),
+    /// Right after the commit of the transaction that stores a delivery for
+    /// this subscription id.
+    AfterCommitStoring(i64),
+}
+
+#[cfg(test)]
+type Failpoints = std::sync::Arc<std::sync::Mutex<Option<Failpoint>>>;
 
 /// The writer thread, to be joined at shutdown.
 pub struct StoreThread(thread::JoinHandle<()>);
@@ -300,6 +331,10 @@ impl Store {
         let mut conn = open_connection(path)?;
         let snapshot = load(&mut conn).context("reading the store")?;
         let (tx, rx) = mpsc::channel(MAX_BATCH);
+        #[cfg(test)]
+        let failpoint = Failpoints::default();
+        #[cfg(test)]
+        let writer_failpoint = failpoint.clone();
         let handle = thread::Builder::new()
             .name("broker-store".into())
             .spawn(move || {
@@ -307,11 +342,25 @@ impl Store {
                     conn,
                     rx,
                     reserved_seq: snapshot.next_seq,
+                    stopped: false,
+                    #[cfg(test)]
+                    failpoint: writer_failpoint,
                 }
                 .run()
             })
             .context("starting the store thread")?;
-        Ok((Store { tx }, StoreThread(handle), snapshot))
+        let store = Store {
+            tx,
+            #[cfg(test)]
+            failpoint,
+        };
+        Ok((store, StoreThread(handle), snapshot))
+    }
+
+    /// Arms a [`Failpoint`]: the writer stops there, once.
+    #[cfg(test)]
+    pub(crate) fn fail_at(&self, failpoint: Failpoint) {
+        *self.failpoint.lock().expect("failpoint lock") = Some(failpoint);
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, BrokerError> {
@@ -328,14 +377,20 @@ impl Store {
     /// deliver them, to the writer; returns once they are queued, with what
     /// completes when they are on disk. Once this returns they will be
     /// committed, whatever becomes of the caller. A message no subscription
-    /// wants only advances the sequence.
+    /// wants only advances the sequence. With `settles` (a dead letter's
+    /// source), that delivery is acknowledged in the same transaction.
     pub async fn queue_publish(
         &self,
         messages: Vec<NewMessage>,
+        settles: Option<Settled>,
     ) -> Result<oneshot::Receiver<Result<(), BrokerError>>, BrokerError> {
         let (reply, committed) = oneshot::channel();
         self.tx
-            .send(Command::Publish { messages, reply })
+            .send(Command::Publish {
+                messages,
+                settles,
+                reply,
+            })
             .await
             .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?;
         Ok(committed)
@@ -344,7 +399,7 @@ impl Store {
     /// [`Store::queue_publish`], then waits until the messages are on disk.
     #[cfg(test)]
     pub async fn publish(&self, messages: Vec<NewMessage>) -> Result<(), BrokerError> {
-        self.queue_publish(messages)
+        self.queue_publish(messages, None)
             .await?
             .await
             .map_err(|_| BrokerError::Unavailable("the store is closed".into()))?
@@ -432,6 +487,10 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     /// `meta.next_seq` as committed: every sequence below it is spoken for.
     reserved_seq: u64,
+    /// Stopped at a failpoint (tests only): answers nobody, writes nothing.
+    stopped: bool,
+    #[cfg(test)]
+    failpoint: Failpoints,
 }
 
 impl Writer {
@@ -440,7 +499,10 @@ impl Writer {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut closing = false;
-        while !closing && let Some(first) = self.rx.blocking_recv() {
+        while !closing
+            && !self.stopped
+            && let Some(first) = self.rx.blocking_recv()
+        {
             batch.push(first);
             self.drain_into(&mut batch);
             if batch.len() < MAX_BATCH && batch.iter().all(Command::is_background) {
@@ -469,7 +531,14 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<Command>) {
-        let ids = match self.apply_all(&batch) {
+        if self.stopped {
+            return;
+        }
+        let applied = self.apply_all(&batch);
+        if self.stopped {
+            return;
+        }
+        let ids = match applied {
             Ok(ids) => ids,
             Err(error) if batch.len() > 1 => {
                 // One bad request must not fail the others: retry one by one.
@@ -518,7 +587,11 @@ impl Writer {
                         )?
                         .execute(params![reserve as i64])?;
                 }
+                if self.stops_at(batch, true) {
+                    anyhow::bail!("stopped at a failpoint");
+                }
                 self.conn.prepare_cached("COMMIT")?.execute([])?;
+                self.stops_at(batch, false);
                 Ok((ids, reserve))
             });
         match applied {
@@ -538,13 +611,46 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Whether an armed [`Failpoint`] stops the writer at this batch,
+    /// `before_commit` or after it; disarms it when it does.
+    #[cfg(test)]
+    fn stops_at(&mut self, batch: &[Command], before_commit: bool) -> bool {
+        let mut armed = self.failpoint.lock().expect("failpoint lock");
+        let Some(failpoint) = *armed else {
+            return false;
+        };
+        let (subscription, before) = match failpoint {
+            Failpoint::BeforeCommitStoring(id) => (id, true),
+            Failpoint::AfterCommitStoring(id) => (id, false),
+        };
+        let stores = batch.iter().any(|command| {
+            matches!(command, Command::Publish { messages, .. }
+                if messages.iter().any(|m| m.subscriptions.contains(&subscription)))
+        });
+        if before != before_commit || !stores {
+            return false;
+        }
+        *armed = None;
+        self.stopped = true;
+        true
+    }
+
+    #[cfg(not(test))]
+    fn stops_at(&mut self, _batch: &[Command], _before_commit: bool) -> bool {
+        false
+    }
+}
+
 fn apply(
     tx: &Connection,
     command: &Command,
     max_seq: &mut Option<u64>,
 ) -> anyhow::Result<Option<i64>> {
     match command {
-        Command::Publish { messages, .. } => {
+        Command::Publish {
+            messages, settles, ..
+        } => {
             let mut insert_message =
                 tx.prepare_cached("INSERT INTO messages (seq, message) VALUES (?1, ?2)")?;
             let mut insert_delivery =
@@ -559,20 +665,15 @@ fn apply(
                     insert_delivery.execute(params![message.seq as i64, sub])?;
                 }
             }
+            if let Some(settled) = settles {
+                delete_delivery(tx, settled.subscription, settled.seq)?;
+            }
         }
         Command::Ack {
             subscription, seqs, ..
         } => {
-            let mut delete =
-                tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND sub = ?2")?;
-            let mut collect = tx.prepare_cached(
-                "DELETE FROM messages WHERE seq = ?1
-                 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
-            )?;
             for seq in seqs {
-                if delete.execute(params![*seq as i64, subscription])? > 0 {
-                    collect.execute(params![*seq as i64])?;
-                }
+                delete_delivery(tx, *subscription, *seq)?;
             }
         }
         Command::Attempts {
@@ -615,6 +716,22 @@ fn apply(
         }
     }
     Ok(None)
+}
+
+/// Deletes an acknowledged delivery, and its message when no other
+/// subscription still needs it.
+fn delete_delivery(tx: &Connection, subscription: i64, seq: u64) -> rusqlite::Result<()> {
+    let deleted = tx
+        .prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND sub = ?2")?
+        .execute(params![seq as i64, subscription])?;
+    if deleted > 0 {
+        tx.prepare_cached(
+            "DELETE FROM messages WHERE seq = ?1
+             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+        )?
+        .execute(params![seq as i64])?;
+    }
+    Ok(())
 }
 
 /// Answers a command whose transaction committed.

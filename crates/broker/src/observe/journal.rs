@@ -31,6 +31,7 @@ use anyhow::Context as _;
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use crate::dead_letter::DROPPED;
 use crate::engine::payloads::Message;
 use crate::engine::subscription::Subscription;
 use crate::observe::stats::unix_millis;
@@ -76,7 +77,9 @@ pub(crate) enum Event {
         at: SystemTime,
         attempts: u32,
         reason: String,
-        dead_letter_id: String,
+        /// `None`: the dead-letter topic had no subscription, so the
+        /// message was dropped there.
+        dead_letter_id: Option<String>,
     },
     /// Messages a pull subscriber acknowledged.
     Acked {
@@ -492,6 +495,10 @@ impl Writer {
                         reason,
                         dead_letter_id,
                     } => {
+                        let error = match dead_letter_id {
+                            Some(_) => reason.clone(),
+                            None => format!("{reason}; {DROPPED}"),
+                        };
                         event.execute(params![
                             *message_id as i64,
                             subscription,
@@ -499,7 +506,7 @@ impl Writer {
                             unix_millis(*at),
                             attempts,
                             None::<u16>,
-                            reason,
+                            error,
                             None::<f64>,
                             None::<String>,
                             dead_letter_id,

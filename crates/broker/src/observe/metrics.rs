@@ -14,6 +14,8 @@
 //! | `labrelay_broker_push_latency_seconds` (one push request) | `subscription` |
 //! | `labrelay_broker_delivery_latency_seconds` (publish to acknowledged push) | `subscription` |
 //! | `labrelay_broker_dead_lettered_messages_total` | `subscription` |
+//! | `labrelay_broker_dead_letters_dropped_total` (forwarded to a dead-letter topic without a subscription: lost) | `topic` |
+//! | `labrelay_broker_dead_letter_topic_unsubscribed` (1: the subscription's dead letters would be dropped) | `subscription`, `topic` |
 //! | `labrelay_broker_backlog_messages`, `_in_flight_messages`, `_oldest_unacked_message_age_seconds` | `subscription` |
 //! | `labrelay_broker_journal_dropped_events_total` | |
 
@@ -64,6 +66,7 @@ pub(crate) struct Metrics {
     push_latency: Histograms,
     delivery_latency: Histograms,
     dead_lettered: Family<Labels, Counter>,
+    dead_letters_dropped: Family<Labels, Counter>,
     pub journal_dropped: Counter,
 }
 
@@ -76,6 +79,7 @@ impl Default for Metrics {
             push_latency: Family::new_with_constructor(latency_histogram),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             dead_lettered: Family::default(),
+            dead_letters_dropped: Family::default(),
             journal_dropped: Counter::default(),
         }
     }
@@ -144,6 +148,13 @@ impl Metrics {
             .inc();
     }
 
+    /// A dead letter forwarded to `topic`, which has no subscription: lost.
+    pub fn dead_letter_dropped(&self, topic: &str) {
+        self.dead_letters_dropped
+            .get_or_create(&[("topic", topic.to_string())])
+            .inc();
+    }
+
     /// A registry with these metrics and the scrape-time backlog gauges of
     /// `engine`'s subscriptions.
     pub fn registry(&self, engine: WeakEngine) -> Registry {
@@ -179,6 +190,11 @@ impl Metrics {
             self.dead_lettered.clone(),
         );
         registry.register(
+            "dead_letters_dropped",
+            "Dead letters lost: forwarded to a dead-letter topic without a subscription",
+            self.dead_letters_dropped.clone(),
+        );
+        registry.register(
             "journal_dropped_events",
             "Journal events dropped because the journal's queue was full",
             self.journal_dropped.clone(),
@@ -207,8 +223,8 @@ impl Collector for BacklogCollector {
             return Ok(());
         };
         let now = SystemTime::now();
-        let counts: Vec<(String, Counts)> = engine
-            .all_subscriptions()
+        let subscriptions = engine.all_subscriptions();
+        let counts: Vec<(String, Counts)> = subscriptions
             .iter()
             .map(|s| (s.name.to_string(), s.counts()))
             .collect();
@@ -234,6 +250,24 @@ impl Collector for BacklogCollector {
             for (subscription, c) in &counts {
                 let labels = [("subscription", subscription.as_str())];
                 ConstGauge::new(value(c, now)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let mut unsubscribed = encoder.encode_descriptor(
+            "dead_letter_topic_unsubscribed",
+            "1 when the subscription's dead-letter topic has no subscription: \
+             its dead letters are dropped (lost)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for sub in &subscriptions {
+            let config = sub.config();
+            if let Some(policy) = &config.dead_letter_policy {
+                let labels = [
+                    ("subscription", sub.name.as_str()),
+                    ("topic", policy.dead_letter_topic.as_str()),
+                ];
+                let drops = engine.drops_dead_letters(&config);
+                ConstGauge::new(i64::from(drops)).encode(unsubscribed.encode_family(&labels)?)?;
             }
         }
         let sqlite = encoder.encode_descriptor(

@@ -162,17 +162,21 @@ impl Observer for Observers {
         message: &Message,
         attempts: u32,
         reason: &str,
-        dead_letter_id: &str,
+        topic: &str,
+        dead_letter_id: Option<&str>,
     ) {
         stats::of(sub).record_dead_letter();
         self.metrics.dead_lettered(sub.name.as_str());
+        if dead_letter_id.is_none() {
+            self.metrics.dead_letter_dropped(topic);
+        }
         self.journal.send(Event::DeadLettered {
             message_id: message.seq,
             subscription: sub.name.to_string(),
             at: SystemTime::now(),
             attempts,
             reason: reason.to_string(),
-            dead_letter_id: dead_letter_id.to_string(),
+            dead_letter_id: dead_letter_id.map(str::to_string),
         });
     }
 
