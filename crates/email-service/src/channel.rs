@@ -24,8 +24,7 @@ pub(crate) struct EmailChannel {
 }
 
 impl EmailChannel {
-    /// Needs a Tokio runtime (the SMTP connection pool starts a background
-    /// task). Fails when the TLS settings cannot be built.
+    /// Fails when the TLS settings cannot be built.
     pub fn new(settings: &Settings) -> anyhow::Result<EmailChannel> {
         let mailer = Mailer::new(&settings.delivery, settings.send_timeout)
             .context("setting up email delivery")?;
