@@ -56,8 +56,8 @@ impl Channel for EmailChannel {
         email::compose(report, &sender).map_err(not_sent)
     }
 
-    fn content_hash(&self, email: &Email) -> String {
-        email.content_hash.clone()
+    fn recipient<'m>(&self, email: &'m Email) -> &'m str {
+        &email.recipient
     }
 
     async fn send(&self, email: &Email) -> Result<Option<String>, Failure> {

@@ -33,7 +33,8 @@
 //! trace spans are [`labrelay_receiver`]'s, the same as the sms-service's.
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
-//! (report id, channel `email`, SHA-256 of recipient and content; see
+//! (report id, channel `email`, SHA-256 of the report and the recipient,
+//! not of the rendered email; see
 //! [`labrelay_receiver::notify_log`]) and a push whose email is already
 //! recorded is acknowledged without sending, whether it is a redelivery or
 //! the lab posting the same report again. A corrected report (other
