@@ -12,9 +12,9 @@
 //!
 //! Here a connection is an owned value that goes back to the idle list in
 //! one place only, after [`AsyncSmtpConnection::send`] returned the
-//! server's positive reply to the final `.`. An error (after which lettre
-//! has already sent QUIT), a timeout or a dropped future drops the
-//! connection, which closes it.
+//! server's positive reply to the final `.`. An error, a timeout or a
+//! dropped future drops the connection, which closes it (after a negative
+//! reply lettre has already sent QUIT).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
