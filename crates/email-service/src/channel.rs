@@ -24,8 +24,7 @@ pub(crate) struct EmailChannel {
 }
 
 impl EmailChannel {
-    /// Needs a Tokio runtime (the SMTP connection pool starts a background
-    /// task). Fails when the TLS settings cannot be built.
+    /// Fails when the TLS settings cannot be built.
     pub fn new(settings: &Settings) -> anyhow::Result<EmailChannel> {
         let mailer = Mailer::new(&settings.delivery, settings.send_timeout)
             .context("setting up email delivery")?;
@@ -57,8 +56,8 @@ impl Channel for EmailChannel {
         email::compose(report, &sender).map_err(not_sent)
     }
 
-    fn content_hash(&self, email: &Email) -> String {
-        email.content_hash.clone()
+    fn recipient<'m>(&self, email: &'m Email) -> &'m str {
+        &email.recipient
     }
 
     async fn send(&self, email: &Email) -> Result<Option<String>, Failure> {

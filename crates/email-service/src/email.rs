@@ -1,12 +1,15 @@
 //! From a lab report to an addressed RFC 5322 message.
 //!
 //! The owner's address is parsed once here ([`Recipient`]); everything
-//! downstream holds a valid mailbox. The Message-ID is a hash of the report
-//! id, the recipient and the rendered content: a redelivery of the same
-//! report produces the same Message-ID (so inboxes and the file outbox
-//! keep one copy), and the id reveals nothing about the owner.
+//! downstream holds a valid mailbox. The Message-ID is the notification
+//! log's hash of the report's content and the recipient
+//! ([`labrelay_receiver::notify_log::notification_hash`]), not of the
+//! rendered text: a redelivery of the same report produces the same
+//! Message-ID, also after a template change (so inboxes and the file
+//! outbox keep one copy), and the id reveals nothing about the owner.
 
 use labrelay_contract::LabReport;
+use labrelay_receiver::notify_log::notification_hash;
 use lettre::Message;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
@@ -58,9 +61,8 @@ pub struct Email {
     pub report_id: String,
     /// `<hex@labrelay>`, as in the header.
     pub message_id: String,
-    /// Hex SHA-256 of report id, recipient and content (the Message-ID is
-    /// its first half).
-    pub content_hash: String,
+    /// The envelope's recipient, the owner's address.
+    pub recipient: String,
 }
 
 impl Email {
@@ -83,8 +85,8 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
     let Recipient(to) = Recipient::from_report(report)?;
     let rendered = render::render(report)?;
     let report_id = one_line(&report.id.to_string()).unwrap_or_default();
-    let content_hash = content_hash(&report_id, to.email.as_ref(), &rendered);
-    let message_id = message_id(&content_hash);
+    let recipient = to.email.to_string();
+    let message_id = message_id(&notification_hash(report, &recipient));
 
     // Given, the envelope is not parsed back out of the From and To headers.
     let envelope = Envelope::new(Some(sender.from.email.clone()), vec![to.email.clone()])?;
@@ -107,7 +109,7 @@ pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, Compose
         message,
         report_id,
         message_id,
-        content_hash,
+        recipient,
     })
 }
 
@@ -149,22 +151,9 @@ fn crlf_measured(text: &str) -> (String, usize) {
     (out, longest)
 }
 
-/// SHA-256 (hex) of the report id, the recipient and the rendered content:
-/// what identifies this notification in the notification log.
-fn content_hash(report_id: &str, recipient: &str, rendered: &render::Rendered) -> String {
-    labrelay_receiver::notify_log::content_hash(&[
-        "labrelay-email/1",
-        report_id,
-        recipient,
-        &rendered.subject,
-        &rendered.text,
-        &rendered.html,
-    ])
-}
-
-/// `<{first 32 hex digits of the content hash}@labrelay>`.
-fn message_id(content_hash: &str) -> String {
-    format!("<{}@labrelay>", &content_hash[..32])
+/// `<{first 32 hex digits of the notification hash}@labrelay>`.
+fn message_id(notification_hash: &str) -> String {
+    format!("<{}@labrelay>", &notification_hash[..32])
 }
 
 /// `X-Report-Id`: which report a message tells about.
@@ -326,6 +315,15 @@ mod tests {
         for other in [other_recipient, other_content, other_report] {
             assert_ne!(other.message_id, a.message_id);
         }
+    }
+
+    #[test]
+    fn message_id_is_the_notification_logs_key_for_the_report_and_recipient() {
+        let email = compose_json(REPORT).unwrap();
+        let report = LabReport::parse(REPORT.as_bytes()).unwrap();
+        let key = notification_hash(&report, "alex@example.com");
+        assert_eq!(email.message_id, format!("<{}@labrelay>", &key[..32]));
+        assert_eq!(email.recipient, "alex@example.com");
     }
 
     #[test]

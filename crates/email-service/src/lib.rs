@@ -22,6 +22,8 @@
 //!   `X-Report-Id` and `Auto-Submitted` headers.
 //! - `mailer`: SMTP or directory delivery, and the transient/permanent
 //!   classification of failures.
+//! - `smtp`: SMTP connections (lettre's), kept open between messages and
+//!   reused only after a finished transaction, never after one cut off.
 //!   The directory outbox writes through
 //!   [`labrelay_receiver::group_write`] (group commit).
 //!
@@ -31,7 +33,8 @@
 //! trace spans are [`labrelay_receiver`]'s, the same as the sms-service's.
 //!
 //! Duplicates: with `NOTIFY_LOG` set, every email sent is recorded
-//! (report id, channel `email`, SHA-256 of recipient and content; see
+//! (report id, channel `email`, SHA-256 of the report and the recipient,
+//! not of the rendered email; see
 //! [`labrelay_receiver::notify_log`]) and a push whose email is already
 //! recorded is acknowledged without sending, whether it is a redelivery or
 //! the lab posting the same report again. A corrected report (other
@@ -48,6 +51,7 @@ pub mod email;
 mod mailer;
 mod render;
 pub mod settings;
+mod smtp;
 
 use std::future::Future;
 
@@ -61,16 +65,15 @@ pub use settings::{Delivery, Settings, SmtpCredentials, SmtpServer, SmtpTls};
 
 /// The service's routes: `POST /` (push), `GET /healthz` and `GET /metrics`.
 ///
-/// Must be called inside a Tokio runtime (the SMTP connection pool starts a
-/// background task). Fails when the TLS settings cannot be built or the
-/// notification log cannot be opened.
+/// Fails when the TLS settings cannot be built or the notification log
+/// cannot be opened.
 pub fn app(settings: Settings) -> anyhow::Result<Router> {
     labrelay_receiver::app(EmailChannel::new(&settings)?, &settings.receiver)
 }
 
 /// Serves the email-service on `listener` until `shutdown` completes, then
 /// stops accepting, lets in-flight pushes finish (each is answered within
-/// the send timeout) and closes pooled SMTP connections. An SMTP attempt
+/// the send timeout) and closes idle SMTP connections. An SMTP attempt
 /// still going on after its push was answered ends with the process; its
 /// claim is taken over at once by the next start on this host (SQLite log;
 /// on Firestore it lapses with its lease).

@@ -10,18 +10,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+use lettre::transport::smtp::client::TlsParameters;
 
 use labrelay_receiver::Class;
 use labrelay_receiver::group_write::{self, GroupWriter};
 
 use crate::email::Email;
 use crate::settings::{Delivery, SmtpServer, SmtpTls};
+use crate::smtp::{Security, Server, SmtpPool};
 
 pub enum Mailer {
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        pool: SmtpPool,
         /// For logs: `smtp://host:port (tls)`, never credentials.
         describe: String,
     },
@@ -88,7 +88,6 @@ pub fn label_of(failure: SmtpFailure) -> &'static str {
 }
 
 impl Mailer {
-    /// Needs a Tokio runtime: lettre's pool starts its reaper task here.
     pub fn new(delivery: &Delivery, send_timeout: Duration) -> anyhow::Result<Mailer> {
         match delivery {
             Delivery::Directory(dir) => Ok(Mailer::Directory(
@@ -96,7 +95,7 @@ impl Mailer {
                     .context("starting the outbox's writer thread")?,
             )),
             Delivery::Smtp(server) => Ok(Mailer::Smtp {
-                transport: smtp_transport(server, send_timeout)?,
+                pool: smtp_pool(server, send_timeout)?,
                 describe: describe(server),
             }),
         }
@@ -114,7 +113,7 @@ impl Mailer {
     pub async fn send(&self, email: &Email, timeout: Duration) -> Result<(), SendError> {
         let attempt = async {
             match self {
-                Mailer::Smtp { transport, .. } => send_smtp(transport, email).await,
+                Mailer::Smtp { pool, .. } => send_smtp(pool, email).await,
                 Mailer::Directory(writer) => write_file(writer, email).await,
             }
         };
@@ -129,10 +128,10 @@ impl Mailer {
         }
     }
 
-    /// Closes pooled SMTP connections politely.
+    /// Closes idle SMTP connections politely.
     pub async fn shutdown(&self) {
-        if let Mailer::Smtp { transport, .. } = self {
-            transport.shutdown().await;
+        if let Mailer::Smtp { pool, .. } = self {
+            pool.shutdown().await;
         }
     }
 }
@@ -152,41 +151,33 @@ fn describe(server: &SmtpServer) -> String {
     format!("{scheme}://{}:{} ({tls}{auth})", server.host, server.port)
 }
 
-fn smtp_transport(
-    server: &SmtpServer,
-    send_timeout: Duration,
-) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+fn smtp_pool(server: &SmtpServer, send_timeout: Duration) -> anyhow::Result<SmtpPool> {
     server.check_credentials_are_encrypted()?;
     let tls = || TlsParameters::new(server.host.clone());
-    let tls = match server.tls {
-        SmtpTls::None => Tls::None,
-        SmtpTls::Opportunistic => Tls::Opportunistic(tls()?),
-        SmtpTls::StartTls => Tls::Required(tls()?),
-        SmtpTls::Implicit => Tls::Wrapper(tls()?),
+    let security = match server.tls {
+        SmtpTls::None => Security::None,
+        SmtpTls::Opportunistic => Security::Opportunistic(tls()?),
+        SmtpTls::StartTls => Security::StartTls(tls()?),
+        SmtpTls::Implicit => Security::Implicit(tls()?),
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.as_str())
-        .port(server.port)
-        .tls(tls)
-        .timeout(Some(send_timeout));
-    if let Some(credentials) = &server.credentials {
-        builder = builder.credentials(Credentials::new(
-            credentials.username.clone(),
-            credentials.password.expose().to_string(),
-        ));
-    }
-    Ok(builder.build())
+    Ok(SmtpPool::new(Server {
+        host: server.host.clone(),
+        port: server.port,
+        security,
+        credentials: server.credentials.as_ref().map(|credentials| {
+            Credentials::new(
+                credentials.username.clone(),
+                credentials.password.expose().to_string(),
+            )
+        }),
+        connect_timeout: send_timeout,
+    }))
 }
 
-async fn send_smtp(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
-    email: &Email,
-) -> Result<(), SendError> {
+async fn send_smtp(pool: &SmtpPool, email: &Email) -> Result<(), SendError> {
     let message = &email.message;
-    match transport
-        .send_raw(message.envelope(), &message.formatted())
-        .await
-    {
-        Ok(_) => Ok(()),
+    match pool.send(message.envelope(), &message.formatted()).await {
+        Ok(()) => Ok(()),
         Err(err) => {
             let failure = smtp_failure(&err);
             let summary = match failure {

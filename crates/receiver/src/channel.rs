@@ -4,9 +4,10 @@
 //! The handler ([`crate::app`]) reads the envelope, opens the push's span,
 //! and runs claim → already sent? → send → record under the notification
 //! log; a [`Channel`] renders a report into the message it sends (or says
-//! why there is none), names what identifies that message in the log,
-//! sends it once, and classifies a failed send as one a retry may cure
-//! ([`Class::Transient`], 503) or not ([`Class::Permanent`], 422).
+//! why there is none), names its recipient (which, with the report,
+//! identifies it in the log), sends it once, and classifies a failed send
+//! as one a retry may cure ([`Class::Transient`], 503) or not
+//! ([`Class::Permanent`], 422).
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,11 +39,13 @@ pub trait Channel: Send + Sync + 'static {
     /// inside the push's span; `message_id` is the Pub/Sub message's.
     fn render(&self, report: &LabReport, message_id: &str) -> Result<Self::Message, NotSent>;
 
-    /// What identifies `message` in the notification log: a hex SHA-256
-    /// of its recipient and content (see
-    /// [`content_hash`](crate::notify_log::content_hash)), so a corrected
-    /// report is a new notification and a redelivery is not.
-    fn content_hash(&self, message: &Self::Message) -> String;
+    /// Where `message` goes, normalized: the email address, the E.164
+    /// number. With the report's content it identifies the notification in
+    /// the notification log
+    /// ([`notification_hash`](crate::notify_log::notification_hash)), so a
+    /// corrected report is a new notification and a redelivery is not,
+    /// whatever the templates make of either.
+    fn recipient<'m>(&self, message: &'m Self::Message) -> &'m str;
 
     /// One attempt to send `message`, ended by
     /// [`attempt_limit`](crate::notify_log::attempt_limit) of

@@ -208,7 +208,10 @@ impl<C: Channel> Receiver<C> {
         let key = NotificationKey {
             report_id: report.id.to_string(),
             channel: C::NAME,
-            content_hash: self.channel.content_hash(&message),
+            content_hash: crate::notify_log::notification_hash(
+                report,
+                self.channel.recipient(&message),
+            ),
         };
         // Held across lookup, send and record: a concurrent delivery of the
         // same notification waits here and then finds the record.

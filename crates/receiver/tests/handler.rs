@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use labrelay_contract::LabReport;
-use labrelay_receiver::notify_log::{NotifyLogSetting, content_hash};
+use labrelay_receiver::notify_log::NotifyLogSetting;
 use labrelay_receiver::{Channel, Failure, NotSent, ReceiverSettings};
 use labrelay_testkit::push::Push;
 use serde_json::{Value, json};
@@ -20,12 +20,16 @@ use tower::ServiceExt as _;
 #[derive(Clone, Default)]
 struct ListChannel {
     sent: Arc<Mutex<Vec<String>>>,
+    /// What the rendered text starts with: the template.
+    template: &'static str,
+    /// The text of each note sent.
+    texts: Arc<Mutex<Vec<String>>>,
 }
 
 struct Note {
-    report_id: String,
     to: String,
     pet: String,
+    text: String,
 }
 
 impl Channel for ListChannel {
@@ -43,15 +47,17 @@ impl Channel for ListChannel {
         let Some(to) = report.owner.phone.clone() else {
             return Err(NotSent::Skipped("no address"));
         };
+        let pet = report.pet.name.clone().unwrap_or_default();
+        let results: Vec<String> = report.tests.iter().map(|t| t.value_text()).collect();
         Ok(Note {
-            report_id: report.id.to_string(),
             to,
-            pet: report.pet.name.clone().unwrap_or_default(),
+            text: format!("{}, {pet}: {}", self.template, results.join(", ")),
+            pet,
         })
     }
 
-    fn content_hash(&self, note: &Note) -> String {
-        content_hash(&[&note.report_id, &note.to])
+    fn recipient<'m>(&self, note: &'m Note) -> &'m str {
+        &note.to
     }
 
     async fn send(&self, note: &Note) -> Result<Option<String>, Failure> {
@@ -60,6 +66,7 @@ impl Channel for ListChannel {
             "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
             _ => {}
         }
+        self.texts.lock().unwrap().push(note.text.clone());
         let mut sent = self.sent.lock().unwrap();
         sent.push(note.to.clone());
         Ok(Some(format!("note-{}", sent.len())))
@@ -149,6 +156,48 @@ async fn a_redelivery_is_not_sent_again() {
         (StatusCode::NO_CONTENT, "duplicate")
     );
     assert_eq!(channel.sent.lock().unwrap().len(), 1);
+}
+
+/// A rolling deploy that changes the template: the revision before and the
+/// one after share the notification log, and the message is delivered to
+/// each in turn.
+#[tokio::test]
+async fn a_template_change_between_two_deliveries_sends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = ListChannel {
+        template: "Results are ready",
+        ..ListChannel::default()
+    };
+    let after = ListChannel {
+        template: "New results for your pet",
+        ..before.clone()
+    };
+    let before_app = labrelay_receiver::app(before.clone(), &with_log(dir.path())).unwrap();
+    let after_app = labrelay_receiver::app(after, &with_log(dir.path())).unwrap();
+    let report = json!({"id": "R-T", "owner": {"phone": "a"}, "pet": {"name": "Max"},
+        "tests": [{"name": "ALT", "value": 42}]});
+
+    let first = answer(&before_app, push(report.clone(), "1")).await;
+    assert_eq!(first.1, "sent");
+    let redelivered = answer(&after_app, push(report.clone(), "1")).await;
+    assert_eq!(
+        (redelivered.0, redelivered.1.as_str()),
+        (StatusCode::NO_CONTENT, "duplicate")
+    );
+
+    // A corrected report (same id, another result) is sent, in the new
+    // template.
+    let mut corrected = report;
+    corrected["tests"][0]["value"] = json!(43);
+    let sent = answer(&after_app, push(corrected, "2")).await;
+    assert_eq!((sent.0, sent.1.as_str()), (StatusCode::NO_CONTENT, "sent"));
+    assert_eq!(
+        *before.texts.lock().unwrap(),
+        [
+            "Results are ready, Max: 42",
+            "New results for your pet, Max: 43"
+        ]
+    );
 }
 
 #[tokio::test]

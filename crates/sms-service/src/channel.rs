@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use labrelay_contract::LabReport;
-use labrelay_receiver::notify_log::content_hash;
 use labrelay_receiver::{Channel, Failure, NotSent};
 
 use crate::notice;
@@ -109,8 +108,8 @@ impl Channel for SmsChannel {
         })
     }
 
-    fn content_hash(&self, sms: &Sms) -> String {
-        content_hash(&["labrelay-sms/1", &sms.report_id, sms.to.as_str(), &sms.body])
+    fn recipient<'m>(&self, sms: &'m Sms) -> &'m str {
+        sms.to.as_str()
     }
 
     async fn send(&self, sms: &Sms) -> Result<Option<String>, Failure> {

@@ -5,6 +5,7 @@
 mod dedupe;
 mod handler;
 mod helpers;
+mod late_reply;
 mod log_forging;
 mod metrics;
 mod outbox;

@@ -3,9 +3,10 @@
 //! notify the owner twice.
 //!
 //! A notification is identified by a [`NotificationKey`]: the report id,
-//! the channel (`email`, `sms`) and a SHA-256 of what would be sent
-//! (recipient and content). The same report posted again with the same
-//! content finds its record and is acknowledged without sending; a
+//! the channel (`email`, `sms`) and a SHA-256 of the report's content and
+//! the recipient ([`notification_hash`]), not of the rendered text, so a
+//! template change does not make a sent notification new. The same report
+//! posted again finds its record and is acknowledged without sending; a
 //! corrected report (different content) is a new notification.
 //!
 //! The receivers follow one protocol, [`Dedupe`], whatever the store:
@@ -45,6 +46,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use labrelay_contract::LabReport;
 use sha2::{Digest, Sha256};
 
 pub use firestore::{DEFAULT_COLLECTION, FirestoreLog, FirestoreSetting};
@@ -86,7 +88,8 @@ pub struct NotificationKey {
     pub report_id: String,
     /// `email` or `sms`.
     pub channel: &'static str,
-    /// Lowercase hex SHA-256 of what is sent; see [`content_hash`].
+    /// Lowercase hex SHA-256 of the report's content and the recipient;
+    /// see [`notification_hash`].
     pub content_hash: String,
 }
 
@@ -119,12 +122,80 @@ pub fn now_ms() -> i64 {
 
 /// Hex SHA-256 over length-prefixed fields, so no two field lists hash alike.
 pub fn content_hash(fields: &[&str]) -> String {
-    let mut hash = Sha256::new();
+    let mut hash = Fields::default();
     for field in fields {
-        hash.update((field.len() as u64).to_be_bytes());
-        hash.update(field.as_bytes());
+        hash.text(field);
     }
-    hex::encode(hash.finalize())
+    hash.finish()
+}
+
+/// What identifies one report's notification to `recipient` (an email
+/// address, an E.164 number) in the log: a hex SHA-256 of the report's
+/// content and the recipient, never of the rendered text. A template
+/// changed between two deliveries of one message (a rolling deploy, a
+/// template edited at run time) leaves the key as it was, so the second
+/// delivery finds the record; a corrected report (any field a notification
+/// may show: clinic, pet, owner's name, results, issue time) is a new
+/// notification. The owner's email and phone count only as the recipient
+/// of their own channel, and fields the receivers do not read not at all.
+pub fn notification_hash(report: &LabReport, recipient: &str) -> String {
+    let mut hash = Fields::default();
+    hash.text("labrelay-notification/2");
+    hash.text(&report.id.to_string());
+    hash.text(recipient);
+    let LabReport {
+        clinic, pet, owner, ..
+    } = report;
+    for field in [
+        &clinic.name,
+        &clinic.phone,
+        &pet.name,
+        &pet.species,
+        &owner.name,
+    ] {
+        hash.optional(field.as_deref());
+    }
+    hash.text(&report.tests.len().to_string());
+    for test in &report.tests {
+        hash.optional(test.name.as_deref());
+        hash.optional(
+            test.value
+                .as_ref()
+                .map(|value| value.to_string())
+                .as_deref(),
+        );
+        hash.optional(test.unit.as_deref());
+        hash.optional(test.range.as_deref());
+        hash.optional(test.flag.as_deref());
+    }
+    hash.optional(report.issued_at.as_deref());
+    hash.finish()
+}
+
+/// A SHA-256 of a sequence of fields, each length-prefixed, an absent one
+/// told apart from an empty one.
+#[derive(Default)]
+struct Fields(Sha256);
+
+impl Fields {
+    fn text(&mut self, text: &str) {
+        self.0.update((text.len() as u64).to_be_bytes());
+        self.0.update(text.as_bytes());
+    }
+
+    fn optional(&mut self, text: Option<&str>) {
+        match text {
+            None => self.0.update([0]),
+            Some(text) => {
+                self.0.update([1]);
+                self.text(text);
+            }
+        }
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
 /// Identifies one claim, so only its holder releases it. Opaque: each
@@ -685,5 +756,43 @@ mod tests {
     fn content_hashes_are_length_prefixed() {
         assert_ne!(content_hash(&["ab", "c"]), content_hash(&["a", "bc"]));
         assert_eq!(content_hash(&["x"]).len(), 64);
+    }
+
+    #[test]
+    fn a_notification_hash_changes_with_the_report_and_the_recipient_only() {
+        let report = |json: &str| LabReport::parse(json.as_bytes()).unwrap();
+        let base = r#"{"id": "R-1", "pet": {"name": "Max"},
+            "owner": {"name": "Alex", "email": "a@example.com", "phone": "+15550001111"},
+            "tests": [{"name": "ALT", "value": 42, "flag": "high"}], "lab": "x"}"#;
+        let hash = notification_hash(&report(base), "a@example.com");
+        assert_eq!(hash.len(), 64);
+
+        // The same report: other spacing and order, a field the receivers
+        // do not read, the other channel's address.
+        let same = r#"{"tests": [{"flag": "high", "value": 42, "name": "ALT"}], "id": "R-1",
+            "owner": {"phone": "+15559999999", "email": "z@example.com", "name": "Alex"},
+            "pet": {"name": "Max"}, "lab": "y"}"#;
+        assert_eq!(notification_hash(&report(same), "a@example.com"), hash);
+        let published = LabReport::from_published(base.as_bytes().to_vec()).unwrap();
+        assert_eq!(notification_hash(&published, "a@example.com"), hash);
+
+        assert_ne!(notification_hash(&report(base), "b@example.com"), hash);
+        for (from, to) in [
+            (r#""R-1""#, r#""R-2""#),
+            ("42", "43"),
+            ("42", r#""42""#),
+            (r#""high""#, r#""normal""#),
+            (r#", "flag": "high""#, r#", "flag": """#),
+            (r#""Max""#, r#""Maxi""#),
+            (r#""Alex""#, r#""Sam""#),
+            (r#""lab": "x""#, r#""issuedAt": "2026-11-24T10:00:00Z""#),
+        ] {
+            let changed = base.replacen(from, to, 1);
+            assert_ne!(
+                notification_hash(&report(&changed), "a@example.com"),
+                hash,
+                "{changed}"
+            );
+        }
     }
 }

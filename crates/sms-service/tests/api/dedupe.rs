@@ -39,6 +39,25 @@ async fn a_redelivery_and_a_repost_send_one_sms() {
     app.stop().await.unwrap();
 }
 
+/// The key is the report and the normalized number: a re-post with the
+/// number written another way, or another email address, is the same SMS.
+#[tokio::test]
+async fn a_repost_with_the_number_spelled_otherwise_sends_one_sms() {
+    let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(with_log(twilio_settings(&twilio), &dir.path().join("n.db"))).await;
+    let report1 = report("LR-D6", Some("+15551234567"));
+    let mut report2 = report("LR-D6", Some(" +1 555-123-4567"));
+    report2["owner"]["email"] = serde_json::json!("sam@example.com");
+
+    assert_eq!(app.push(&envelope(&report1, "d8", 1)).await.status(), 204);
+    let again = app.push(&envelope(&report2, "d9", 1)).await;
+    assert_eq!(again.headers()["x-labrelay-outcome"], "duplicate");
+
+    assert_eq!(settled_count(&twilio, 1).await, 1);
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn concurrent_deliveries_send_one_sms() {
     let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
