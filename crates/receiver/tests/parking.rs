@@ -12,7 +12,6 @@ use labrelay_broker::pb;
 use labrelay_broker::{Broker, BrokerConfig};
 use labrelay_contract::LabReport;
 use labrelay_receiver::dead_letter::DeadLetterSetting;
-use labrelay_receiver::notify_log::content_hash;
 use labrelay_receiver::{Channel, Failure, NotSent, ReceiverSettings};
 use labrelay_testkit::push::Push;
 use serde_json::json;
@@ -41,8 +40,8 @@ impl Channel for Refusing {
         Ok(report.pet.name.clone().unwrap_or_default())
     }
 
-    fn content_hash(&self, pet: &String) -> String {
-        content_hash(&[pet])
+    fn recipient<'m>(&self, pet: &'m String) -> &'m str {
+        pet
     }
 
     async fn send(&self, pet: &String) -> Result<Option<String>, Failure> {
