@@ -11,12 +11,13 @@ use std::collections::HashSet;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use labrelay_receiver::notify_log::{
-    Claim, ClaimHeld, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog, FirestoreSetting,
-    NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms, setting_from_vars,
+    Claim, ClaimHeld, ClaimLimits, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog,
+    FirestoreSetting, NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms,
+    setting_from_vars,
 };
 
 /// The official emulator, in its own process group, killed with it.
@@ -154,6 +155,8 @@ async fn firestore_log_against_the_official_emulator() {
     claims_are_released_taken_over_and_ended_by_the_record(&emulator).await;
     eprintln!("scenario: two instances' Dedupe send once");
     two_instances_send_once(&emulator).await;
+    eprintln!("scenario: a slow claim and a slow send on one instance, another polling: one send");
+    a_slow_claim_and_a_slow_send_are_sent_once(&emulator).await;
     eprintln!("scenario: NOTIFY_LOG=firestore://... with a named database and collection");
     opened_from_the_setting(&emulator).await;
     eprintln!("all scenarios in {:?}", started.elapsed());
@@ -422,6 +425,112 @@ async fn two_instances_send_once(emulator: &Emulator) {
             Ok(false)
         );
     }
+    assert_eq!(sends.load(Ordering::SeqCst), 1);
+}
+
+/// A TCP proxy in front of the emulator that holds the next answer back
+/// by `delay_ms`, once: Firestore, or the network to it, slow as one
+/// instance sees it.
+struct SlowLink {
+    host: String,
+    delay_ms: Arc<AtomicU64>,
+    /// Notified when an answer starts being held back.
+    holding: Arc<tokio::sync::Notify>,
+}
+
+impl SlowLink {
+    async fn start(upstream: String) -> SlowLink {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let holding = Arc::new(tokio::sync::Notify::new());
+        let (delay, held) = (Arc::clone(&delay_ms), Arc::clone(&holding));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (delay, held) = (Arc::clone(&delay), Arc::clone(&held));
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        let ms = delay.swap(0, Ordering::SeqCst);
+                        if ms > 0 {
+                            held.notify_one();
+                        }
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SlowLink {
+            host,
+            delay_ms,
+            holding,
+        }
+    }
+}
+
+/// Instance a's claim is committed at once but answered 1.5 s late, then
+/// its send takes 1.4 s (inside its 1.5 s limit). Instance b tries the
+/// same notification every 50 ms meanwhile. The lease, counted from the
+/// claim's commit on Firestore's clock, covers a's claim, send and record,
+/// so b never takes it over: one send. (A lease covering the send alone,
+/// as before, lapsed while a was still sending, and b sent again.)
+async fn a_slow_claim_and_a_slow_send_are_sent_once(emulator: &Emulator) {
+    let setting = setting(emulator, "slow-claim");
+    let link = SlowLink::start(emulator.host.clone()).await;
+    let through_link = FirestoreSetting {
+        emulator_host: Some(link.host.clone()),
+        ..setting.clone()
+    };
+    let limits = ClaimLimits {
+        claim: Duration::from_secs(2),
+        attempt: Duration::from_millis(1500),
+        record: Duration::from_secs(2),
+        margin: Duration::from_millis(500),
+    };
+    let a = Arc::new(Dedupe::new(Arc::new(open(&through_link))).with_limits(limits));
+    let b = Arc::new(Dedupe::new(Arc::new(open(&setting))).with_limits(limits));
+    let k = key("LR-10", "email", "55");
+    let sends = Arc::new(AtomicUsize::new(0));
+
+    link.delay_ms.store(1500, Ordering::SeqCst);
+    let sending = {
+        let (a, k, sends) = (Arc::clone(&a), k.clone(), Arc::clone(&sends));
+        tokio::spawn(async move {
+            let _guard = a.lock(&k).await;
+            assert_eq!(a.already_sent(&k).await.unwrap(), None);
+            tokio::time::sleep(Duration::from_millis(1400)).await;
+            sends.fetch_add(1, Ordering::SeqCst);
+            a.record_sent(&k, SentRecord::now(Some("a".into())))
+                .await
+                .unwrap();
+        })
+    };
+    // a's claim is committed; its answer is on its way.
+    link.holding.notified().await;
+    let mut held = 0;
+    let b_sent = loop {
+        match deliver(&b, &k, &sends, false).await {
+            Err(ClaimHeld { .. }) => held += 1,
+            Ok(sent) => break sent,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sending.await.unwrap();
+    assert!(!b_sent, "b sent it again after {held} tries held");
+    assert!(
+        held >= 20,
+        "b tried only {held} times while a held the claim"
+    );
     assert_eq!(sends.load(Ordering::SeqCst), 1);
 }
 
