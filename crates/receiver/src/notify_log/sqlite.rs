@@ -654,6 +654,95 @@ mod tests {
         }
     }
 
+    const CLAIMANT_LOG: &str = "LABRELAY_TEST_CLAIMANT_LOG";
+
+    /// The other process of
+    /// `a_live_holder_in_another_pid_namespace_keeps_its_claim`: tries to
+    /// claim a key in the log at `$LABRELAY_TEST_CLAIMANT_LOG` and prints
+    /// what it got. Does nothing when that variable is unset.
+    #[test]
+    fn claimant_in_another_process() {
+        let Some(path) = std::env::var_os(CLAIMANT_LOG) else {
+            return;
+        };
+        let log = SqliteLog::open(Path::new(&path)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let claim = runtime
+            .block_on(log.claim(&key("16", "ns"), Duration::from_secs(60)))
+            .unwrap();
+        let got = match claim {
+            Claim::Claimed(_) => "claimed",
+            Claim::HeldByOther { .. } => "held",
+            Claim::AlreadySent(_) => "sent",
+        };
+        println!("claimant: {got}");
+    }
+
+    /// Containers sharing the log's file each have their own process ids
+    /// and their own `/proc` (and the same host name, when they share the
+    /// host's): a claimant in another PID namespace, with its own `/proc`,
+    /// finds this live process's claim held. (With claims naming a host
+    /// and a process id, it found no such process and took the claim
+    /// over.) Runs the claimant in a new PID and mount namespace
+    /// (`unshare`) where that is allowed, else as a plain child process.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_live_holder_in_another_pid_namespace_keeps_its_claim() {
+        const UNSHARE: [&str; 6] = [
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount",
+            "--mount-proc",
+            "--map-root-user",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let log = SqliteLog::open(&path).unwrap();
+        let k = key("16", "ns");
+        assert!(matches!(
+            log.claim(&k, Duration::from_secs(60)).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        let exe = std::env::current_exe().unwrap();
+        let namespaced = std::process::Command::new("unshare")
+            .args(UNSHARE)
+            // As the claimant will see it: this process does not exist.
+            .args([
+                "sh",
+                "-c",
+                &format!("test ! -e /proc/{}", std::process::id()),
+            ])
+            .status()
+            .is_ok_and(|status| status.success());
+        let mut command = if namespaced {
+            let mut command = tokio::process::Command::new("unshare");
+            command.args(UNSHARE).arg(&exe);
+            command
+        } else {
+            eprintln!("no PID namespace (unshare refused): the claimant is a plain child process");
+            tokio::process::Command::new(&exe)
+        };
+        let claimant = command
+            .args([
+                "--exact",
+                "notify_log::sqlite::tests::claimant_in_another_process",
+                "--nocapture",
+            ])
+            .env(CLAIMANT_LOG, &path)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&claimant.stdout);
+        assert!(claimant.status.success(), "{stdout}");
+        eprintln!("claimant in its own PID namespace: {namespaced}");
+        assert!(stdout.contains("claimant: held"), "{stdout}");
+    }
+
     #[test]
     fn claims_naming_a_process_are_kept_with_their_lease() {
         let dir = tempfile::tempdir().unwrap();
