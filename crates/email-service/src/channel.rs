@@ -106,6 +106,9 @@ fn failure_of(err: SendError) -> Failure {
     Failure {
         class: err.class,
         label: err.label,
+        // Cut off, maybe after the final "." went out and before the
+        // server's 250 was read.
+        maybe_sent: err.label == "timeout",
         public: err.summary.clone(),
         detail: err.summary,
         provider_code: None,

@@ -38,10 +38,13 @@
 //! [`labrelay_receiver::notify_log`]) and a push whose email is already
 //! recorded is acknowledged without sending, whether it is a redelivery or
 //! the lab posting the same report again. A corrected report (other
-//! content) is sent. The one duplicate left: the service dies (or the
-//! record fails) after the SMTP server accepted the message and before the
-//! record is committed; the broker redelivers and the owner gets the same
-//! email again, with the same Message-ID.
+//! content) is sent. A delivery cut off at its attempt limit keeps its
+//! claim until the lease lapses, so redeliveries wait instead of sending.
+//! The duplicates left: the service dies (or the record fails, or the
+//! delivery was cut off) after the SMTP server accepted the message and
+//! before the record is committed; once the claim has lapsed the broker
+//! redelivers and the owner gets the same email again, with the same
+//! Message-ID.
 //!
 //! [`app`] builds the router from [`Settings`]; [`run`] serves it on an
 //! already-bound listener until a shutdown future completes.

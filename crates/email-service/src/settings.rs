@@ -33,7 +33,8 @@ pub struct Settings {
     /// How long a push waits for its delivery attempt before the broker is
     /// answered 503. The attempt itself goes on, up to
     /// [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit) of
-    /// this, and is recorded or released when it ends.
+    /// this, and is recorded or released when it ends (cut off there, it
+    /// keeps its claim until the lease lapses).
     pub send_timeout: Duration,
     /// What every push receiver reads: who may push (`PUSH_*`), the
     /// notification log (`NOTIFY_LOG`; emails already sent are not sent

@@ -49,8 +49,10 @@ pub trait Channel: Send + Sync + 'static {
 
     /// One attempt to send `message`, ended by
     /// [`attempt_limit`](crate::notify_log::attempt_limit) of
-    /// [`answer_within`](Self::answer_within): the provider's id for it
-    /// (the Message-ID, Twilio's SID, the outbox file), or why not.
+    /// [`answer_within`](Self::answer_within) (the handler cuts it off
+    /// there too): the provider's id for it (the Message-ID, Twilio's SID,
+    /// the outbox file), or why not. A failure after which the provider
+    /// may have taken the message says so ([`Failure::maybe_sent`]).
     fn send(
         &self,
         message: &Self::Message,
@@ -106,6 +108,11 @@ pub struct Failure {
     pub provider_code: Option<u32>,
     /// The provider's `Retry-After`, when it gave one.
     pub retry_after: Option<String>,
+    /// The provider may have taken the message all the same (the attempt
+    /// was cut off, its answer never read): the notification log keeps the
+    /// claim until its lease lapses, so redeliveries wait instead of
+    /// sending again.
+    pub maybe_sent: bool,
 }
 
 impl Failure {
@@ -127,6 +134,15 @@ impl Failure {
         Failure::new(Class::Permanent, label, public.into(), detail.into())
     }
 
+    /// The same failure, after which the provider may have taken the
+    /// message.
+    pub fn maybe_sent(self) -> Failure {
+        Failure {
+            maybe_sent: true,
+            ..self
+        }
+    }
+
     fn new(class: Class, label: &'static str, public: String, detail: String) -> Failure {
         Failure {
             class,
@@ -135,6 +151,7 @@ impl Failure {
             detail,
             provider_code: None,
             retry_after: None,
+            maybe_sent: false,
         }
     }
 }

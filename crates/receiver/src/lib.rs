@@ -62,8 +62,9 @@ pub fn app<C: Channel>(channel: C, settings: &ReceiverSettings) -> anyhow::Resul
 /// completes, then stops accepting, lets in-flight pushes finish (each is
 /// answered within the channel's answer time) and shuts the channel down.
 /// A send still going on after its push was answered ends with the
-/// process; its claim is taken over at once by the next start on this host
-/// (SQLite log; on Firestore it lapses with its lease).
+/// process; its claim is taken over at once by any other process sharing
+/// the SQLite log (its holder's lock went with it), and on Firestore it
+/// lapses with its lease.
 pub async fn run<C: Channel>(
     channel: C,
     settings: ReceiverSettings,

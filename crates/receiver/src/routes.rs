@@ -17,9 +17,9 @@ use prometheus_client::registry::Registry;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::channel::{Channel, NotSent};
+use crate::channel::{Channel, Failure, NotSent};
 use crate::dead_letter::DeadLetters;
-use crate::notify_log::{Dedupe, NotificationKey, SentRecord};
+use crate::notify_log::{ClaimLimits, Dedupe, NotificationKey, SentRecord};
 use crate::outcome::Outcome;
 use crate::push_metrics::{self, Metrics};
 use crate::settings::ReceiverSettings;
@@ -52,7 +52,9 @@ pub(crate) fn build<C: Channel>(
     channel: C,
     settings: &ReceiverSettings,
 ) -> anyhow::Result<(Router, Arc<Receiver<C>>)> {
-    let dedupe = Dedupe::open_setting(&settings.notify_log, C::NOUN)?;
+    let limits = ClaimLimits::for_send_timeout(channel.answer_within());
+    let dedupe =
+        Dedupe::open_setting(&settings.notify_log, C::NOUN)?.map(|d| d.with_limits(limits));
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, C::NAME));
     // A push is answered within the channel's answer time, plus room to
@@ -221,12 +223,38 @@ impl<C: Channel> Receiver<C> {
             Ok(None) => {}
             Err(error) => return Outcome::LogUnavailable(error),
         }
-        let outcome = self.send(&message).await;
-        if let Outcome::Sent(id) = &outcome
-            && let Err(error) = dedupe.record_sent(&key, SentRecord::now(id.clone())).await
-        {
-            // It went out: acknowledge it; a redelivery would send it again.
-            tracing::error!(error = ?error, sent_id = id.as_deref(), "recording the sent notification failed");
+        // Cut off at the attempt limit the claim's lease was made for, so
+        // the lease outlasts the send whatever the channel does.
+        let attempt = dedupe.limits().attempt;
+        let outcome = match tokio::time::timeout(attempt, self.send(&message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Failed(
+                Failure::transient(
+                    "timeout",
+                    format!("the {} could not be sent now; retry later", C::NOUN),
+                    format!("the attempt did not end within {attempt:?} and was cut off"),
+                )
+                .maybe_sent(),
+            ),
+        };
+        match &outcome {
+            Outcome::Sent(id) => {
+                if let Err(error) = dedupe.record_sent(&key, SentRecord::now(id.clone())).await {
+                    // It went out: acknowledge it; a redelivery would send it again.
+                    tracing::error!(error = ?error, sent_id = id.as_deref(), "recording the sent notification failed");
+                }
+            }
+            Outcome::Failed(failure) if failure.maybe_sent => {
+                // Released, the claim would let every redelivery queued
+                // behind this one send again.
+                dedupe.keep_claim(&key).await;
+                tracing::warn!(
+                    "the provider may have taken the {} after all; its claim is kept until its lease lapses, so no delivery sends it before then",
+                    C::NOUN
+                );
+            }
+            // Not sent: the claim is released when the guard drops.
+            _ => {}
         }
         outcome
     }

@@ -11,12 +11,13 @@ use std::collections::HashSet;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use labrelay_receiver::notify_log::{
-    Claim, ClaimHeld, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog, FirestoreSetting,
-    NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms, setting_from_vars,
+    Claim, ClaimHeld, ClaimLimits, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog,
+    FirestoreSetting, NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms,
+    setting_from_vars,
 };
 
 /// The official emulator, in its own process group, killed with it.
@@ -98,6 +99,8 @@ impl Drop for Emulator {
     }
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
+
 fn setting(emulator: &Emulator, project: &str) -> FirestoreSetting {
     FirestoreSetting {
         project: project.into(),
@@ -152,6 +155,8 @@ async fn firestore_log_against_the_official_emulator() {
     claims_are_released_taken_over_and_ended_by_the_record(&emulator).await;
     eprintln!("scenario: two instances' Dedupe send once");
     two_instances_send_once(&emulator).await;
+    eprintln!("scenario: a slow claim and a slow send on one instance, another polling: one send");
+    a_slow_claim_and_a_slow_send_are_sent_once(&emulator).await;
     eprintln!("scenario: NOTIFY_LOG=firestore://... with a named database and collection");
     opened_from_the_setting(&emulator).await;
     eprintln!("all scenarios in {:?}", started.elapsed());
@@ -194,7 +199,7 @@ async fn records_finds_and_keeps_the_first(emulator: &Emulator) {
     let fresh = open(&setting);
     assert_eq!(fresh.already_sent(&k).await.unwrap(), Some(first));
     assert_eq!(
-        fresh.claim(&bare, now_ms() + 60_000).await.unwrap(),
+        fresh.claim(&bare, MINUTE).await.unwrap(),
         Claim::AlreadySent(no_id)
     );
     // Other projects do not see it.
@@ -240,7 +245,7 @@ async fn the_document_holds_keys_and_ids_only(emulator: &Emulator) {
 async fn concurrent_claims_from_many_clients_one_wins(emulator: &Emulator) {
     let setting = setting(emulator, "concurrent");
     let k = key("LR-4", "sms", "ee");
-    let lease = now_ms() + 60_000;
+    let lease = MINUTE;
     let mut claims = tokio::task::JoinSet::new();
     for _ in 0..8 {
         // One client each, as separate Cloud Run instances would have.
@@ -254,20 +259,26 @@ async fn concurrent_claims_from_many_clients_one_wins(emulator: &Emulator) {
         .filter(|c| matches!(c, Claim::Claimed(_)))
         .count();
     assert_eq!(winners, 1, "{answers:?}");
+    // The losers all see the winner's lease, on Firestore's clock.
+    let ends: HashSet<i64> = answers
+        .iter()
+        .filter_map(|c| match c {
+            Claim::HeldByOther { lease_until_ms } => Some(*lease_until_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "{answers:?}");
+    let end = ends.into_iter().next().unwrap();
     assert!(
-        answers.iter().all(|c| matches!(c, Claim::Claimed(_))
-            || *c
-                == Claim::HeldByOther {
-                    lease_until_ms: lease
-                }),
-        "{answers:?}"
+        (now_ms() + 50_000..=now_ms() + 60_000).contains(&end),
+        "{end}"
     );
     // A lapsed claim taken over by many at once, all with the same lease:
     // one wins again.
     let lapsed = key("LR-4", "sms", "ef");
     let log = open(&setting);
     assert!(matches!(
-        log.claim(&lapsed, now_ms() - 1).await.unwrap(),
+        log.claim(&lapsed, Duration::ZERO).await.unwrap(),
         Claim::Claimed(_)
     ));
     let mut takeovers = tokio::task::JoinSet::new();
@@ -305,9 +316,9 @@ async fn claims_are_released_taken_over_and_ended_by_the_record(emulator: &Emula
     let setting = setting(emulator, "leases");
     let (a, b, c) = (open(&setting), open(&setting), open(&setting));
     let k = key("LR-5", "email", "ff");
-    let far = now_ms() + 60_000;
+    let far = MINUTE;
     // a claims with a lease that has already lapsed (a crashed sender).
-    let Claim::Claimed(stale) = a.claim(&k, now_ms() - 1).await.unwrap() else {
+    let Claim::Claimed(stale) = a.claim(&k, Duration::ZERO).await.unwrap() else {
         panic!("a fresh key is claimed");
     };
     let Claim::Claimed(b_token) = b.claim(&k, far).await.unwrap() else {
@@ -315,12 +326,10 @@ async fn claims_are_released_taken_over_and_ended_by_the_record(emulator: &Emula
     };
     // a's late release must not free b's claim.
     a.release(&k, stale).await.unwrap();
-    assert_eq!(
+    assert!(matches!(
         c.claim(&k, far).await.unwrap(),
-        Claim::HeldByOther {
-            lease_until_ms: far
-        }
-    );
+        Claim::HeldByOther { .. }
+    ));
     // Nor does a made-up token.
     c.release(&k, ClaimToken::new("2020-01-01T00:00:00Z".into()))
         .await
@@ -348,7 +357,7 @@ async fn claims_are_released_taken_over_and_ended_by_the_record(emulator: &Emula
     // Releasing after the record leaves the record.
     let fields = &raw_document(&setting, &k).await["fields"];
     assert_eq!(fields["state"]["stringValue"], "sent");
-    assert!(fields.get("leaseUntilMs").is_none());
+    assert!(fields.get("leaseMs").is_none());
 }
 
 /// One delivery as the push services run it: lock, claim, send, record.
@@ -419,6 +428,112 @@ async fn two_instances_send_once(emulator: &Emulator) {
     assert_eq!(sends.load(Ordering::SeqCst), 1);
 }
 
+/// A TCP proxy in front of the emulator that holds the next answer back
+/// by `delay_ms`, once: Firestore, or the network to it, slow as one
+/// instance sees it.
+struct SlowLink {
+    host: String,
+    delay_ms: Arc<AtomicU64>,
+    /// Notified when an answer starts being held back.
+    holding: Arc<tokio::sync::Notify>,
+}
+
+impl SlowLink {
+    async fn start(upstream: String) -> SlowLink {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let holding = Arc::new(tokio::sync::Notify::new());
+        let (delay, held) = (Arc::clone(&delay_ms), Arc::clone(&holding));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (delay, held) = (Arc::clone(&delay), Arc::clone(&held));
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        let ms = delay.swap(0, Ordering::SeqCst);
+                        if ms > 0 {
+                            held.notify_one();
+                        }
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SlowLink {
+            host,
+            delay_ms,
+            holding,
+        }
+    }
+}
+
+/// Instance a's claim is committed at once but answered 1.5 s late, then
+/// its send takes 1.4 s (inside its 1.5 s limit). Instance b tries the
+/// same notification every 50 ms meanwhile. The lease, counted from the
+/// claim's commit on Firestore's clock, covers a's claim, send and record,
+/// so b never takes it over: one send. (A lease covering the send alone,
+/// as before, lapsed while a was still sending, and b sent again.)
+async fn a_slow_claim_and_a_slow_send_are_sent_once(emulator: &Emulator) {
+    let setting = setting(emulator, "slow-claim");
+    let link = SlowLink::start(emulator.host.clone()).await;
+    let through_link = FirestoreSetting {
+        emulator_host: Some(link.host.clone()),
+        ..setting.clone()
+    };
+    let limits = ClaimLimits {
+        claim: Duration::from_secs(2),
+        attempt: Duration::from_millis(1500),
+        record: Duration::from_secs(2),
+        margin: Duration::from_millis(500),
+    };
+    let a = Arc::new(Dedupe::new(Arc::new(open(&through_link))).with_limits(limits));
+    let b = Arc::new(Dedupe::new(Arc::new(open(&setting))).with_limits(limits));
+    let k = key("LR-10", "email", "55");
+    let sends = Arc::new(AtomicUsize::new(0));
+
+    link.delay_ms.store(1500, Ordering::SeqCst);
+    let sending = {
+        let (a, k, sends) = (Arc::clone(&a), k.clone(), Arc::clone(&sends));
+        tokio::spawn(async move {
+            let _guard = a.lock(&k).await;
+            assert_eq!(a.already_sent(&k).await.unwrap(), None);
+            tokio::time::sleep(Duration::from_millis(1400)).await;
+            sends.fetch_add(1, Ordering::SeqCst);
+            a.record_sent(&k, SentRecord::now(Some("a".into())))
+                .await
+                .unwrap();
+        })
+    };
+    // a's claim is committed; its answer is on its way.
+    link.holding.notified().await;
+    let mut held = 0;
+    let b_sent = loop {
+        match deliver(&b, &k, &sends, false).await {
+            Err(ClaimHeld { .. }) => held += 1,
+            Ok(sent) => break sent,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sending.await.unwrap();
+    assert!(!b_sent, "b sent it again after {held} tries held");
+    assert!(
+        held >= 20,
+        "b tried only {held} times while a held the claim"
+    );
+    assert_eq!(sends.load(Ordering::SeqCst), 1);
+}
+
 async fn opened_from_the_setting(emulator: &Emulator) {
     let host = emulator.host.clone();
     let vars = |name: &str| match name {
@@ -468,7 +583,7 @@ async fn an_unreachable_firestore_is_an_error() {
     .unwrap();
     let k = key("LR-9", "email", "44");
     assert!(log.already_sent(&k).await.is_err());
-    assert!(log.claim(&k, now_ms()).await.is_err());
+    assert!(log.claim(&k, MINUTE).await.is_err());
     assert!(log.record_sent(&k, SentRecord::now(None)).await.is_err());
     let dedupe = Dedupe::new(Arc::new(log));
     let _guard = dedupe.lock(&k).await;

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 /// Sends to a list; `owner.phone` stands for the address. A `pet.name` of
-/// "slow" makes the send take 300 ms, "refused" makes it fail for good.
+/// "slow" makes the send take 300 ms, "refused" makes it fail for good,
+/// "unanswered" makes the provider take the message and never answer.
 #[derive(Clone, Default)]
 struct ListChannel {
     sent: Arc<Mutex<Vec<String>>>,
@@ -64,6 +65,10 @@ impl Channel for ListChannel {
         match note.pet.as_str() {
             "refused" => return Err(Failure::permanent("refused", "refused", "refused")),
             "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+            "unanswered" => {
+                self.sent.lock().unwrap().push(note.to.clone());
+                std::future::pending::<()>().await;
+            }
             _ => {}
         }
         self.texts.lock().unwrap().push(note.text.clone());
@@ -227,4 +232,30 @@ async fn a_send_outliving_the_answer_time_goes_on_and_is_recorded() {
         (StatusCode::NO_CONTENT, "duplicate")
     );
     assert_eq!(channel.sent.lock().unwrap().len(), 1);
+}
+
+/// The provider takes the message and never answers: the handler cuts the
+/// attempt off at its limit (4 × 100 ms) without knowing whether it went
+/// out, so it keeps the claim, and the redeliveries queued behind it, or
+/// arriving every 100 ms after it, are answered 503 instead of sending
+/// once each.
+#[tokio::test]
+async fn a_send_cut_off_at_its_limit_keeps_its_claim_and_redeliveries_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = ListChannel::default();
+    let app = labrelay_receiver::app(channel.clone(), &with_log(dir.path())).unwrap();
+    let report = json!({"id": "R-3", "owner": {"phone": "a"}, "pet": {"name": "unanswered"}});
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0;
+    let mut outcomes = std::collections::BTreeSet::new();
+    while started.elapsed() < Duration::from_millis(1500) {
+        attempt += 1;
+        let (status, outcome, body) =
+            answer(&app, push(report.clone(), &attempt.to_string())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{outcome} {body}");
+        outcomes.insert(body["error"].as_str().unwrap_or_default().to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(attempt >= 6, "{attempt}");
+    assert_eq!(*channel.sent.lock().unwrap(), ["a"], "{outcomes:?}");
 }

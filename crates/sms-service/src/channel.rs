@@ -140,7 +140,8 @@ fn failure_of(error: &SendError) -> Failure {
         SendError::Misconfigured { .. } => Failure::transient("misconfigured", RETRY_LATER, detail),
         SendError::RateLimited { .. } => Failure::transient("rate_limited", RETRY_LATER, detail),
         SendError::Unavailable { .. } => Failure::transient("provider_error", RETRY_LATER, detail),
-        SendError::Timeout(_) => Failure::transient("timeout", RETRY_LATER, detail),
+        // Twilio may have created the message before the request was cut.
+        SendError::Timeout(_) => Failure::transient("timeout", RETRY_LATER, detail).maybe_sent(),
         SendError::Unreachable(_) => Failure::transient("unreachable", RETRY_LATER, detail),
         SendError::Outbox(_) => Failure::transient("outbox_error", RETRY_LATER, detail),
     };

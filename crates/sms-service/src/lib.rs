@@ -17,11 +17,12 @@
 //! redelivery or the lab posting the same report again; a corrected report
 //! whose text differs is sent. A push still sending at the Twilio timeout
 //! is answered 503 while its request goes on (see `twilio`); the
-//! redelivery waits for it and finds the record. The one duplicate left:
-//! the service dies (or the record fails, or the request outlives its
-//! limit, [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit))
-//! after Twilio accepted the message and before the record is committed;
-//! the broker redelivers and the owner gets it twice.
+//! redelivery waits for it and finds the record. A request that outlives
+//! its limit ([`attempt_limit`](labrelay_receiver::notify_log::attempt_limit))
+//! keeps its claim until the lease lapses. The duplicates left: the
+//! service dies (or the record fails, or the request was cut off) after
+//! Twilio accepted the message and before the record is committed; once
+//! the claim has lapsed the broker's redelivery sends it again.
 //!
 //! Layout:
 //! - [`settings`]: typed settings from the environment or from code (and

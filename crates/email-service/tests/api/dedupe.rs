@@ -161,3 +161,40 @@ async fn a_delivery_outliving_the_send_timeout_goes_on_and_is_sent_once() {
     assert_eq!(settled_count(&sink, 1).await, 1);
     app.shutdown().await.unwrap();
 }
+
+/// An SMTP server slower than the attempt limit (4 s at a 1 s send
+/// timeout) that keeps what it was sent, as a real server that got the
+/// data would: the attempt is cut off without knowing whether the email
+/// went out, so its claim is kept, and the broker's redeliveries, one a
+/// second, are answered 503 instead of sending one more email each.
+#[tokio::test]
+async fn a_delivery_cut_off_at_the_attempt_limit_is_not_sent_again_by_its_redeliveries() {
+    use labrelay_testkit::smtp::Mode;
+    use std::time::{Duration, Instant};
+
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.sqlite3").display());
+    let app = spawn_app(settings(&[
+        ("SMTP_URL", &sink.url()),
+        ("NOTIFY_LOG", &url),
+        ("SMTP_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    sink.set_mode(Mode::Slow(Duration::from_secs(6)));
+    let report = full_report("LR-DUP-CUT");
+
+    let started = Instant::now();
+    let mut attempt = 0;
+    // The broker's redeliveries, one a second, until well after the cut
+    // at 4 s and the server keeping the email at 6 s.
+    while started.elapsed() < Duration::from_secs(9) {
+        attempt += 1;
+        let answer = app.push(&envelope(&report, "2301", attempt)).await;
+        assert_eq!(answer.status(), 503, "attempt {attempt}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(sink.data_count(), 1, "emails handed to the server");
+    assert_eq!(settled_count(&sink, 1).await, 1);
+    app.shutdown().await.unwrap();
+}

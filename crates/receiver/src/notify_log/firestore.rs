@@ -4,8 +4,14 @@
 //! A document `COLLECTION/<id>` where `<id>` is a SHA-256 of the key, so
 //! the id carries nothing readable. Its fields: `reportId`, `channel`,
 //! `contentHash`, `state` (`sending` while claimed, then `sent`),
-//! `leaseUntilMs` (while sending), `providerId` and `sentAtMs` (once sent).
+//! `leaseMs` (while sending), `providerId` and `sentAtMs` (once sent).
 //! No addresses, phone numbers or content.
+//!
+//! A claim's lease is measured on Firestore's clock alone, never on an
+//! instance's: it ends `leaseMs` after the claim's commit (the document's
+//! `updateTime`), and a claim is found expired when the `readTime` of the
+//! read that finds it (a `batchGet`) is past that. Instances whose clocks
+//! disagree therefore agree on when a claim lapses.
 //!
 //! Every write is a `documents:commit` with a precondition, which Firestore
 //! checks atomically: a claim creates the document only if it does not
@@ -21,19 +27,21 @@
 //! emulator (`FIRESTORE_EMULATOR_HOST`) the request carries `Bearer owner`,
 //! which the emulator accepts as an administrator.
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use google_cloud_auth::credentials::AccessTokenCredentials;
 use serde_json::{Value, json};
 
-use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord, now_ms};
+use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord};
 
 /// The collection used unless the setting names another.
 pub const DEFAULT_COLLECTION: &str = "labrelay-notifications";
 const DEFAULT_DATABASE: &str = "(default)";
 const FIRESTORE_API: &str = "https://firestore.googleapis.com";
-/// One call; a push that waits longer is retried by the broker anyway.
+/// One call, and fetching an access token for it. The whole claim or
+/// record is bounded by [`ClaimLimits`](super::ClaimLimits) as well.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Re-reads after a lost race before giving up (the push is retried).
@@ -204,7 +212,9 @@ impl RpcStatus {
 /// A notification's document as stored.
 enum Stored {
     Sending {
-        lease_until_ms: i64,
+        /// When its lease lapses, in ms since the epoch on Firestore's
+        /// clock.
+        lease_ends_ms: i64,
         update_time: String,
     },
     Sent(SentRecord),
@@ -282,9 +292,11 @@ impl FirestoreLog {
         let token = match &self.auth {
             Auth::Emulator => "owner".to_string(),
             Auth::Adc(credentials) => {
-                credentials
-                    .access_token()
+                tokio::time::timeout(CALL_TIMEOUT, credentials.access_token())
                     .await
+                    .map_err(|_| {
+                        anyhow::anyhow!("no access token for Firestore within {CALL_TIMEOUT:?}")
+                    })?
                     .context("getting an access token for Firestore")?
                     .token
             }
@@ -317,14 +329,27 @@ impl FirestoreLog {
         }))
     }
 
-    async fn get(&self, key: &NotificationKey) -> anyhow::Result<Option<Stored>> {
+    /// The document of `key`, if any, and the time Firestore read it (ms
+    /// since the epoch, on its clock).
+    async fn get(&self, key: &NotificationKey) -> anyhow::Result<(Option<Stored>, i64)> {
         const WHAT: &str = "read a notification";
-        let url = format!("{}{}", self.api, self.document_name(key));
-        match self.call(self.http.get(url), WHAT).await? {
-            Ok(document) => parse_document(&document).map(Some),
-            Err(status) if status.is("NOT_FOUND") => Ok(None),
-            Err(status) => Err(status.into_error(WHAT)),
-        }
+        let url = format!("{}{}/documents:batchGet", self.api, self.database);
+        let body = json!({"documents": [self.document_name(key)]});
+        let answer = match self.call(self.http.post(url).json(&body), WHAT).await? {
+            Ok(answer) => answer,
+            Err(status) => return Err(status.into_error(WHAT)),
+        };
+        let result = &answer[0];
+        let read_ms = result["readTime"]
+            .as_str()
+            .and_then(timestamp_ms)
+            .with_context(|| format!("Firestore's answer to {WHAT} has no readTime"))?;
+        let stored = match &result["found"] {
+            Value::Null if result["missing"].is_string() => None,
+            Value::Null => anyhow::bail!("Firestore's answer to {WHAT} has no document"),
+            document => Some(parse_document(document)?),
+        };
+        Ok((stored, read_ms))
     }
 
     /// One write in one commit; its new update time.
@@ -377,14 +402,22 @@ fn key_fields(key: &NotificationKey) -> serde_json::Map<String, Value> {
     fields
 }
 
-fn sending_fields(key: &NotificationKey, lease_until_ms: i64) -> Value {
+fn sending_fields(key: &NotificationKey, lease: Duration) -> Value {
     let mut fields = key_fields(key);
     fields.insert("state".into(), json!({"stringValue": "sending"}));
     fields.insert(
-        "leaseUntilMs".into(),
-        json!({"integerValue": lease_until_ms.to_string()}),
+        "leaseMs".into(),
+        json!({"integerValue": lease.as_millis().to_string()}),
     );
     Value::Object(fields)
+}
+
+/// An RFC 3339 time as Firestore writes them, in ms since the epoch.
+fn timestamp_ms(time: &str) -> Option<i64> {
+    let time = prost_types::Timestamp::from_str(time).ok()?;
+    time.seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(time.nanos / 1_000_000))
 }
 
 fn sent_fields(key: &NotificationKey, record: &SentRecord) -> Value {
@@ -426,13 +459,20 @@ fn parse_document(document: &Value) -> anyhow::Result<Stored> {
             provider_id: string("providerId").map(str::to_string),
             sent_at_ms: integer("sentAtMs").ok_or_else(malformed)?,
         })),
-        Some("sending") => Ok(Stored::Sending {
-            lease_until_ms: integer("leaseUntilMs").ok_or_else(malformed)?,
-            update_time: document["updateTime"]
-                .as_str()
-                .ok_or_else(malformed)?
-                .to_string(),
-        }),
+        Some("sending") => {
+            let update_time = document["updateTime"].as_str().ok_or_else(malformed)?;
+            let lease_ends_ms = match integer("leaseMs") {
+                Some(lease) => timestamp_ms(update_time)
+                    .ok_or_else(malformed)?
+                    .saturating_add(lease),
+                // Written by an earlier version, on its instance's clock.
+                None => integer("leaseUntilMs").ok_or_else(malformed)?,
+            };
+            Ok(Stored::Sending {
+                lease_ends_ms,
+                update_time: update_time.to_string(),
+            })
+        }
         _ => Err(malformed()),
     }
 }
@@ -440,17 +480,17 @@ fn parse_document(document: &Value) -> anyhow::Result<Stored> {
 impl NotificationLog for FirestoreLog {
     fn already_sent<'a>(&'a self, key: &'a NotificationKey) -> LogFuture<'a, Option<SentRecord>> {
         Box::pin(async move {
-            Ok(match self.get(key).await? {
+            Ok(match self.get(key).await?.0 {
                 Some(Stored::Sent(record)) => Some(record),
                 Some(Stored::Sending { .. }) | None => None,
             })
         })
     }
 
-    fn claim<'a>(&'a self, key: &'a NotificationKey, lease_until_ms: i64) -> LogFuture<'a, Claim> {
+    fn claim<'a>(&'a self, key: &'a NotificationKey, lease: Duration) -> LogFuture<'a, Claim> {
         const WHAT: &str = "claim a notification";
         Box::pin(async move {
-            let fields = sending_fields(key, lease_until_ms);
+            let fields = sending_fields(key, lease);
             for _ in 0..ROUNDS {
                 match self
                     .put(key, fields.clone(), Precondition::Absent, WHAT)
@@ -462,12 +502,16 @@ impl NotificationLog for FirestoreLog {
                 }
                 let update_time = match self.get(key).await? {
                     // Released meanwhile: create it again.
-                    None => continue,
-                    Some(Stored::Sent(record)) => return Ok(Claim::AlreadySent(record)),
-                    Some(Stored::Sending { lease_until_ms, .. }) if lease_until_ms > now_ms() => {
-                        return Ok(Claim::HeldByOther { lease_until_ms });
+                    (None, _) => continue,
+                    (Some(Stored::Sent(record)), _) => return Ok(Claim::AlreadySent(record)),
+                    (Some(Stored::Sending { lease_ends_ms, .. }), read_ms)
+                        if lease_ends_ms > read_ms =>
+                    {
+                        return Ok(Claim::HeldByOther {
+                            lease_until_ms: lease_ends_ms,
+                        });
                     }
-                    Some(Stored::Sending { update_time, .. }) => update_time,
+                    (Some(Stored::Sending { update_time, .. }), _) => update_time,
                 };
                 // The holder's lease lapsed: take over this very version.
                 match self
@@ -513,7 +557,7 @@ impl NotificationLog for FirestoreLog {
         Box::pin(async move {
             let fields = sent_fields(key, &record);
             for _ in 0..ROUNDS {
-                let precondition = match self.get(key).await? {
+                let precondition = match self.get(key).await?.0 {
                     Some(Stored::Sent(_)) => return Ok(()),
                     None => Precondition::Absent,
                     Some(Stored::Sending { update_time, .. }) => {

@@ -20,14 +20,29 @@
 //!    acknowledge without sending. Held by another instance: fail, and the
 //!    broker redelivers later, when the holder has recorded or its lease
 //!    has lapsed;
-//! 3. send, then record (which ends the claim). A send that fails releases
-//!    the claim when the lock is dropped, so the redelivery can send.
+//! 3. send, then record (which ends the claim). A send that failed before
+//!    the provider could take the message releases the claim when the lock
+//!    is dropped, so the redelivery can send. A send whose outcome is
+//!    unknown (cut off at its attempt limit, the provider's answer never
+//!    read) keeps the claim ([`Dedupe::keep_claim`]): deliveries are
+//!    answered [`ClaimHeld`] until its lease lapses, instead of sending
+//!    once each.
 //!
-//! The one window left open is a crash (or a failed write) between the
-//! provider accepting the notification and the record being committed: the
-//! claim lapses after its lease ([`DEFAULT_CLAIM_LEASE`]), the broker
-//! redelivers and the owner gets it twice.
+//! Every step is bounded ([`ClaimLimits`]: the claim, the provider attempt,
+//! the record), and the lease is their sum plus a margin, so a live holder
+//! has recorded, released or kept its claim before any other instance may
+//! take it over. The lease is measured on one clock: the host's for the
+//! SQLite log (one machine), Firestore's own for the Firestore log.
 //!
+//! The duplicate windows left, each at most one extra notification:
+//! - a crash (or a failed or cut-off record) between the provider accepting
+//!   the notification and the record being committed: the claim lapses
+//!   after its lease (the SQLite log takes a dead process's claim over at
+//!   once), the broker redelivers and the owner gets it twice;
+//! - a send whose outcome was unknown and that had in fact gone out: the
+//!   first delivery after its lease lapsed sends it again.
+//!
+//! Stores, chosen by `NOTIFY_LOG` ([`setting_from_vars`]):
 //! Stores, chosen by `NOTIFY_LOG` ([`setting_from_vars`]):
 //! - [`SqliteLog`] (`sqlite:///path/file.db`), the embedded default of
 //!   `labrelay up`: one file, shared by the processes of one machine.
@@ -37,6 +52,7 @@
 //!   `FIRESTORE_EMULATOR_HOST=host:port` points it at the emulator.
 
 mod firestore;
+mod holder;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -52,34 +68,87 @@ use sha2::{Digest, Sha256};
 pub use firestore::{DEFAULT_COLLECTION, FirestoreLog, FirestoreSetting};
 pub use sqlite::SqliteLog;
 
-/// How long a claim keeps other instances from sending the same
-/// notification. A live holder ends its claim when its attempt ends, and an
-/// attempt ends by [`attempt_limit`] (40 s at the default 10 s send
-/// timeout, 45 s at most), even when the push that started it was answered
-/// earlier; so the lease matters only when the holder died: then its
-/// notification waits this long, and costs the broker a few failed
-/// attempts, before another instance sends it.
-pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// How long taking a claim may take, every store call (and fetching an
+/// access token) included. Past it the push is answered 503; a claim
+/// written all the same lapses with its lease.
+pub const CLAIM_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long writing a record, or giving a claim back, may take. Past it
+/// the claim is left to lapse with its lease.
+pub const RECORD_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a lease holds beyond its steps' limits: the moments between them
+/// (scheduling on a busy machine), and a store call answered at its limit.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How much longer than its send timeout a provider attempt (an SMTP
 /// delivery, a Twilio request) may go on before it is cut off.
 const ATTEMPT_LIMIT_FACTOR: u32 = 4;
 
+/// The longest provider attempt, whatever the send timeout: it bounds how
+/// long a notification whose holder died waits for its lease to lapse.
+const MAX_ATTEMPT: Duration = Duration::from_secs(45);
+
 /// How long one provider attempt may take, answer included: four times the
-/// send timeout, but never more than three quarters of the claim lease, so
-/// the attempt ends, and is recorded or released, while its claim still
-/// keeps every other instance from sending the same notification.
-///
-/// Cutting an attempt off after the provider took the message and before
-/// its answer was read releases the claim, and the redelivery sends again:
-/// with the limit equal to the send timeout, the fault suite saw 7–30
-/// duplicate emails per 300 reports on a loaded two-core machine. So both
-/// receivers answer the broker 503 at the send timeout and let the attempt
-/// go on to this limit.
+/// send timeout, 45 s at most. Both receivers answer the broker 503 at the
+/// send timeout and let the attempt go on to this limit: cut off at the
+/// send timeout, after the provider took the message and before its answer
+/// was read, the fault suite saw 7–30 duplicate emails per 300 reports on a
+/// loaded two-core machine. An attempt cut off at this limit keeps its
+/// claim until the lease lapses.
 pub fn attempt_limit(send_timeout: Duration) -> Duration {
     send_timeout
         .saturating_mul(ATTEMPT_LIMIT_FACTOR)
-        .min(DEFAULT_CLAIM_LEASE * 3 / 4)
+        .min(MAX_ATTEMPT)
+}
+
+/// How long each step under a claim may take. The claim's lease is their
+/// sum ([`lease`](Self::lease)), so a live holder has ended its claim
+/// (recorded it, released it, or kept it for an unknown outcome) before
+/// any other instance may take it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Taking the claim ([`CLAIM_LIMIT`]).
+    pub claim: Duration,
+    /// One provider attempt ([`attempt_limit`] of the send timeout); the
+    /// push handler cuts the send off there.
+    pub attempt: Duration,
+    /// Writing the record ([`RECORD_LIMIT`]).
+    pub record: Duration,
+    /// [`LEASE_MARGIN`].
+    pub margin: Duration,
+}
+
+impl ClaimLimits {
+    /// The limits of a channel that answers a push within `send_timeout`.
+    pub fn for_send_timeout(send_timeout: Duration) -> ClaimLimits {
+        ClaimLimits {
+            claim: CLAIM_LIMIT,
+            attempt: attempt_limit(send_timeout),
+            record: RECORD_LIMIT,
+            margin: LEASE_MARGIN,
+        }
+    }
+
+    /// How long a claim keeps other instances from sending the same
+    /// notification: 65 s at the default 10 s send timeout, 70 s at most.
+    /// It matters only when the holder died or could not tell whether the
+    /// provider took the notification: then the notification waits this
+    /// long, and costs the broker a few failed attempts, before another
+    /// delivery sends it.
+    pub fn lease(&self) -> Duration {
+        self.claim
+            .saturating_add(self.attempt)
+            .saturating_add(self.record)
+            .saturating_add(self.margin)
+    }
+}
+
+impl Default for ClaimLimits {
+    /// Room for the longest attempt.
+    fn default() -> ClaimLimits {
+        ClaimLimits::for_send_timeout(Duration::MAX)
+    }
 }
 
 /// What identifies one notification.
@@ -221,7 +290,8 @@ pub enum Claim {
     /// Sent before: do not send.
     AlreadySent(SentRecord),
     /// Another sender holds a live claim until this time (ms since the
-    /// epoch): it may be sending right now.
+    /// epoch, on the store's clock): it may be sending right now, or may
+    /// have sent without knowing it.
     HeldByOther { lease_until_ms: i64 },
 }
 
@@ -242,10 +312,11 @@ pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Sen
 pub trait NotificationLog: Send + Sync {
     /// The record of `key`, if it was sent (a claim alone is not a record).
     fn already_sent<'a>(&'a self, key: &'a NotificationKey) -> LogFuture<'a, Option<SentRecord>>;
-    /// Claims `key` until `lease_until_ms` unless it was sent or another
-    /// claim on it is still live; an expired claim is taken over. Atomic
-    /// against every other client of the same store.
-    fn claim<'a>(&'a self, key: &'a NotificationKey, lease_until_ms: i64) -> LogFuture<'a, Claim>;
+    /// Claims `key` for `lease`, measured on the store's clock from when
+    /// the claim is written, unless it was sent or another claim on it is
+    /// still live; an expired claim is taken over. Atomic against every
+    /// other client of the same store.
+    fn claim<'a>(&'a self, key: &'a NotificationKey, lease: Duration) -> LogFuture<'a, Claim>;
     /// Gives up the claim `token` on `key` (the send failed), unless it was
     /// taken over or recorded meanwhile.
     fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()>;
@@ -312,7 +383,7 @@ pub fn setting_from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result
 pub struct Dedupe {
     log: Arc<dyn NotificationLog>,
     keys: Arc<Mutex<HashMap<NotificationKey, Arc<KeyState>>>>,
-    lease: Duration,
+    limits: ClaimLimits,
 }
 
 /// One key's in-process state, kept while a delivery holds or awaits it.
@@ -364,13 +435,16 @@ impl Drop for KeyGuard<'_> {
         let log = Arc::clone(&self.dedupe.log);
         let keys = Arc::clone(&self.dedupe.keys);
         let key = self.key.clone();
+        let limit = self.dedupe.limits.record;
         runtime.spawn(async move {
             let token = match settled {
                 Some(token) => Some(token),
                 None => state.claim.lock().await.take(),
             };
             if let Some(token) = token
-                && let Err(error) = log.release(&key, token).await
+                && let Err(error) = tokio::time::timeout(limit, log.release(&key, token))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {limit:?}")))
             {
                 tracing::warn!(error = ?error, "releasing the claim of an unsent notification failed; it lapses with its lease");
             }
@@ -399,15 +473,21 @@ impl Dedupe {
         Dedupe {
             log,
             keys: Arc::default(),
-            lease: DEFAULT_CLAIM_LEASE,
+            limits: ClaimLimits::default(),
         }
     }
 
-    /// The same, with claims lasting `lease` instead of
-    /// [`DEFAULT_CLAIM_LEASE`].
-    pub fn with_claim_lease(mut self, lease: Duration) -> Dedupe {
-        self.lease = lease;
+    /// The same, with each step bounded by `limits` (and claims lasting
+    /// their [`lease`](ClaimLimits::lease)) instead of the default's.
+    pub fn with_limits(mut self, limits: ClaimLimits) -> Dedupe {
+        self.limits = limits;
         self
+    }
+
+    /// How long each step may take; the push handler cuts a send off at
+    /// [`attempt`](ClaimLimits::attempt).
+    pub fn limits(&self) -> ClaimLimits {
+        self.limits
     }
 
     /// Opens the SQLite log at `path`.
@@ -461,17 +541,26 @@ impl Dedupe {
     /// another instance holds the claim: do not send, let the broker retry.
     ///
     /// Cancel-safe: the claim is taken on a task, and a claim whose caller
-    /// went away is released when the key's lock is dropped.
+    /// went away is released when the key's lock is dropped. Bounded by
+    /// [`ClaimLimits::claim`]: a claim that takes longer fails, and if it
+    /// was written all the same it lapses with its lease.
     pub async fn already_sent(&self, key: &NotificationKey) -> anyhow::Result<Option<SentRecord>> {
-        let lease_until_ms =
-            now_ms().saturating_add(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX));
+        let ClaimLimits { claim: limit, .. } = self.limits;
+        let lease = self.limits.lease();
         // Uncontended under the key's lock; taken before the task starts so
         // a release waits for the task.
         let mut slot = Arc::clone(&self.state(key).claim).lock_owned().await;
         let log = Arc::clone(&self.log);
         let owned = key.clone();
         let claiming = tokio::spawn(async move {
-            let claim = log.claim(&owned, lease_until_ms).await;
+            let claim = tokio::time::timeout(limit, log.claim(&owned, lease))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "claiming the notification took longer than {limit:?}; \
+                         a claim written all the same lapses with its lease"
+                    ))
+                });
             if let Ok(Claim::Claimed(token)) = &claim {
                 *slot = Some(token.clone());
             }
@@ -484,19 +573,36 @@ impl Dedupe {
         }
     }
 
-    /// Records that `key` was sent. Whether or not that works, the claim is
-    /// not released: a failed record leaves it to lapse, so a redelivery
-    /// within the lease does not send again.
+    /// Records that `key` was sent, within [`ClaimLimits::record`].
+    /// Whether or not that works, the claim is not released: a failed
+    /// record leaves it to lapse, so a redelivery within the lease does
+    /// not send again.
     pub async fn record_sent(
         &self,
         key: &NotificationKey,
         record: SentRecord,
     ) -> anyhow::Result<()> {
+        let limit = self.limits.record;
         let state = self.state(key);
         let mut slot = state.claim.lock().await;
-        let result = self.log.record_sent(key, record).await;
+        let result = tokio::time::timeout(limit, self.log.record_sent(key, record))
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "recording the notification took longer than {limit:?}"
+                ))
+            });
         *slot = None;
         result
+    }
+
+    /// The send of `key` ended without telling whether the provider took
+    /// the notification (cut off at its attempt limit): keeps the claim,
+    /// neither recorded nor released, so every delivery is answered
+    /// [`ClaimHeld`] until its lease lapses instead of sending again. The
+    /// first delivery after that sends it: once more if it had gone out.
+    pub async fn keep_claim(&self, key: &NotificationKey) {
+        *self.state(key).claim.lock().await = None;
     }
 }
 
@@ -505,14 +611,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_attempt_goes_on_past_the_send_timeout_but_ends_inside_the_claim_lease() {
+    fn an_attempt_goes_on_past_the_send_timeout_and_the_lease_covers_every_step() {
         let secs = Duration::from_secs;
         assert_eq!(attempt_limit(secs(1)), secs(4));
         assert_eq!(attempt_limit(secs(10)), secs(40));
         assert_eq!(attempt_limit(secs(15)), secs(45));
         assert_eq!(attempt_limit(secs(30)), secs(45));
         assert_eq!(attempt_limit(Duration::MAX), secs(45));
-        assert!(attempt_limit(Duration::MAX) < DEFAULT_CLAIM_LEASE);
+        for (send_timeout, lease) in [(1, 29), (10, 65), (30, 70)] {
+            let limits = ClaimLimits::for_send_timeout(secs(send_timeout));
+            assert_eq!(limits.lease(), secs(lease), "{send_timeout} s");
+            assert!(
+                limits.lease() >= limits.claim + limits.attempt + limits.record + secs(5),
+                "{limits:?}"
+            );
+        }
+        assert_eq!(ClaimLimits::default().lease(), secs(70));
     }
 
     fn key(report: &str, hash: &str) -> NotificationKey {
@@ -618,15 +732,14 @@ mod tests {
     async fn an_expired_claim_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.db");
-        let crashed = Dedupe::sqlite(&path)
-            .unwrap()
-            .with_claim_lease(Duration::ZERO);
+        // A live holder whose claim lapsed without being recorded or
+        // released (its send's outcome was unknown).
+        let holder = SqliteLog::open(&path).unwrap();
         let k = key("10", "ff");
-        assert_eq!(crashed.already_sent(&k).await.unwrap(), None);
-        // Its claim is never released (it crashed mid-send): nothing of it
-        // may run its drop.
-        #[allow(clippy::mem_forget)]
-        std::mem::forget(crashed);
+        assert!(matches!(
+            holder.claim(&k, Duration::ZERO).await.unwrap(),
+            Claim::Claimed(_)
+        ));
         let other = Dedupe::sqlite(&path).unwrap();
         let _guard = other.lock(&k).await;
         assert_eq!(other.already_sent(&k).await.unwrap(), None);
