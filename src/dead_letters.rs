@@ -1,5 +1,6 @@
-//! `labrelay dead-letters`: what the broker parked on
-//! `new-lab-report-dead-letter`, and putting it back.
+//! `labrelay dead-letters`: what was parked on `new-lab-report-dead-letter`
+//! (by a push receiver that can never send it, or by the broker once its
+//! attempts ran out), and putting it back.
 //!
 //! Both commands read the dead-letter subscription through the Pub/Sub API,
 //! so they work against our broker and against Google Cloud Pub/Sub alike.

@@ -82,6 +82,8 @@ class Handler:
     def __init__(self, maildir, control_file):
         self.maildir = maildir
         self.control_file = control_file
+        # Slow stores still running: a task needs a reference to live.
+        self.pending = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         mode, _ = read_mode(self.control_file)
@@ -100,15 +102,29 @@ class Handler:
         if mode in ("451", "550"):
             print(f"rejected {mode}", flush=True)
             return TEMP_FAIL if mode == "451" else PERM_FAIL
-        if mode == "slow":
-            await asyncio.sleep(delay)
         trace = (
             f"X-MailFrom: {envelope.mail_from}\r\n"
             f"X-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n"
         ).encode()
-        name = self.maildir.add(trace + content)
-        print(f"accepted {message_id} {name}", flush=True)
+        if mode == "slow":
+            # Stored after the delay even when the client closes the
+            # connection meanwhile (which cancels this handler): the data
+            # has arrived, as a real server that queues it would.
+            stored = asyncio.ensure_future(self.store_after(delay, trace + content, message_id))
+            self.pending.add(stored)
+            stored.add_done_callback(self.pending.discard)
+            await asyncio.shield(stored)
+        else:
+            self.store(trace + content, message_id)
         return "250 Message accepted for delivery"
+
+    async def store_after(self, delay, message, message_id):
+        await asyncio.sleep(delay)
+        self.store(message, message_id)
+
+    def store(self, message, message_id):
+        name = self.maildir.add(message)
+        print(f"accepted {message_id} {name}", flush=True)
 
 
 def authenticator_for(credentials):

@@ -61,8 +61,10 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Push envelopes around bad data, for the push endpoints.
-fn bad_envelopes() -> Vec<(&'static str, Vec<u8>)> {
+/// Push envelopes around bad data, for the push endpoints, and whether the
+/// receiver parks the message on the dead-letter topic (a message that is
+/// not a lab report: answered 204) or refuses the push (400).
+fn bad_envelopes() -> Vec<(&'static str, Vec<u8>, bool)> {
     const SUBSCRIPTION: &str = "projects/labrelay-local/subscriptions/email-service-sub";
     // `data` that is not base64 at all, which the contract cannot write.
     let raw = |data: Value| {
@@ -73,15 +75,24 @@ fn bad_envelopes() -> Vec<(&'static str, Vec<u8>)> {
     };
     let push = |data: &[u8]| Push::bytes(SUBSCRIPTION, data).without_attempt().body();
     vec![
-        ("data not base64", raw(json!("%%%not base64%%%"))),
-        ("data a number", raw(json!(12))),
-        ("data not JSON", push(b"hello")),
-        ("data without id", push(br#"{"owner": {}}"#)),
-        ("data with a bad owner", push(br#"{"id": 1, "owner": 5}"#)),
-        ("message missing", br#"{"subscription": "s"}"#.to_vec()),
+        ("data not base64", raw(json!("%%%not base64%%%")), false),
+        ("data a number", raw(json!(12)), false),
+        ("data not JSON", push(b"hello"), true),
+        ("data without id", push(br#"{"owner": {}}"#), true),
+        (
+            "data with a bad owner",
+            push(br#"{"id": 1, "owner": 5}"#),
+            true,
+        ),
+        (
+            "message missing",
+            br#"{"subscription": "s"}"#.to_vec(),
+            false,
+        ),
         (
             "message of the wrong type",
             br#"{"message": "hi", "subscription": "s"}"#.to_vec(),
+            false,
         ),
     ]
 }
@@ -167,9 +178,10 @@ async fn every_endpoint_answers_hostile_requests_with_4xx_and_sends_nothing() {
     expect_4xx("lab-report GET /".into(), http.get(&lab)).await;
     expect_4xx("lab-report PUT /".into(), http.put(&lab).body("{}")).await;
 
+    let mut parked = 0;
     for service in ["email-service", "sms-service"] {
         let url = format!("{}/", up.url(service));
-        for (what, body) in bad_bodies().into_iter().chain(bad_envelopes()) {
+        for (what, body) in bad_bodies() {
             expect_4xx(
                 format!("{service} {what}"),
                 http.post(&url)
@@ -177,6 +189,24 @@ async fn every_endpoint_answers_hostile_requests_with_4xx_and_sends_nothing() {
                     .body(body),
             )
             .await;
+        }
+        for (what, body, parks) in bad_envelopes() {
+            let request = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body);
+            if !parks {
+                expect_4xx(format!("{service} {what}"), request).await;
+                continue;
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 204, "{service} {what}");
+            assert_eq!(
+                response.headers()["x-labrelay-outcome"],
+                "dead-lettered",
+                "{service} {what}"
+            );
+            parked += 1;
         }
         expect_4xx(format!("{service} GET /"), http.get(&url)).await;
     }
@@ -241,6 +271,22 @@ async fn every_endpoint_answers_hostile_requests_with_4xx_and_sends_nothing() {
             .is_none_or(|m| m.as_array().is_some_and(Vec::is_empty)),
         "{pulled}"
     );
+    // What is not a report was parked, as it was pushed, and nothing else.
+    let dead_letters: Value = http
+        .post(format!(
+            "{broker}/v1/projects/{project}/subscriptions/new-lab-report-dead-letter-sub:pull"
+        ))
+        .json(&json!({"maxMessages": 100, "returnImmediately": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dead_letters = dead_letters["receivedMessages"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(dead_letters, parked);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(files(&data.path().join("outbox/email")), 0);
     assert_eq!(files(&data.path().join("outbox/sms")), 0);

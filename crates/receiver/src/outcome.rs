@@ -11,7 +11,7 @@
 //! | another instance is sending it (`claim_held`); the notification log cannot be read (`notify_log_error`) | 503 | retries |
 //! | still sending when the push had waited the channel's answer time; the send goes on and is recorded or released (`in_progress`) | 503 | retries; the redelivery waits for it |
 //! | a bug of ours: rendering failed, the handler's task died (`internal_error`) | 500 | retries |
-//! | with `DEAD_LETTER_TOPIC` set, a 400 or 422 above (except an unreadable envelope) is parked on that topic instead (`dead_lettered`; see [`crate::dead_letter`]) | 204 | ack |
+//! | with `DEAD_LETTER_TOPIC` set, a 400 or 422 above (except an unreadable envelope or data that is not base64) is parked on that topic instead (`dead_lettered`; see [`crate::dead_letter`]) | 204 | ack |
 //! | ... and parking it failed (`dead_letter_error`) | 503 | retries; the redelivery parks it |
 
 use std::time::Duration;
@@ -97,11 +97,12 @@ impl Outcome {
     }
 
     /// Whether no later delivery can change it: the failures answered 4xx,
-    /// which are parked when a dead-letter topic is set. An unreadable
-    /// envelope is not among them: there is no message to park.
+    /// which are parked when a dead-letter topic is set. A push that is not
+    /// one (an unreadable envelope, data that is not base64, which Pub/Sub
+    /// never sends) is not among them: there is no message to park.
     pub fn is_permanent_failure(&self) -> bool {
         match self {
-            Outcome::Malformed(DecodeError::Envelope(_)) => false,
+            Outcome::Malformed(DecodeError::Envelope(_) | DecodeError::Base64) => false,
             _ => self.status().is_client_error(),
         }
     }
