@@ -18,11 +18,11 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::channel::{Channel, Failure, NotSent};
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetters, PARK_TIMEOUT};
 use crate::notify_log::{ClaimLimits, Dedupe, NotificationKey, SentRecord};
 use crate::outcome::Outcome;
 use crate::push_metrics::{self, Metrics};
-use crate::settings::ReceiverSettings;
+use crate::settings::{PushAnswer, ReceiverSettings};
 
 /// Push bodies up to this size are read: any message Pub/Sub or the broker
 /// accepts (10 MB) once base64-encoded, in its envelope. The ingest's
@@ -43,6 +43,9 @@ pub(crate) struct Receiver<C: Channel> {
     /// Where permanent failures are parked, when `DEAD_LETTER_TOPIC` is
     /// set.
     pub dead_letters: Option<DeadLetters>,
+    /// How long a push waits for its notification before it is answered
+    /// 503 while the work goes on ([`PushAnswer`]).
+    pub answer_within: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -57,15 +60,19 @@ pub(crate) fn build<C: Channel>(
         Dedupe::open_setting(&settings.notify_log, C::NOUN)?.map(|d| d.with_limits(limits));
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, C::NAME));
-    // A push is answered within the channel's answer time, plus room to
-    // read it.
-    let request_timeout = channel
-        .answer_within()
-        .saturating_add(REQUEST_TIMEOUT_MARGIN);
+    let answer_within = match settings.push_answer {
+        PushAnswer::Early => channel.answer_within(),
+        // Claim, send and record at their limits, and parking a permanent
+        // failure: everything the task does.
+        PushAnswer::WhenDone => limits.lease().saturating_add(PARK_TIMEOUT),
+    };
+    // A push is answered within that, plus room to read it.
+    let request_timeout = answer_within.saturating_add(REQUEST_TIMEOUT_MARGIN);
     let receiver = Arc::new(Receiver {
         channel,
         dedupe,
         dead_letters: settings.dead_letters.clone().map(DeadLetters::new),
+        answer_within,
         metrics: Arc::clone(&metrics),
     });
     let pushes = Router::new().route("/", post(push::<C>));
@@ -151,7 +158,7 @@ async fn push<C: Channel>(State(receiver): State<Arc<Receiver<C>>>, body: Bytes)
     // redelivery (or leave a pooled connection mid-transaction). Only the
     // wait is cancelled; the redelivery, waiting on the key's lock, finds
     // the record.
-    let answer_within = receiver.channel.answer_within();
+    let answer_within = receiver.answer_within;
     let on_task = Arc::clone(&receiver);
     let handling = tokio::spawn(
         async move {

@@ -30,6 +30,8 @@ pub struct ReceiverSettings {
     /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
     pub trace_project: Option<String>,
+    /// When a push is answered (`PUSH_ANSWER`): see [`PushAnswer`].
+    pub push_answer: PushAnswer,
     /// Host names answered beyond loopback (`ALLOWED_HOSTS`; see
     /// [`labrelay_runtime::origin_guard`]). `None`: loopback names on a
     /// loopback address, any host beyond it.
@@ -44,6 +46,7 @@ impl Default for ReceiverSettings {
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             dead_letters: None,
+            push_answer: PushAnswer::Early,
             trace_project: None,
             allowed_hosts: None,
         }
@@ -58,6 +61,8 @@ impl ReceiverSettings {
     ///   ([`notify_log::setting_from_vars`]); unset or `off`: no log;
     /// - `DEAD_LETTER_TOPIC` and `PUBSUB_EMULATOR_HOST`
     ///   ([`DeadLetterSetting::from_vars`]);
+    /// - `PUSH_ANSWER`: `early` or `when-done` ([`PushAnswer`]); unset:
+    ///   `when-done` on Cloud Run (`K_SERVICE` set), else `early`;
     /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
     ///   trace names in log lines belong to;
     /// - `ALLOWED_HOSTS` ([`AllowedHosts::from_vars`]).
@@ -66,9 +71,47 @@ impl ReceiverSettings {
             push_auth: PushAuth::from_vars(&get)?,
             notify_log: notify_log::setting_from_vars(&get)?,
             dead_letters: DeadLetterSetting::from_vars(&get)?,
+            push_answer: PushAnswer::from_vars(&get)?,
             trace_project: trace::project_from_vars(&get),
             allowed_hosts: AllowedHosts::from_vars(&get)?,
         })
+    }
+}
+
+/// When a push is answered while its notification is still being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAnswer {
+    /// 503 once the channel's send timeout has passed; the attempt goes
+    /// on in the background and is recorded or released when it ends, and
+    /// its redelivery waits for it. Keeps the answer within a short ack
+    /// deadline (`up`'s 30 s).
+    Early,
+    /// Only once claim → send → record has ended, each within its limit
+    /// (about 70 s at most; see
+    /// [`ClaimLimits`](crate::notify_log::ClaimLimits)): nothing runs
+    /// after the answer. On Cloud Run, where an instance's CPU is
+    /// throttled between requests, work after the answer would crawl and
+    /// die with the instance; the subscription's ack deadline and the
+    /// service's request timeout must outlast the wait.
+    WhenDone,
+}
+
+impl PushAnswer {
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<PushAnswer> {
+        let set = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        match set("PUSH_ANSWER").as_deref() {
+            Some("early") => Ok(PushAnswer::Early),
+            Some("when-done") => Ok(PushAnswer::WhenDone),
+            Some(other) => {
+                anyhow::bail!("PUSH_ANSWER must be `early` or `when-done`, not {other:?}")
+            }
+            None if set("K_SERVICE").is_some() => Ok(PushAnswer::WhenDone),
+            None => Ok(PushAnswer::Early),
+        }
     }
 }
 
@@ -107,7 +150,32 @@ mod tests {
             settings.allowed_hosts,
             Some(AllowedHosts::parse("email.example.com").unwrap())
         );
+        assert_eq!(settings.push_answer, PushAnswer::Early);
         let verify = ReceiverSettings::from_vars(vars(&[])).unwrap_err();
         assert!(verify.to_string().contains("PUSH_AUDIENCE"), "{verify}");
+    }
+
+    #[test]
+    fn on_cloud_run_a_push_is_answered_when_its_work_is_done() {
+        let answer = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("PUSH_AUTH", "off")];
+            all.extend_from_slice(pairs);
+            ReceiverSettings::from_vars(vars(&all)).map(|s| s.push_answer)
+        };
+        assert_eq!(answer(&[]).unwrap(), PushAnswer::Early);
+        assert_eq!(
+            answer(&[("K_SERVICE", "email-service")]).unwrap(),
+            PushAnswer::WhenDone
+        );
+        assert_eq!(
+            answer(&[("K_SERVICE", "email-service"), ("PUSH_ANSWER", "early")]).unwrap(),
+            PushAnswer::Early
+        );
+        assert_eq!(
+            answer(&[("PUSH_ANSWER", "when-done")]).unwrap(),
+            PushAnswer::WhenDone
+        );
+        let error = answer(&[("PUSH_ANSWER", "later")]).unwrap_err();
+        assert!(error.to_string().contains("PUSH_ANSWER"), "{error}");
     }
 }

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use labrelay_contract::LabReport;
 use labrelay_receiver::notify_log::NotifyLogSetting;
+use labrelay_receiver::settings::PushAnswer;
 use labrelay_receiver::{Channel, Failure, NotSent, ReceiverSettings};
 use labrelay_testkit::push::Push;
 use serde_json::{Value, json};
@@ -231,6 +232,23 @@ async fn a_send_outliving_the_answer_time_goes_on_and_is_recorded() {
         (again.0, again.1.as_str()),
         (StatusCode::NO_CONTENT, "duplicate")
     );
+    assert_eq!(channel.sent.lock().unwrap().len(), 1);
+}
+
+/// With `PUSH_ANSWER=when-done` (Cloud Run's default) the same slow send
+/// is waited for: answered once it is done, nothing left running after.
+#[tokio::test]
+async fn answered_when_done_a_slow_send_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = ListChannel::default();
+    let settings = ReceiverSettings {
+        push_answer: PushAnswer::WhenDone,
+        ..with_log(dir.path())
+    };
+    let app = labrelay_receiver::app(channel.clone(), &settings).unwrap();
+    let report = json!({"id": "R-9", "owner": {"phone": "a"}, "pet": {"name": "slow"}});
+    let (status, outcome, _) = answer(&app, push(report, "1")).await;
+    assert_eq!((status, outcome.as_str()), (StatusCode::NO_CONTENT, "sent"));
     assert_eq!(channel.sent.lock().unwrap().len(), 1);
 }
 
