@@ -14,11 +14,15 @@
 #
 # Secrets are never arguments: on the first run SMTP_PASSWORD and
 # TWILIO_AUTH_TOKEN are read from the environment and handed to Secret
-# Manager on standard input. Every step looks before it creates, so running
-# the script again changes nothing that exists (a new --tag deploys a new
-# image). --dry-run prints every gcloud command, one per line after "+ ",
-# runs none and needs neither gcloud nor a login; look-ups are printed and
-# taken as "not found". docs/production.md explains what gets created.
+# Manager on standard input. Every step looks before it creates, and what
+# exists is brought to the kit's settings (printing what changed), so a
+# re-run converges and a project that ran the lab is taken over with a
+# warning; a look-up that fails for any reason but "not found" stops the
+# script. A secret gets a new version only with --rotate-secrets. The
+# deployer's permissions are checked first (testIamPermissions), naming any
+# that is missing. --dry-run prints every gcloud command, one per line after
+# "+ ", runs none and needs neither gcloud nor a login; look-ups are printed
+# and taken as "not found". docs/production.md explains what gets created.
 set -euo pipefail
 
 usage() {
@@ -40,10 +44,19 @@ Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
   --sms-allowed-countries LIST env SMS_ALLOWED_COUNTRIES: the calling codes SMS may go to, like +1,+44 (recommended;
                                unset: every country but the non-geographic codes); match Twilio's SMS Geo Permissions
   --ingest-keys-file FILE      first version of the ingest keys secret: lines of lab-name:sha256-hex-of-key
+  --rotate-secrets             add the given secrets (SMTP_PASSWORD, TWILIO_AUTH_TOKEN, --ingest-keys-file) as new
+                               versions of secrets that have one already; without it a re-run never adds a version
   --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 100: an outage of about
                                15 h 40 min parks nothing; a message that can never be sent is parked at once)
-  --notify-log firestore       env NOTIFY_LOG: the push services share a notification log in Firestore, so no email or SMS
-                               goes out twice (creates the (default) database in the region if missing); default off
+  --notify-log firestore|off   env NOTIFY_LOG (default firestore): the push services share a notification log in
+                               Firestore, so no email or SMS goes out twice across instances; off: each push service
+                               runs on one instance at most (--max-instances=1), as a log per instance cannot be shared
+  --firestore-database NAME    the Native-mode Firestore database of the log (default '(default)'; created in the region
+                               if missing; a database in Datastore mode is refused)
+  --push-ingress INGRESS       ingress of the push services: internal (default) or internal-and-cloud-load-balancing
+                               (a load balancer in front of them; docs/production.md, "Past one region")
+  --email-push-url URL         where Pub/Sub pushes email-service's messages, and their token's audience (default: the
+  --sms-push-url URL           service's own URL; a load balancer's URL when one is in front); given on every run
   --dry-run                    print the gcloud commands instead of running them
   -h, --help                   this text
 EOF
@@ -76,7 +89,12 @@ TWILIO_MESSAGING_SERVICE_SID=${TWILIO_MESSAGING_SERVICE_SID:-}
 SMS_ALLOWED_COUNTRIES=${SMS_ALLOWED_COUNTRIES:-}
 INGEST_KEYS_FILE=
 MAX_DELIVERY_ATTEMPTS=100
-NOTIFY_LOG=${NOTIFY_LOG:-}
+NOTIFY_LOG=${NOTIFY_LOG:-firestore}
+FIRESTORE_DATABASE='(default)'
+ROTATE_SECRETS=0
+PUSH_INGRESS=internal
+EMAIL_PUSH_URL=
+SMS_PUSH_URL=
 
 set_option() {
     case $1 in
@@ -95,6 +113,10 @@ set_option() {
         --ingest-keys-file) INGEST_KEYS_FILE=$2 ;;
         --max-delivery-attempts) MAX_DELIVERY_ATTEMPTS=$2 ;;
         --notify-log) NOTIFY_LOG=$2 ;;
+        --firestore-database) FIRESTORE_DATABASE=$2 ;;
+        --push-ingress) PUSH_INGRESS=$2 ;;
+        --email-push-url) EMAIL_PUSH_URL=$2 ;;
+        --sms-push-url) SMS_PUSH_URL=$2 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 }
@@ -103,6 +125,7 @@ while (($#)); do
     case $1 in
         --dry-run) DRY_RUN=1 ;;
         --rebuild) REBUILD=1 ;;
+        --rotate-secrets) ROTATE_SECRETS=1 ;;
         -h | --help)
             usage
             exit 0
@@ -161,10 +184,20 @@ if [[ ! $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || 
 fi
 # A SQLite log would vanish with its instance; only Firestore is shared.
 case $NOTIFY_LOG in
-    '' | off) NOTIFY_LOG= ;;
+    off) NOTIFY_LOG= ;;
     firestore) ;;
     *) die "--notify-log must be firestore or off on Cloud Run, not '$NOTIFY_LOG'" ;;
 esac
+[[ $FIRESTORE_DATABASE == '(default)' || $FIRESTORE_DATABASE =~ ^[a-z][a-z0-9-]{2,61}[a-z0-9]$ ]] ||
+    die "--firestore-database must be (default) or a database id (like labrelay), not '$FIRESTORE_DATABASE'"
+case $PUSH_INGRESS in
+    internal | internal-and-cloud-load-balancing) ;;
+    *) die "--push-ingress must be internal or internal-and-cloud-load-balancing, not '$PUSH_INGRESS'" ;;
+esac
+for url in "$EMAIL_PUSH_URL" "$SMS_PUSH_URL"; do
+    [[ -z $url || $url =~ ^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^[:space:],]*)?$ ]] ||
+        die "a push URL must be https://host[/path], not '$url'"
+done
 
 # A provider setting that must be there. A dry run shows a placeholder
 # instead of stopping, so the whole plan can be read before anything is set.
@@ -224,6 +257,20 @@ SMTP_SECRET=labrelay-smtp-password
 TWILIO_SECRET=labrelay-twilio-auth-token
 APIS=(run pubsub cloudbuild artifactregistry secretmanager iam)
 [[ -z $NOTIFY_LOG ]] || APIS+=(firestore)
+if [[ -n $NOTIFY_LOG && $FIRESTORE_DATABASE != '(default)' ]]; then
+    NOTIFY_LOG=firestore://projects/$PROJECT/databases/$FIRESTORE_DATABASE
+fi
+# One number for how long a push may take: the push subscriptions' ack
+# deadline (for push, the HTTP timeout) and the push services' request
+# timeout. On Cloud Run a push is answered only once its work is done
+# (PUSH_ANSWER=when-done: claim, send and record, about 70 s at most), so
+# Pub/Sub never redelivers a push its service is still running, and Cloud
+# Run never cuts one Pub/Sub still waits for.
+PUSH_TIMEOUT=120
+# At most this many instances of each push service: several need the shared
+# notification log, or one push may be sent twice by two instances.
+PUSH_MAX_INSTANCES=5
+[[ -n $NOTIFY_LOG ]] || PUSH_MAX_INSTANCES=1
 
 # --- Running gcloud ----------------------------------------------------------
 
@@ -256,11 +303,22 @@ change() {
     gcloud "$@"
 }
 
-# A look-up that succeeds when the resource exists; "not found" in a dry run.
+# A look-up: succeeds when the resource exists, fails when gcloud says it
+# does not (NOT_FOUND), and stops the script on any other failure (a
+# permission, the network, a quota): taken for "not found", such a failure
+# would create what exists, or add a revoked key back as a secret's latest
+# version. "Not found" in a dry run.
 exists() {
     show gcloud "$@"
     if ((DRY_RUN)); then return 1; fi
-    gcloud "$@" >/dev/null 2>&1
+    local error
+    if error=$(gcloud "$@" 2>&1 >/dev/null); then return 0; fi
+    if [[ $error != *PERMISSION_DENIED* && $error != *UNAUTHENTICATED* ]]; then
+        case $error in
+            *NOT_FOUND* | *"not found"* | *"Cannot find"* | *"does not exist"*) return 1 ;;
+        esac
+    fi
+    die "looking up a resource failed, so the script stops rather than guess: gcloud $*: ${error//$'\n'/ }"
 }
 
 # A look-up that prints a value; a dry run prints the placeholder $1.
@@ -298,6 +356,102 @@ fi
 P=--project=$PROJECT
 R=--region=$REGION
 
+# --- 0. The deployer's permissions --------------------------------------------
+
+# What the script does, as permission|the predefined role that grants it
+# (docs/production.md lists the roles with Google's documentation).
+PERMISSIONS=(
+    "serviceusage.services.enable|roles/serviceusage.serviceUsageAdmin"
+    "artifactregistry.repositories.create|roles/artifactregistry.admin"
+    "cloudbuild.builds.create|roles/cloudbuild.builds.editor"
+    "storage.buckets.create|roles/storage.admin"
+    "storage.objects.create|roles/storage.admin"
+    "logging.logEntries.list|roles/viewer"
+    "pubsub.topics.create|roles/pubsub.admin"
+    "pubsub.topics.update|roles/pubsub.admin"
+    "pubsub.topics.setIamPolicy|roles/pubsub.admin"
+    "pubsub.subscriptions.create|roles/pubsub.admin"
+    "pubsub.subscriptions.update|roles/pubsub.admin"
+    "pubsub.subscriptions.setIamPolicy|roles/pubsub.admin"
+    "iam.serviceAccounts.create|roles/iam.serviceAccountAdmin"
+    "iam.serviceAccounts.setIamPolicy|roles/iam.serviceAccountAdmin"
+    "iam.serviceAccounts.actAs|roles/iam.serviceAccountUser"
+    "secretmanager.secrets.create|roles/secretmanager.admin"
+    "secretmanager.secrets.setIamPolicy|roles/secretmanager.admin"
+    "secretmanager.versions.add|roles/secretmanager.admin"
+    "run.services.create|roles/run.admin"
+    "run.services.setIamPolicy|roles/run.admin"
+    "resourcemanager.projects.setIamPolicy|roles/resourcemanager.projectIamAdmin"
+)
+[[ -z $NOTIFY_LOG ]] || PERMISSIONS+=("datastore.databases.create|roles/datastore.owner")
+
+# Asks Resource Manager which of PERMISSIONS the logged-in account holds on
+# the project (testIamPermissions) and stops, naming every one missing with
+# its role, before anything is changed.
+check_permissions() {
+    local entry body='' token answer missing=()
+    for entry in "${PERMISSIONS[@]}"; do
+        body+=${body:+,}\"${entry%%|*}\"
+    done
+    step "The deployer's permissions on $PROJECT (testIamPermissions, ${#PERMISSIONS[@]} permissions)"
+    if ((DRY_RUN)); then
+        printf '# (a real run asks %s)\n' "https://cloudresourcemanager.googleapis.com/v1/projects/$PROJECT:testIamPermissions" >&3
+        return 0
+    fi
+    command -v curl >/dev/null || die "curl is needed to check the deployer's permissions"
+    token=$(gcloud auth print-access-token) || die "gcloud has no logged-in account: run gcloud auth login"
+    answer=$(curl --silent --show-error --max-time 30 -X POST \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        --data "{\"permissions\":[$body]}" \
+        "https://cloudresourcemanager.googleapis.com/v1/projects/$PROJECT:testIamPermissions") ||
+        die "could not ask Resource Manager for the deployer's permissions"
+    [[ $answer != *'"error"'* ]] || die "checking the deployer's permissions failed: ${answer//$'\n'/ }"
+    for entry in "${PERMISSIONS[@]}"; do
+        [[ $answer == *"\"${entry%%|*}\""* ]] || missing+=("${entry%%|*} (${entry#*|})")
+    done
+    if ((${#missing[@]})); then
+        local IFS=$'\n'
+        die "the logged-in account lacks these permissions on $PROJECT (grant the roles named, or Owner; docs/production.md lists them):"$'\n'"${missing[*]}"
+    fi
+}
+check_permissions
+
+# Brings the existing topic or subscription ($1) named $2 to the kit's
+# settings: each further argument is field|wanted value|the update flag that
+# sets it (no flag: a setting no update can change, which stops the script).
+# Prints every difference, then updates what differs in one call. A
+# resource without the kit's label was made by hand or by the lab: it is
+# taken over with a warning.
+converge() {
+    local kind=$1 name=$2
+    shift 2
+    local entry fields='' field
+    for entry in "$@"; do
+        fields+=${fields:+,}${entry%%|*}
+    done
+    local current
+    current=$(value "" pubsub "${kind}s" describe "$name" "$P" --format="value[separator='|'](labels.app,$fields)")
+    ((DRY_RUN)) && return 0
+    local label=${current%%|*} rest=${current#*|} have wanted flag flags=()
+    [[ $label == labrelay ]] ||
+        note "WARNING: $kind $name was not created by this kit (no label app=labrelay; the lab's?): bringing it to the kit's settings"
+    for entry in "$@"; do
+        field=${entry%%|*}
+        entry=${entry#*|}
+        wanted=${entry%%|*}
+        flag=${entry#*|}
+        have=${rest%%|*}
+        rest=${rest#*|}
+        [[ $have != "$wanted" ]] || continue
+        [[ -n $flag ]] || die "$kind $name has $field '$have', not '$wanted', which no update can change: delete it (after draining it) and run again"
+        note "$kind $name: $field '$have' -> '$wanted'"
+        flags+=("$flag")
+    done
+    if ((${#flags[@]})); then
+        change pubsub "${kind}s" update "$name" "$P" "${flags[@]}"
+    fi
+}
+
 # --- 1. APIs, project number, Pub/Sub service agent --------------------------
 
 step "APIs (enabling an enabled API changes nothing)"
@@ -317,6 +471,14 @@ if ! exists artifacts repositories describe "$REPOSITORY" --location="$REGION" "
     change artifacts repositories create "$REPOSITORY" --location="$REGION" "$P" \
         --repository-format=docker --description='labrelay images' --labels=app=labrelay
 fi
+# New projects build as the Compute Engine default service account, which an
+# organization policy may leave without roles: give whichever account Cloud
+# Build uses the role Google names for it.
+BUILD_SA=$(value "BUILD_SA@developer.gserviceaccount.com" builds get-default-service-account "$P" \
+    --format='value(serviceAccountEmail)')
+BUILD_SA=${BUILD_SA##*/}
+grant projects add-iam-policy-binding "$PROJECT" --condition=None \
+    --member="serviceAccount:$BUILD_SA" --role=roles/cloudbuild.builds.builder
 if ((REBUILD)) || ! exists artifacts docker images describe "$IMAGE"; then
     change builds submit . "$P" --config=deploy/cloudrun/cloudbuild.yaml \
         --ignore-file=deploy/cloudrun/.gcloudignore --substitutions=_IMAGE="$IMAGE"
@@ -332,11 +494,24 @@ for topic in "$TOPIC" "$DEAD_LETTER_TOPIC"; do
         # Lab results and owners' addresses stay stored in the region.
         change pubsub topics create "$topic" "$P" --labels=app=labrelay \
             --message-storage-policy-allowed-regions="$REGION"
+    else
+        converge topic "$topic" \
+            "labels.app|labrelay|--update-labels=app=labrelay" \
+            "messageStoragePolicy.allowedPersistenceRegions|$REGION|--message-storage-policy-allowed-regions=$REGION"
     fi
 done
+DEAD_LETTER_SUB_SETTINGS=(
+    "topic|projects/$PROJECT/topics/$DEAD_LETTER_TOPIC|"
+    "ackDeadlineSeconds|60|--ack-deadline=60"
+    "messageRetentionDuration|2678400s|--message-retention-duration=31d"
+    "expirationPolicy.ttl||--expiration-period=never"
+    "labels.app|labrelay|--update-labels=app=labrelay"
+)
 if ! exists pubsub subscriptions describe "$DEAD_LETTER_SUB" "$P"; then
     change pubsub subscriptions create "$DEAD_LETTER_SUB" "$P" --topic="$DEAD_LETTER_TOPIC" \
         --ack-deadline=60 --message-retention-duration=31d --expiration-period=never --labels=app=labrelay
+else
+    converge subscription "$DEAD_LETTER_SUB" "${DEAD_LETTER_SUB_SETTINGS[@]}"
 fi
 
 # --- 4. Service accounts ------------------------------------------------------
@@ -357,9 +532,13 @@ grant pubsub topics add-iam-policy-binding "$TOPIC" "$P" \
 
 if [[ -n $NOTIFY_LOG ]]; then
     step "Firestore: the notification log both push services share (docs/production.md)"
-    if ! exists firestore databases describe --database='(default)' "$P"; then
-        change firestore databases create --database='(default)' --location="$REGION" \
+    if ! exists firestore databases describe --database="$FIRESTORE_DATABASE" "$P"; then
+        change firestore databases create --database="$FIRESTORE_DATABASE" --location="$REGION" \
             --type=firestore-native "$P"
+    else
+        mode=$(value FIRESTORE_NATIVE firestore databases describe --database="$FIRESTORE_DATABASE" "$P" --format='value(type)')
+        [[ $mode == FIRESTORE_NATIVE ]] ||
+            die "Firestore database $FIRESTORE_DATABASE is in $mode mode; the notification log needs Native mode: pass --firestore-database labrelay to use (and create) a database of its own"
     fi
     for account in "$EMAIL_SA" "$SMS_SA"; do
         grant projects add-iam-policy-binding "$PROJECT" --condition=None \
@@ -371,17 +550,25 @@ fi
 
 # Creates the secret if missing and, if it has no version yet, adds the first
 # one: from the environment variable $2 (on standard input, never on a
-# command line) or from the file $3. Later versions are added by hand (see
-# docs/production.md, "Rotating"), so a re-run never replaces a secret. The
-# service account $4 may read it.
+# command line) or from the file $3. A secret that has a version gets a new
+# one only with --rotate-secrets (docs/production.md, "Rotating"), so a
+# re-run never brings back an old key. The service account $4 may read it.
 secret() {
-    local name=$1 variable=$2 file=$3 reader=$4
+    local name=$1 variable=$2 file=$3 reader=$4 given=0
+    [[ -n $variable && -n ${!variable:-} ]] || [[ -n $file ]] && given=1
     if ! exists secrets describe "$name" "$P"; then
         # Automatic replication: credentials, not personal data, and a
         # replication policy cannot be changed later (another region).
         change secrets create "$name" "$P" --replication-policy=automatic --labels=app=labrelay
     fi
-    if ! exists secrets versions describe latest --secret="$name" "$P"; then
+    local add=1
+    if exists secrets versions describe latest --secret="$name" "$P"; then
+        add=$((ROTATE_SECRETS && given))
+        if ((given && !ROTATE_SECRETS)); then
+            note "secret $name has a version already; what was given for it is not added (--rotate-secrets adds it as the new latest version)"
+        fi
+    fi
+    if ((add)); then
         if [[ -n $variable && -n ${!variable:-} ]]; then
             # Shown with the variable's name; its value goes to standard input.
             SHOW_SUFFIX=" <<<\"\$$variable\"" show gcloud secrets versions add "$name" "$P" --data-file=-
@@ -453,28 +640,32 @@ change run deploy lab-report-service "${COMMON[@]}" --args=lab-report-service \
 # sets the URL right after.
 PENDING_AUDIENCE=https://pending-first-deploy.invalid
 push_service() {
-    local name=$1 account=$2 secrets=$3
-    shift 3
+    local name=$1 account=$2 secrets=$3 push_url=$4
+    shift 4
     local url=
     if service_exists "$name"; then
         url=$(service_url "$name")
     fi
     local settings=("GOOGLE_CLOUD_PROJECT=$PROJECT" "$@" "PUSH_ALLOWED_SERVICE_ACCOUNTS=$INVOKER_SA"
         "DEAD_LETTER_TOPIC=projects/$PROJECT/topics/$DEAD_LETTER_TOPIC"
-        "PUSH_AUDIENCE=${url:-$PENDING_AUDIENCE}")
+        "PUSH_AUDIENCE=${push_url:-${url:-$PENDING_AUDIENCE}}")
     local secret_flag=--clear-secrets
     [[ -z $secrets ]] || secret_flag=--set-secrets=$secrets
     # Ingress "internal" still admits Pub/Sub push from this project to the
     # run.app URL; the internet cannot reach these services at all.
     change run deploy "$name" "${COMMON[@]}" --args="$name" \
-        --service-account="$account" --no-allow-unauthenticated --ingress=internal \
-        --concurrency=20 --timeout=60s --max-instances=5 \
+        --service-account="$account" --no-allow-unauthenticated --ingress="$PUSH_INGRESS" \
+        --concurrency=20 --timeout="${PUSH_TIMEOUT}s" --max-instances="$PUSH_MAX_INSTANCES" \
         --set-env-vars="$(env_list "${settings[@]}")" "$secret_flag"
-    if [[ -z $url ]]; then
+    if [[ -n $push_url ]]; then
+        # Behind a load balancer: Cloud Run's own IAM check accepts tokens
+        # for the balancer's URL too.
+        change run services update "$name" "$P" "$R" --add-custom-audiences="$push_url"
+    elif [[ -z $url ]]; then
         url=$(service_url "$name")
         change run services update "$name" "$P" "$R" --update-env-vars="PUSH_AUDIENCE=$url"
     fi
-    PUSH_URL=$url
+    PUSH_URL=${push_url:-$url}
 }
 
 step "email-service: private, reached by Pub/Sub push only"
@@ -485,7 +676,7 @@ email_settings=("SMTP_URL=$SMTP_URL")
 [[ -z $EMAIL_REPLY_TO ]] || email_settings+=("EMAIL_REPLY_TO=$EMAIL_REPLY_TO")
 smtp_secret=
 [[ -z $SMTP_USERNAME ]] || smtp_secret="SMTP_PASSWORD=$SMTP_SECRET:latest"
-push_service email-service "$EMAIL_SA" "$smtp_secret" "${email_settings[@]}"
+push_service email-service "$EMAIL_SA" "$smtp_secret" "$EMAIL_PUSH_URL" "${email_settings[@]}"
 email_url=$PUSH_URL
 
 step "sms-service: private, reached by Pub/Sub push only"
@@ -494,7 +685,7 @@ sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID")
 [[ -z $TWILIO_FROM ]] || sms_settings+=("TWILIO_FROM=$TWILIO_FROM")
 [[ -z $TWILIO_MESSAGING_SERVICE_SID ]] || sms_settings+=("TWILIO_MESSAGING_SERVICE_SID=$TWILIO_MESSAGING_SERVICE_SID")
 [[ -z $SMS_ALLOWED_COUNTRIES ]] || sms_settings+=("SMS_ALLOWED_COUNTRIES=$SMS_ALLOWED_COUNTRIES")
-push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest" "${sms_settings[@]}"
+push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest" "$SMS_PUSH_URL" "${sms_settings[@]}"
 sms_url=$PUSH_URL
 
 # --- 7. Push subscriptions ------------------------------------------------------
@@ -515,20 +706,32 @@ for member in "$PUBSUB_AGENT" "$EMAIL_SA" "$SMS_SA"; do
         --member="serviceAccount:$member" --role=roles/pubsub.publisher
 done
 
-step "Push subscriptions: retried with backoff, dead-lettered after $MAX_DELIVERY_ATTEMPTS attempts"
+step "Push subscriptions: ${PUSH_TIMEOUT} s per push, retried with backoff, dead-lettered after $MAX_DELIVERY_ATTEMPTS attempts"
 for pair in "email-service|$email_url" "sms-service|$sms_url"; do
     name=${pair%%|*}
     url=${pair#*|}
     subscription=$name-sub
     if ! exists pubsub subscriptions describe "$subscription" "$P"; then
-        # The ack deadline (30 s) outlasts one SMTP or Twilio attempt (10 s)
-        # and stays under the services' request timeout (60 s).
         change pubsub subscriptions create "$subscription" "$P" --topic="$TOPIC" \
             --push-endpoint="$url" --push-auth-service-account="$INVOKER_SA" \
-            --push-auth-token-audience="$url" --ack-deadline=30 \
+            --push-auth-token-audience="$url" --ack-deadline="$PUSH_TIMEOUT" \
             --min-retry-delay=10s --max-retry-delay=600s \
             --dead-letter-topic="$DEAD_LETTER_TOPIC" --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS" \
             --message-retention-duration=7d --expiration-period=never --labels=app=labrelay
+    else
+        converge subscription "$subscription" \
+            "topic|projects/$PROJECT/topics/$TOPIC|" \
+            "pushConfig.pushEndpoint|$url|--push-endpoint=$url" \
+            "pushConfig.oidcToken.serviceAccountEmail|$INVOKER_SA|--push-auth-service-account=$INVOKER_SA" \
+            "pushConfig.oidcToken.audience|$url|--push-auth-token-audience=$url" \
+            "ackDeadlineSeconds|$PUSH_TIMEOUT|--ack-deadline=$PUSH_TIMEOUT" \
+            "retryPolicy.minimumBackoff|10s|--min-retry-delay=10s" \
+            "retryPolicy.maximumBackoff|600s|--max-retry-delay=600s" \
+            "deadLetterPolicy.deadLetterTopic|projects/$PROJECT/topics/$DEAD_LETTER_TOPIC|--dead-letter-topic=$DEAD_LETTER_TOPIC" \
+            "deadLetterPolicy.maxDeliveryAttempts|$MAX_DELIVERY_ATTEMPTS|--max-delivery-attempts=$MAX_DELIVERY_ATTEMPTS" \
+            "messageRetentionDuration|604800s|--message-retention-duration=7d" \
+            "expirationPolicy.ttl||--expiration-period=never" \
+            "labels.app|labrelay|--update-labels=app=labrelay"
     fi
     grant pubsub subscriptions add-iam-policy-binding "$subscription" "$P" \
         --member="serviceAccount:$PUBSUB_AGENT" --role=roles/pubsub.subscriber

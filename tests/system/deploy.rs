@@ -4,9 +4,16 @@
 //! - `deploy.sh --dry-run` prints the whole plan (every resource and flag of
 //!   issue 4), the same plan twice, with no gcloud installed, and no secret
 //!   on any line;
-//! - `deploy.sh` for real, against a stand-in `gcloud` that logs its calls,
-//!   runs exactly the dry run's commands on an empty project, and creates
-//!   nothing on a project where everything exists already;
+//! - `deploy.sh` for real, against a stand-in `gcloud` that logs its calls
+//!   (and a stand-in `curl` answering testIamPermissions), runs exactly the
+//!   dry run's commands on an empty project, creates and changes nothing on
+//!   a project it converged before, brings what the lab left to its
+//!   settings with a warning, stops on a look-up that fails otherwise than
+//!   NOT_FOUND and on missing permissions (naming them and their roles),
+//!   and adds a secret version only with `--rotate-secrets`;
+//! - the push services' ack deadline equals their request timeout; without
+//!   the shared notification log they run on one instance; behind a load
+//!   balancer they keep its ingress and audience;
 //! - the three services, started with nothing but the environment Cloud Run
 //!   gives them, listen on 0.0.0.0:$PORT, answer `/healthz`, log JSON lines
 //!   in Cloud Logging's shape, stop cleanly on SIGTERM, and the
@@ -155,8 +162,20 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// Runs deploy.sh with only `path` on PATH and the deployer's settings (and
-/// secrets) in the environment.
+/// secrets) in the environment; it must succeed.
 fn run_deploy(path: &Path, home: &Path, extra_env: &[(&str, String)], args: &[&str]) -> Output {
+    let output = try_deploy(path, home, extra_env, args);
+    assert!(
+        output.status.success(),
+        "deploy.sh {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// [`run_deploy`], whatever its exit status.
+fn try_deploy(path: &Path, home: &Path, extra_env: &[(&str, String)], args: &[&str]) -> Output {
     let keys = keys_file(home);
     let mut command = Command::new(deploy_script());
     command
@@ -181,14 +200,7 @@ fn run_deploy(path: &Path, home: &Path, extra_env: &[(&str, String)], args: &[&s
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    let output = command.output().expect("running deploy.sh");
-    assert!(
-        output.status.success(),
-        "deploy.sh {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    command.output().expect("running deploy.sh")
 }
 
 /// The `+ gcloud ...` lines of a plan, without the `+ `.
@@ -476,10 +488,19 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             ],
         );
         let service = if name == "email-service" { email } else { sms };
-        assert!(
-            seconds_flag(service, "--timeout") >= seconds_flag(subscription, "--ack-deadline"),
-            "{name}: the request timeout must outlast the ack deadline"
+        // For push the ack deadline is the HTTP timeout: one number, so
+        // Pub/Sub never redelivers a push its service still runs, and Cloud
+        // Run never cuts one Pub/Sub still waits for.
+        assert_eq!(
+            seconds_flag(subscription, "--ack-deadline"),
+            seconds_flag(service, "--timeout"),
+            "{name}: the ack deadline must equal the request timeout"
         );
+        assert!(seconds_flag(service, "--timeout") >= 70, "{service}");
+        // Several instances share the Firestore notification log.
+        assert!(service.contains("--max-instances=5"), "{service}");
+        assert!(service.contains("NOTIFY_LOG=firestore"), "{service}");
+        assert!(service.contains("--ingress=internal "), "{service}");
         line_with(
             &plan,
             &format!("pubsub subscriptions add-iam-policy-binding {name}-sub "),
@@ -567,8 +588,11 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
 
 /// A `gcloud` that logs every call (arguments separated by US, one call a
 /// line; standard input of `--data-file=-` to `<log>.stdin`) and answers
-/// look-ups: in `empty` mode nothing exists but what was deployed in this
-/// run; in `existing` mode everything exists.
+/// look-ups as gcloud does: in `empty` mode nothing exists but what was
+/// deployed in this run (a failed look-up says NOT_FOUND); in `existing`
+/// mode everything exists, and a `--format=value[...]` look-up of a topic
+/// or subscription prints `$FAKE_DESCRIBE_<name>` (dashes as underscores);
+/// in `denied` mode every look-up fails with PERMISSION_DENIED.
 const FAKE_GCLOUD: &str = r#"
 log=$FAKE_GCLOUD_LOG
 line=
@@ -580,17 +604,48 @@ for arg in "$@"; do
         printf '%s\n' "$data" >>"$log.stdin"
     fi
 done
+if [[ $1 == auth && $2 == print-access-token ]]; then echo fake-token; exit 0; fi
 if [[ $1 == projects && $2 == describe ]]; then echo 123456789012; exit 0; fi
-if [[ $1 == run && $2 == deploy ]]; then : >"$FAKE_GCLOUD_STATE/$3"; exit 0; fi
-if [[ $1 == run && $2 == services && $3 == describe ]]; then
-    [[ $FAKE_GCLOUD_MODE == existing || -e $FAKE_GCLOUD_STATE/$4 ]] || exit 1
-    if [[ " $* " == *"value(status.url)"* ]]; then echo "https://$4-123456789012.europe-west1.run.app"; fi
-    exit 0
+if [[ $1 == builds && $2 == get-default-service-account ]]; then
+    echo projects/demo-project/serviceAccounts/BUILD_SA@developer.gserviceaccount.com; exit 0
 fi
+if [[ $1 == run && $2 == deploy ]]; then : >"$FAKE_GCLOUD_STATE/$3"; exit 0; fi
 for arg in "$@"; do
-    if [[ $arg == describe ]]; then [[ $FAKE_GCLOUD_MODE == existing ]]; exit; fi
+    [[ $arg == describe ]] || continue
+    if [[ $FAKE_GCLOUD_MODE == denied ]]; then
+        echo "ERROR: (gcloud) PERMISSION_DENIED: The caller does not have permission" >&2; exit 1
+    fi
+    if [[ $1 == run && $3 == describe && -e $FAKE_GCLOUD_STATE/$4 ]] || [[ $FAKE_GCLOUD_MODE == existing ]]; then
+        if [[ " $* " == *"value(status.url)"* ]]; then echo "https://$4-123456789012.europe-west1.run.app"; fi
+        if [[ " $* " == *"--format=value(type)"* ]]; then echo "${FAKE_FIRESTORE_TYPE:-FIRESTORE_NATIVE}"; fi
+        if [[ " $* " == *"--format=value[separator="* ]]; then
+            var=FAKE_DESCRIBE_${4//-/_}
+            printf '%s\n' "${!var}"
+        fi
+        exit 0
+    fi
+    echo "ERROR: (gcloud) NOT_FOUND: Resource not found (resource=$4)." >&2; exit 1
 done
 exit 0
+"#;
+
+/// A `curl` answering Resource Manager's testIamPermissions: every
+/// permission asked for, but those in `$FAKE_DENY` (space-separated).
+const FAKE_CURL: &str = r#"
+data=
+while (($#)); do
+    [[ $1 == --data ]] && data=$2
+    shift
+done
+list=${data#*[}
+list=${list%]*}
+IFS=, read -ra asked <<<"$list"
+granted=()
+for permission in "${asked[@]}"; do
+    [[ " $FAKE_DENY " == *" ${permission//\"/} "* ]] || granted+=("$permission")
+done
+IFS=,
+printf '{"permissions": [%s]}\n' "${granted[*]}"
 "#;
 
 fn make_executable(path: &Path) {
@@ -598,30 +653,81 @@ fn make_executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// Runs deploy.sh for real against the stand-in; returns the calls and what
-/// arrived on standard input.
-fn run_against_fake(mode: &str) -> (Vec<Vec<String>>, String) {
+/// What a project the kit converged answers for each topic and
+/// subscription it manages: the label, then the fields `converge` asks for.
+fn converged() -> Vec<(&'static str, String)> {
+    let topic = "labrelay|labrelay|europe-west1".to_string();
+    let push = |name: &str| {
+        let url = format!("https://{name}-123456789012.europe-west1.run.app");
+        format!(
+            "labrelay|projects/demo-project/topics/new-lab-report|{url}|\
+             pubsub-cloud-run-invoker@demo-project.iam.gserviceaccount.com|{url}|120|10s|600s|\
+             projects/demo-project/topics/new-lab-report-dead-letter|100|604800s||labrelay"
+        )
+    };
+    vec![
+        ("FAKE_DESCRIBE_new_lab_report", topic.clone()),
+        ("FAKE_DESCRIBE_new_lab_report_dead_letter", topic),
+        (
+            "FAKE_DESCRIBE_new_lab_report_dead_letter_sub",
+            "labrelay|projects/demo-project/topics/new-lab-report-dead-letter|60|2678400s||labrelay"
+                .to_string(),
+        ),
+        ("FAKE_DESCRIBE_email_service_sub", push("email-service")),
+        ("FAKE_DESCRIBE_sms_service_sub", push("sms-service")),
+    ]
+}
+
+/// One run of deploy.sh for real against the stand-ins.
+struct FakeRun {
+    /// gcloud's calls, each its arguments.
+    calls: Vec<Vec<String>>,
+    /// What arrived on gcloud's standard input.
+    stdin: String,
+    output: Output,
+}
+
+impl FakeRun {
+    fn joined(&self) -> Vec<String> {
+        self.calls.iter().map(|call| call.join(" ")).collect()
+    }
+
+    fn assert_success(&self) {
+        assert!(
+            self.output.status.success(),
+            "deploy.sh failed:\n{}",
+            self.stderr()
+        );
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+/// Runs deploy.sh for real against the stand-in gcloud in `mode`, with
+/// `env` and `args` added, whatever its exit status.
+fn fake_run(mode: &str, env: &[(&str, String)], args: &[&str]) -> FakeRun {
     let dir = tempfile::tempdir().unwrap();
     let bin = bare_path_dir(dir.path());
     let bash = std::fs::read_link(bin.join("bash")).unwrap();
-    let gcloud = bin.join("gcloud");
-    std::fs::write(&gcloud, format!("#!{}\n{FAKE_GCLOUD}", bash.display())).unwrap();
-    make_executable(&gcloud);
+    for (name, script) in [("gcloud", FAKE_GCLOUD), ("curl", FAKE_CURL)] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!{}\n{script}", bash.display())).unwrap();
+        make_executable(&path);
+    }
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let log = dir.path().join("gcloud.log");
-    run_deploy(
-        &bin,
-        dir.path(),
-        &[
-            ("FAKE_GCLOUD_LOG", log.display().to_string()),
-            ("FAKE_GCLOUD_STATE", state.display().to_string()),
-            ("FAKE_GCLOUD_MODE", mode.to_string()),
-        ],
-        &[],
-    );
+    let mut all_env = vec![
+        ("FAKE_GCLOUD_LOG", log.display().to_string()),
+        ("FAKE_GCLOUD_STATE", state.display().to_string()),
+        ("FAKE_GCLOUD_MODE", mode.to_string()),
+    ];
+    all_env.extend_from_slice(env);
+    let output = try_deploy(&bin, dir.path(), &all_env, args);
     let calls = std::fs::read_to_string(&log)
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .map(|line| {
             line.trim_end_matches('\x1f')
@@ -631,7 +737,28 @@ fn run_against_fake(mode: &str) -> (Vec<Vec<String>>, String) {
         })
         .collect();
     let stdin = std::fs::read_to_string(log.with_extension("log.stdin")).unwrap_or_default();
-    (calls, stdin)
+    FakeRun {
+        calls,
+        stdin,
+        output,
+    }
+}
+
+/// Runs deploy.sh for real against the stand-in; it must succeed. Returns
+/// the calls and what arrived on standard input.
+fn run_against_fake(mode: &str) -> (Vec<Vec<String>>, String) {
+    let env = if mode == "existing" {
+        converged()
+    } else {
+        Vec::new()
+    };
+    let run = fake_run(mode, &env, &[]);
+    assert!(
+        run.output.status.success(),
+        "deploy.sh against a {mode} project failed:\n{}",
+        run.stderr()
+    );
+    (run.calls, run.stdin)
 }
 
 #[test]
@@ -654,6 +781,8 @@ fn a_real_run_does_what_the_dry_run_says_and_a_rerun_creates_nothing() {
     let (calls, stdin) = run_against_fake("empty");
     let calls: Vec<Vec<String>> = calls
         .into_iter()
+        // The token of the permission check, which a dry run does not ask.
+        .filter(|call| call[..] != ["auth", "print-access-token"])
         .map(|call| {
             call.into_iter()
                 .map(|w| {
@@ -713,6 +842,10 @@ fn a_real_run_does_what_the_dry_run_says_and_a_rerun_creates_nothing() {
         );
         assert!(!joined.starts_with("secrets versions add"), "{joined}");
         assert!(!joined.starts_with("run services update"), "{joined}");
+        assert!(
+            !(joined.starts_with("pubsub") && call.iter().any(|w| w == "update")),
+            "a re-run on a converged project changed a topic or subscription: {joined}"
+        );
     }
     for name in ["email-service", "sms-service"] {
         let deploy = calls
@@ -729,6 +862,226 @@ fn a_real_run_does_what_the_dry_run_says_and_a_rerun_creates_nothing() {
     }
     let (again, _) = run_against_fake("existing");
     assert_eq!(calls, again, "two re-runs made different calls");
+}
+
+/// A project that ran the lab (or was changed by hand): its topic and push
+/// subscriptions exist without the kit's label, dead-letter policy or
+/// retry policy. A run brings each to the kit's settings, saying what it
+/// changes, and warns that it takes them over.
+#[test]
+fn a_run_brings_what_the_lab_left_to_the_kits_settings() {
+    let url = "https://email-service-123456789012.europe-west1.run.app";
+    let invoker = "pubsub-cloud-run-invoker@demo-project.iam.gserviceaccount.com";
+    let mut env: Vec<(&str, String)> = converged()
+        .into_iter()
+        .filter(|(k, _)| {
+            *k != "FAKE_DESCRIBE_new_lab_report" && *k != "FAKE_DESCRIBE_email_service_sub"
+        })
+        .collect();
+    env.push(("FAKE_DESCRIBE_new_lab_report", "||".to_string()));
+    env.push((
+        "FAKE_DESCRIBE_email_service_sub",
+        format!(
+            "|projects/demo-project/topics/new-lab-report|{url}|{invoker}|{url}|10|||||604800s|2678400s|"
+        ),
+    ));
+    let run = fake_run("existing", &env, &[]);
+    run.assert_success();
+    let calls = run.joined();
+    let updates: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("pubsub") && c.contains(" update "))
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            "pubsub topics update new-lab-report --project=demo-project \
+             --update-labels=app=labrelay --message-storage-policy-allowed-regions=europe-west1",
+            "pubsub subscriptions update email-service-sub --project=demo-project --ack-deadline=120 \
+             --min-retry-delay=10s --max-retry-delay=600s --dead-letter-topic=new-lab-report-dead-letter \
+             --max-delivery-attempts=100 --expiration-period=never --update-labels=app=labrelay",
+        ],
+        "{calls:#?}"
+    );
+    let stderr = run.stderr();
+    for said in [
+        "WARNING: topic new-lab-report was not created by this kit",
+        "WARNING: subscription email-service-sub was not created by this kit",
+        "subscription email-service-sub: ackDeadlineSeconds '10' -> '120'",
+        "subscription email-service-sub: deadLetterPolicy.maxDeliveryAttempts '' -> '100'",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains("sms-service-sub"), "{stderr}");
+}
+
+/// A look-up that fails for another reason than "not found" (here
+/// PERMISSION_DENIED) stops the run: taken for "not found", it would create
+/// what exists, or add an old key back to a secret.
+#[test]
+fn a_look_up_that_fails_otherwise_than_not_found_stops_the_run() {
+    let run = fake_run("denied", &[], &[]);
+    assert!(!run.output.status.success());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("PERMISSION_DENIED") && stderr.contains("stops"),
+        "{stderr}"
+    );
+    let changes: Vec<String> = run
+        .joined()
+        .into_iter()
+        .filter(|c| c.contains(" create ") || c.contains(" add ") || c.starts_with("builds submit"))
+        // Idempotent by itself, run before any look-up.
+        .filter(|c| !c.starts_with("beta services identity create"))
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "changed after a failed look-up: {changes:#?}"
+    );
+}
+
+/// The deployer's permissions are asked first (testIamPermissions): what
+/// is missing is named with its role, and nothing is changed.
+#[test]
+fn missing_permissions_stop_the_run_before_any_change() {
+    let deny = "run.services.create resourcemanager.projects.setIamPolicy";
+    let run = fake_run("empty", &[("FAKE_DENY", deny.to_string())], &[]);
+    assert!(!run.output.status.success());
+    let stderr = run.stderr();
+    for named in [
+        "run.services.create (roles/run.admin)",
+        "resourcemanager.projects.setIamPolicy (roles/resourcemanager.projectIamAdmin)",
+    ] {
+        assert!(stderr.contains(named), "{named} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains("pubsub.topics.create"), "{stderr}");
+    assert_eq!(run.joined(), ["auth print-access-token"]);
+}
+
+/// A secret that has a version gets a new one only with --rotate-secrets.
+#[test]
+fn secrets_get_a_new_version_only_when_asked() {
+    let run = fake_run("existing", &converged(), &[]);
+    run.assert_success();
+    assert!(run.stdin.is_empty());
+    assert!(
+        run.stderr()
+            .contains("secret labrelay-ingest-api-keys has a version already"),
+        "{}",
+        run.stderr()
+    );
+
+    let run = fake_run("existing", &converged(), &["--rotate-secrets"]);
+    run.assert_success();
+    let added: Vec<String> = run
+        .joined()
+        .into_iter()
+        .filter(|c| c.starts_with("secrets versions add "))
+        .collect();
+    assert_eq!(added.len(), 3, "{added:#?}");
+    assert!(
+        run.stdin.contains(SMTP_PASSWORD) && run.stdin.contains(TWILIO_AUTH_TOKEN),
+        "{}",
+        run.stdin
+    );
+}
+
+/// Without the shared notification log each push service runs on one
+/// instance, and says so; a Firestore database in Datastore mode is
+/// refused, naming the way out.
+#[test]
+fn once_holds_without_the_shared_log_by_running_one_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = bare_path_dir(dir.path());
+    let off = run_deploy(&bin, dir.path(), &[], &["--dry-run", "--notify-log", "off"]);
+    let plan = plan_commands(&off.stdout);
+    for name in ["email-service", "sms-service"] {
+        let deploy = line_with(
+            &plan,
+            &format!("run deploy {name} "),
+            &["--max-instances=1"],
+        );
+        assert!(!deploy.contains("NOTIFY_LOG"), "{deploy}");
+    }
+    assert!(!plan.iter().any(|l| l.contains("firestore")), "{plan:#?}");
+
+    let named = run_deploy(
+        &bin,
+        dir.path(),
+        &[],
+        &["--dry-run", "--firestore-database", "labrelay"],
+    );
+    let plan = plan_commands(&named.stdout);
+    line_with(
+        &plan,
+        "firestore databases create",
+        &["--database=labrelay", "--type=firestore-native"],
+    );
+    line_with(
+        &plan,
+        "run deploy email-service ",
+        &["NOTIFY_LOG=firestore://projects/demo-project/databases/labrelay"],
+    );
+
+    let mut env = converged();
+    env.push(("FAKE_FIRESTORE_TYPE", "DATASTORE_MODE".to_string()));
+    let datastore = fake_run("existing", &env, &[]);
+    assert!(!datastore.output.status.success());
+    let stderr = datastore.stderr();
+    assert!(
+        stderr.contains("DATASTORE_MODE") && stderr.contains("--firestore-database"),
+        "{stderr}"
+    );
+}
+
+/// Behind a load balancer (docs/production.md, "Past one region"): the
+/// push services admit it, and the balancer's URL is where Pub/Sub pushes,
+/// the token's audience and the service's `PUSH_AUDIENCE`, on every run.
+#[test]
+fn push_services_behind_a_load_balancer_keep_its_ingress_and_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = bare_path_dir(dir.path());
+    let balancer = "https://push.clinic.example/email";
+    let run = run_deploy(
+        &bin,
+        dir.path(),
+        &[],
+        &[
+            "--dry-run",
+            "--push-ingress",
+            "internal-and-cloud-load-balancing",
+            "--email-push-url",
+            balancer,
+        ],
+    );
+    let plan = plan_commands(&run.stdout);
+    line_with(
+        &plan,
+        "run deploy email-service ",
+        &[
+            "--ingress=internal-and-cloud-load-balancing",
+            &format!("PUSH_AUDIENCE={balancer}"),
+        ],
+    );
+    line_with(
+        &plan,
+        "run services update email-service ",
+        &[&format!("--add-custom-audiences={balancer}")],
+    );
+    line_with(
+        &plan,
+        "pubsub subscriptions create email-service-sub ",
+        &[
+            &format!("--push-endpoint={balancer}"),
+            &format!("--push-auth-token-audience={balancer}"),
+        ],
+    );
+    // The SMS channel keeps its own URL.
+    line_with(
+        &plan,
+        "pubsub subscriptions create sms-service-sub ",
+        &["--push-endpoint=https://sms-service-PROJECT_NUMBER.europe-west1.run.app"],
+    );
 }
 
 // --- the services under Cloud Run's environment -----------------------------------
