@@ -14,12 +14,16 @@ Usage: smtp_sink.py PORTFILE MAILDIR CONTROLFILE [--port N] [--auth USER:PASSWOR
     accept        answer 250
     451           answer 451 (temporary failure)
     550           answer 550 (permanent failure)
+    451-data      accept RCPT, answer 451 to the end of DATA: the data has
+                  been sent when the refusal comes, as with a content check
     slow SECONDS  wait SECONDS before answering DATA, then accept. The
                   message is kept even if the client has given up by then,
                   as a real server that already received the data would.
 - Prints "data <Message-ID>" on stdout when a message's data has arrived
-  (before the answer to DATA), and "accepted <Message-ID> <file name>"
-  once it is stored, so a test can await both instead of polling.
+  (before the answer to DATA), "accepted <Message-ID> <file name>" once
+  it is stored, and "rejected <code> [<Message-ID>]" for a refusal (the
+  Message-ID when the data was there), so a test can await each instead
+  of polling.
 - With --auth, requires SMTP AUTH (PLAIN or LOGIN, allowed without TLS) with
   exactly these credentials; anything else gets 535.
 - Exits when stdin reaches end of file, so it never outlives the test
@@ -50,7 +54,7 @@ def read_mode(control_file):
         return ("accept", 0.0)
     if not words or words[0] == "accept":
         return ("accept", 0.0)
-    if words[0] in ("451", "550"):
+    if words[0] in ("451", "550", "451-data"):
         return (words[0], 0.0)
     if words[0] == "slow" and len(words) == 2:
         return ("slow", float(words[1]))
@@ -99,9 +103,9 @@ class Handler:
         message_id = (headers.get("Message-ID") or "-").strip()
         print(f"data {message_id}", flush=True)
         mode, delay = read_mode(self.control_file)
-        if mode in ("451", "550"):
-            print(f"rejected {mode}", flush=True)
-            return TEMP_FAIL if mode == "451" else PERM_FAIL
+        if mode in ("451", "550", "451-data"):
+            print(f"rejected {mode[:3]} {message_id}", flush=True)
+            return PERM_FAIL if mode == "550" else TEMP_FAIL
         trace = (
             f"X-MailFrom: {envelope.mail_from}\r\n"
             f"X-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n"

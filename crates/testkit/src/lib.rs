@@ -9,17 +9,19 @@
 //!   logged.
 //! - `metrics`: a scrape of `GET /metrics`, asked for one series or a
 //!   sum by label.
+//! - `proxy`: a round-robin TCP proxy in front of several instances of a
+//!   service, as a load balancer spreads connections over them.
 //! - `push`: push bodies as the broker sends them, built from the
 //!   contract's push envelope.
 //! - `smtp`: a real SMTP server (Python's aiosmtpd, started as a process)
-//!   whose answers can be switched between accept, 451, 550 and slow, with
-//!   optional AUTH; accepted, refused and received messages are events a
-//!   test can await.
+//!   whose answers can be switched between accept, 451, 550, 451 after the
+//!   data and slow, with optional AUTH; accepted, refused and received
+//!   messages are events a test can await.
 //! - `strategies`: proptest strategies (arbitrary JSON favouring the
 //!   field names a parser looks for).
 //! - `twilio`: a real HTTP server playing Twilio's Messages API, checking
-//!   method, path, auth and form fields, and answering 201, 429, 500 or 400
-//!   with Twilio's error JSON on demand.
+//!   method, path, auth and form fields, and answering 201 (whole, late or
+//!   cut mid-body), 429, 500 or 400 with Twilio's error JSON on demand.
 //! - `up`: `labrelay up` as a real process, found through its `up.json`.
 //!
 //! With the `system` feature, which builds the whole system (the root
@@ -36,6 +38,7 @@ pub mod logs;
 pub mod metrics;
 #[cfg(feature = "system")]
 pub mod process;
+pub mod proxy;
 pub mod push;
 pub mod smtp;
 pub mod strategies;

@@ -35,6 +35,9 @@ pub enum Mode {
     TempFail,
     /// 550, a permanent failure.
     PermFail,
+    /// 451 to the end of DATA only, once the client has sent the whole
+    /// message; RCPT is accepted.
+    TempFailAfterData,
     /// Wait this long before answering DATA, then accept. The message is kept
     /// even when the client gave up waiting, as a real server would keep it.
     Slow(Duration),
@@ -46,6 +49,7 @@ impl Mode {
             Mode::Accept => "accept".into(),
             Mode::TempFail => "451".into(),
             Mode::PermFail => "550".into(),
+            Mode::TempFailAfterData => "451-data".into(),
             Mode::Slow(delay) => format!("slow {}", delay.as_secs_f64()),
         }
     }
@@ -62,6 +66,8 @@ pub struct SmtpSink {
     accepted: watch::Sender<usize>,
     data_received: watch::Sender<usize>,
     rejected: watch::Sender<usize>,
+    /// The Message-IDs refused once their data had arrived, in order.
+    refused_data: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 struct Running {
@@ -98,6 +104,7 @@ impl SmtpSink {
             accepted: watch::Sender::new(0),
             data_received: watch::Sender::new(0),
             rejected: watch::Sender::new(0),
+            refused_data: Default::default(),
         };
         sink.spawn(0).await?;
         Ok(sink)
@@ -143,6 +150,12 @@ impl SmtpSink {
     /// started, accepted by now or not (see [`SmtpSink::wait_for_data`]).
     pub fn data_count(&self) -> usize {
         *self.data_received.borrow()
+    }
+
+    /// The Message-IDs of the messages refused after their data had
+    /// arrived (451 or 550 to the end of DATA), in order.
+    pub fn refused_after_data(&self) -> Vec<String> {
+        self.refused_data.lock().unwrap().clone()
     }
 
     /// Waits until [`SmtpSink::events`] exceeds `seen`; false when nothing
@@ -280,8 +293,15 @@ impl SmtpSink {
             self.data_received.clone(),
             self.rejected.clone(),
         );
+        let refused_data = self.refused_data.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
+                let mut words = line.split_whitespace();
+                if let (Some("rejected"), Some(_), Some(message_id)) =
+                    (words.next(), words.next(), words.next())
+                {
+                    refused_data.lock().unwrap().push(message_id.to_string());
+                }
                 let counter = match line.split_whitespace().next() {
                     Some("accepted") => &accepted,
                     Some("data") => &data_received,

@@ -51,6 +51,11 @@ pub enum Mode {
     /// goes on with a request whose client stopped waiting: the message is
     /// recorded (and so awaitable) when the time is up, answered or not.
     Slow(Duration),
+    /// Accepts and records the message, answers 201 with its headers
+    /// (`Content-Length` of the whole resource, padded to 1 MiB) and then
+    /// closes the connection halfway through the body: Twilio created the
+    /// message, and its client cannot read the answer.
+    CutBody,
 }
 
 /// A message the stand-in accepted.
@@ -259,7 +264,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let scripted = shared.script.lock().unwrap().pop_front();
     let mode = scripted.unwrap_or_else(|| shared.mode.lock().unwrap().clone());
     match mode {
-        Mode::Accept => {}
+        Mode::Accept | Mode::CutBody => {}
         Mode::TooManyRequests { retry_after } => {
             let mut response =
                 twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
@@ -298,7 +303,42 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
         }
     }
-    accept(&shared, to, from, service, body)
+    let cut = mode == Mode::CutBody;
+    let response = accept(&shared, to, from, service, body);
+    if cut {
+        cut_body(response).await
+    } else {
+        response
+    }
+}
+
+/// `response` announcing its whole length (`Content-Length`), of which
+/// the server sends half and then closes the connection.
+///
+/// The resource is padded with leading whitespace (valid JSON) to 1 MiB,
+/// so that the half sent is more than hyper buffers (about 400 KiB): it
+/// writes the head and that half before it finds the body short, and
+/// then closes the connection. With a small body the head would still be
+/// in the buffer at that moment and the client would see no answer at all.
+async fn cut_body(response: Response) -> Response {
+    const PADDED: usize = 1 << 20;
+    let (mut parts, body) = response.into_parts();
+    let resource = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut padded = vec![b' '; PADDED.saturating_sub(resource.len())];
+    padded.extend_from_slice(&resource);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(padded.len()));
+    padded.truncate(padded.len() / 2);
+    // Through a stream, so that the body's own length is unknown and the
+    // header is what the server goes by.
+    let half = axum::body::Body::from(padded);
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(half.into_data_stream()),
+    )
 }
 
 /// Records the message and answers 201 with its Message resource.
@@ -492,5 +532,28 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 34);
         assert!(a.starts_with("SM") && a[2..].bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[tokio::test]
+    async fn a_cut_body_is_answered_201_and_cannot_be_read_but_the_message_exists() {
+        let twilio = TwilioStandIn::start("AC1", "token").await.unwrap();
+        twilio.fail_next(1, Mode::CutBody);
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/2010-04-01/Accounts/AC1/Messages.json",
+                twilio.base_url()
+            ))
+            .basic_auth("AC1", Some("token"))
+            .form(&[
+                ("To", "+15550001234"),
+                ("From", "+15550009999"),
+                ("Body", "hi"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert!(response.bytes().await.is_err(), "the body was readable");
+        assert_eq!(twilio.messages().len(), 1);
     }
 }

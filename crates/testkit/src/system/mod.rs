@@ -21,6 +21,7 @@
 //! when a test fails, and `FAULT_LOGS=DIR` keeps them all.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Mutex;
@@ -32,6 +33,7 @@ use labrelay_lab_report_service::ingest_auth::hash_key;
 use serde_json::json;
 
 use crate::process::{Process, free_port};
+use crate::proxy::RoundRobinProxy;
 use crate::smtp::SmtpSink;
 use crate::twilio::TwilioStandIn;
 use tally::report_for_phone;
@@ -40,7 +42,7 @@ mod stream;
 mod tally;
 mod topology;
 
-pub use labrelay::up::{DEAD_LETTER_SUBSCRIPTION, TOPIC};
+pub use labrelay::up::{DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC, TOPIC};
 pub use stream::{Posted, Stream, report, report_id};
 pub use tally::{Email, Tally};
 pub use topology::Topology;
@@ -66,6 +68,21 @@ pub struct Settings {
     /// Where the broker keeps its store; default: under the pipeline's
     /// temporary directory.
     pub broker_data: Option<PathBuf>,
+    /// A second email-service instance beside the first, as Cloud Run
+    /// scales one out: both share one notification log, and the email
+    /// subscription pushes to a round-robin proxy in front of both.
+    pub second_email: Option<SecondEmail>,
+}
+
+/// The second email-service instance of [`Settings::second_email`].
+#[derive(Debug, Clone)]
+pub struct SecondEmail {
+    /// Its `EMAIL_FROM`: another sender renders another email (a new
+    /// revision beside the old one, as during a rolling deploy).
+    pub from: String,
+    /// Started in a PID and mount namespace of its own (`unshare`), as in
+    /// a container of its own, where the system allows it.
+    pub own_pid_namespace: bool,
 }
 
 impl Default for Settings {
@@ -74,11 +91,13 @@ impl Default for Settings {
             ack_deadline_secs: 10,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(2),
-            // Nothing real should be parked: the faults heal.
-            max_delivery_attempts: 100,
+            // `up`'s limit: nothing real should be parked, the faults heal.
+            // Only the backoffs, which are parameters, are scaled down.
+            max_delivery_attempts: labrelay::up::MAX_DELIVERY_ATTEMPTS as i32,
             smtp_timeout_secs: 5,
             publish_timeout_secs: 2,
             broker_data: None,
+            second_email: None,
         }
     }
 }
@@ -89,6 +108,8 @@ pub enum Part {
     Broker,
     LabReport,
     Email,
+    /// The second email-service instance ([`Settings::second_email`]).
+    SecondEmail,
     Sms,
 }
 
@@ -98,10 +119,32 @@ impl Part {
             Part::Broker => "broker",
             Part::LabReport => "lab-report-service",
             Part::Email => "email-service",
+            Part::SecondEmail => "email-service-2",
             Part::Sms => "sms-service",
         }
     }
 }
+
+const LOGGED_PARTS: [&str; 5] = [
+    "broker",
+    "lab-report-service",
+    "email-service",
+    "email-service-2",
+    "sms-service",
+];
+
+/// A PID and mount namespace of its own, with its own `/proc`, for a
+/// process that should not see the others (`unshare`); its child dies
+/// with it.
+const UNSHARE: [&str; 7] = [
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount",
+    "--mount-proc",
+    "--map-root-user",
+    "--",
+];
 
 /// The system, each part its own process.
 pub struct Pipeline {
@@ -115,6 +158,11 @@ pub struct Pipeline {
     broker_data: PathBuf,
     dir: tempfile::TempDir,
     mail_index: Mutex<HashMap<PathBuf, (String, String, u128)>>,
+    /// In front of both email-service instances, when there are two.
+    email_proxy: Option<RoundRobinProxy>,
+    /// Whether the second email-service instance runs in a PID namespace
+    /// of its own; None while it has not been started.
+    second_email_namespaced: Option<bool>,
 }
 
 impl Pipeline {
@@ -132,9 +180,25 @@ impl Pipeline {
             .clone()
             .unwrap_or_else(|| dir.path().join("broker"));
         let mut ports = HashMap::new();
-        for part in [Part::Broker, Part::LabReport, Part::Email, Part::Sms] {
+        for part in [
+            Part::Broker,
+            Part::LabReport,
+            Part::Email,
+            Part::SecondEmail,
+            Part::Sms,
+        ] {
             ports.insert(part.name(), free_port());
         }
+        let email_proxy = match settings.second_email {
+            None => None,
+            Some(_) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let backends = [Part::Email, Part::SecondEmail]
+                    .map(|part| SocketAddr::from(([127, 0, 0, 1], ports[part.name()])));
+                Some(RoundRobinProxy::start_http1(listener, backends.to_vec()).unwrap())
+            }
+        };
+        let second = settings.second_email.is_some();
         let mut pipeline = Pipeline {
             settings,
             smtp,
@@ -145,13 +209,38 @@ impl Pipeline {
             broker_data,
             dir,
             mail_index: Mutex::new(HashMap::new()),
+            email_proxy,
+            second_email_namespaced: None,
         };
         pipeline.start_part(Part::Broker);
         pipeline.create_topology().await;
         for part in [Part::LabReport, Part::Email, Part::Sms] {
             pipeline.start_part(part);
         }
+        if second {
+            pipeline.start_part(Part::SecondEmail);
+        }
         pipeline
+    }
+
+    /// Whether the second email-service instance runs in a PID namespace
+    /// of its own (`unshare` allowed); None without one.
+    pub fn second_email_namespaced(&self) -> Option<bool> {
+        self.second_email_namespaced
+    }
+
+    /// Connections the proxy in front of the email-service instances
+    /// has accepted.
+    pub fn email_proxy_connections(&self) -> usize {
+        self.email_proxy
+            .as_ref()
+            .map_or(0, RoundRobinProxy::connections)
+    }
+
+    /// The part's log so far.
+    pub fn log(&self, part: Part) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", part.name())))
+            .unwrap_or_default()
     }
 
     pub fn broker_url(&self) -> String {
@@ -162,8 +251,15 @@ impl Pipeline {
         format!("http://127.0.0.1:{}/", self.ports[Part::LabReport.name()])
     }
 
+    /// Where the broker pushes for `part`: the part itself, or the proxy
+    /// in front of both email-service instances.
     fn push_endpoint(&self, part: Part) -> String {
-        format!("http://127.0.0.1:{}/", self.ports[part.name()])
+        match (&self.email_proxy, part) {
+            (Some(proxy), Part::Email | Part::SecondEmail) => {
+                format!("http://{}/", proxy.address())
+            }
+            _ => format!("http://127.0.0.1:{}/", self.ports[part.name()]),
+        }
     }
 
     /// Starts `part` on its port (and data), as the first time.
@@ -175,6 +271,14 @@ impl Pipeline {
         );
         let port = self.ports[part.name()].to_string();
         let log = self.dir.path().join(format!("{}.log", part.name()));
+        let second = self
+            .settings
+            .second_email
+            .clone()
+            .filter(|_| part == Part::SecondEmail);
+        let namespaced = second
+            .as_ref()
+            .map(|second| second.own_pid_namespace && unshare_allowed());
         let broker = format!("127.0.0.1:{}", self.ports[Part::Broker.name()]);
         let push_auth = |part: Part| {
             vec![
@@ -190,12 +294,29 @@ impl Pipeline {
                 ),
             ]
         };
+        // Both email-service instances share the first one's log.
         let notify_log = |part: Part| {
+            let owner = if part == Part::SecondEmail {
+                Part::Email
+            } else {
+                part
+            };
             let path = self
                 .dir
                 .path()
-                .join(format!("{}-notifications.sqlite3", part.name()));
+                .join(format!("{}-notifications.sqlite3", owner.name()));
             ("NOTIFY_LOG", format!("sqlite://{}", path.display()))
+        };
+        // As `up` sets them (`dead_letter_vars`): the receivers park what
+        // can never be sent themselves.
+        let dead_letter = || {
+            vec![
+                (
+                    "DEAD_LETTER_TOPIC",
+                    format!("projects/{PROJECT}/topics/{DEAD_LETTER_TOPIC}"),
+                ),
+                ("PUBSUB_EMULATOR_HOST", broker.clone()),
+            ]
         };
         let proc = match part {
             Part::Broker => Process::start_logging_to(
@@ -230,7 +351,7 @@ impl Pipeline {
                 ],
                 &log,
             ),
-            Part::Email => {
+            Part::Email | Part::SecondEmail => {
                 let mut envs = vec![
                     ("PORT", port),
                     ("SMTP_URL", self.smtp.url()),
@@ -241,7 +362,36 @@ impl Pipeline {
                     notify_log(part),
                 ];
                 envs.extend(push_auth(part));
-                Process::start_logging_to(&self.bin, part.name(), &["email-service"], &envs, &log)
+                envs.extend(dead_letter());
+                match second {
+                    None => Process::start_logging_to(
+                        &self.bin,
+                        part.name(),
+                        &["email-service"],
+                        &envs,
+                        &log,
+                    ),
+                    Some(second) => {
+                        envs.push(("EMAIL_FROM", second.from));
+                        if namespaced == Some(true) {
+                            let bin = self.bin.to_str().unwrap();
+                            let args: Vec<&str> = UNSHARE
+                                .iter()
+                                .copied()
+                                .chain([bin, "email-service"])
+                                .collect();
+                            Process::start_logging_to("unshare", part.name(), &args, &envs, &log)
+                        } else {
+                            Process::start_logging_to(
+                                &self.bin,
+                                part.name(),
+                                &["email-service"],
+                                &envs,
+                                &log,
+                            )
+                        }
+                    }
+                }
             }
             Part::Sms => {
                 let mut envs = vec![
@@ -253,10 +403,14 @@ impl Pipeline {
                     notify_log(part),
                 ];
                 envs.extend(push_auth(part));
+                envs.extend(dead_letter());
                 Process::start_logging_to(&self.bin, part.name(), &["sms-service"], &envs, &log)
             }
         };
         self.procs.insert(part.name(), proc);
+        if namespaced.is_some() {
+            self.second_email_namespaced = namespaced;
+        }
     }
 
     fn take(&mut self, part: Part) -> Process {
@@ -368,6 +522,42 @@ impl Pipeline {
         got
     }
 
+    /// Pulls (through REST, without waiting) and acknowledges what the
+    /// dead-letter subscription holds now, until a pull comes back empty.
+    pub async fn dead_letters_now(&self) -> Vec<serde_json::Value> {
+        let base = format!(
+            "{}/v1/projects/{PROJECT}/subscriptions/{DEAD_LETTER_SUBSCRIPTION}",
+            self.broker_url()
+        );
+        let http = reqwest::Client::new();
+        let mut got = Vec::new();
+        loop {
+            let answer: serde_json::Value = http
+                .post(format!("{base}:pull"))
+                .json(&json!({"maxMessages": 100, "returnImmediately": true}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let received = answer["receivedMessages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if received.is_empty() {
+                return got;
+            }
+            let ack_ids: Vec<_> = received.iter().map(|m| m["ackId"].clone()).collect();
+            http.post(format!("{base}:acknowledge"))
+                .json(&json!({"ackIds": ack_ids}))
+                .send()
+                .await
+                .unwrap();
+            got.extend(received.into_iter().map(|m| m["message"].clone()));
+        }
+    }
+
     /// What has arrived so far on both channels.
     pub fn tally(&self) -> Tally {
         let mut tally = Tally::default();
@@ -429,6 +619,29 @@ impl Pipeline {
         quiet: Duration,
         timeout: Duration,
     ) -> (Tally, Instant) {
+        self.await_quiet_for(accepted, accepted, quiet, timeout)
+            .await
+    }
+
+    /// As [`await_quiet`](Self::await_quiet), with the reports expected
+    /// by email and by SMS told apart (a report parked on the dead-letter
+    /// subscription is not expected on its channel).
+    pub async fn await_quiet_for(
+        &self,
+        emails: &BTreeSet<String>,
+        sms: &BTreeSet<String>,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> (Tally, Instant) {
+        let missing = |tally: &Tally| {
+            (
+                emails
+                    .iter()
+                    .filter(|id| !tally.emails.contains_key(*id))
+                    .count(),
+                sms.iter().filter(|id| !tally.sms.contains_key(*id)).count(),
+            )
+        };
         let deadline = Instant::now() + timeout;
         let mut complete_at = None;
         loop {
@@ -442,9 +655,9 @@ impl Pipeline {
             );
             // Reading the Maildir only once the counts can add up.
             if complete_at.is_none()
-                && self.smtp.accepted_count() >= accepted.len()
-                && self.twilio.messages().len() >= accepted.len()
-                && self.tally().lost(accepted) == (0, 0)
+                && self.smtp.accepted_count() >= emails.len()
+                && self.twilio.messages().len() >= sms.len()
+                && missing(&self.tally()) == (0, 0)
             {
                 complete_at = Some(Instant::now());
             }
@@ -462,9 +675,9 @@ impl Pipeline {
                 panic!(
                     "no quiet within {timeout:?}: lost (email, sms) = {:?}; missing emails {:?}, \
                      missing SMS {:?}; stored messages carrying more than one report: {merged}",
-                    tally.lost(accepted),
-                    first(accepted.iter().filter(|id| !tally.emails.contains_key(*id))),
-                    first(accepted.iter().filter(|id| !tally.sms.contains_key(*id))),
+                    missing(&tally),
+                    first(emails.iter().filter(|id| !tally.emails.contains_key(*id))),
+                    first(sms.iter().filter(|id| !tally.sms.contains_key(*id))),
                 );
             }
             let wait = if complete_at.is_some() {
@@ -495,25 +708,18 @@ impl Drop for Pipeline {
         if let Some(keep) = std::env::var_os("FAULT_LOGS") {
             let keep = Path::new(&keep).join(self.dir.path().file_name().unwrap());
             let _ = std::fs::create_dir_all(&keep);
-            for part in [
-                "broker",
-                "lab-report-service",
-                "email-service",
-                "sms-service",
-            ] {
+            for part in LOGGED_PARTS {
                 let log = format!("{part}.log");
                 let _ = std::fs::copy(self.dir.path().join(&log), keep.join(&log));
             }
             eprintln!("logs kept in {}", keep.display());
         }
         if std::thread::panicking() {
-            for part in [
-                "broker",
-                "lab-report-service",
-                "email-service",
-                "sms-service",
-            ] {
+            for part in LOGGED_PARTS {
                 let log = self.dir.path().join(format!("{part}.log"));
+                if !log.exists() {
+                    continue;
+                }
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<_> = text.lines().collect();
                 eprintln!("--- last lines of the {part} log ---");
@@ -564,4 +770,20 @@ pub fn now_ns() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+/// Whether `unshare` may make a PID namespace here (it needs user
+/// namespaces or root): it runs a process that must not see this one.
+fn unshare_allowed() -> bool {
+    std::process::Command::new("unshare")
+        .args(UNSHARE)
+        .args([
+            "sh",
+            "-c",
+            &format!("test ! -e /proc/{}", std::process::id()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
