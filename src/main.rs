@@ -249,9 +249,31 @@ fn main() -> anyhow::Result<()> {
                 dead_letters::replay(&target.target(), &ids).await
             }
             Command::LabReportService(args) => {
+                use labrelay_lab_report_service::{Listeners, MetricsAt};
                 let settings = labrelay_lab_report_service::Settings::from_env()?;
-                let listener = bind_service(&args, "lab-report-service").await?;
-                labrelay_lab_report_service::run(settings, listener, shutdown::signal()).await
+                let service = bind_service(&args, "lab-report-service").await?;
+                // The metrics port listens at the service's address: on
+                // Cloud Run only the service's port is routed to, so the
+                // Prometheus sidecar reaches it on localhost and the
+                // internet does not.
+                let metrics = match settings.metrics {
+                    MetricsAt::Port(port) => {
+                        let addr = SocketAddr::new(service.local_addr()?.ip(), port);
+                        let listener = tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("binding METRICS_PORT {addr}"))?;
+                        let addr = listener.local_addr()?;
+                        println!("lab-report-service metrics listening on {addr}");
+                        Some(listener)
+                    }
+                    MetricsAt::ServicePort | MetricsAt::Nowhere => None,
+                };
+                labrelay_lab_report_service::run(
+                    settings,
+                    Listeners { service, metrics },
+                    shutdown::signal(),
+                )
+                .await
             }
             Command::EmailService(args) => {
                 let settings = labrelay_email_service::Settings::from_env()?;

@@ -364,6 +364,13 @@ pub async fn run(
         ("PUBSUB_EMULATOR_HOST", broker_addr.to_string()),
         ("PUBSUB_PROJECT_ID", project.clone()),
     ];
+    // The rate limit guards a public ingest; `up`'s listens on loopback for
+    // the operator's own lab, whose tools (the bench, the fault suite) post
+    // thousands of reports a second. INGEST_RATE_LIMIT or INGEST_RATE_BURST
+    // in the environment still sets one.
+    if std::env::var_os("INGEST_RATE_BURST").is_none() {
+        lab_defaults.push(("INGEST_RATE_LIMIT", "off".to_string()));
+    }
     // INGEST_OPEN=true in the environment runs the ingest open, as it says.
     if std::env::var_os("INGEST_OPEN").is_none() {
         let entry = format!("{LOCAL_LAB}:{}", hash_key(&api_key));
@@ -378,6 +385,9 @@ pub async fn run(
         lab_defaults,
         hosts_var.clone(),
     ))?;
+    // Each service answers /metrics on its own port under `up`, which
+    // listens on loopback only.
+    lab_settings.metrics = labrelay_lab_report_service::MetricsAt::ServicePort;
     // Keys from the environment come in addition to `up`'s own.
     if let IngestAuth::Keys(keys) = &lab_settings.ingest_auth
         && !keys.labs().any(|lab| lab == LOCAL_LAB)

@@ -42,6 +42,9 @@ const INHERITED_SETTINGS: &[&str] = &[
     "INGEST_OPEN",
     "INGEST_API_KEYS",
     "INGEST_API_KEYS_FILE",
+    "INGEST_RATE_LIMIT",
+    "INGEST_RATE_BURST",
+    "METRICS_PORT",
     "NOTIFY_LOG",
 ];
 
@@ -247,7 +250,10 @@ pub fn start_lab_report_service(
         .env(
             "INGEST_API_KEYS",
             format!("{LOCAL_LAB}:{}", hash_key(api_key)),
-        );
+        )
+        // The bench posts thousands of reports a second as one lab, as under
+        // `labrelay up`, which runs without a rate limit too.
+        .env("INGEST_RATE_LIMIT", "off");
     Process::spawn(
         "lab-report-service",
         command,

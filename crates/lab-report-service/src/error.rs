@@ -17,6 +17,10 @@ pub enum IngestError {
     /// No key, or a key of no configured lab.
     #[error("a valid API key is required: Authorization: Bearer <key>")]
     Unauthorized(#[source] IngestAuthError),
+    /// The lab posted more than its rate limit allows; it may post again
+    /// after `retry_after`.
+    #[error("too many reports from this lab; retry after {} s", crate::rate_limit::retry_after_secs(*.retry_after))]
+    RateLimited { retry_after: std::time::Duration },
     #[error("Content-Type must be application/json (UTF-8), not {}", .0.as_deref().map_or("missing".to_string(), |c| format!("{c:?}")))]
     UnsupportedMediaType(Option<String>),
     #[error("the body is larger than the limit of {limit} bytes")]
@@ -34,6 +38,7 @@ impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
             IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnreadableBody(_) | IngestError::InvalidReport(_) => {
@@ -49,6 +54,7 @@ impl IngestError {
         match self {
             IngestError::Unauthorized(IngestAuthError::Missing) => "no API key".into(),
             IngestError::Unauthorized(IngestAuthError::Unknown) => "unknown API key".into(),
+            IngestError::RateLimited { .. } => "rate limited".into(),
             IngestError::UnsupportedMediaType(_) => "unsupported content type".into(),
             IngestError::TooLarge { .. } => "body too large".into(),
             IngestError::UnreadableBody(_) => "unreadable body".into(),
@@ -81,6 +87,15 @@ impl IntoResponse for IngestError {
             IngestError::Unauthorized(_) => {
                 (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
             }
+            IngestError::RateLimited { retry_after } => (
+                self.status(),
+                [(
+                    header::RETRY_AFTER,
+                    crate::rate_limit::retry_after_secs(retry_after).to_string(),
+                )],
+                body,
+            )
+                .into_response(),
             _ => (self.status(), body).into_response(),
         }
     }

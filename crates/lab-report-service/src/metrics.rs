@@ -1,9 +1,9 @@
 //! The service's Prometheus metrics, in its own registry (served at
-//! `/metrics`).
+//! `/metrics`, on the service's port or on `METRICS_PORT`).
 //!
 //! | metric | labels | what |
 //! | --- | --- | --- |
-//! | `labrelay_reports_received_total` | `outcome` (`stored`, `rejected`, `unavailable`), `status` | every `POST /`, by its answer |
+//! | `labrelay_reports_received_total` | `outcome` (`stored`, `rejected`, `rate_limited`, `unavailable`), `status` | every `POST /`, by its answer |
 //! | `labrelay_reports_published_total` | | reports the broker confirmed |
 //! | `labrelay_report_publish_failures_total` | `reason` (`timeout`, `error`) | publishes that ended in a 503 |
 //! | `labrelay_report_publish_duration_seconds` | | histogram: publish call to the broker's answer (or the timeout), every publish |

@@ -1,13 +1,14 @@
 //! The HTTP surface: `POST /` ingests a report, `GET /healthz` answers 200.
 //! (`GET /metrics` is added by [`crate::app`].)
 //!
-//! A report goes through, in order: the API key ([`require_key`], a layer
-//! that sees only the headers), the in-flight limit and request timeout
-//! ([`Limits`]), the `Content-Type`, and only then the body (at most
-//! `max_body_bytes`). So a request without a valid key is answered 401 at
-//! once, before a byte of its body is read and without taking one of the
-//! limited slots: strangers cannot crowd out the labs by announcing large
-//! bodies and sending them slowly. `/healthz` is outside the key and the
+//! A report goes through, in order: the API key and the lab's rate limit
+//! ([`require_key`], a layer that sees only the headers), the in-flight
+//! limit and request timeout ([`Limits`]), the `Content-Type`, and only then
+//! the body (at most `max_body_bytes`). So a request without a valid key is
+//! answered 401, and one over its lab's rate 429, at once, before a byte of
+//! its body is read and without taking one of the limited slots: strangers
+//! cannot crowd out the labs by announcing large bodies and sending them
+//! slowly, and one lab cannot crowd out the others. `/healthz` is outside the key and the
 //! limit, so a probe is answered while the service is busy.
 
 use std::sync::Arc;
@@ -27,11 +28,14 @@ use labrelay_runtime::limits::Limits;
 use crate::error::IngestError;
 use crate::metrics::Metrics;
 use crate::publisher::ReportPublisher;
+use crate::rate_limit::LabLimiter;
 
 struct AppState {
     publisher: ReportPublisher,
     max_body_bytes: usize,
     ingest_auth: IngestAuth,
+    /// `None`: no rate limit.
+    limiter: Option<LabLimiter>,
     metrics: Metrics,
 }
 
@@ -47,6 +51,7 @@ pub(crate) fn router(
     publisher: ReportPublisher,
     max_body_bytes: usize,
     ingest_auth: IngestAuth,
+    limiter: Option<LabLimiter>,
     metrics: Metrics,
     limits: Limits,
 ) -> Router {
@@ -54,6 +59,7 @@ pub(crate) fn router(
         publisher,
         max_body_bytes,
         ingest_auth,
+        limiter,
         metrics,
     });
     let ingest = Router::new()
@@ -72,8 +78,9 @@ async fn healthz() -> &'static str {
 }
 
 /// Lets a request in only with the key of a configured lab (anyone when
-/// ingest is open), looking at its headers alone. A refusal is logged and
-/// counted like every other answer to `POST /`.
+/// ingest is open), and only while that lab is within its rate limit (an
+/// open ingest's callers share one bucket), looking at its headers alone.
+/// A refusal is logged and counted like every other answer to `POST /`.
 async fn require_key(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -90,6 +97,13 @@ async fn require_key(
             }
         },
     };
+    if let Some(limiter) = &state.limiter
+        && let Err(retry_after) = limiter.check(&lab)
+    {
+        let result = Err(IngestError::RateLimited { retry_after });
+        state.conclude(None, lab.as_deref(), &result);
+        return result.into_response();
+    }
     request.extensions_mut().insert(Admitted { lab });
     next.run(request).await
 }
@@ -132,6 +146,7 @@ impl AppState {
         let (outcome, status) = match result {
             Ok(_) => ("stored", StatusCode::NO_CONTENT),
             Err(error @ IngestError::Unavailable(_)) => ("unavailable", error.status()),
+            Err(error @ IngestError::RateLimited { .. }) => ("rate_limited", error.status()),
             Err(error) => ("rejected", error.status()),
         };
         self.metrics.received(outcome, status.as_u16());
@@ -152,6 +167,15 @@ impl AppState {
                     reason = %error.reason(),
                     cause = error_chain(cause),
                     "report not stored; answered 503"
+                );
+            }
+            Err(IngestError::RateLimited { retry_after }) => {
+                tracing::info!(
+                    lab,
+                    outcome = "rate_limited",
+                    status = 429,
+                    retry_after_secs = crate::rate_limit::retry_after_secs(*retry_after),
+                    "report refused: the lab is over its rate limit"
                 );
             }
             Err(error) => {

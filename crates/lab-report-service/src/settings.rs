@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::ingest_auth::IngestAuth;
+use crate::rate_limit::RateLimit;
 use anyhow::{Context, bail};
 use labrelay_runtime::origin_guard::AllowedHosts;
 
@@ -53,6 +54,29 @@ pub struct Settings {
     /// [`labrelay_runtime::origin_guard`]). `None`: loopback names on a
     /// loopback address, any host beyond it.
     pub allowed_hosts: Option<AllowedHosts>,
+    /// How many reports each lab may post (`INGEST_RATE_LIMIT`,
+    /// `INGEST_RATE_BURST`; see [`crate::rate_limit`]).
+    pub rate_limit: RateLimit,
+    /// Where `GET /metrics` is served (`METRICS_PORT`).
+    pub metrics: MetricsAt,
+}
+
+/// Where the service serves `GET /metrics`.
+///
+/// On Cloud Run only the service's one port is routed from the internet,
+/// so a port of its own keeps the figures off the public ingest while a
+/// Prometheus sidecar in the same instance scrapes them on `localhost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAt {
+    /// On the service's port, beside `POST /` (the default, except on Cloud
+    /// Run).
+    ServicePort,
+    /// On a port of its own (`METRICS_PORT`), at the service's address;
+    /// not on the service's port. `0` picks a free port.
+    Port(u16),
+    /// Nowhere: on Cloud Run (`K_SERVICE` set) without `METRICS_PORT`, where
+    /// the service's port is the public internet's.
+    Nowhere,
 }
 
 impl Default for Settings {
@@ -67,6 +91,8 @@ impl Default for Settings {
             ingest_auth: IngestAuth::Open,
             trace_project: None,
             allowed_hosts: None,
+            rate_limit: RateLimit::DEFAULT,
+            metrics: MetricsAt::ServicePort,
         }
     }
 }
@@ -134,6 +160,14 @@ impl Settings {
                 })?,
         };
         let ingest_auth = IngestAuth::from_vars(get)?;
+        let rate_limit = RateLimit::from_vars(get)?;
+        let metrics = match get("METRICS_PORT") {
+            Some(v) => MetricsAt::Port(v.parse::<u16>().with_context(|| {
+                format!("METRICS_PORT must be a port number (0 to 65535), not {v:?}")
+            })?),
+            None if get("K_SERVICE").is_some() => MetricsAt::Nowhere,
+            None => MetricsAt::ServicePort,
+        };
         let trace_project = labrelay_runtime::trace::project_from_vars(get);
         let settings = Settings {
             project,
@@ -145,6 +179,8 @@ impl Settings {
             ingest_auth,
             trace_project,
             allowed_hosts: AllowedHosts::from_vars(get)?,
+            rate_limit,
+            metrics,
         };
         settings.emulator_endpoint()?;
         Ok(settings)

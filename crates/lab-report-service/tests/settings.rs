@@ -3,17 +3,24 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use labrelay_lab_report_service::Settings;
+use std::num::NonZeroU32;
+
 use labrelay_lab_report_service::ingest_auth::{IngestAuth, hash_key};
+use labrelay_lab_report_service::rate_limit::{Per, RateLimit};
+use labrelay_lab_report_service::{MetricsAt, Settings};
 use labrelay_runtime::origin_guard::AllowedHosts;
 
-/// Settings from `vars`, open to every caller unless they set `INGEST_*`.
+/// Settings from `vars`, open to every caller unless they set `INGEST_OPEN`
+/// or keys.
 fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
     let mut vars: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    if !vars.keys().any(|k| k.starts_with("INGEST_")) {
+    if !vars
+        .keys()
+        .any(|k| k == "INGEST_OPEN" || k.starts_with("INGEST_API_KEYS"))
+    {
         vars.insert("INGEST_OPEN".into(), "true".into());
     }
     Settings::from_vars(|name| vars.get(name).cloned())
@@ -33,6 +40,8 @@ fn defaults_without_any_variable() {
     assert_eq!(settings.max_body_bytes, 1_048_576);
     assert_eq!(settings.publish_timeout, Duration::from_secs(8));
     assert_eq!(settings.batch_delay, Duration::ZERO);
+    assert_eq!(settings.rate_limit, RateLimit::DEFAULT);
+    assert_eq!(settings.metrics, MetricsAt::ServicePort);
     assert_eq!(settings, Settings::default());
 }
 
@@ -114,6 +123,9 @@ fn every_variable_is_read() {
         ("PUBLISH_TIMEOUT_SECS", "2.5"),
         ("PUBLISH_BATCH_DELAY_MS", "3"),
         ("ALLOWED_HOSTS", "ingest.clinic.example"),
+        ("INGEST_RATE_LIMIT", "600/min"),
+        ("INGEST_RATE_BURST", "30"),
+        ("METRICS_PORT", "9464"),
     ])
     .unwrap();
     assert_eq!(
@@ -128,6 +140,12 @@ fn every_variable_is_read() {
             ingest_auth: IngestAuth::Open,
             trace_project: Some("p".into()),
             allowed_hosts: Some(AllowedHosts::parse("ingest.clinic.example").unwrap()),
+            rate_limit: RateLimit::PerLab {
+                rate: NonZeroU32::new(600).unwrap(),
+                per: Per::Minute,
+                burst: NonZeroU32::new(30).unwrap(),
+            },
+            metrics: MetricsAt::Port(9464),
         }
     );
     assert_eq!(settings.topic_name(), "projects/p/topics/reports");
@@ -145,6 +163,13 @@ fn bad_values_are_refused_naming_the_variable() {
         ("PUBLISH_TIMEOUT_SECS", "0"),
         ("PUBLISH_TIMEOUT_SECS", "-1"),
         ("PUBLISH_BATCH_DELAY_MS", "1.5"),
+        ("INGEST_RATE_LIMIT", "50"),
+        ("INGEST_RATE_LIMIT", "0/s"),
+        ("INGEST_RATE_LIMIT", "lots"),
+        ("INGEST_RATE_BURST", "0"),
+        ("INGEST_RATE_BURST", "-5"),
+        ("METRICS_PORT", "metrics"),
+        ("METRICS_PORT", "65536"),
     ];
     for (name, value) in cases {
         let error = from(&[(name, value)]).expect_err(&format!("{name}={value}"));
@@ -169,4 +194,32 @@ fn refuses_to_start_without_keys_unless_told_to_run_open() {
     };
     assert_eq!(keys.lab_of("k1"), Some("idexx"));
     assert!(!format!("{settings:?}").contains(&hash_key("k1")));
+}
+
+#[test]
+fn the_rate_limit_can_be_turned_off_and_a_burst_without_it_is_refused() {
+    assert_eq!(
+        from(&[("INGEST_RATE_LIMIT", "off")]).unwrap().rate_limit,
+        RateLimit::Off
+    );
+    let error = from(&[("INGEST_RATE_LIMIT", "off"), ("INGEST_RATE_BURST", "10")]).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("INGEST_RATE_BURST"),
+        "{error:#}"
+    );
+}
+
+#[test]
+fn on_cloud_run_metrics_are_not_on_the_public_port() {
+    let on_cloud_run = [
+        ("K_SERVICE", "lab-report-service"),
+        ("GOOGLE_CLOUD_PROJECT", "p"),
+    ];
+    assert_eq!(from(&on_cloud_run).unwrap().metrics, MetricsAt::Nowhere);
+    let with_port = [on_cloud_run.as_slice(), &[("METRICS_PORT", "9464")]].concat();
+    assert_eq!(from(&with_port).unwrap().metrics, MetricsAt::Port(9464));
+    assert_eq!(
+        from(&[("METRICS_PORT", "0")]).unwrap().metrics,
+        MetricsAt::Port(0)
+    );
 }

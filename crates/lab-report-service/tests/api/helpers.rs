@@ -15,7 +15,7 @@ use googleapis_tonic_google_pubsub_v1::google::pubsub::v1::{
     AcknowledgeRequest, PubsubMessage, PullRequest, Subscription, Topic,
 };
 use labrelay_broker::{Broker, BrokerConfig};
-use labrelay_lab_report_service::Settings;
+use labrelay_lab_report_service::{Listeners, MetricsAt, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -51,6 +51,9 @@ struct RunningBroker {
 pub struct TestApp {
     /// `http://127.0.0.1:<port>` of the service.
     pub url: String,
+    /// `http://127.0.0.1:<port>` where `/metrics` is served: the service's
+    /// own, or its metrics port.
+    pub metrics_url: String,
     pub http: reqwest::Client,
     /// Where the broker serves (or will serve): the service points here.
     pub broker_addr: SocketAddr,
@@ -73,8 +76,23 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     app
 }
 
+/// Like [`spawn_app_with`], serving `/metrics` on a port of its own
+/// (`METRICS_PORT`) instead of the service's.
+pub async fn spawn_app_with_metrics_port(edit: impl FnOnce(&mut Settings)) -> TestApp {
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let mut app = spawn(edit, Some(metrics)).await;
+    app.start_broker().await;
+    app
+}
+
 /// The service pointed at a port where no broker listens (yet).
 pub async fn spawn_app_without_broker(edit: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(edit, None).await
+}
+
+async fn spawn(edit: impl FnOnce(&mut Settings), metrics: Option<TcpListener>) -> TestApp {
     let data_dir = tempfile::tempdir().expect("creating a temporary data directory");
     let broker_addr = {
         let probe = TcpListener::bind("127.0.0.1:0")
@@ -90,6 +108,12 @@ pub async fn spawn_app_without_broker(edit: impl FnOnce(&mut Settings)) -> TestA
         ..Settings::default()
     };
     edit(&mut settings);
+    let metrics_addr = metrics
+        .as_ref()
+        .map(|listener| listener.local_addr().expect("the metrics address"));
+    if let Some(addr) = metrics_addr {
+        settings.metrics = MetricsAt::Port(addr.port());
+    }
 
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -98,16 +122,21 @@ pub async fn spawn_app_without_broker(edit: impl FnOnce(&mut Settings)) -> TestA
         "http://{}",
         listener.local_addr().expect("the service's address")
     );
+    let metrics_url = metrics_addr.map_or_else(|| url.clone(), |addr| format!("http://{addr}"));
     let (service_stop, stopped) = oneshot::channel::<()>();
     let service = tokio::spawn(labrelay_lab_report_service::run(
         settings,
-        listener,
+        Listeners {
+            service: listener,
+            metrics,
+        },
         async {
             let _ = stopped.await;
         },
     ));
     TestApp {
         url,
+        metrics_url,
         http: reqwest::Client::new(),
         broker_addr,
         broker: None,
@@ -284,11 +313,14 @@ pub async fn error_message(response: reqwest::Response) -> String {
 }
 
 impl TestApp {
-    /// `GET /metrics`, without any credentials.
+    /// `GET /metrics`, without any credentials, where the service serves
+    /// it.
     pub async fn scrape(&self) -> String {
         let response = within(
             "a scrape",
-            self.http.get(format!("{}/metrics", self.url)).send(),
+            self.http
+                .get(format!("{}/metrics", self.metrics_url))
+                .send(),
         )
         .await
         .expect("the service answers /metrics");

@@ -6,5 +6,6 @@ mod keys;
 mod logging;
 mod metrics;
 mod outage;
+mod rate_limit;
 mod rejections;
 mod slow_bodies;

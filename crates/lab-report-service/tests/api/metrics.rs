@@ -6,7 +6,9 @@ use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
 use labrelay_testkit::metrics::sample;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::helpers::{spawn_app_with, spawn_app_without_broker, within};
+use crate::helpers::{
+    spawn_app_with, spawn_app_with_metrics_port, spawn_app_without_broker, within,
+};
 
 const KEY: &str = "metrics-test-key";
 
@@ -112,4 +114,59 @@ async fn counts_failed_publishes() {
         1.0,
         "{scrape}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_metrics_port_metrics_are_served_there_only() {
+    let app = spawn_app_with_metrics_port(|_| {}).await;
+    assert_ne!(app.metrics_url, app.url);
+    assert_eq!(app.post_json(r#"{"id": 1}"#).await.status(), 204);
+
+    let http = app.http.clone();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            within("the service's answer", http.get(url).send())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The service's (public) port has no /metrics ...
+    assert_eq!(get(format!("{}/metrics", app.url)).await, 404);
+    assert_eq!(get(format!("{}/healthz", app.url)).await, 200);
+    // ... and the metrics port nothing else.
+    assert_eq!(get(format!("{}/healthz", app.metrics_url)).await, 404);
+    let scrape = app.scrape().await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "labrelay_reports_received_total{outcome=\"stored\",status=\"204\"}"
+        ),
+        1.0,
+        "{scrape}"
+    );
+    let post = within(
+        "the service's answer",
+        app.http
+            .post(format!("{}/", app.metrics_url))
+            .header(CONTENT_TYPE, "application/json")
+            .body(r#"{"id": 2}"#)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(post.status(), 404, "no ingest on the metrics port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nowhere_serves_no_metrics() {
+    let app = spawn_app_with(|s| s.metrics = labrelay_lab_report_service::MetricsAt::Nowhere).await;
+    let response = within(
+        "the service's answer",
+        app.http.get(format!("{}/metrics", app.url)).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 404);
 }
