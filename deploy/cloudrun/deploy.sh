@@ -625,12 +625,16 @@ service_url() {
 COMMON=("$P" "$R" --image="$IMAGE" --command=/labrelay --cpu=1 --memory=512Mi --cpu-boost
     --min-instances=0 --labels=app=labrelay)
 
-step "lab-report-service: public, since labs POST to it; each lab is checked by its API key"
+# The public service's metrics on a port of their own, which Cloud Run does
+# not route: the internet reaches POST / and /healthz only; a sidecar can
+# scrape it (docs/production.md, "Metrics").
+METRICS_PORT=9464
+step "lab-report-service: public, since labs POST to it; each lab is checked by its API key, at most 50 reports/s each"
 change run deploy lab-report-service "${COMMON[@]}" --args=lab-report-service \
     --service-account="$INGEST_SA" --allow-unauthenticated --ingress=all \
     --concurrency=80 --timeout=30s --max-instances=10 \
     --set-env-vars="$(env_list "GOOGLE_CLOUD_PROJECT=$PROJECT" "LAB_REPORT_TOPIC=$TOPIC" \
-        "INGEST_API_KEYS_FILE=$INGEST_KEYS_PATH")" \
+        "INGEST_API_KEYS_FILE=$INGEST_KEYS_PATH" "METRICS_PORT=$METRICS_PORT")" \
     --set-secrets="$INGEST_KEYS_PATH=$INGEST_KEYS_SECRET:latest"
 
 # The push services verify Pub/Sub's token against their own URL

@@ -418,10 +418,13 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             "--service-account=labrelay-lab-report@demo-project.iam.gserviceaccount.com",
             "GOOGLE_CLOUD_PROJECT=demo-project",
             "INGEST_API_KEYS_FILE=/secrets/ingest/keys",
+            // /metrics off the public port.
+            "METRICS_PORT=9464",
             "--set-secrets=/secrets/ingest/keys=labrelay-ingest-api-keys:latest",
         ],
     );
     assert!(!lab.contains("PUBSUB_EMULATOR_HOST"), "{lab}");
+    assert!(!lab.contains("INGEST_RATE_LIMIT"), "the public ingest keeps its limit: {lab}");
     let email = line_with(
         &plan,
         "run deploy email-service ",
