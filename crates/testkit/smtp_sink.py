@@ -22,8 +22,9 @@ Usage: smtp_sink.py PORTFILE MAILDIR CONTROLFILE [--port N] [--auth USER:PASSWOR
 - Prints "data <Message-ID>" on stdout when a message's data has arrived
   (before the answer to DATA), "accepted <Message-ID> <file name>" once
   it is stored, and "rejected <code> [<Message-ID>]" for a refusal (the
-  Message-ID when the data was there), so a test can await each instead
-  of polling.
+  Message-ID when the data was there) and "slowed <Message-ID>" for a
+  message held in slow mode, so a test can await each instead of
+  polling.
 - With --auth, requires SMTP AUTH (PLAIN or LOGIN, allowed without TLS) with
   exactly these credentials; anything else gets 535.
 - Exits when stdin reaches end of file, so it never outlives the test
@@ -111,6 +112,7 @@ class Handler:
             f"X-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n"
         ).encode()
         if mode == "slow":
+            print(f"slowed {message_id}", flush=True)
             # Stored after the delay even when the client closes the
             # connection meanwhile (which cancels this handler): the data
             # has arrived, as a real server that queues it would.

@@ -584,3 +584,536 @@ async fn broker_disk_full_then_space_returns() {
     assert!(posted.refused.contains_key("503"), "{:?}", posted.refused);
     assert_eq!(tally.duplicates(), (0, 0));
 }
+
+/// The email-service's `labrelay_notifications_total` by outcome, the
+/// outcomes that occurred.
+async fn email_outcomes(pipeline: &Pipeline, part: Part) -> serde_json::Value {
+    let mut outcomes = serde_json::Map::new();
+    for outcome in [
+        "sent",
+        "duplicate",
+        "failed_transient",
+        "failed_permanent",
+        "dead_lettered",
+    ] {
+        let n = pipeline
+            .metric(
+                part,
+                "labrelay_notifications_total",
+                &format!("outcome=\"{outcome}\""),
+            )
+            .await;
+        if n > 0.0 {
+            outcomes.insert(outcome.into(), json!(n));
+        }
+    }
+    outcomes.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smtp_refuses_every_email_for_longer_than_five_attempts_allow() {
+    let started = Instant::now();
+    let pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    // About ten attempts at 0.5–2 s backoff: twice what a 5-attempt
+    // limit let a report live through.
+    pipeline.smtp.set_mode(smtp::Mode::TempFail);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    pipeline.smtp.set_mode(smtp::Mode::Accept);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
+    let parked = pipeline.dead_letters_now().await;
+    let attempts = pipeline
+        .metric(Part::Email, "labrelay_push_delivery_attempt_count", "")
+        .await;
+    let up_to_five = pipeline
+        .metric(
+            Part::Email,
+            "labrelay_push_delivery_attempt_bucket",
+            "le=\"5.0\"",
+        )
+        .await;
+    let outcomes = email_outcomes(&pipeline, Part::Email).await;
+    summary(
+        "SMTP server answers 451 to every email for 20 s, then accepts",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({
+            "pushes_past_a_fifth_attempt": attempts - up_to_five,
+            "dead_letters": parked.len(),
+            "email_outcomes": outcomes,
+        }),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates(), (0, 0));
+    assert!(
+        attempts - up_to_five >= 10.0,
+        "{} pushes past a fifth attempt: the outage was not longer than 5 attempts",
+        attempts - up_to_five
+    );
+    assert!(parked.is_empty(), "parked: {parked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data() {
+    let started = Instant::now();
+    // Attempt limit 4 × 1 s; the claim's lease 10 + 4 + 10 + 5 = 29 s.
+    let settings = Settings {
+        smtp_timeout_secs: 1,
+        ..Settings::default()
+    };
+    let slow = Duration::from_secs(6);
+    let lease = Duration::from_secs(29);
+    let pipeline = Pipeline::start(LABRELAY, settings).await;
+    let stream = start_stream(&pipeline);
+    // Early, so that reports still flow when the refusals come.
+    stream.wait_answered(REPORTS / 6, STREAM).await;
+
+    // Each attempt in this phase is cut off at 4 s with the final "."
+    // sent and its answer not read; the server keeps the message.
+    let slow_from_ns = now_ns();
+    pipeline.smtp.set_mode(smtp::Mode::Slow(slow));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Then every message is refused once its data is in: a connection
+    // reused after a cut-off attempt would read the late answer to an
+    // earlier "." as this one's, and record a refused email as sent.
+    pipeline.smtp.set_mode(smtp::Mode::TempFailAfterData);
+    let slow_until_ns = now_ns();
+    pipeline.smtp.wait_for_rejections(20, STREAM).await.unwrap();
+    pipeline.smtp.set_mode(smtp::Mode::Accept);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (_, complete) = settle(&pipeline, &posted).await;
+    // A cut-off attempt keeps its claim until the lease lapses; the first
+    // delivery after that sends again. Awaited, so that the duplicates
+    // are counted: every slowed message stored twice, or the bound.
+    let slowed = pipeline.smtp.slowed();
+    let copies_of_slowed = || {
+        let stored: Vec<_> = pipeline
+            .smtp
+            .messages()
+            .into_iter()
+            .filter_map(|m| m.message_id().map(str::to_string))
+            .collect();
+        slowed
+            .iter()
+            .filter(|id| stored.iter().filter(|s| s == id).count() >= 2)
+            .count()
+    };
+    let bound = Instant::now() + lease + slow + Duration::from_secs(15);
+    while copies_of_slowed() < slowed.len() && Instant::now() < bound {
+        let events = pipeline.smtp.events();
+        pipeline
+            .smtp
+            .wait_for_event_after(events, Duration::from_secs(1))
+            .await;
+    }
+    let (tally, _) = settle(&pipeline, &posted).await;
+    let refused = pipeline.smtp.refused_after_data();
+    let outcomes = email_outcomes(&pipeline, Part::Email).await;
+    let sent = pipeline
+        .metric(
+            Part::Email,
+            "labrelay_notifications_total",
+            "outcome=\"sent\"",
+        )
+        .await;
+    let stored_ids: BTreeSet<_> = tally
+        .emails
+        .values()
+        .flatten()
+        .map(|e| e.message_id.clone())
+        .collect();
+    let mut resent_after_ms = Vec::new();
+    for (report, copies) in tally.duplicated_emails() {
+        assert_eq!(copies.len(), 2, "report {report}: {copies:?}");
+        assert_eq!(copies[0].message_id, copies[1].message_id, "{copies:?}");
+        assert!(
+            slowed.contains(&copies[0].message_id),
+            "report {report} was emailed twice and was not held by the slow server: {copies:?}"
+        );
+        resent_after_ms.push(((copies[1].stored_ns - copies[0].stored_ns) / 1_000_000) as u64);
+    }
+    summary(
+        "SMTP answers the final dot after 6 s (attempt limit 4 s) for 2 s, then 451 after the data 20 times",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({
+            "slowed_messages": slowed.len(),
+            "slowed_from_ns": slow_from_ns,
+            "slowed_until_ns": slow_until_ns,
+            "slowed_stored_twice": copies_of_slowed(),
+            "second_copy_after_first_ms": resent_after_ms,
+            "refused_after_data": refused.len(),
+            "email_outcomes": outcomes,
+        }),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates().1, 0, "no SMS twice");
+    assert!(
+        !slowed.is_empty() && !refused.is_empty(),
+        "the faults did not bite"
+    );
+    // Every message the server refused went out later: none was taken for
+    // sent on a connection reading stale answers.
+    let refused_never_stored: Vec<_> = refused
+        .iter()
+        .filter(|id| !stored_ids.contains(*id))
+        .collect();
+    assert!(refused_never_stored.is_empty(), "{refused_never_stored:?}");
+    // One "sent" per report emailed: the cut-off attempts were not counted
+    // as sent, and no refused email was.
+    assert_eq!(sent as usize, tally.emails.len(), "{outcomes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_email_instances_with_other_templates_share_one_log_behind_a_balancer() {
+    let started = Instant::now();
+    let new_from = "Pet Theory Results <results@new-revision.example>";
+    let settings = Settings {
+        ack_deadline_secs: 10,
+        smtp_timeout_secs: 30,
+        second_email: Some(system::SecondEmail {
+            from: new_from.into(),
+            own_pid_namespace: true,
+        }),
+        ..Settings::default()
+    };
+    let slow = Duration::from_secs(12);
+    let pipeline = Pipeline::start(LABRELAY, settings).await;
+    let namespaced = pipeline.second_email_namespaced() == Some(true);
+    eprintln!(
+        "second email-service: {}",
+        if namespaced {
+            "in its own PID namespace (unshare)"
+        } else {
+            "a plain process (unshare refused)"
+        }
+    );
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    // Slower than the ack deadline: the broker gives up on a push while
+    // its instance still sends, and the redelivery may land on the other.
+    pipeline.smtp.set_mode(smtp::Mode::Slow(slow));
+    let slow_from = Instant::now();
+    let posted = stream.finish().await;
+    tokio::time::sleep_until((slow_from + slow + Duration::from_secs(2)).into()).await;
+    pipeline.smtp.set_mode(smtp::Mode::Accept);
+    let healed = Instant::now();
+    let received = pipeline.smtp.data_count();
+    pipeline
+        .smtp
+        .wait_for_messages(received, slow + Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let (tally, complete) = settle(&pipeline, &posted).await;
+    let first = email_outcomes(&pipeline, Part::Email).await;
+    let second = email_outcomes(&pipeline, Part::SecondEmail).await;
+    let held = |part| {
+        pipeline
+            .log(part)
+            .lines()
+            .filter(|l| l.contains("claim_held"))
+            .count()
+    };
+    let (held_first, held_second) = (held(Part::Email), held(Part::SecondEmail));
+    let from_new = pipeline
+        .smtp
+        .messages()
+        .iter()
+        .filter(|m| m.header("From").is_some_and(|f| f.contains("new-revision")))
+        .count();
+    summary(
+        "two email-service instances (other EMAIL_FROM) on one SQLite log behind a round-robin proxy, SMTP answering after 12 s (ack deadline 10 s)",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({
+            "second_in_own_pid_namespace": namespaced,
+            "proxy_connections": pipeline.email_proxy_connections(),
+            "first_outcomes": first,
+            "second_outcomes": second,
+            "claim_held_first": held_first,
+            "claim_held_second": held_second,
+            "emails_from_second": from_new,
+        }),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates(), (0, 0));
+    let count = |outcomes: &serde_json::Value, key: &str| outcomes[key].as_f64().unwrap_or(0.0);
+    // Both instances sent (the balancer spread the pushes, and the two
+    // render differently), and redeliveries were answered from the shared
+    // log, or held while the other instance was still sending.
+    assert!(
+        count(&first, "sent") > 0.0 && count(&second, "sent") > 0.0,
+        "{first} {second}"
+    );
+    assert!(
+        from_new > 0 && from_new < tally.emails_total(),
+        "{from_new} from the second"
+    );
+    assert!(
+        count(&first, "duplicate")
+            + count(&second, "duplicate")
+            + (held_first + held_second) as f64
+            >= 10.0,
+        "{first} {second} held {held_first} + {held_second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twilio_creates_the_message_and_cuts_its_answer_mid_body() {
+    let started = Instant::now();
+    let pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 4, STREAM).await;
+
+    let cut = 40;
+    let before = pipeline.twilio.requests();
+    pipeline.twilio.fail_next(cut, twilio::Mode::CutBody);
+    pipeline
+        .twilio
+        .wait_for_requests(before + cut, STREAM)
+        .await
+        .unwrap();
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let (tally, complete) = settle(&pipeline, &posted).await;
+    let sent = pipeline
+        .metric(
+            Part::Sms,
+            "labrelay_notifications_total",
+            "outcome=\"sent\"",
+        )
+        .await;
+    let outcomes = email_outcomes(&pipeline, Part::Sms).await;
+    summary(
+        "Twilio answers 201 and cuts the body halfway, for 40 requests",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({"answers_cut": cut, "sms_outcomes": outcomes}),
+    );
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates(), (0, 0));
+    // Each SMS whose answer was cut counted as sent, once.
+    assert_eq!(sent as usize, tally.sms.len(), "{outcomes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_sigkilled_while_dead_lettering_and_restarted_on_its_data() {
+    let started = Instant::now();
+    // The broker's own dead-letter policy at work: few attempts, quickly.
+    let settings = Settings {
+        max_delivery_attempts: 5,
+        min_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let mut pipeline = Pipeline::start(LABRELAY, settings).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 3, STREAM).await;
+
+    pipeline.smtp.set_mode(smtp::Mode::TempFail);
+    let fault_from = Instant::now();
+    let dead_lettered = async || {
+        pipeline
+            .metric(
+                Part::Broker,
+                "labrelay_broker_dead_lettered_messages_total",
+                "",
+            )
+            .await
+    };
+    let deadline = Instant::now() + STREAM;
+    while dead_lettered().await < 5.0 {
+        assert!(Instant::now() < deadline, "nothing was dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before_kill = dead_lettered().await;
+    pipeline.kill(Part::Broker);
+    pipeline.start_part(Part::Broker);
+    // Reports go on running out of attempts after the restart too.
+    tokio::time::sleep_until((fault_from + Duration::from_secs(8)).into()).await;
+    pipeline.smtp.set_mode(smtp::Mode::Accept);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    // Each report ends in one place: emailed, or one dead letter.
+    let mut letters = Vec::new();
+    let bound = Instant::now() + QUIET_LIMIT;
+    let parked_ids = |letters: &[serde_json::Value]| -> Vec<String> {
+        letters
+            .iter()
+            .map(|m| {
+                m["attributes"]["reportId"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect()
+    };
+    loop {
+        letters.extend(pipeline.dead_letters_now().await);
+        let parked: BTreeSet<_> = parked_ids(&letters).into_iter().collect();
+        let tally = pipeline.tally();
+        let open = posted
+            .accepted
+            .iter()
+            .filter(|id| !parked.contains(*id) && !tally.emails.contains_key(*id))
+            .count();
+        if open == 0 || Instant::now() > bound {
+            break;
+        }
+        let events = pipeline.smtp.events();
+        pipeline
+            .smtp
+            .wait_for_event_after(events, Duration::from_secs(1))
+            .await;
+    }
+    let parked: BTreeSet<_> = parked_ids(&letters).into_iter().collect();
+    let expect_email: BTreeSet<_> = posted.accepted.difference(&parked).cloned().collect();
+    let (tally, complete) = pipeline
+        .await_quiet_for(
+            &expect_email,
+            &posted.accepted,
+            quiet(&pipeline.settings),
+            QUIET_LIMIT,
+        )
+        .await;
+    letters.extend(pipeline.dead_letters_now().await);
+    let ids = parked_ids(&letters);
+    // A dead letter names its source message by the report and the time
+    // it was published: two for one source message would be one message
+    // dead-lettered twice. Two source messages of one report are the
+    // publisher's retry of a publish whose answer died with the broker.
+    let mut per_message = std::collections::BTreeMap::<(String, String), usize>::new();
+    for m in &letters {
+        let attributes = &m["attributes"];
+        let source = (
+            attributes["reportId"].as_str().unwrap_or("?").to_string(),
+            attributes["CloudPubSubDeadLetterSourceTopicPublishTime"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        );
+        *per_message.entry(source).or_default() += 1;
+    }
+    let mut per_report = std::collections::BTreeMap::<&str, usize>::new();
+    for id in &ids {
+        *per_report.entry(id).or_default() += 1;
+    }
+    let published_twice = per_report.values().filter(|n| **n > 1).count();
+    let twice: Vec<_> = per_message.iter().filter(|(_, n)| **n > 1).collect();
+    let both: Vec<_> = per_report
+        .keys()
+        .filter(|id| tally.emails.contains_key(**id))
+        .collect();
+    let neither: Vec<_> = posted
+        .accepted
+        .iter()
+        .filter(|id| !per_report.contains_key(id.as_str()) && !tally.emails.contains_key(*id))
+        .collect();
+    summary(
+        "SMTP 451 past a 5-attempt limit; broker SIGKILLed while dead-lettering, restarted on its data",
+        &posted,
+        &tally,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({
+            "dead_lettered_before_kill": before_kill,
+            "dead_letters": ids.len(),
+            "reports_dead_lettered": per_report.len(),
+            "reports_published_twice_both_dead_lettered": published_twice,
+            "emailed_and_dead_lettered": both.len(),
+            "neither": neither.len(),
+        }),
+    );
+    assert!(twice.is_empty(), "dead-lettered twice: {twice:?}");
+    assert!(both.is_empty(), "emailed and dead-lettered: {both:?}");
+    assert!(
+        neither.is_empty(),
+        "neither emailed nor dead-lettered: {neither:?}"
+    );
+    assert!(
+        per_report.len() >= 5,
+        "the fault parked too little to mean anything"
+    );
+    assert!(
+        letters.iter().all(
+            |m| m["attributes"]["CloudPubSubDeadLetterSourceSubscription"] == "email-service-sub"
+        ),
+        "only emails were failing"
+    );
+    assert_eq!(tally.lost(&posted.accepted).1, 0, "SMS lost");
+    assert_eq!(tally.duplicates(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lab_report_service_sigkilled_with_publishes_in_flight() {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::start(LABRELAY, Settings::default()).await;
+    let stream = start_stream(&pipeline);
+    stream.wait_answered(REPORTS / 2, STREAM).await;
+
+    // As for the SIGTERM: every poster's report waits for its publish.
+    let broker = pipeline.pid(Part::Broker);
+    signal(broker, "STOP");
+    stream.wait_in_flight(POSTERS, STREAM).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kill_at = Instant::now();
+    pipeline.kill(Part::LabReport);
+    signal(broker, "CONT");
+    pipeline.start_part(Part::LabReport);
+    let healed = Instant::now();
+
+    let posted = stream.finish().await;
+    let in_flight = posted.in_flight_at(kill_at);
+    let (tally, complete) = settle(&pipeline, &posted).await;
+    // Reports the lab never got a 204 for, which the broker had stored.
+    let stored_unanswered = posted
+        .refused_ids
+        .iter()
+        .filter(|id| tally.emails.contains_key(*id))
+        .count();
+    let delivered = (tally.emails_total(), tally.sms_total());
+    // A publish committed but never enqueued would come out of the store
+    // only when the broker reads it again.
+    pipeline.kill(Part::Broker);
+    pipeline.start_part(Part::Broker);
+    let (after_restart, _) = settle(&pipeline, &posted).await;
+    summary(
+        "lab-report-service SIGKILL under load (publishes held), then started again; broker restarted at the end",
+        &posted,
+        &after_restart,
+        Some(complete - healed),
+        started.elapsed(),
+        json!({
+            "in_flight_at_sigkill": in_flight,
+            "unanswered_but_delivered": stored_unanswered,
+            "delivered_only_after_broker_restart": (after_restart.emails_total() - delivered.0, after_restart.sms_total() - delivered.1),
+        }),
+    );
+    assert_eq!(in_flight.len(), POSTERS, "{in_flight:?}");
+    assert_nothing_lost(&posted, &tally);
+    assert_eq!(tally.duplicates(), (0, 0));
+    assert_eq!(
+        (after_restart.emails_total(), after_restart.sms_total()),
+        delivered,
+        "delivered only after the broker restarted"
+    );
+}

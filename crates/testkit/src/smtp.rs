@@ -68,6 +68,8 @@ pub struct SmtpSink {
     rejected: watch::Sender<usize>,
     /// The Message-IDs refused once their data had arrived, in order.
     refused_data: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The Message-IDs held in [`Mode::Slow`], in order.
+    slowed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 struct Running {
@@ -105,6 +107,7 @@ impl SmtpSink {
             data_received: watch::Sender::new(0),
             rejected: watch::Sender::new(0),
             refused_data: Default::default(),
+            slowed: Default::default(),
         };
         sink.spawn(0).await?;
         Ok(sink)
@@ -156,6 +159,12 @@ impl SmtpSink {
     /// arrived (451 or 550 to the end of DATA), in order.
     pub fn refused_after_data(&self) -> Vec<String> {
         self.refused_data.lock().unwrap().clone()
+    }
+
+    /// The Message-IDs of the messages held in [`Mode::Slow`] (stored
+    /// after the delay whatever the client did meanwhile), in order.
+    pub fn slowed(&self) -> Vec<String> {
+        self.slowed.lock().unwrap().clone()
     }
 
     /// Waits until [`SmtpSink::events`] exceeds `seen`; false when nothing
@@ -293,14 +302,18 @@ impl SmtpSink {
             self.data_received.clone(),
             self.rejected.clone(),
         );
-        let refused_data = self.refused_data.clone();
+        let (refused_data, slowed) = (self.refused_data.clone(), self.slowed.clone());
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                let mut words = line.split_whitespace();
-                if let (Some("rejected"), Some(_), Some(message_id)) =
-                    (words.next(), words.next(), words.next())
-                {
-                    refused_data.lock().unwrap().push(message_id.to_string());
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words[..] {
+                    ["rejected", _, message_id] => {
+                        refused_data.lock().unwrap().push(message_id.to_string());
+                    }
+                    ["slowed", message_id] => {
+                        slowed.lock().unwrap().push(message_id.to_string());
+                    }
+                    _ => {}
                 }
                 let counter = match line.split_whitespace().next() {
                     Some("accepted") => &accepted,
