@@ -33,6 +33,8 @@ echo "== no Linux-only crate for macOS and Windows (cargo tree, no build)"
 scripts/check-portable.sh
 echo "== the broker's module graph (no import cycle)"
 scripts/broker-imports.sh
+echo "== the image's dependency stage prepares (cargo-chef, no image build)"
+scripts/check-image-recipe.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
