@@ -14,6 +14,12 @@ use lettre::message::Mailbox;
 use crate::email::{self, ComposeError, Email, Sender};
 use crate::mailer::{Mailer, SendError};
 use crate::settings::Settings;
+use crate::smtp::Deadlines;
+
+/// What the push handler allows an attempt beyond its two deadlines
+/// (scheduling, closing the connection), so that the mailer, not the
+/// handler, decides how it ended.
+const ATTEMPT_MARGIN: Duration = Duration::from_secs(5);
 
 /// Email, through an SMTP server or into a directory outbox.
 pub(crate) struct EmailChannel {
@@ -21,6 +27,7 @@ pub(crate) struct EmailChannel {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     send_timeout: Duration,
+    deadlines: Deadlines,
 }
 
 impl EmailChannel {
@@ -33,6 +40,12 @@ impl EmailChannel {
             from: settings.from.clone(),
             reply_to: settings.reply_to.clone(),
             send_timeout: settings.send_timeout,
+            // Up to the 354 as long as a whole attempt used to be allowed;
+            // then as long as the server may take to answer the data.
+            deadlines: Deadlines {
+                envelope: attempt_limit(settings.send_timeout),
+                data: settings.data_timeout,
+            },
         })
     }
 }
@@ -48,6 +61,15 @@ impl Channel for EmailChannel {
         self.send_timeout
     }
 
+    /// Both deadlines and a margin: the handler never cuts off an
+    /// attempt whose server may still answer its data.
+    fn attempt_limit(&self) -> Duration {
+        self.deadlines
+            .envelope
+            .saturating_add(self.deadlines.data)
+            .saturating_add(ATTEMPT_MARGIN)
+    }
+
     fn render(&self, report: &LabReport, _message_id: &str) -> Result<Email, NotSent> {
         let sender = Sender {
             from: &self.from,
@@ -61,11 +83,7 @@ impl Channel for EmailChannel {
     }
 
     async fn send(&self, email: &Email) -> Result<Option<String>, Failure> {
-        match self
-            .mailer
-            .send(email, attempt_limit(self.send_timeout))
-            .await
-        {
+        match self.mailer.send(email, self.deadlines).await {
             Ok(()) => Ok(Some(email.message_id.clone())),
             Err(err) => {
                 // The server's own words may quote the recipient.
@@ -106,9 +124,8 @@ fn failure_of(err: SendError) -> Failure {
     Failure {
         class: err.class,
         label: err.label,
-        // Cut off, maybe after the final "." went out and before the
-        // server's 250 was read.
-        maybe_sent: err.label == "timeout",
+        // No answer to the data: the server may have the message.
+        maybe_sent: err.maybe_sent,
         public: err.summary.clone(),
         detail: err.summary,
         provider_code: None,
@@ -138,6 +155,7 @@ mod tests {
             class,
             label,
             summary: "the SMTP server answered 451".into(),
+            maybe_sent: false,
             source: anyhow::anyhow!("451 try later"),
         }))
     }

@@ -17,7 +17,7 @@ use labrelay_receiver::group_write::{self, GroupWriter};
 
 use crate::email::Email;
 use crate::settings::{Delivery, SmtpServer, SmtpTls};
-use crate::smtp::{Security, Server, SmtpPool};
+use crate::smtp::{Deadlines, Security, SendFailure, Server, SmtpPool};
 
 pub enum Mailer {
     Smtp {
@@ -46,6 +46,9 @@ pub struct SendError {
     pub label: &'static str,
     /// Safe to log at info and to return: no addresses, no server text.
     pub summary: String,
+    /// The server (or the outbox) may have taken the message all the
+    /// same: the attempt ended without its answer.
+    pub maybe_sent: bool,
     #[source]
     pub source: anyhow::Error,
 }
@@ -57,6 +60,10 @@ pub enum SmtpFailure {
     Reply(u16),
     Timeout,
     Tls,
+    /// The server lacks an extension the message needs (SMTPUTF8,
+    /// 8BITMIME): another server, or another relay, is a configuration
+    /// change.
+    Unsupported,
     /// Refused, reset, unreadable reply, shut down: the conversation broke.
     Connection,
 }
@@ -82,6 +89,7 @@ pub fn label_of(failure: SmtpFailure) -> &'static str {
         SmtpFailure::Reply(code) if (500..600).contains(&code) => "refused",
         SmtpFailure::Reply(_) => "provider_error",
         SmtpFailure::Timeout => "timeout",
+        SmtpFailure::Unsupported => "misconfigured",
         SmtpFailure::Tls => "tls_error",
         SmtpFailure::Connection => "unreachable",
     }
@@ -109,22 +117,26 @@ impl Mailer {
         }
     }
 
-    /// One delivery attempt, bounded by `timeout` as a whole.
-    pub async fn send(&self, email: &Email, timeout: Duration) -> Result<(), SendError> {
-        let attempt = async {
-            match self {
-                Mailer::Smtp { pool, .. } => send_smtp(pool, email).await,
-                Mailer::Directory(writer) => write_file(writer, email).await,
+    /// One delivery attempt: an SMTP transaction within `deadlines`
+    /// (ended within their sum), or an outbox file written within
+    /// [`Deadlines::envelope`].
+    pub async fn send(&self, email: &Email, deadlines: Deadlines) -> Result<(), SendError> {
+        match self {
+            Mailer::Smtp { pool, .. } => send_smtp(pool, email, deadlines).await,
+            Mailer::Directory(writer) => {
+                let timeout = deadlines.envelope;
+                match tokio::time::timeout(timeout, write_file(writer, email)).await {
+                    Ok(result) => result,
+                    // The writer thread may still rename the file in.
+                    Err(_) => Err(SendError {
+                        class: Class::Transient,
+                        label: "timeout",
+                        summary: format!("writing to the outbox did not finish within {timeout:?}"),
+                        maybe_sent: true,
+                        source: anyhow::anyhow!("timed out"),
+                    }),
+                }
             }
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError {
-                class: Class::Transient,
-                label: "timeout",
-                summary: format!("delivery did not finish within {timeout:?}"),
-                source: anyhow::anyhow!("timed out"),
-            }),
         }
     }
 
@@ -174,32 +186,53 @@ fn smtp_pool(server: &SmtpServer, send_timeout: Duration) -> anyhow::Result<Smtp
     }))
 }
 
-async fn send_smtp(pool: &SmtpPool, email: &Email) -> Result<(), SendError> {
+async fn send_smtp(pool: &SmtpPool, email: &Email, deadlines: Deadlines) -> Result<(), SendError> {
     let message = &email.message;
-    match pool.send(message.envelope(), &message.formatted()).await {
+    match pool
+        .send(message.envelope(), &message.formatted(), deadlines)
+        .await
+    {
         Ok(()) => Ok(()),
         Err(err) => {
             let failure = smtp_failure(&err);
-            let summary = match failure {
-                SmtpFailure::Reply(code) if AUTH_CODES.contains(&code) => {
+            let summary = match (&err, failure) {
+                (SendFailure::DataTimeout(wait), _) => format!(
+                    "the SMTP server did not answer the message's data within {wait:?}; it may have taken it"
+                ),
+                (SendFailure::Unsupported(extension), _) => {
+                    format!("the SMTP server does not support {extension}, which the email needs")
+                }
+                (_, SmtpFailure::Reply(code)) if AUTH_CODES.contains(&code) => {
                     format!("the SMTP server refused our credentials ({code})")
                 }
-                SmtpFailure::Reply(code) => format!("the SMTP server answered {code}"),
-                SmtpFailure::Timeout => "the SMTP server did not answer in time".into(),
-                SmtpFailure::Tls => "TLS with the SMTP server failed".into(),
-                SmtpFailure::Connection => "the conversation with the SMTP server failed".into(),
+                (_, SmtpFailure::Reply(code)) => format!("the SMTP server answered {code}"),
+                (_, SmtpFailure::Timeout) => "the SMTP server did not answer in time".into(),
+                (_, SmtpFailure::Tls) => "TLS with the SMTP server failed".into(),
+                (_, SmtpFailure::Unsupported | SmtpFailure::Connection) => {
+                    "the conversation with the SMTP server failed".into()
+                }
             };
             Err(SendError {
                 class: class_of(failure),
                 label: label_of(failure),
                 summary,
+                // Only once the server waits for the data can it take the
+                // message; a timeout before that is a plain "not sent".
+                maybe_sent: matches!(err, SendFailure::DataTimeout(_)),
                 source: anyhow::Error::new(err),
             })
         }
     }
 }
 
-fn smtp_failure(err: &lettre::transport::smtp::Error) -> SmtpFailure {
+fn smtp_failure(err: &SendFailure) -> SmtpFailure {
+    let err = match err {
+        SendFailure::Smtp(err) => err,
+        SendFailure::EnvelopeTimeout(_) | SendFailure::DataTimeout(_) => {
+            return SmtpFailure::Timeout;
+        }
+        SendFailure::Unsupported(_) => return SmtpFailure::Unsupported,
+    };
     if let Some(code) = err.status().and_then(|c| c.to_string().parse().ok()) {
         SmtpFailure::Reply(code)
     } else if err.is_timeout() {
@@ -223,6 +256,7 @@ async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError
             class: Class::Transient,
             label: "outbox_error",
             summary: "writing to the outbox directory failed".into(),
+            maybe_sent: false,
             source: anyhow::Error::new(err),
         })
 }
@@ -250,6 +284,7 @@ mod tests {
             (Reply(535), Transient),
             (Reply(538), Transient),
             (Timeout, Transient),
+            (Unsupported, Transient),
             (Tls, Transient),
             (Connection, Transient),
         ];
@@ -267,6 +302,7 @@ mod tests {
             (Reply(554), "refused"),
             (Reply(535), "misconfigured"),
             (Timeout, "timeout"),
+            (Unsupported, "misconfigured"),
             (Tls, "tls_error"),
             (Connection, "unreachable"),
         ];

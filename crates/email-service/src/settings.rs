@@ -20,6 +20,17 @@ pub const DEFAULT_FROM: &str = "Pet Theory <results@pettheory.example>";
 /// ack deadline (10 s by default, 600 s at most).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+/// `SMTP_DATA_TIMEOUT_SECS` when unset: how long the server may take to
+/// answer a message's final `.`. RFC 5321 §4.5.3.2.6 asks clients to wait
+/// 10 minutes, because a server may check the whole message before it
+/// answers; cut off earlier, the attempt cannot tell whether the email went
+/// out. Half of that: real servers answer within seconds, and with the rest
+/// of a push's work (claim, envelope, record, parking: 80 s) it fits within
+/// Pub/Sub's longest ack deadline (600 s), which on Cloud Run is the
+/// push's whole budget (`PUSH_ANSWER=when-done`).
+pub const DEFAULT_DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// RFC 5321's 10 minutes.
+const MAX_DATA_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Everything the email-service needs to run.
 #[derive(Clone)]
@@ -34,8 +45,14 @@ pub struct Settings {
     /// answered 503. The attempt itself goes on, up to
     /// [`attempt_limit`](labrelay_receiver::notify_log::attempt_limit) of
     /// this, and is recorded or released when it ends (cut off there, it
-    /// keeps its claim until the lease lapses).
+    /// keeps its claim until the lease lapses). Bounds an SMTP transaction
+    /// up to the server's 354 to DATA (at that limit): a timeout there is
+    /// "not sent".
     pub send_timeout: Duration,
+    /// How long the SMTP server may take to answer the message's final
+    /// `.` ([`DEFAULT_DATA_TIMEOUT`]): only past it is the outcome unknown.
+    /// The claim is renewed meanwhile, so redeliveries wait.
+    pub data_timeout: Duration,
     /// What every push receiver reads: who may push (`PUSH_*`), the
     /// notification log (`NOTIFY_LOG`; emails already sent are not sent
     /// again), the trace project and `ALLOWED_HOSTS`. Push tokens are
@@ -91,6 +108,7 @@ impl fmt::Debug for Settings {
             .field("from", &self.from.to_string())
             .field("reply_to", &self.reply_to.as_ref().map(Mailbox::to_string))
             .field("send_timeout", &self.send_timeout)
+            .field("data_timeout", &self.data_timeout)
             .field("receiver", &self.receiver)
             .finish()
     }
@@ -104,6 +122,7 @@ impl Settings {
             from: DEFAULT_FROM.parse().expect("the default From is a mailbox"),
             reply_to: None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            data_timeout: DEFAULT_DATA_TIMEOUT,
             receiver: ReceiverSettings::default(),
         }
     }
@@ -125,6 +144,8 @@ impl Settings {
     ///   [`SmtpServer::check_credentials_are_encrypted`]).
     /// - `EMAIL_FROM` (default [`DEFAULT_FROM`]), `EMAIL_REPLY_TO`.
     /// - `SMTP_TIMEOUT_SECS` (default 10; fractions allowed; at most 600).
+    /// - `SMTP_DATA_TIMEOUT_SECS` (default 300; fractions allowed; at most
+    ///   600, RFC 5321's limit).
     /// - What every push receiver reads ([`ReceiverSettings::from_vars`]):
     ///   `PUSH_*`, `NOTIFY_LOG` (records every email sent and does not send
     ///   it again), `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`) and
@@ -162,7 +183,11 @@ impl Settings {
             settings.reply_to = Some(parse_mailbox("EMAIL_REPLY_TO", &reply_to)?);
         }
         if let Some(secs) = get("SMTP_TIMEOUT_SECS") {
-            settings.send_timeout = parse_timeout(&secs)?;
+            settings.send_timeout = parse_timeout("SMTP_TIMEOUT_SECS", &secs, MAX_SEND_TIMEOUT)?;
+        }
+        if let Some(secs) = get("SMTP_DATA_TIMEOUT_SECS") {
+            settings.data_timeout =
+                parse_timeout("SMTP_DATA_TIMEOUT_SECS", &secs, MAX_DATA_TIMEOUT)?;
         }
         settings.receiver = ReceiverSettings::from_vars(get)?;
         Ok(settings)
@@ -221,18 +246,18 @@ fn parse_mailbox(name: &str, value: &str) -> anyhow::Result<Mailbox> {
     })
 }
 
-fn parse_timeout(value: &str) -> anyhow::Result<Duration> {
+fn parse_timeout(name: &str, value: &str, max: Duration) -> anyhow::Result<Duration> {
     let secs: f64 = value
         .trim()
         .parse()
-        .with_context(|| format!("SMTP_TIMEOUT_SECS must be a number of seconds, not {value:?}"))?;
+        .with_context(|| format!("{name} must be a number of seconds, not {value:?}"))?;
     let timeout = Duration::try_from_secs_f64(secs)
         .ok()
-        .filter(|t| !t.is_zero() && *t <= MAX_SEND_TIMEOUT);
+        .filter(|t| !t.is_zero() && *t <= max);
     timeout.with_context(|| {
         format!(
-            "SMTP_TIMEOUT_SECS must be above 0 and at most {}, not {value:?}",
-            MAX_SEND_TIMEOUT.as_secs()
+            "{name} must be above 0 and at most {}, not {value:?}",
+            max.as_secs()
         )
     })
 }
@@ -464,6 +489,7 @@ mod tests {
         assert_eq!(settings.from.to_string(), DEFAULT_FROM);
         assert_eq!(settings.reply_to, None);
         assert_eq!(settings.send_timeout, Duration::from_secs(10));
+        assert_eq!(settings.data_timeout, Duration::from_secs(300));
 
         let settings = Settings::from_vars(vars(&[
             ("SMTP_URL", "smtps://smtp.example.com"),
@@ -472,6 +498,7 @@ mod tests {
             ("EMAIL_FROM", "Clinic <lab@clinic.example>"),
             ("EMAIL_REPLY_TO", "desk@clinic.example"),
             ("SMTP_TIMEOUT_SECS", "2.5"),
+            ("SMTP_DATA_TIMEOUT_SECS", "120"),
         ]))
         .unwrap();
         let Delivery::Smtp(server) = &settings.delivery else {
@@ -488,6 +515,7 @@ mod tests {
             "desk@clinic.example"
         );
         assert_eq!(settings.send_timeout, Duration::from_millis(2500));
+        assert_eq!(settings.data_timeout, Duration::from_secs(120));
     }
 
     #[test]
@@ -627,6 +655,10 @@ mod tests {
             (
                 &[("SMTP_URL", "smtp://h"), ("SMTP_TIMEOUT_SECS", "ten")],
                 "number of seconds",
+            ),
+            (
+                &[("SMTP_URL", "smtp://h"), ("SMTP_DATA_TIMEOUT_SECS", "601")],
+                "SMTP_DATA_TIMEOUT_SECS must be above 0 and at most 600",
             ),
             (
                 &[("SMTP_URL", "smtp://h"), ("SMTP_USERNAME", "u")],

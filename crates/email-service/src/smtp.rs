@@ -11,10 +11,21 @@
 //! server answered to it.
 //!
 //! Here a connection is an owned value that goes back to the idle list in
-//! one place only, after [`AsyncSmtpConnection::send`] returned the
-//! server's positive reply to the final `.`. An error, a timeout or a
-//! dropped future drops the connection, which closes it (after a negative
-//! reply lettre has already sent QUIT).
+//! one place only, after the server's positive reply to the final `.` was
+//! read. An error, a timeout or a dropped future drops the connection,
+//! which closes it (after a negative reply, with QUIT).
+//!
+//! A transaction has two deadlines ([`SmtpPool::send`]): the envelope, up
+//! to the server's 354 to DATA, within the send timeout, and the message
+//! with its final `.` and the server's answer to it within the data
+//! timeout, which is long (RFC 5321 §4.5.3.2.6 gives the server ten
+//! minutes to answer the `.`). Before the 354 the server cannot have the
+//! message: a timeout there is "not sent". After it, the server may take
+//! the message at any moment: cut off early, the attempt would not know
+//! whether the email went out, and the redelivery after its claim lapsed
+//! would send it again. lettre's `send` runs both phases as one future,
+//! so the commands are sent here one by one (`command`, then `message`),
+//! the way `send` does.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,7 +34,8 @@ use lettre::address::Envelope;
 use lettre::transport::smtp::Error;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
 /// At most this many idle connections are kept (lettre's default).
 const MAX_IDLE: usize = 10;
@@ -60,6 +72,36 @@ pub struct Server {
     pub connect_timeout: Duration,
 }
 
+/// How long each phase of one transaction may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A connection (a reused one checked, or a new one opened), MAIL,
+    /// RCPT and DATA, up to the server's 354.
+    pub envelope: Duration,
+    /// The message, its final `.`, and the server's answer to it.
+    pub data: Duration,
+}
+
+/// Why a transaction did not end with the server's acceptance.
+#[derive(Debug, thiserror::Error)]
+pub enum SendFailure {
+    /// A negative reply, a broken conversation, TLS: lettre's error.
+    #[error(transparent)]
+    Smtp(#[from] Error),
+    /// No 354 to DATA within [`Deadlines::envelope`]: the server does not
+    /// have the message.
+    #[error("the SMTP server did not take the envelope within {0:?}")]
+    EnvelopeTimeout(Duration),
+    /// The message and its final `.` went out (or were going out) and the
+    /// server did not answer within [`Deadlines::data`]: it may have taken
+    /// the message.
+    #[error("the SMTP server did not answer the message's data within {0:?}")]
+    DataTimeout(Duration),
+    /// The server lacks an extension the message needs.
+    #[error("the SMTP server does not support {0}, which this message needs")]
+    Unsupported(&'static str),
+}
+
 /// SMTP connections to one server.
 pub struct SmtpPool {
     server: Server,
@@ -82,15 +124,40 @@ impl SmtpPool {
     }
 
     /// One SMTP transaction (MAIL, RCPT, DATA, the message, `.`) on an
-    /// idle connection that still answers, or on a new one. Not bounded in
-    /// time: the caller bounds it, and dropping the future closes the
-    /// connection it was using.
-    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), Error> {
-        let mut conn = match self.reusable().await {
-            Some(conn) => conn,
-            None => self.connect().await?,
+    /// idle connection that still answers, or on a new one, each phase
+    /// within its deadline. Dropping the future closes the connection it
+    /// was using.
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        deadlines: Deadlines,
+    ) -> Result<(), SendFailure> {
+        let opened = async {
+            let mut conn = match self.reusable().await {
+                Some(conn) => conn,
+                None => self.connect().await?,
+            };
+            match start_data(&mut conn, envelope, message).await {
+                Ok(()) => Ok(conn),
+                Err(failure) => {
+                    abort_in_background(conn);
+                    Err(failure)
+                }
+            }
         };
-        conn.send(envelope, message).await?;
+        let mut conn = match tokio::time::timeout(deadlines.envelope, opened).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(SendFailure::EnvelopeTimeout(deadlines.envelope)),
+        };
+        match tokio::time::timeout(deadlines.data, conn.message(message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                abort_in_background(conn);
+                return Err(error.into());
+            }
+            Err(_) => return Err(SendFailure::DataTimeout(deadlines.data)),
+        }
         // The one place a connection goes back: its reply to `.` was read.
         self.park(conn);
         Ok(())
@@ -167,6 +234,45 @@ impl SmtpPool {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// MAIL (with SMTPUTF8 and 8BITMIME when the envelope or the message
+/// needs them, as lettre's `send` does), RCPT for each recipient, DATA: the
+/// server has answered 354 and waits for the message.
+async fn start_data(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<(), SendFailure> {
+    let mut options = Vec::new();
+    let addresses = envelope.from().into_iter().chain(envelope.to());
+    if addresses.map(AsRef::<str>::as_ref).any(|a| !a.is_ascii()) {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(SendFailure::Unsupported("SMTPUTF8"));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(SendFailure::Unsupported("8BITMIME"));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(envelope.from().cloned(), options))
+        .await?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
+    }
+    conn.command(Data).await?;
+    Ok(())
+}
+
+/// QUIT and close, as lettre does after a failed command, waiting at most
+/// [`QUIT_LIMIT`] for the server.
+fn abort_in_background(mut conn: AsyncSmtpConnection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(QUIT_LIMIT, conn.abort()).await;
+    });
 }
 
 /// QUIT, waiting at most [`QUIT_LIMIT`] for the reply.

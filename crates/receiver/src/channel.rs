@@ -30,10 +30,21 @@ pub trait Channel: Send + Sync + 'static {
     const SERVICE: &'static str;
 
     /// How long a push waits for its send before the broker is answered
-    /// 503. The send goes on, up to
-    /// [`attempt_limit`](crate::notify_log::attempt_limit) of this, and is
-    /// recorded or released when it ends.
+    /// 503. The send goes on, up to [`attempt_limit`](Self::attempt_limit),
+    /// and is recorded or released when it ends.
     fn answer_within(&self) -> Duration;
+
+    /// How long one attempt may run before the push handler cuts it off
+    /// (its outcome then unknown, its claim kept until the lease lapses).
+    /// By default [`notify_log::attempt_limit`](crate::notify_log::attempt_limit)
+    /// of [`answer_within`](Self::answer_within). A channel that learns
+    /// its outcome later (the email-service waits minutes for an SMTP
+    /// server's answer to the data) returns more, so the handler never
+    /// cuts an attempt the channel is still deciding; the claim is renewed
+    /// for as long.
+    fn attempt_limit(&self) -> Duration {
+        crate::notify_log::attempt_limit(self.answer_within())
+    }
 
     /// The report's notification, or why there is none to send. Called
     /// inside the push's span; `message_id` is the Pub/Sub message's.
@@ -47,10 +58,9 @@ pub trait Channel: Send + Sync + 'static {
     /// whatever the templates make of either.
     fn recipient<'m>(&self, message: &'m Self::Message) -> &'m str;
 
-    /// One attempt to send `message`, ended by
-    /// [`attempt_limit`](crate::notify_log::attempt_limit) of
-    /// [`answer_within`](Self::answer_within) (the handler cuts it off
-    /// there too): the provider's id for it (the Message-ID, Twilio's SID,
+    /// One attempt to send `message`, ended within
+    /// [`attempt_limit`](Self::attempt_limit) (the handler cuts it off
+    /// there): the provider's id for it (the Message-ID, Twilio's SID,
     /// the outbox file), or why not. A failure after which the provider
     /// may have taken the message says so ([`Failure::maybe_sent`]).
     fn send(

@@ -62,9 +62,11 @@ pub(crate) fn build<C: Channel>(
     let metrics = Arc::new(Metrics::register(&mut registry, C::NAME));
     let answer_within = match settings.push_answer {
         PushAnswer::Early => channel.answer_within(),
-        // Claim, send and record at their limits, and parking a permanent
-        // failure: everything the task does.
-        PushAnswer::WhenDone => limits.lease().saturating_add(PARK_TIMEOUT),
+        // Claim, the channel's whole attempt and record at their limits,
+        // and parking a permanent failure: everything the task does.
+        PushAnswer::WhenDone => limits
+            .task(channel.attempt_limit())
+            .saturating_add(PARK_TIMEOUT),
     };
     // A push is answered within that, plus room to read it.
     let request_timeout = answer_within.saturating_add(REQUEST_TIMEOUT_MARGIN);
@@ -169,9 +171,9 @@ async fn push<C: Channel>(State(receiver): State<Arc<Receiver<C>>>, body: Bytes)
         .instrument(span.clone()),
     );
     // The broker gets its answer within the channel's answer time; a send
-    // still going on then goes on (see `notify_log::attempt_limit`) and is
+    // still going on then goes on (to `Channel::attempt_limit`) and is
     // recorded or released when it ends. Until then its redelivery waits
-    // on the key's lock.
+    // on the key's lock, or, on another instance, finds the claim renewed.
     match tokio::time::timeout(answer_within, handling).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => span.in_scope(|| {
@@ -230,9 +232,10 @@ impl<C: Channel> Receiver<C> {
             Ok(None) => {}
             Err(error) => return Outcome::LogUnavailable(error),
         }
-        // Cut off at the attempt limit the claim's lease was made for, so
-        // the lease outlasts the send whatever the channel does.
-        let attempt = dedupe.limits().attempt;
+        // Cut off at the channel's attempt limit, past which the channel
+        // has decided (sent, not sent, or unknown) whatever the provider
+        // does; the claim is renewed until then.
+        let attempt = self.channel.attempt_limit();
         let outcome = match tokio::time::timeout(attempt, self.send(&message)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Failed(

@@ -87,8 +87,9 @@ pub enum PushAnswer {
     /// deadline (`up`'s 30 s).
     Early,
     /// Only once claim → send → record has ended, each within its limit
-    /// (about 70 s at most; see
-    /// [`ClaimLimits`](crate::notify_log::ClaimLimits)): nothing runs
+    /// ([`ClaimLimits::task`](crate::notify_log::ClaimLimits::task) of the
+    /// channel's [`attempt_limit`](crate::Channel::attempt_limit), plus
+    /// parking: about 80 s for SMS, 385 s for email by default): nothing runs
     /// after the answer. On Cloud Run, where an instance's CPU is
     /// throttled between requests, work after the answer would crawl and
     /// die with the instance; the subscription's ack deadline and the

@@ -157,6 +157,8 @@ async fn firestore_log_against_the_official_emulator() {
     two_instances_send_once(&emulator).await;
     eprintln!("scenario: a slow claim and a slow send on one instance, another polling: one send");
     a_slow_claim_and_a_slow_send_are_sent_once(&emulator).await;
+    eprintln!("scenario: a claim renewed while its send runs, and only by its holder");
+    a_claim_is_renewed_while_its_send_runs_and_only_by_its_holder(&emulator).await;
     eprintln!("scenario: NOTIFY_LOG=firestore://... with a named database and collection");
     opened_from_the_setting(&emulator).await;
     eprintln!("all scenarios in {:?}", started.elapsed());
@@ -524,6 +526,107 @@ async fn a_slow_claim_and_a_slow_send_are_sent_once(emulator: &Emulator) {
             Ok(sent) => break sent,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sending.await.unwrap();
+    assert!(!b_sent, "b sent it again after {held} tries held");
+    assert!(
+        held >= 20,
+        "b tried only {held} times while a held the claim"
+    );
+    assert_eq!(sends.load(Ordering::SeqCst), 1);
+}
+
+/// A renewal rewrites the claim's document only while it is still that
+/// claim (its token is the version's update time, and a renewal gives a
+/// new one), and restarts its lease on Firestore's clock. Through
+/// `Dedupe`, a send that takes more than four leases keeps its claim: the
+/// other instance, trying every 100 ms, is told it is held until the
+/// record, then finds it. (Unrenewed, the claim lapsed after 2.4 s and
+/// the other instance sent again.)
+async fn a_claim_is_renewed_while_its_send_runs_and_only_by_its_holder(emulator: &Emulator) {
+    let setting = setting(emulator, "renewals");
+    let (a, b) = (open(&setting), open(&setting));
+    let k = key("LR-11", "email", "66");
+    let short = Duration::from_secs(2);
+    let Claim::Claimed(first) = a.claim(&k, short).await.unwrap() else {
+        panic!("a fresh key is claimed");
+    };
+    let Some(renewed) = a.renew(&k, first.clone(), MINUTE).await.unwrap() else {
+        panic!("the holder renews its claim");
+    };
+    assert_ne!(renewed, first, "a renewal is a new version");
+    // Also when nothing else changes (Firestore keeps the update time of a
+    // write that changes nothing).
+    let Some(again) = a.renew(&k, renewed.clone(), MINUTE).await.unwrap() else {
+        panic!("the holder renews its claim again");
+    };
+    assert_ne!(again, renewed, "each renewal is a new version");
+    assert_eq!(
+        raw_document(&setting, &k).await["fields"]["leaseMs"]["integerValue"],
+        "60000"
+    );
+    // Past the first lease: held, by the renewal.
+    tokio::time::sleep(short + Duration::from_millis(500)).await;
+    assert!(matches!(
+        b.claim(&k, MINUTE).await.unwrap(),
+        Claim::HeldByOther { .. }
+    ));
+    // The version before the renewal, or a made-up one, renews nothing.
+    assert_eq!(a.renew(&k, first, MINUTE).await.unwrap(), None);
+    assert_eq!(
+        b.renew(&k, ClaimToken::new("2020-01-01T00:00:00Z".into()), MINUTE)
+            .await
+            .unwrap(),
+        None
+    );
+    // A lapsed claim taken over is not the old holder's to renew.
+    let k = key("LR-12", "email", "77");
+    let Claim::Claimed(lapsed) = a.claim(&k, Duration::ZERO).await.unwrap() else {
+        panic!("a fresh key is claimed");
+    };
+    let Claim::Claimed(_) = b.claim(&k, MINUTE).await.unwrap() else {
+        panic!("a lapsed claim is taken over");
+    };
+    assert_eq!(a.renew(&k, lapsed, MINUTE).await.unwrap(), None);
+    assert!(matches!(
+        open(&setting).claim(&k, MINUTE).await.unwrap(),
+        Claim::HeldByOther { .. }
+    ));
+
+    // Through Dedupe: a 2.4 s lease renewed every 800 ms, a 5 s send.
+    let ms = Duration::from_millis;
+    let limits = ClaimLimits {
+        claim: ms(600),
+        attempt: ms(600),
+        record: ms(600),
+        margin: ms(600),
+    };
+    let a = Arc::new(Dedupe::new(Arc::new(open(&setting))).with_limits(limits));
+    let b = Dedupe::new(Arc::new(open(&setting))).with_limits(limits);
+    let k = key("LR-13", "email", "88");
+    let sends = Arc::new(AtomicUsize::new(0));
+    let (claimed, claimed_rx) = tokio::sync::oneshot::channel();
+    let sending = {
+        let (a, k, sends) = (Arc::clone(&a), k.clone(), Arc::clone(&sends));
+        tokio::spawn(async move {
+            let _guard = a.lock(&k).await;
+            assert_eq!(a.already_sent(&k).await.unwrap(), None);
+            claimed.send(()).unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            sends.fetch_add(1, Ordering::SeqCst);
+            a.record_sent(&k, SentRecord::now(Some("a".into())))
+                .await
+                .unwrap();
+        })
+    };
+    claimed_rx.await.unwrap();
+    let mut held = 0;
+    let b_sent = loop {
+        match deliver(&b, &k, &sends, false).await {
+            Err(ClaimHeld { .. }) => held += 1,
+            Ok(sent) => break sent,
+        }
+        tokio::time::sleep(ms(100)).await;
     };
     sending.await.unwrap();
     assert!(!b_sent, "b sent it again after {held} tries held");

@@ -162,13 +162,83 @@ async fn a_delivery_outliving_the_send_timeout_goes_on_and_is_sent_once() {
     app.shutdown().await.unwrap();
 }
 
-/// An SMTP server slower than the attempt limit (4 s at a 1 s send
-/// timeout) that keeps what it was sent, as a real server that got the
-/// data would: the attempt is cut off without knowing whether the email
-/// went out, so its claim is kept, and the broker's redeliveries, one a
-/// second, are answered 503 instead of sending one more email each.
+/// An SMTP server that takes 33 s to answer the final "." (longer than
+/// the 4 s attempt limit a 1 s send timeout used to give, and than the
+/// claim's 29 s lease), as a real server that checks the message before it
+/// answers; two instances on one log, the broker redelivering once a
+/// second to each in turn. The attempt waits for the answer
+/// (`SMTP_DATA_TIMEOUT_SECS`, 300 s) instead of being cut off, and its
+/// claim is renewed meanwhile, so the other instance is answered 503 (the
+/// claim is held) until the email is recorded, then `duplicate`. (Cut off
+/// at 4 s, the claim lapsed at 29 s and a redelivery sent the email again;
+/// with the cut gone and no renewal, the other instance took the lapsed
+/// claim over and sent it too.)
 #[tokio::test]
-async fn a_delivery_cut_off_at_the_attempt_limit_is_not_sent_again_by_its_redeliveries() {
+async fn smtp_slower_than_the_attempt_limit_and_the_lease_sends_once_across_two_instances() {
+    use labrelay_testkit::smtp::Mode;
+    use std::time::{Duration, Instant};
+
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.sqlite3").display());
+    let vars = [
+        ("SMTP_URL", sink.url()),
+        ("NOTIFY_LOG", url),
+        ("SMTP_TIMEOUT_SECS", "1".into()),
+    ];
+    let vars: Vec<_> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let apps = [
+        spawn_app(settings(&vars)).await,
+        spawn_app(settings(&vars)).await,
+    ];
+    let slow = Duration::from_secs(33);
+    sink.set_mode(Mode::Slow(slow));
+    let report = full_report("LR-DUP-SLOWER");
+
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    let mut attempt = 0;
+    while started.elapsed() < slow + Duration::from_secs(4) {
+        let app = &apps[attempt % 2];
+        attempt += 1;
+        let answer = app.push(&envelope(&report, "2301", attempt as u32)).await;
+        let outcome = answer.header("x-labrelay-outcome").map(str::to_string);
+        answers.push((started.elapsed().as_secs(), answer.status(), outcome));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        sink.data_count(),
+        1,
+        "emails handed to the server: {answers:?}"
+    );
+    assert_eq!(settled_count(&sink, 1).await, 1);
+    // Every delivery before the answer waited (503); at least one after it
+    // found the record.
+    let (before, after): (Vec<_>, Vec<_>) = answers
+        .iter()
+        .partition(|(secs, _, _)| *secs < slow.as_secs());
+    assert!(
+        before.iter().all(|(_, status, _)| *status == 503),
+        "{answers:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|(_, status, outcome)| *status == 204 && outcome.as_deref() == Some("duplicate")),
+        "{answers:?}"
+    );
+    for app in apps {
+        app.shutdown().await.unwrap();
+    }
+}
+
+/// An SMTP server slower than `SMTP_DATA_TIMEOUT_SECS` (1 s here) that
+/// keeps what it was sent, as a real server that got the data would: the
+/// attempt ends without knowing whether the email went out, so its claim
+/// is kept, and the broker's redeliveries, one a second, are answered 503
+/// instead of sending one more email each.
+#[tokio::test]
+async fn a_delivery_without_an_answer_to_its_data_is_not_sent_again_by_its_redeliveries() {
     use labrelay_testkit::smtp::Mode;
     use std::time::{Duration, Instant};
 
@@ -179,6 +249,7 @@ async fn a_delivery_cut_off_at_the_attempt_limit_is_not_sent_again_by_its_redeli
         ("SMTP_URL", &sink.url()),
         ("NOTIFY_LOG", &url),
         ("SMTP_TIMEOUT_SECS", "1"),
+        ("SMTP_DATA_TIMEOUT_SECS", "1"),
     ]))
     .await;
     sink.set_mode(Mode::Slow(Duration::from_secs(6)));
@@ -187,10 +258,10 @@ async fn a_delivery_cut_off_at_the_attempt_limit_is_not_sent_again_by_its_redeli
     let started = Instant::now();
     let mut attempt = 0;
     // The broker's redeliveries, one a second, until well after the cut
-    // at 4 s and the server keeping the email at 6 s.
+    // at 1 s and the server keeping the email at 6 s.
     while started.elapsed() < Duration::from_secs(9) {
         attempt += 1;
-        let answer = app.push(&envelope(&report, "2301", attempt)).await;
+        let answer = app.push(&envelope(&report, "2401", attempt)).await;
         assert_eq!(answer.status(), 503, "attempt {attempt}");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

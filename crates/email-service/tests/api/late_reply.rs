@@ -1,5 +1,5 @@
 //! An SMTP server that answers a message's final `.` too late: the attempt
-//! is cut off at its limit, and its connection must not carry the next
+//! stops waiting at its data timeout, and its connection must not carry the next
 //! message, which would read every reply one command late and take DATA's
 //! 354 for the acceptance of its data.
 
@@ -144,11 +144,13 @@ async fn a_message_refused_after_a_late_reply_is_not_recorded_and_is_sent_later(
     let dir = tempfile::tempdir().unwrap();
     let log = format!("sqlite://{}", dir.path().join("n.sqlite3").display());
     let url = format!("smtp://{}", server.addr);
-    // Answered 503 at 0.5 s; the attempt is cut off at its limit, 2 s.
+    // Answered 503 at 0.5 s; the attempt stops waiting for the answer to
+    // its data after 1 s.
     let app = spawn_app(settings(&[
         ("SMTP_URL", &url),
         ("NOTIFY_LOG", &log),
         ("SMTP_TIMEOUT_SECS", "0.5"),
+        ("SMTP_DATA_TIMEOUT_SECS", "1"),
     ]))
     .await;
 

@@ -4,7 +4,8 @@
 //! A document `COLLECTION/<id>` where `<id>` is a SHA-256 of the key, so
 //! the id carries nothing readable. Its fields: `reportId`, `channel`,
 //! `contentHash`, `state` (`sending` while claimed, then `sent`),
-//! `leaseMs` (while sending), `providerId` and `sentAtMs` (once sent).
+//! `leaseMs` and, once renewed, `renews` (while sending), `providerId` and
+//! `sentAtMs` (once sent).
 //! No addresses, phone numbers or content.
 //!
 //! A claim's lease is measured on Firestore's clock alone, never on an
@@ -17,8 +18,10 @@
 //! checks atomically: a claim creates the document only if it does not
 //! exist (`currentDocument.exists=false`), takes over an expired claim only
 //! if the document is still the version it read (`currentDocument.
-//! updateTime`), and a release deletes it only while it is still that
-//! claim. A lost race re-reads and decides again.
+//! updateTime`), and a release deletes it, or a renewal rewrites it (a new
+//! `updateTime`, so a new lease), only while it is still that claim: a
+//! claim's token is its version's update time. A lost race re-reads and
+//! decides again.
 //!
 //! A small REST client over `reqwest`: Google publishes no Firestore data
 //! client for Rust, and the three calls needed (get, commit, with
@@ -543,6 +546,30 @@ impl NotificationLog for FirestoreLog {
                 Ok(_) => Ok(()),
                 // Taken over or recorded meanwhile: not ours to delete.
                 Err(status) if status.lost_race() => Ok(()),
+                Err(status) => Err(status.into_error(WHAT)),
+            }
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a NotificationKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> LogFuture<'a, Option<ClaimToken>> {
+        const WHAT: &str = "renew a notification's claim";
+        Box::pin(async move {
+            // Rewritten only while it is still this claim's version: its
+            // new commit time starts the lease again, on Firestore's clock.
+            // Firestore keeps the update time of a write that changes
+            // nothing, so the new version names the one it renews.
+            let precondition = Precondition::UpdatedAt(token.as_str().to_string());
+            let mut fields = sending_fields(key, lease);
+            fields["renews"] = json!({"stringValue": token.as_str()});
+            match self.put(key, fields, precondition, WHAT).await? {
+                Ok(time) => Ok(Some(ClaimToken::new(time))),
+                // Taken over, released or recorded meanwhile.
+                Err(status) if status.lost_race() => Ok(None),
                 Err(status) => Err(status.into_error(WHAT)),
             }
         })

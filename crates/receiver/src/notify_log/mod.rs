@@ -28,11 +28,15 @@
 //!    answered [`ClaimHeld`] until its lease lapses, instead of sending
 //!    once each.
 //!
-//! Every step is bounded ([`ClaimLimits`]: the claim, the provider attempt,
-//! the record), and the lease is their sum plus a margin, so a live holder
-//! has recorded, released or kept its claim before any other instance may
-//! take it over. The lease is measured on one clock: the host's for the
-//! SQLite log (one machine), Firestore's own for the Firestore log.
+//! A claim's lease is short ([`ClaimLimits::lease`]: a minute or so), so
+//! that a dead holder's claim lapses soon, and it is renewed while its
+//! holder works ([`NotificationLog::renew`], every third of the lease,
+//! until the claim is recorded, released or kept), so that a live attempt
+//! keeps it however long the channel lets it run (an email waiting minutes
+//! for the server's answer to its data). Without the renewals the lease
+//! still covers every step at the send timeout's attempt limit. The lease
+//! is measured on one clock: the host's for the SQLite log (one machine),
+//! Firestore's own for the Firestore log.
 //!
 //! The duplicate windows left, each at most one extra notification:
 //! - a crash (or a failed or cut-off record) between the provider accepting
@@ -40,9 +44,11 @@
 //!   after its lease (the SQLite log takes a dead process's claim over at
 //!   once), the broker redelivers and the owner gets it twice;
 //! - a send whose outcome was unknown and that had in fact gone out: the
-//!   first delivery after its lease lapsed sends it again.
+//!   first delivery after its lease lapsed sends it again;
+//! - renewals that fail (the store unreachable) for longer than the lease
+//!   while the attempt goes on: another instance may take the claim over
+//!   and send too.
 //!
-//! Stores, chosen by `NOTIFY_LOG` ([`setting_from_vars`]):
 //! Stores, chosen by `NOTIFY_LOG` ([`setting_from_vars`]):
 //! - [`SqliteLog`] (`sqlite:///path/file.db`), the embedded default of
 //!   `labrelay up`: one file, shared by the processes of one machine.
@@ -64,6 +70,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use labrelay_contract::LabReport;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 pub use firestore::{DEFAULT_COLLECTION, FirestoreLog, FirestoreSetting};
 pub use sqlite::SqliteLog;
@@ -89,13 +96,14 @@ const ATTEMPT_LIMIT_FACTOR: u32 = 4;
 /// long a notification whose holder died waits for its lease to lapse.
 const MAX_ATTEMPT: Duration = Duration::from_secs(45);
 
-/// How long one provider attempt may take, answer included: four times the
-/// send timeout, 45 s at most. Both receivers answer the broker 503 at the
-/// send timeout and let the attempt go on to this limit: cut off at the
-/// send timeout, after the provider took the message and before its answer
-/// was read, the fault suite saw 7–30 duplicate emails per 300 reports on a
-/// loaded two-core machine. An attempt cut off at this limit keeps its
-/// claim until the lease lapses.
+/// How long one provider attempt may take, answer included, unless its
+/// channel says otherwise ([`Channel::attempt_limit`](crate::Channel::attempt_limit)):
+/// four times the send timeout, 45 s at most. Both receivers answer the
+/// broker 503 at the send timeout and let the attempt go on to this limit:
+/// cut off at the send timeout, after the provider took the message and
+/// before its answer was read, the fault suite saw 7–30 duplicate emails
+/// per 300 reports on a loaded two-core machine. An attempt cut off at its
+/// limit keeps its claim until the lease lapses.
 pub fn attempt_limit(send_timeout: Duration) -> Duration {
     send_timeout
         .saturating_mul(ATTEMPT_LIMIT_FACTOR)
@@ -103,15 +111,19 @@ pub fn attempt_limit(send_timeout: Duration) -> Duration {
 }
 
 /// How long each step under a claim may take. The claim's lease is their
-/// sum ([`lease`](Self::lease)), so a live holder has ended its claim
-/// (recorded it, released it, or kept it for an unknown outcome) before
-/// any other instance may take it over.
+/// sum ([`lease`](Self::lease)), so that even unrenewed it outlasts an
+/// attempt at the send timeout's [`attempt_limit`]; renewed every
+/// [`renew_every`](Self::renew_every), it outlasts any attempt its holder
+/// is still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimLimits {
     /// Taking the claim ([`CLAIM_LIMIT`]).
     pub claim: Duration,
-    /// One provider attempt ([`attempt_limit`] of the send timeout); the
-    /// push handler cuts the send off there.
+    /// The provider attempt the lease covers without a renewal
+    /// ([`attempt_limit`] of the send timeout). A channel may let its
+    /// attempts run longer (the push handler cuts them off at
+    /// [`Channel::attempt_limit`](crate::Channel::attempt_limit)); the
+    /// renewals cover the rest.
     pub attempt: Duration,
     /// Writing the record ([`RECORD_LIMIT`]).
     pub record: Duration,
@@ -131,14 +143,34 @@ impl ClaimLimits {
     }
 
     /// How long a claim keeps other instances from sending the same
-    /// notification: 65 s at the default 10 s send timeout, 70 s at most.
-    /// It matters only when the holder died or could not tell whether the
-    /// provider took the notification: then the notification waits this
-    /// long, and costs the broker a few failed attempts, before another
-    /// delivery sends it.
+    /// notification unless it is renewed: 65 s at the default 10 s send
+    /// timeout, 70 s at most. It matters only when the holder died (or
+    /// could not renew), or could not tell whether the provider took the
+    /// notification: then the notification waits this long, and costs the
+    /// broker a few failed attempts, before another delivery sends it.
     pub fn lease(&self) -> Duration {
+        self.task(self.attempt)
+    }
+
+    /// How often a live claim is renewed for another [`lease`](Self::lease):
+    /// a third of it, so that a renewal answered at its limit
+    /// ([`renew_limit`](Self::renew_limit)) still lands with a third of
+    /// the lease to spare.
+    pub fn renew_every(&self) -> Duration {
+        self.lease() / 3
+    }
+
+    /// How long one renewal may take: [`RECORD_LIMIT`], at most a third
+    /// of the lease.
+    pub fn renew_limit(&self) -> Duration {
+        self.record.min(self.renew_every())
+    }
+
+    /// Everything one delivery does under its claim when its provider
+    /// attempt may take `attempt`: claim, attempt, record and the margin.
+    pub fn task(&self, attempt: Duration) -> Duration {
         self.claim
-            .saturating_add(self.attempt)
+            .saturating_add(attempt)
             .saturating_add(self.record)
             .saturating_add(self.margin)
     }
@@ -320,6 +352,16 @@ pub trait NotificationLog: Send + Sync {
     /// Gives up the claim `token` on `key` (the send failed), unless it was
     /// taken over or recorded meanwhile.
     fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()>;
+    /// Extends the claim `token` on `key` to `lease` from now (on the
+    /// store's clock) if it is still this claim: its token from now on
+    /// (a store may change it), or `None` when it was taken over,
+    /// released or recorded meanwhile, and nothing was written.
+    fn renew<'a>(
+        &'a self,
+        key: &'a NotificationKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> LogFuture<'a, Option<ClaimToken>>;
     /// Records that `key` was sent, ending any claim on it; durable when
     /// the future completes. Recording a key again keeps the first record.
     fn record_sent<'a>(&'a self, key: &'a NotificationKey, record: SentRecord)
@@ -393,8 +435,64 @@ struct KeyState {
     delivery: Arc<tokio::sync::Mutex<()>>,
     /// The claim this instance holds on the key, neither recorded nor
     /// released. Locked while a claim is being taken, so whoever releases
-    /// it sees the outcome of a claim whose caller was cancelled.
-    claim: Arc<tokio::sync::Mutex<Option<ClaimToken>>>,
+    /// it sees the outcome of a claim whose caller was cancelled, and
+    /// while it is renewed, so whoever ends it uses its current token.
+    claim: Arc<tokio::sync::Mutex<Option<Held>>>,
+}
+
+/// A claim this instance holds, and the task renewing its lease
+/// ([`renew_while_held`]). Taking it out of its slot and dropping it (the
+/// claim recorded, released or kept) stops the renewals.
+struct Held {
+    token: ClaimToken,
+    renewing: tokio::task::AbortHandle,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.renewing.abort();
+    }
+}
+
+/// The heartbeat of one claim: every [`ClaimLimits::renew_every`] it
+/// extends the claim in `slot` by another lease, so that a live attempt
+/// keeps its claim however long it runs while a dead holder's lapses
+/// after one lease. Stops when the claim leaves the slot (aborted by
+/// [`Held`]'s drop), or when the store says the claim is no longer this
+/// one. A renewal that fails or times out is logged and tried again at
+/// the next beat; the attempt goes on either way, and if the lease lapses
+/// meanwhile another instance may take the claim over.
+async fn renew_while_held(
+    log: Arc<dyn NotificationLog>,
+    key: NotificationKey,
+    slot: Arc<tokio::sync::Mutex<Option<Held>>>,
+    limits: ClaimLimits,
+) {
+    let (lease, limit) = (limits.lease(), limits.renew_limit());
+    loop {
+        tokio::time::sleep(limits.renew_every()).await;
+        let mut slot = slot.lock().await;
+        let Some(held) = slot.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout(limit, log.renew(&key, held.token.clone(), lease)).await {
+            Ok(Ok(Some(token))) => held.token = token,
+            Ok(Ok(None)) => {
+                tracing::warn!(
+                    "the notification's claim was taken over or ended while its delivery still runs; another delivery may send it too"
+                );
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = ?error, "renewing the notification's claim failed; trying again at the next renewal");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "renewing the notification's claim took longer than {limit:?}; trying again at the next renewal"
+                );
+            }
+        }
+    }
 }
 
 /// Held while a notification is checked, sent and recorded; releasing it
@@ -421,7 +519,7 @@ impl Drop for KeyGuard<'_> {
                     forget_if_idle(&self.dedupe.keys, &self.key);
                     return;
                 }
-                Some(token) => Some(token),
+                Some(held) => Some(held.token.clone()),
             },
             // A claim is still being taken: wait for it on the task.
             Err(_) => None,
@@ -439,7 +537,7 @@ impl Drop for KeyGuard<'_> {
         runtime.spawn(async move {
             let token = match settled {
                 Some(token) => Some(token),
-                None => state.claim.lock().await.take(),
+                None => state.claim.lock().await.take().map(|h| h.token.clone()),
             };
             if let Some(token) = token
                 && let Err(error) = tokio::time::timeout(limit, log.release(&key, token))
@@ -484,8 +582,7 @@ impl Dedupe {
         self
     }
 
-    /// How long each step may take; the push handler cuts a send off at
-    /// [`attempt`](ClaimLimits::attempt).
+    /// How long each step may take, and how long a claim lasts unrenewed.
     pub fn limits(&self) -> ClaimLimits {
         self.limits
     }
@@ -543,29 +640,41 @@ impl Dedupe {
     /// Cancel-safe: the claim is taken on a task, and a claim whose caller
     /// went away is released when the key's lock is dropped. Bounded by
     /// [`ClaimLimits::claim`]: a claim that takes longer fails, and if it
-    /// was written all the same it lapses with its lease.
+    /// was written all the same it lapses with its lease. A claim taken is
+    /// renewed ([`renew_while_held`]) until it is recorded, released or
+    /// kept.
     pub async fn already_sent(&self, key: &NotificationKey) -> anyhow::Result<Option<SentRecord>> {
-        let ClaimLimits { claim: limit, .. } = self.limits;
-        let lease = self.limits.lease();
+        let limits = self.limits;
         // Uncontended under the key's lock; taken before the task starts so
         // a release waits for the task.
-        let mut slot = Arc::clone(&self.state(key).claim).lock_owned().await;
+        let claim_slot = Arc::clone(&self.state(key).claim);
+        let mut slot = Arc::clone(&claim_slot).lock_owned().await;
         let log = Arc::clone(&self.log);
         let owned = key.clone();
-        let claiming = tokio::spawn(async move {
-            let claim = tokio::time::timeout(limit, log.claim(&owned, lease))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!(
-                        "claiming the notification took longer than {limit:?}; \
-                         a claim written all the same lapses with its lease"
-                    ))
-                });
-            if let Ok(Claim::Claimed(token)) = &claim {
-                *slot = Some(token.clone());
+        let claiming = tokio::spawn(
+            async move {
+                let limit = limits.claim;
+                let claim = tokio::time::timeout(limit, log.claim(&owned, limits.lease()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "claiming the notification took longer than {limit:?}; \
+                             a claim written all the same lapses with its lease"
+                        ))
+                    });
+                if let Ok(Claim::Claimed(token)) = &claim {
+                    let renewing = tokio::spawn(
+                        renew_while_held(log, owned, claim_slot, limits).in_current_span(),
+                    );
+                    *slot = Some(Held {
+                        token: token.clone(),
+                        renewing: renewing.abort_handle(),
+                    });
+                }
+                claim
             }
-            claim
-        });
+            .in_current_span(),
+        );
         match claiming.await?? {
             Claim::Claimed(_) => Ok(None),
             Claim::AlreadySent(record) => Ok(Some(record)),
@@ -598,9 +707,10 @@ impl Dedupe {
 
     /// The send of `key` ended without telling whether the provider took
     /// the notification (cut off at its attempt limit): keeps the claim,
-    /// neither recorded nor released, so every delivery is answered
-    /// [`ClaimHeld`] until its lease lapses instead of sending again. The
-    /// first delivery after that sends it: once more if it had gone out.
+    /// neither recorded nor released nor renewed, so every delivery is
+    /// answered [`ClaimHeld`] until its lease lapses instead of sending
+    /// again. The first delivery after that sends it: once more if it had
+    /// gone out.
     pub async fn keep_claim(&self, key: &NotificationKey) {
         *self.state(key).claim.lock().await = None;
     }
@@ -743,6 +853,61 @@ mod tests {
         let other = Dedupe::sqlite(&path).unwrap();
         let _guard = other.lock(&k).await;
         assert_eq!(other.already_sent(&k).await.unwrap(), None);
+    }
+
+    /// Limits whose lease is 600 ms, renewed every 200 ms.
+    fn short_limits() -> ClaimLimits {
+        let ms = Duration::from_millis;
+        ClaimLimits {
+            claim: ms(100),
+            attempt: ms(100),
+            record: ms(300),
+            margin: ms(100),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_held_past_its_lease_is_renewed_until_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let limits = short_limits();
+        assert_eq!(limits.lease(), Duration::from_millis(600));
+        let a = Dedupe::sqlite(&path).unwrap().with_limits(limits);
+        let b = Dedupe::sqlite(&path).unwrap().with_limits(limits);
+        let k = key("12", "renewed");
+        let guard = a.lock(&k).await;
+        assert_eq!(a.already_sent(&k).await.unwrap(), None);
+        // A send that takes four leases: the claim is still a's.
+        tokio::time::sleep(limits.lease() * 4).await;
+        let _b_guard = b.lock(&k).await;
+        let err = b.already_sent(&k).await.unwrap_err();
+        assert!(err.downcast_ref::<ClaimHeld>().is_some(), "{err:#}");
+        a.record_sent(&k, SentRecord::now(Some("once".into())))
+            .await
+            .unwrap();
+        drop(guard);
+        let record = b.already_sent(&k).await.unwrap().unwrap();
+        assert_eq!(record.provider_id.as_deref(), Some("once"));
+    }
+
+    #[tokio::test]
+    async fn a_kept_claim_is_no_longer_renewed_and_lapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let limits = short_limits();
+        let a = Dedupe::sqlite(&path).unwrap().with_limits(limits);
+        let b = Dedupe::sqlite(&path).unwrap().with_limits(limits);
+        let k = key("13", "kept");
+        let guard = a.lock(&k).await;
+        assert_eq!(a.already_sent(&k).await.unwrap(), None);
+        // The outcome is unknown: kept, not renewed.
+        a.keep_claim(&k).await;
+        drop(guard);
+        let _b_guard = b.lock(&k).await;
+        let err = b.already_sent(&k).await.unwrap_err();
+        assert!(err.downcast_ref::<ClaimHeld>().is_some(), "{err:#}");
+        tokio::time::sleep(limits.lease() * 2).await;
+        assert_eq!(b.already_sent(&k).await.unwrap(), None, "b may send");
     }
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {

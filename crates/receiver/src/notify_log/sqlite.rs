@@ -80,6 +80,12 @@ enum Call {
     AlreadySent(NotificationKey, Reply<Option<SentRecord>>),
     Claim(NotificationKey, Duration, Reply<Claim>),
     Release(NotificationKey, ClaimToken, Reply<()>),
+    Renew(
+        NotificationKey,
+        ClaimToken,
+        Duration,
+        Reply<Option<ClaimToken>>,
+    ),
     RecordSent(NotificationKey, SentRecord, Reply<()>),
 }
 
@@ -89,6 +95,7 @@ type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
 enum Answer {
     AlreadySent(Option<SentRecord>),
     Claim(Claim),
+    Renewed(Option<ClaimToken>),
     Done,
 }
 
@@ -102,6 +109,9 @@ impl Call {
             Call::AlreadySent(key, _) => sent_record(conn, key).map(Answer::AlreadySent),
             Call::Claim(key, lease, _) => claim(conn, key, *lease, holders).map(Answer::Claim),
             Call::Release(key, token, _) => release(conn, key, token).map(|()| Answer::Done),
+            Call::Renew(key, token, lease, _) => {
+                renew(conn, key, token, *lease).map(Answer::Renewed)
+            }
             Call::RecordSent(key, record, _) => {
                 record_sent(conn, key, record).map(|()| Answer::Done)
             }
@@ -130,6 +140,13 @@ impl Call {
                 reply,
                 answer.and_then(|a| match a {
                     Answer::Claim(claim) => Ok(claim),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::Renew(_, _, _, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::Renewed(token) => Ok(token),
                     _ => Err(mismatch()),
                 }),
             ),
@@ -424,6 +441,31 @@ fn release(
     .map(|_| ())
 }
 
+/// Extends the claim `token` (which names its holder) to `lease` from now;
+/// `None` when the claim is another's or gone.
+fn renew(
+    conn: &rusqlite::Connection,
+    key: &NotificationKey,
+    token: &ClaimToken,
+    lease: Duration,
+) -> rusqlite::Result<Option<ClaimToken>> {
+    let lease_until_ms =
+        now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+    let renewed = conn
+        .prepare_cached(
+            "UPDATE notification_claims SET lease_until_ms = ?5
+             WHERE report_id = ?1 AND channel = ?2 AND content_hash = ?3 AND token = ?4",
+        )?
+        .execute((
+            &key.report_id,
+            key.channel,
+            &key.content_hash,
+            token.as_str(),
+            lease_until_ms,
+        ))?;
+    Ok((renewed == 1).then(|| token.clone()))
+}
+
 fn record_sent(
     conn: &rusqlite::Connection,
     key: &NotificationKey,
@@ -467,6 +509,15 @@ impl NotificationLog for SqliteLog {
 
     fn release<'a>(&'a self, key: &'a NotificationKey, token: ClaimToken) -> LogFuture<'a, ()> {
         self.call(|reply| Call::Release(key.clone(), token, reply))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a NotificationKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> LogFuture<'a, Option<ClaimToken>> {
+        self.call(|reply| Call::Renew(key.clone(), token, lease, reply))
     }
 
     fn record_sent<'a>(
@@ -604,6 +655,44 @@ mod tests {
         };
         a.record_sent(&k, record.clone()).await.unwrap();
         assert_eq!(b.claim(&k, far).await.unwrap(), Claim::AlreadySent(record));
+    }
+
+    #[tokio::test]
+    async fn only_the_claims_own_token_renews_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let (a, b) = (
+            SqliteLog::open(&path).unwrap(),
+            SqliteLog::open(&path).unwrap(),
+        );
+        let k = key("17", "renew");
+        let far = Duration::from_secs(60);
+        // A lease that has already lapsed, renewed by its holder: held again.
+        let Claim::Claimed(token) = a.claim(&k, Duration::ZERO).await.unwrap() else {
+            panic!("a fresh key is claimed");
+        };
+        assert_eq!(
+            a.renew(&k, token.clone(), far).await.unwrap(),
+            Some(token.clone())
+        );
+        let Claim::HeldByOther { lease_until_ms } = b.claim(&k, far).await.unwrap() else {
+            panic!("a renewed claim is held");
+        };
+        assert!(lease_until_ms > now_ms() + 50_000, "{lease_until_ms}");
+        // Another token renews nothing.
+        assert_eq!(
+            b.renew(&k, ClaimToken::new("not-it".into()), far)
+                .await
+                .unwrap(),
+            None
+        );
+        // Neither does the holder once its claim is recorded (or released).
+        a.record_sent(&k, record("renewed")).await.unwrap();
+        assert_eq!(a.renew(&k, token, far).await.unwrap(), None);
+        assert_eq!(
+            b.claim(&k, far).await.unwrap(),
+            Claim::AlreadySent(record("renewed"))
+        );
     }
 
     #[tokio::test]
