@@ -263,10 +263,14 @@ fi
 # One number for how long a push may take: the push subscriptions' ack
 # deadline (for push, the HTTP timeout) and the push services' request
 # timeout. On Cloud Run a push is answered only once its work is done
-# (PUSH_ANSWER=when-done: claim, send and record, about 70 s at most), so
-# Pub/Sub never redelivers a push its service is still running, and Cloud
-# Run never cuts one Pub/Sub still waits for.
-PUSH_TIMEOUT=120
+# (PUSH_ANSWER=when-done: claim, send and record, parking), so Pub/Sub never
+# redelivers a push its service is still running, and Cloud Run never cuts
+# one Pub/Sub still waits for. The longest is an email whose SMTP server
+# takes SMTP_DATA_TIMEOUT_SECS to answer its data: 10 s claim + 40 s up to
+# DATA + 300 s + 5 s + 10 s record + 5 s + 10 s parking + 5 s to read the
+# push = 385 s. 600 s is Pub/Sub's longest ack deadline.
+PUSH_TIMEOUT=600
+SMTP_DATA_TIMEOUT_SECS=300
 # At most this many instances of each push service: several need the shared
 # notification log, or one push may be sent twice by two instances.
 PUSH_MAX_INSTANCES=5
@@ -673,7 +677,7 @@ push_service() {
 }
 
 step "email-service: private, reached by Pub/Sub push only"
-email_settings=("SMTP_URL=$SMTP_URL")
+email_settings=("SMTP_URL=$SMTP_URL" "SMTP_DATA_TIMEOUT_SECS=$SMTP_DATA_TIMEOUT_SECS")
 [[ -z $NOTIFY_LOG ]] || email_settings+=("NOTIFY_LOG=$NOTIFY_LOG")
 [[ -z $SMTP_USERNAME ]] || email_settings+=("SMTP_USERNAME=$SMTP_USERNAME")
 [[ -z $EMAIL_FROM ]] || email_settings+=("EMAIL_FROM=$EMAIL_FROM")

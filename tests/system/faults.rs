@@ -664,7 +664,9 @@ async fn smtp_refuses_every_email_for_longer_than_five_attempts_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data() {
     let started = Instant::now();
-    // Attempt limit 4 × 1 s; the claim's lease 10 + 4 + 10 + 5 = 29 s.
+    // The envelope's limit 4 × 1 s, the wait for the answer to the data
+    // SMTP_DATA_TIMEOUT_SECS (300 s); the claim's lease 10 + 4 + 10 + 5 =
+    // 29 s, renewed while the attempt runs.
     let settings = Settings {
         smtp_timeout_secs: 1,
         ..Settings::default()
@@ -676,8 +678,9 @@ async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data()
     // Early, so that reports still flow when the refusals come.
     stream.wait_answered(REPORTS / 6, STREAM).await;
 
-    // Each attempt in this phase is cut off at 4 s with the final "."
-    // sent and its answer not read; the server keeps the message.
+    // Each attempt in this phase has its final "." answered after 6 s,
+    // past the 4 s at which it used to be cut off (its outcome unknown,
+    // sent again once its claim lapsed); the server keeps the message.
     let slow_from_ns = now_ns();
     pipeline.smtp.set_mode(smtp::Mode::Slow(slow));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -692,9 +695,10 @@ async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data()
 
     let posted = stream.finish().await;
     let (_, complete) = settle(&pipeline, &posted).await;
-    // A cut-off attempt keeps its claim until the lease lapses; the first
-    // delivery after that sends again. Awaited, so that the duplicates
-    // are counted: every slowed message stored twice, or the bound.
+    // A cut-off attempt kept its claim until the lease lapsed, and the
+    // first delivery after that sent again: wait past that (lease and
+    // answer from the last slowed message), so that such a copy would be
+    // counted.
     let slowed = pipeline.smtp.slowed();
     let copies_of_slowed = || {
         let stored: Vec<_> = pipeline
@@ -708,7 +712,7 @@ async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data()
             .filter(|id| stored.iter().filter(|s| s == id).count() >= 2)
             .count()
     };
-    let bound = Instant::now() + lease + slow + Duration::from_secs(15);
+    let bound = Instant::now() + lease + slow + Duration::from_secs(5);
     while copies_of_slowed() < slowed.len() && Instant::now() < bound {
         let events = pipeline.smtp.events();
         pipeline
@@ -732,18 +736,13 @@ async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data()
         .flatten()
         .map(|e| e.message_id.clone())
         .collect();
-    let mut resent_after_ms = Vec::new();
-    for (report, copies) in tally.duplicated_emails() {
-        assert_eq!(copies.len(), 2, "report {report}: {copies:?}");
-        assert_eq!(copies[0].message_id, copies[1].message_id, "{copies:?}");
-        assert!(
-            slowed.contains(&copies[0].message_id),
-            "report {report} was emailed twice and was not held by the slow server: {copies:?}"
-        );
-        resent_after_ms.push(((copies[1].stored_ns - copies[0].stored_ns) / 1_000_000) as u64);
-    }
+    let duplicated: Vec<_> = tally
+        .duplicated_emails()
+        .into_iter()
+        .map(|(report, copies)| (report.clone(), copies.len()))
+        .collect();
     summary(
-        "SMTP answers the final dot after 6 s (attempt limit 4 s) for 2 s, then 451 after the data 20 times",
+        "SMTP answers the final dot after 6 s (old attempt limit 4 s, SMTP_DATA_TIMEOUT_SECS 300 s) for 2 s, then 451 after the data 20 times",
         &posted,
         &tally,
         Some(complete - healed),
@@ -753,13 +752,17 @@ async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data()
             "slowed_from_ns": slow_from_ns,
             "slowed_until_ns": slow_until_ns,
             "slowed_stored_twice": copies_of_slowed(),
-            "second_copy_after_first_ms": resent_after_ms,
+            "waited_after_settling_s": (lease + slow + Duration::from_secs(5)).as_secs(),
+            "duplicated_reports": duplicated,
             "refused_after_data": refused.len(),
             "email_outcomes": outcomes,
         }),
     );
     assert_nothing_lost(&posted, &tally);
-    assert_eq!(tally.duplicates().1, 0, "no SMS twice");
+    // Each slowed email waited for its answer and was recorded: none sent
+    // again, by a redelivery or after a lapsed claim.
+    assert_eq!(tally.duplicates(), (0, 0), "{duplicated:?}");
+    assert_eq!(copies_of_slowed(), 0);
     assert!(
         !slowed.is_empty() && !refused.is_empty(),
         "the faults did not bite"
@@ -771,8 +774,8 @@ async fn smtp_answers_later_than_the_attempt_limit_then_refuses_after_the_data()
         .filter(|id| !stored_ids.contains(*id))
         .collect();
     assert!(refused_never_stored.is_empty(), "{refused_never_stored:?}");
-    // One "sent" per report emailed: the cut-off attempts were not counted
-    // as sent, and no refused email was.
+    // One "sent" per report emailed: no refused email was counted as
+    // sent.
     assert_eq!(sent as usize, tally.emails.len(), "{outcomes}");
 }
 
