@@ -89,7 +89,7 @@ pub enum PushAnswer {
     /// Only once claim → send → record has ended, each within its limit
     /// ([`ClaimLimits::task`](crate::notify_log::ClaimLimits::task) of the
     /// channel's [`attempt_limit`](crate::Channel::attempt_limit), plus
-    /// parking: about 80 s for SMS, 385 s for email by default): nothing runs
+    /// parking: 75 s for SMS, 380 s for email at the defaults): nothing runs
     /// after the answer. On Cloud Run, where an instance's CPU is
     /// throttled between requests, work after the answer would crawl and
     /// die with the instance; the subscription's ack deadline and the
