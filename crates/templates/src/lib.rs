@@ -379,3 +379,169 @@ pub fn sample_reports() -> [LabReport; 2] {
     [FULL, r#"{"id": 12}"#]
         .map(|json| LabReport::parse(json.as_bytes()).expect("the sample reports are valid"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(default: &str, dir: Option<&Path>) -> TemplateSettings {
+        TemplateSettings {
+            default_locale: LanguageTag::parse(default).unwrap(),
+            dir: dir.map(Path::to_path_buf),
+        }
+    }
+
+    fn report(locale: Option<&str>) -> LabReport {
+        let json = serde_json::json!({"id": 1, "owner": {"locale": locale}});
+        LabReport::parse(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn write(dir: &Path, file: &str, text: &str) {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_report_is_written_in_its_owners_locale_else_the_clinics_else_english() {
+        let templates = Templates::load(&settings("en", None), &Kind::ALL).unwrap();
+        let cases = [
+            (Some("ko-KR"), "ko"),
+            (Some("KO"), "ko"),
+            (Some("en-US"), "en"),
+            (Some("fr-FR"), "en"),
+            (None, "en"),
+        ];
+        for (tag, want) in cases {
+            assert_eq!(templates.locale_for(&report(tag)).name(), want, "{tag:?}");
+        }
+        let korean_clinic = Templates::load(&settings("ko-KR", None), &Kind::ALL).unwrap();
+        assert_eq!(korean_clinic.locale_for(&report(Some("fr"))).name(), "ko");
+        assert_eq!(korean_clinic.locale_for(&report(None)).name(), "ko");
+        assert_eq!(
+            korean_clinic.locale_for(&report(Some("en-GB"))).name(),
+            "en"
+        );
+    }
+
+    #[test]
+    fn a_clinics_file_overrides_the_built_in_one_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ko/sms.txt", "{{ pet.name }} 결과");
+        write(
+            dir.path(),
+            "ko-KR/email_subject.txt",
+            "제목 {{ report_id }}",
+        );
+        write(
+            dir.path(),
+            "fr/email_subject.txt",
+            "Résultats {{ report_id }}",
+        );
+        write(dir.path(), ".DS_Store", "ignored");
+        let templates = Templates::load(&settings("en", Some(dir.path())), &Kind::ALL).unwrap();
+        let ko_kr = templates.locale_for(&report(Some("ko-KR"))).clone();
+        assert_eq!(ko_kr.name(), "ko-KR");
+        let path = |file: &str| dir.path().join(file).display().to_string();
+        assert_eq!(
+            templates.file(&ko_kr, Kind::EmailSubject),
+            path("ko-KR/email_subject.txt")
+        );
+        assert_eq!(templates.file(&ko_kr, Kind::Sms), path("ko/sms.txt"));
+        assert_eq!(
+            templates.file(&ko_kr, Kind::EmailText),
+            "crates/templates/builtin/ko/email.txt"
+        );
+        let fr = templates.locale_for(&report(Some("fr-CA"))).clone();
+        assert_eq!(fr.name(), "fr");
+        assert_eq!(
+            templates.file(&fr, Kind::EmailHtml),
+            "crates/templates/builtin/en/email.html"
+        );
+        let subject = templates
+            .render(
+                &fr,
+                Kind::EmailSubject,
+                minijinja::context! { report_id => "R-1" },
+            )
+            .unwrap();
+        assert_eq!(subject, "Résultats R-1");
+        // A clinic's locale directory makes its locale a default one may choose.
+        assert!(Templates::load(&settings("fr", Some(dir.path())), &Kind::ALL).is_ok());
+    }
+
+    #[test]
+    fn html_templates_escape_what_they_show() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "en/email.html", "<p>{{ pet.name }}</p>");
+        let templates = Templates::load(&settings("en", Some(dir.path())), &Kind::ALL).unwrap();
+        let en = templates.locale_for(&report(None)).clone();
+        let context = minijinja::context! { pet => minijinja::context! { name => "<b>Max</b>" } };
+        let html = templates
+            .render(&en, Kind::EmailHtml, context.clone())
+            .unwrap();
+        assert_eq!(html, "<p>&lt;b&gt;Max&lt;&#x2f;b&gt;</p>");
+        let text = templates.render(&en, Kind::EmailSubject, context).unwrap();
+        assert_eq!(text, "Lab results for <b>Max</b> are ready");
+    }
+
+    #[test]
+    fn a_broken_template_is_named_with_its_line_and_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "ko/email.txt",
+            "안녕하세요\n{% if pet.name %}\n{{ pet.name }}\n",
+        );
+        let error = Templates::load(&settings("en", Some(dir.path())), &Kind::ALL).unwrap_err();
+        let message = error.to_string();
+        let file = dir.path().join("ko/email.txt").display().to_string();
+        assert!(
+            message.starts_with(&format!("template {file}, line ")),
+            "{message}"
+        );
+        assert!(message.contains("syntax error"), "{message}");
+        // The services that do not use the file do not stop for it.
+        assert!(Templates::load(&settings("en", Some(dir.path())), &[Kind::Sms]).is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "en/sms.txt", "line one\n{{ pet.nmae }}");
+        let templates = Templates::load(&settings("en", Some(dir.path())), &[Kind::Sms]).unwrap();
+        let en = templates.locale_for(&report(None)).clone();
+        let context = minijinja::context! { pet => minijinja::context! { name => "Max" } };
+        let error = templates.render(&en, Kind::Sms, context).unwrap_err();
+        let file = dir.path().join("en/sms.txt").display().to_string();
+        assert_eq!(
+            error.to_string(),
+            format!("template {file}, line 2: undefined value: `pet.nmae` is undefined")
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_template_and_a_default_without_templates() {
+        for (file, said) in [
+            ("en/email.htm", "not a template file"),
+            (
+                "en_US/sms.txt",
+                "expected only directories named for a locale",
+            ),
+            ("notes.txt", "expected only directories named for a locale"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), file, "x");
+            let error = Templates::load(&settings("en", Some(dir.path())), &Kind::ALL)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("TEMPLATES_DIR: ") && error.contains(said),
+                "{error}"
+            );
+        }
+        let error = Templates::load(&settings("fr-FR", None), &Kind::ALL).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "DEFAULT_LOCALE=fr-FR has no templates: the built-in locales are en and ko; \
+             add TEMPLATES_DIR/fr-FR/ or choose one of those"
+        );
+    }
+}
