@@ -74,9 +74,12 @@ pub fn check(templates: &Templates) -> Result<(), TemplateError> {
                     file: templates.file(locale, Kind::Sms),
                     problem: format!(
                         "without the optional parts (clinic, pet, phone, reference) the notice is \
-                         {} units of {:?}, more than one segment ({}): {bare:?}",
+                         {} units of {}, more than one segment ({}): {bare:?}",
                         length.units,
-                        length.encoding,
+                        match length.encoding {
+                            Encoding::Gsm7 => "GSM-7",
+                            Encoding::Ucs2 => "UCS-2",
+                        },
                         length.single_segment_limit()
                     ),
                 });
@@ -480,6 +483,75 @@ mod tests {
         }));
         assert_eq!(text, "\"Bud\" O'Malley...'s lab results are ready. Ref A-1");
         assert_eq!(measure(&text).encoding, Encoding::Gsm7);
+    }
+
+    #[test]
+    fn a_korean_notice_is_ucs2_and_fits_one_segment_with_ordinary_names() {
+        let korean = |pet: &str, clinic: &str| {
+            serde_json::json!({
+                "id": 12,
+                "clinic": {"name": clinic, "phone": "+8225550000"},
+                "pet": {"name": pet},
+                "owner": {"name": "김민준", "email": "a@example.com", "locale": "ko-KR"},
+            })
+        };
+        let text = notice(korean("초코", "펫시어리 강남점"));
+        assert_eq!(
+            text,
+            "[펫시어리 강남점] 초코의 검사 결과가 나왔습니다. 이메일을 확인해 주세요. 문의 +8225550000 참조 12"
+        );
+        let length = measure(&text);
+        assert_eq!((length.encoding, length.units), (Encoding::Ucs2, 63));
+        for pet in [
+            "보리",
+            "콩이",
+            "나비",
+            "두부",
+            "망고",
+            "해피",
+            "뭉치",
+            "까미",
+            "초롱이",
+        ] {
+            let text = notice(korean(pet, "펫시어리 강남점"));
+            assert!(
+                text.starts_with(&format!("[펫시어리 강남점] {pet}의 ")),
+                "{text}"
+            );
+            assert!(text.ends_with("참조 12"), "{text}");
+        }
+        // A long English clinic name gives way to the pet and the reference.
+        let text = notice(korean("초코", "Pet Theory Downtown"));
+        assert_eq!(
+            text,
+            "초코의 검사 결과가 나왔습니다. 이메일을 확인해 주세요. 문의 +8225550000 참조 12"
+        );
+    }
+
+    #[test]
+    fn a_clinic_template_that_cannot_fit_one_segment_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let sms = dir.path().join("ko/sms.txt");
+        std::fs::create_dir_all(sms.parent().unwrap()).unwrap();
+        std::fs::write(&sms, format!("{} {{{{ report_id }}}}", "가".repeat(71))).unwrap();
+        let settings = TemplateSettings {
+            dir: Some(dir.path().to_path_buf()),
+            ..TemplateSettings::default()
+        };
+        let error = templates(&settings).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("template {}: ", sms.display()))
+                && error.contains("71 units of UCS-2, more than one segment (70)"),
+            "{error}"
+        );
+        // Within a segment once the reference is dropped: accepted, and the
+        // reference gives way when it does not fit.
+        std::fs::write(&sms, format!("{} {{{{ report_id }}}}", "가".repeat(60))).unwrap();
+        let templates = templates(&settings).unwrap();
+        let json = serde_json::json!({"id": "R-123456789", "owner": {"locale": "ko"}});
+        let report = report(json);
+        let text = compose(&templates, templates.locale_for(&report), &report).unwrap();
+        assert_eq!(text, "가".repeat(60));
     }
 
     #[test]

@@ -201,6 +201,14 @@ impl Templates {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("shorten", shorten);
+        // A field the report lacks prints as nothing, not as `none`.
+        env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         let mut locales: HashMap<String, Locale> = BUILT_IN_LOCALES
             .iter()
             .map(|l| (l.to_string(), Locale(l.to_string())))
@@ -483,6 +491,9 @@ mod tests {
         assert_eq!(html, "<p>&lt;b&gt;Max&lt;&#x2f;b&gt;</p>");
         let text = templates.render(&en, Kind::EmailSubject, context).unwrap();
         assert_eq!(text, "Lab results for <b>Max</b> are ready");
+        let none = minijinja::context! { pet => minijinja::context! { name => () } };
+        let html = templates.render(&en, Kind::EmailHtml, none).unwrap();
+        assert_eq!(html, "<p></p>", "a missing field prints as nothing");
     }
 
     #[test]
