@@ -13,7 +13,9 @@ use lettre::message::Mailbox;
 
 use crate::email::{self, ComposeError, Email, Sender};
 use crate::mailer::{Mailer, SendError};
+use crate::render;
 use crate::settings::Settings;
+use labrelay_templates::Templates;
 
 /// Email, through an SMTP server or into a directory outbox.
 pub(crate) struct EmailChannel {
@@ -21,11 +23,15 @@ pub(crate) struct EmailChannel {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     send_timeout: Duration,
+    templates: Templates,
 }
 
 impl EmailChannel {
-    /// Fails when the TLS settings cannot be built.
+    /// Fails when a template is broken (naming its file, line and
+    /// problem) or the TLS settings cannot be built.
     pub fn new(settings: &Settings) -> anyhow::Result<EmailChannel> {
+        let templates =
+            render::templates(&settings.templates).context("checking the email templates")?;
         let mailer = Mailer::new(&settings.delivery, settings.send_timeout)
             .context("setting up email delivery")?;
         Ok(EmailChannel {
@@ -33,6 +39,7 @@ impl EmailChannel {
             from: settings.from.clone(),
             reply_to: settings.reply_to.clone(),
             send_timeout: settings.send_timeout,
+            templates,
         })
     }
 }
@@ -53,7 +60,7 @@ impl Channel for EmailChannel {
             from: &self.from,
             reply_to: self.reply_to.as_ref(),
         };
-        email::compose(report, &sender).map_err(not_sent)
+        email::compose(report, &sender, &self.templates).map_err(not_sent)
     }
 
     fn recipient<'m>(&self, email: &'m Email) -> &'m str {

@@ -16,8 +16,10 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use labrelay_contract::LabReport;
 use labrelay_receiver::{Channel, Failure, NotSent};
+use labrelay_templates::Templates;
 
 use crate::notice;
 use crate::phone::{PhoneError, PhoneNumber};
@@ -40,12 +42,15 @@ pub(crate) struct SmsChannel {
     /// Where SMS may go (`SMS_ALLOWED_COUNTRIES`).
     allowed_countries: AllowedCountries,
     answer_within: Duration,
+    templates: Templates,
 }
 
 impl SmsChannel {
-    /// Fails on invalid settings or an outbox directory that cannot be
-    /// created.
+    /// Fails on a broken template (naming its file, line and problem),
+    /// invalid settings or an outbox directory that cannot be created.
     pub fn new(settings: &Settings) -> anyhow::Result<SmsChannel> {
+        let templates =
+            notice::templates(&settings.templates).context("checking the SMS templates")?;
         let transport = Transport::new(settings)?;
         if let Delivery::Twilio(_) = settings.delivery {
             settings.allowed_countries.log_at_start();
@@ -54,6 +59,7 @@ impl SmsChannel {
             transport,
             allowed_countries: settings.allowed_countries.clone(),
             answer_within: answer_within(&settings.delivery),
+            templates,
         })
     }
 }
@@ -103,7 +109,11 @@ impl Channel for SmsChannel {
         Ok(Sms {
             report_id: report.id.to_string(),
             message_id: message_id.to_string(),
-            body: notice::compose(report),
+            body: notice::compose(&self.templates, self.templates.locale_for(report), report)
+                .map_err(|error| {
+                    tracing::error!(error = %error, "rendering the SMS failed");
+                    NotSent::Internal
+                })?,
             to,
         })
     }

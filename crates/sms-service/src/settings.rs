@@ -6,7 +6,8 @@
 //! `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`, `TWILIO_FROM` or
 //! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
 //! `TWILIO_TIMEOUT_SECS`). `SMS_ALLOWED_COUNTRIES` limits the destinations
-//! (see [`countries`]). Empty variables count as unset.
+//! (see [`countries`]). `DEFAULT_LOCALE` and `TEMPLATES_DIR` choose the
+//! words ([`TemplateSettings`]). Empty variables count as unset.
 
 pub mod countries;
 
@@ -17,6 +18,7 @@ use anyhow::{Context as _, bail};
 
 use labrelay_receiver::ReceiverSettings;
 use labrelay_runtime::secret::{Secret, secret_from_vars};
+use labrelay_templates::TemplateSettings;
 
 use crate::phone::PhoneNumber;
 use countries::AllowedCountries;
@@ -47,6 +49,9 @@ pub struct Settings {
     /// verified by default when read from the environment; everything is
     /// off in the constructors for code and tests.
     pub receiver: ReceiverSettings,
+    /// The clinic's default locale (`DEFAULT_LOCALE`) and its own
+    /// templates (`TEMPLATES_DIR`); checked when the service starts.
+    pub templates: TemplateSettings,
 }
 
 /// How messages leave the service.
@@ -95,6 +100,7 @@ impl Settings {
             }),
             allowed_countries: AllowedCountries::default(),
             receiver: ReceiverSettings::default(),
+            templates: TemplateSettings::default(),
         }
     }
 
@@ -110,6 +116,7 @@ impl Settings {
             }),
             allowed_countries: AllowedCountries::default(),
             receiver: ReceiverSettings::default(),
+            templates: TemplateSettings::default(),
         }
     }
 
@@ -140,6 +147,7 @@ impl Settings {
             delivery,
             allowed_countries,
             receiver,
+            templates: TemplateSettings::from_vars(&get)?,
         };
         settings.validate()?;
         Ok(settings)

@@ -5,7 +5,9 @@
 //! A notification is identified by a [`NotificationKey`]: the report id,
 //! the channel (`email`, `sms`) and a SHA-256 of the report's content and
 //! the recipient ([`notification_hash`]), not of the rendered text, so a
-//! template change does not make a sent notification new. The same report
+//! template change does not make a sent notification new. Nor does the
+//! owner's `locale`: a report corrected only to change the language says
+//! nothing new, and the owner has the results already. The same report
 //! posted again finds its record and is acknowledged without sending; a
 //! corrected report (different content) is a new notification.
 //!
@@ -207,6 +209,10 @@ pub fn content_hash(fields: &[&str]) -> String {
 /// may show: clinic, pet, owner's name, results, issue time) is a new
 /// notification. The owner's email and phone count only as the recipient
 /// of their own channel, and fields the receivers do not read not at all.
+/// The owner's `locale` is left out on purpose: it chooses the words, as a
+/// template does, so a report re-posted with only its language changed is
+/// not sent again (and keys recorded before there were locales still
+/// match).
 pub fn notification_hash(report: &LabReport, recipient: &str) -> String {
     let mut hash = Fields::default();
     hash.text("labrelay-notification/2");
@@ -881,9 +887,11 @@ mod tests {
         assert_eq!(hash.len(), 64);
 
         // The same report: other spacing and order, a field the receivers
-        // do not read, the other channel's address.
+        // do not read, the other channel's address, another language (the
+        // owner has the results already; words are not content).
         let same = r#"{"tests": [{"flag": "high", "value": 42, "name": "ALT"}], "id": "R-1",
-            "owner": {"phone": "+15559999999", "email": "z@example.com", "name": "Alex"},
+            "owner": {"phone": "+15559999999", "email": "z@example.com", "name": "Alex",
+                "locale": "ko-KR"},
             "pet": {"name": "Max"}, "lab": "y"}"#;
         assert_eq!(notification_hash(&report(same), "a@example.com"), hash);
         let published = LabReport::from_published(base.as_bytes().to_vec()).unwrap();
