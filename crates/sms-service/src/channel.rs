@@ -6,7 +6,8 @@
 //! | --- | --- | --- |
 //! | no owner phone; a number outside `SMS_ALLOWED_COUNTRIES` | `skipped` | 204 |
 //! | an invalid E.164 number | `invalid_number` | 422 |
-//! | Twilio refused the message (21211, 21610, 21614, other 4xx) | `refused` | 422 |
+//! | the owner's number is suppressed (opted out), or Twilio says so now (21610, which suppresses it) | `suppressed` | 204 |
+//! | Twilio refused the message (21211, 21614, other 4xx) | `refused` | 422 |
 //! | Twilio refused our credentials or sender (401/20003, 21606, ...): an operator can fix it | `misconfigured` | 503 |
 //! | Twilio 429 | `rate_limited` | 503 |
 //! | Twilio 5xx | `provider_error` | 503 |
@@ -129,6 +130,10 @@ fn invalid_number(error: &PhoneError) -> Failure {
     Failure::permanent("invalid_number", text.clone(), text)
 }
 
+/// Twilio's "Attempt to send to unsubscribed recipient": the owner texted
+/// STOP to our sender.
+const OPTED_OUT: u32 = 21610;
+
 /// What the broker is told and the log says about a send that failed.
 /// Only Twilio refusing the message itself is permanent; everything else
 /// (our configuration included: an operator can fix it) is retried.
@@ -146,6 +151,13 @@ fn failure_of(error: &SendError) -> Failure {
         SendError::Outbox(_) => Failure::transient("outbox_error", RETRY_LATER, detail),
     };
     failure.provider_code = error.twilio_code();
+    if let SendError::Refused {
+        code: Some(code @ OPTED_OUT),
+        ..
+    } = error
+    {
+        failure = failure.suppresses(format!("twilio {code}"));
+    }
     if let SendError::RateLimited { retry_after, .. } = error {
         failure.retry_after.clone_from(retry_after);
     }
@@ -267,6 +279,12 @@ mod tests {
             "Twilio refused the message (HTTP 400, code 21610)"
         );
         assert_eq!(refused.provider_code, Some(21610));
+        assert_eq!(refused.suppress.as_deref(), Some("twilio 21610"));
+        let invalid = failure_of(&SendError::Refused {
+            status: 400,
+            code: Some(21211),
+        });
+        assert_eq!(invalid.suppress, None);
         let limited = failure_of(&SendError::RateLimited {
             code: Some(20429),
             retry_after: Some("5".into()),

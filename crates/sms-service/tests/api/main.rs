@@ -8,6 +8,7 @@ mod log_forging;
 mod logs;
 mod metrics;
 mod oneshot;
+mod opt_out;
 mod outbox;
 mod shutdown;
 mod twilio;
