@@ -18,13 +18,16 @@
 use std::time::Duration;
 
 use labrelay_contract::LabReport;
-use labrelay_receiver::{Channel, Failure, NotSent};
+use labrelay_receiver::notify_log::{NotifyLogSetting, notification_hash};
+use labrelay_receiver::{Channel, Facts, Failure, NotSent};
+use labrelay_runtime::secret::Secret;
 
 use crate::notice;
 use crate::phone::{PhoneError, PhoneNumber};
 use crate::settings::countries::AllowedCountries;
 use crate::settings::{DEFAULT_TWILIO_TIMEOUT, Delivery, Settings};
 use crate::transport::{SendError, Transport};
+use crate::webhooks;
 
 /// One SMS to send.
 pub(crate) struct Sms {
@@ -33,6 +36,9 @@ pub(crate) struct Sms {
     pub message_id: String,
     pub to: PhoneNumber,
     pub body: String,
+    /// Where Twilio posts this message's delivery receipts, naming its
+    /// notification: `PUBLIC_URL/twilio/status?report=ID&n=HASH`.
+    pub status_callback: Option<String>,
 }
 
 /// SMS, through Twilio or into a directory outbox.
@@ -41,6 +47,9 @@ pub(crate) struct SmsChannel {
     /// Where SMS may go (`SMS_ALLOWED_COUNTRIES`).
     allowed_countries: AllowedCountries,
     answer_within: Duration,
+    /// With Twilio, `PUBLIC_URL` and the notification log: the auth token
+    /// webhooks are signed with, and where Twilio reaches them.
+    webhooks: Option<(Secret, String)>,
 }
 
 impl SmsChannel {
@@ -51,10 +60,24 @@ impl SmsChannel {
         if let Delivery::Twilio(_) = settings.delivery {
             settings.allowed_countries.log_at_start();
         }
+        let webhooks = match &settings.delivery {
+            Delivery::Twilio(twilio) => match (&twilio.public_url, &settings.receiver.notify_log) {
+                (Some(_), NotifyLogSetting::Off) => {
+                    tracing::warn!(
+                        "PUBLIC_URL is set but NOTIFY_LOG is not: no delivery receipts or inbound opt-outs, which are kept in the notification log"
+                    );
+                    None
+                }
+                (Some(url), _) => Some((twilio.auth_token.clone(), url.clone())),
+                (None, _) => None,
+            },
+            Delivery::Outbox(_) => None,
+        };
         Ok(SmsChannel {
             transport,
             allowed_countries: settings.allowed_countries.clone(),
             answer_within: answer_within(&settings.delivery),
+            webhooks,
         })
     }
 }
@@ -101,11 +124,24 @@ impl Channel for SmsChannel {
                 "the owner's phone number is outside SMS_ALLOWED_COUNTRIES",
             ));
         }
+        let status_callback = self.webhooks.as_ref().map(|(_, public_url)| {
+            let mut url = format!("{public_url}{}?", webhooks::STATUS_PATH);
+            // The notification's key in the log, as the push handler makes
+            // it: a receipt attaches to it whichever send's SID it carries.
+            url.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .append_pair("report", &report.id.to_string())
+                    .append_pair("n", &notification_hash(report, to.as_str()))
+                    .finish(),
+            );
+            url
+        });
         Ok(Sms {
             report_id: report.id.to_string(),
             message_id: message_id.to_string(),
             body: notice::compose(report),
             to,
+            status_callback,
         })
     }
 
@@ -122,6 +158,15 @@ impl Channel for SmsChannel {
 
     fn describe(&self) -> String {
         self.transport.describe()
+    }
+
+    fn webhooks(&self, facts: Option<Facts>) -> axum::Router {
+        match (&self.webhooks, facts) {
+            (Some((auth_token, public_url)), Some(facts)) => {
+                webhooks::router(auth_token.clone(), public_url, facts)
+            }
+            _ => axum::Router::new(),
+        }
     }
 }
 

@@ -10,5 +10,6 @@ mod metrics;
 mod oneshot;
 mod opt_out;
 mod outbox;
+mod receipts;
 mod shutdown;
 mod twilio;
