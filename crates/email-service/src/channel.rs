@@ -111,6 +111,7 @@ fn not_sent(err: ComposeError) -> NotSent {
 /// is safe for both.
 fn failure_of(err: SendError) -> Failure {
     Failure {
+        suppress: err.suppress.map(String::into_boxed_str),
         class: err.class,
         label: err.label,
         // Cut off, maybe after the final "." went out and before the
@@ -144,6 +145,7 @@ mod tests {
         NotSent::Failed(failure_of(SendError {
             class,
             label,
+            suppress: None,
             summary: "the SMTP server answered 451".into(),
             source: anyhow::anyhow!("451 try later"),
         }))

@@ -46,6 +46,9 @@ pub struct SendError {
     pub label: &'static str,
     /// Safe to log at info and to return: no addresses, no server text.
     pub summary: String,
+    /// The recipient's mailbox does not exist, and why (`smtp 550
+    /// 5.1.1`): the push handler suppresses the address.
+    pub suppress: Option<String>,
     #[source]
     pub source: anyhow::Error,
 }
@@ -122,6 +125,7 @@ impl Mailer {
             Err(_) => Err(SendError {
                 class: Class::Transient,
                 label: "timeout",
+                suppress: None,
                 summary: format!("delivery did not finish within {timeout:?}"),
                 source: anyhow::anyhow!("timed out"),
             }),
@@ -189,13 +193,51 @@ async fn send_smtp(pool: &SmtpPool, email: &Email) -> Result<(), SendError> {
                 SmtpFailure::Tls => "TLS with the SMTP server failed".into(),
                 SmtpFailure::Connection => "the conversation with the SMTP server failed".into(),
             };
+            let suppress = match failure {
+                SmtpFailure::Reply(code) if class_of(failure) == Class::Permanent => {
+                    suppression_reason(code, &server_text(&err))
+                }
+                _ => None,
+            };
             Err(SendError {
                 class: class_of(failure),
                 label: label_of(failure),
+                suppress,
                 summary,
                 source: anyhow::Error::new(err),
             })
         }
+    }
+}
+
+/// What the server said after the reply code (lettre keeps it as the
+/// error's source); it may quote the address, so it is never logged above
+/// debug.
+fn server_text(err: &lettre::transport::smtp::Error) -> String {
+    std::error::Error::source(err).map_or_else(String::new, |source| source.to_string())
+}
+
+/// The enhanced status code (RFC 3463) that opens a reply's text: `5.1.1`.
+pub fn enhanced_status(text: &str) -> Option<(u8, u16, u16)> {
+    let token = text.split_whitespace().next()?;
+    let mut parts = token.split('.');
+    let class = parts.next()?.parse::<u8>().ok()?;
+    let subject = parts.next()?.parse::<u16>().ok()?;
+    let detail = parts.next()?.parse::<u16>().ok()?;
+    (parts.next().is_none() && matches!(class, 2 | 4 | 5) && subject < 1000 && detail < 1000)
+        .then_some((class, subject, detail))
+}
+
+/// A permanent reply whose enhanced status says the recipient's mailbox
+/// or domain does not take mail (5.1.1 no such mailbox, 5.1.2 no such
+/// domain, 5.1.3 a malformed address, 5.1.6 mailbox moved, 5.1.10 null
+/// MX): the address is suppressed, with this reason. The other 5.1.x are
+/// about the sender (5.1.7, 5.1.8) or say too little (5.1.0, 5.1.4), and
+/// every other permanent error stays a failure.
+pub fn suppression_reason(code: u16, text: &str) -> Option<String> {
+    match enhanced_status(text)? {
+        (5, 1, detail @ (1 | 2 | 3 | 6 | 10)) => Some(format!("smtp {code} 5.1.{detail}")),
+        _ => None,
     }
 }
 
@@ -222,6 +264,7 @@ async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError
         .map_err(|err| SendError {
             class: Class::Transient,
             label: "outbox_error",
+            suppress: None,
             summary: "writing to the outbox directory failed".into(),
             source: anyhow::Error::new(err),
         })
@@ -256,6 +299,37 @@ mod tests {
         for (failure, want) in cases {
             assert_eq!(class_of(failure), want, "{failure:?}");
         }
+    }
+
+    #[test]
+    fn only_a_missing_recipient_mailbox_is_suppressed() {
+        let cases = [
+            (
+                550,
+                "5.1.1 <alex@example.com>: Recipient address rejected",
+                Some("smtp 550 5.1.1"),
+            ),
+            (550, "5.1.10 null MX", Some("smtp 550 5.1.10")),
+            (553, "5.1.3 bad address syntax", Some("smtp 553 5.1.3")),
+            (551, "5.1.6 moved", Some("smtp 551 5.1.6")),
+            (556, "5.1.2 no such domain", Some("smtp 556 5.1.2")),
+            // The sender's address, or too vague.
+            (553, "5.1.7 bad sender", None),
+            (553, "5.1.8 bad sender domain", None),
+            (550, "5.1.0 address rejected", None),
+            // Other permanent errors stay failures.
+            (554, "5.7.1 rejected by policy", None),
+            (552, "5.2.2 mailbox full", None),
+            (550, "Mailbox unavailable", None),
+            (550, "", None),
+            (550, "5.1 short", None),
+            (550, "5.1.1.1 long", None),
+        ];
+        for (code, text, want) in cases {
+            assert_eq!(suppression_reason(code, text).as_deref(), want, "{text}");
+        }
+        assert_eq!(enhanced_status("4.2.0 try later"), Some((4, 2, 0)));
+        assert_eq!(enhanced_status("6.1.1 nope"), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `SMS_FROM` as the sender it records), or Twilio (`TWILIO_ACCOUNT_SID`,
 //! `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`, `TWILIO_FROM` or
 //! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
-//! `TWILIO_TIMEOUT_SECS`). `SMS_ALLOWED_COUNTRIES` limits the destinations
+//! `TWILIO_TIMEOUT_SECS`, and `PUBLIC_URL`, where Twilio reaches this
+//! service's webhooks). `SMS_ALLOWED_COUNTRIES` limits the destinations
 //! (see [`countries`]). `DEFAULT_LOCALE` and `TEMPLATES_DIR` choose the
 //! words ([`TemplateSettings`]). Empty variables count as unset.
 
@@ -80,6 +81,13 @@ pub struct TwilioSettings {
     pub api_base: String,
     /// `TWILIO_TIMEOUT_SECS`; see [`DEFAULT_TWILIO_TIMEOUT`].
     pub timeout: Duration,
+    /// `PUBLIC_URL`: where Twilio reaches this service (on Cloud Run, the
+    /// service's URL), without a trailing path. With it and `NOTIFY_LOG`,
+    /// every message asks for delivery receipts at
+    /// `PUBLIC_URL/twilio/status`, and STOP/START texted to the sender
+    /// are taken at `PUBLIC_URL/twilio/inbound`; both check Twilio's
+    /// signature against this URL. `None`: neither.
+    pub public_url: Option<String>,
 }
 
 /// Who the message is from, as Twilio's `From` or `MessagingServiceSid`.
@@ -113,6 +121,7 @@ impl Settings {
                 sender,
                 api_base: DEFAULT_TWILIO_API_BASE.to_string(),
                 timeout: DEFAULT_TWILIO_TIMEOUT,
+                public_url: None,
             }),
             allowed_countries: AllowedCountries::default(),
             receiver: ReceiverSettings::default(),
@@ -185,6 +194,20 @@ impl Settings {
         if base.query().is_some() || !base.username().is_empty() || base.password().is_some() {
             bail!("TWILIO_API_BASE must not carry a query or credentials");
         }
+        if let Some(public) = &twilio.public_url {
+            let url = reqwest::Url::parse(public)
+                .with_context(|| format!("PUBLIC_URL {public:?} is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.cannot_be_a_base()
+                || url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+            {
+                bail!(
+                    "PUBLIC_URL must be an http:// or https:// URL without a query or credentials, like https://sms-service-abc-uc.a.run.app"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -223,6 +246,7 @@ fn twilio_from_vars(
             .map(|b| b.trim().to_string())
             .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.to_string()),
         timeout,
+        public_url: var("PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_string()),
     })
 }
 
