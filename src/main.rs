@@ -27,6 +27,7 @@ static MALLOC_CONF: Option<&std::ffi::c_char> = Some(
 );
 
 mod dead_letters;
+mod suppressions;
 
 use labrelay_contract::up_file::UpFile;
 
@@ -60,6 +61,10 @@ enum Command {
     /// List or replay what the broker parked on the dead-letter topic.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// List, add or remove recipients not to be notified (opted out, no
+    /// such mailbox), in the notification log (NOTIFY_LOG, else `up`'s).
+    #[command(subcommand)]
+    Suppressions(SuppressionCommand),
     /// Run the lab-report-service alone, configured by environment (PORT, PUBSUB_EMULATOR_HOST, ...).
     LabReportService(ServiceArgs),
     /// Run the email-service alone, configured by environment (PORT, SMTP_URL, ...).
@@ -125,6 +130,37 @@ enum DeadLetterCommand {
         #[arg(long = "id")]
         ids: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SuppressionCommand {
+    /// Show each suppression: channel, since when, its hash, the reason.
+    List(SuppressionArgs),
+    /// Suppress a phone number (sms) or an email address (email).
+    Add {
+        #[command(flatten)]
+        target: SuppressionArgs,
+        #[arg(value_parser = ["email", "sms"])]
+        channel: String,
+        recipient: String,
+        #[arg(long, default_value = "operator")]
+        reason: String,
+    },
+    /// Lift the suppression of a phone number or an email address.
+    Remove {
+        #[command(flatten)]
+        target: SuppressionArgs,
+        #[arg(value_parser = ["email", "sms"])]
+        channel: String,
+        recipient: String,
+    },
+}
+
+#[derive(Args)]
+struct SuppressionArgs {
+    /// Where `labrelay up` keeps its data, when NOTIFY_LOG is not set.
+    #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -247,6 +283,26 @@ fn main() -> anyhow::Result<()> {
             }
             Command::DeadLetters(DeadLetterCommand::Replay { target, ids }) => {
                 dead_letters::replay(&target.target(), &ids).await
+            }
+            Command::Suppressions(SuppressionCommand::List(args)) => {
+                suppressions::list(&suppressions::Target::open(&args.data_dir)?).await
+            }
+            Command::Suppressions(SuppressionCommand::Add {
+                target,
+                channel,
+                recipient,
+                reason,
+            }) => {
+                let target = suppressions::Target::open(&target.data_dir)?;
+                suppressions::add(&target, &channel, &recipient, &reason).await
+            }
+            Command::Suppressions(SuppressionCommand::Remove {
+                target,
+                channel,
+                recipient,
+            }) => {
+                let target = suppressions::Target::open(&target.data_dir)?;
+                suppressions::remove(&target, &channel, &recipient).await
             }
             Command::LabReportService(args) => {
                 use labrelay_lab_report_service::{Listeners, MetricsAt};

@@ -22,11 +22,33 @@ const OWNERS: &[&str] = &[
     "Chris Novak",
 ];
 
+/// Korean owners' pets, and the owners, for the reports written in `ko-KR`.
+const KOREAN_PETS: &[(&str, &str)] = &[
+    ("초코", "dog"),
+    ("나비", "cat"),
+    ("보리", "dog"),
+    ("두부", "cat"),
+    ("콩이", "rabbit"),
+    ("망고", "dog"),
+];
+const KOREAN_OWNERS: &[&str] = &["김민준", "이서연", "박지호", "최수아", "정하은"];
+
 /// A realistic report for `id`: the same id always gives the same report.
+/// One in three is for a Korean owner (`owner.locale` `ko-KR`, a clinic in
+/// Seoul, Korean names, a Korean mobile number); the others have no
+/// locale and are written in the clinic's default.
 pub fn sample_report(id: &str) -> serde_json::Value {
     let n = id.bytes().fold(0usize, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(b as usize)
     });
+    if n % 3 == 0 {
+        korean_report(id, n)
+    } else {
+        sample_english(id, n)
+    }
+}
+
+fn sample_english(id: &str, n: usize) -> serde_json::Value {
     let (pet, species) = PETS[n % PETS.len()];
     let owner = OWNERS[n % OWNERS.len()];
     let alt = 20 + (n % 140) as i64;
@@ -56,6 +78,21 @@ pub fn sample_report(id: &str) -> serde_json::Value {
         ],
         "issuedAt": "2026-11-24T10:00:00Z",
     })
+}
+
+fn korean_report(id: &str, n: usize) -> serde_json::Value {
+    let mut report = sample_english(id, n);
+    let (pet, species) = KOREAN_PETS[n % KOREAN_PETS.len()];
+    report["clinic"] = json!({"name": "펫시어리 강남점", "phone": "+8225550000"});
+    report["pet"] = json!({"name": pet, "species": species});
+    report["owner"] = json!({
+        "name": KOREAN_OWNERS[n % KOREAN_OWNERS.len()],
+        "email": format!("owner-{}@example.com", n % 10_000),
+        "phone": format!("+8210{:08}", n % 100_000_000),
+        "locale": "ko-KR",
+    });
+    report["issuedAt"] = json!("2026-11-24T19:00:00+09:00");
+    report
 }
 
 /// Posts every report concurrently and prints `id status` per line; fails
@@ -139,5 +176,56 @@ mod tests {
             assert_eq!(report, sample_report(id));
         }
         assert_eq!(sample_report("12")["id"], json!(12));
+        assert_eq!(sample_report("12")["owner"]["locale"], json!("ko-KR"));
+        assert_eq!(sample_report("34")["owner"].get("locale"), None);
+    }
+
+    /// Every built-in template, in every locale, renders the reports
+    /// `labrelay post` makes: the email's three parts and an SMS that fits
+    /// one segment, Korean included.
+    #[test]
+    fn every_built_in_template_renders_every_sample_report_in_every_locale() {
+        use labrelay_email_service::render;
+        use labrelay_sms_service::{notice, segments};
+
+        let settings = Default::default();
+        let email = render::templates(&settings).unwrap();
+        let sms = notice::templates(&settings).unwrap();
+        let mut korean = 0;
+        for i in 0..60 {
+            let id = if i % 2 == 0 {
+                format!("{i}")
+            } else {
+                format!("LR-2026-{i:06}")
+            };
+            let json = sample_report(&id);
+            let report = labrelay_contract::LabReport::parse(json.to_string().as_bytes()).unwrap();
+            korean += usize::from(email.locale_for(&report).name() == "ko");
+            let pet = report.pet.name.clone().unwrap();
+            for locale in email.locales() {
+                let rendered = render::render(&email, locale, &report).unwrap();
+                assert!(rendered.subject.contains(&pet), "{}", rendered.subject);
+                assert!(rendered.text.contains(&pet) && rendered.text.contains("ALT"));
+                assert!(rendered.html.contains("ALT") && rendered.html.is_ascii());
+                let want_date = match locale.name() {
+                    "ko" => "2026년 11월 24일",
+                    _ => "24 November 2026",
+                };
+                assert!(rendered.text.contains(want_date), "{}", rendered.text);
+            }
+            for locale in sms.locales() {
+                let text = notice::compose(&sms, locale, &report).unwrap();
+                let length = segments::measure(&text);
+                assert!(length.fits_one_segment(), "{text:?}");
+                assert!(
+                    text.contains(&pet),
+                    "ordinary names keep the pet's: {text:?}"
+                );
+                if locale.name() == "ko" {
+                    assert_eq!(length.encoding, segments::Encoding::Ucs2, "{text:?}");
+                }
+            }
+        }
+        assert!((10..=30).contains(&korean), "{korean} of 60 Korean");
     }
 }

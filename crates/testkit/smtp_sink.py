@@ -14,6 +14,8 @@ Usage: smtp_sink.py PORTFILE MAILDIR CONTROLFILE [--port N] [--auth USER:PASSWOR
     accept        answer 250
     451           answer 451 (temporary failure)
     550           answer 550 (permanent failure)
+    550-mailbox   answer RCPT 550 5.1.1, quoting the address: no such
+                  mailbox
     451-data      accept RCPT, answer 451 to the end of DATA: the data has
                   been sent when the refusal comes, as with a content check
     slow SECONDS  wait SECONDS before answering DATA, then accept. The
@@ -45,6 +47,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 
 TEMP_FAIL = "451 4.3.0 Temporary failure (smtp_sink control file)"
 PERM_FAIL = "550 5.7.1 Rejected (smtp_sink control file)"
+NO_MAILBOX = "550 5.1.1 <{}>: Recipient address rejected: User unknown"
 
 
 def read_mode(control_file):
@@ -55,7 +58,7 @@ def read_mode(control_file):
         return ("accept", 0.0)
     if not words or words[0] == "accept":
         return ("accept", 0.0)
-    if words[0] in ("451", "550", "451-data"):
+    if words[0] in ("451", "550", "451-data", "550-mailbox"):
         return (words[0], 0.0)
     if words[0] == "slow" and len(words) == 2:
         return ("slow", float(words[1]))
@@ -95,6 +98,9 @@ class Handler:
         if mode in ("451", "550"):
             print(f"rejected {mode}", flush=True)
             return TEMP_FAIL if mode == "451" else PERM_FAIL
+        if mode == "550-mailbox":
+            print("rejected 550", flush=True)
+            return NO_MAILBOX.format(address)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

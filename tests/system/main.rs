@@ -39,4 +39,5 @@ mod hostile;
 mod lab_outage;
 mod logs;
 mod resilience;
+mod templates;
 mod up;

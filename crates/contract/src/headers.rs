@@ -24,7 +24,15 @@ pub mod outcome {
     /// It can never be sent, and the receiver parked it on the dead-letter
     /// topic itself (answered 204, so the broker acknowledges it).
     pub const DEAD_LETTERED: &str = "dead-lettered";
+    /// Not sent, and never will be while the recipient is suppressed
+    /// (opted out, or a mailbox that does not exist): answered 204.
+    pub const SUPPRESSED: &str = "suppressed";
 }
+
+/// `X-Labrelay-Reason`: why a push was answered `suppressed` (`twilio
+/// 21610`, `inbound STOP`, `smtp 550 5.1.1`), for the console. Never
+/// personal data.
+pub const REASON: &str = "x-labrelay-reason";
 
 /// The W3C Trace Context header.
 pub const TRACEPARENT: &str = "traceparent";

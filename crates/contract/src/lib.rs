@@ -27,4 +27,4 @@ pub mod push;
 pub mod report;
 pub mod up_file;
 
-pub use report::{LabReport, ReportError, ReportId};
+pub use report::{LabReport, LanguageTag, ReportError, ReportId};

@@ -132,6 +132,75 @@ pub struct Owner {
     pub email: Option<String>,
     /// As sent; the sms-service checks that it is E.164.
     pub phone: Option<String>,
+    /// The language the owner reads (`ko-KR`, `en-US`). Checked for the
+    /// shape of a tag here; one no template speaks falls back when the
+    /// notification is written (to the clinic's default, then English).
+    pub locale: Option<LanguageTag>,
+}
+
+/// A BCP 47 language tag, checked for its shape only (RFC 5646's
+/// `langtag`: a 2-8 letter language, then subtags of 1-8 letters or
+/// digits, split by `-`), not against the registry: `ko-KR`, `en`,
+/// `zh-Hant-TW`, `es-419`. Kept as sent; compared without regard to case,
+/// as the RFC says tags are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LanguageTag(String);
+
+/// Longest tag accepted; real ones are far shorter.
+const MAX_TAG_CHARS: usize = 35;
+
+impl LanguageTag {
+    pub fn parse(tag: &str) -> Result<LanguageTag, ReportError> {
+        let mut subtags = tag.split('-');
+        let language = subtags.next().unwrap_or_default();
+        let well_formed = tag.len() <= MAX_TAG_CHARS
+            && (2..=8).contains(&language.len())
+            && language.bytes().all(|b| b.is_ascii_alphabetic())
+            && subtags.all(|s| {
+                (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if well_formed {
+            Ok(LanguageTag(tag.to_string()))
+        } else {
+            Err(ReportError::InvalidField {
+                field: "owner.locale".into(),
+                problem: "must be a BCP 47 language tag such as `ko-KR` or `en-US`".into(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The primary language subtag, lower case: `ko` for `ko-KR`.
+    pub fn language(&self) -> String {
+        self.0
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+}
+
+impl TryFrom<String> for LanguageTag {
+    type Error = ReportError;
+    fn try_from(tag: String) -> Result<LanguageTag, ReportError> {
+        LanguageTag::parse(&tag)
+    }
+}
+
+impl From<LanguageTag> for String {
+    fn from(tag: LanguageTag) -> String {
+        tag.0
+    }
+}
+
+impl fmt::Display for LanguageTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// One test result. `value` may be a number or a string ("positive").
@@ -193,10 +262,20 @@ fn typed<T: for<'de> Deserialize<'de> + Default>(
 ) -> Result<T, ReportError> {
     match raw.get(field) {
         None | Some(Value::Null) => Ok(T::default()),
-        Some(value) => T::deserialize(value).map_err(|e| ReportError::InvalidField {
-            field: field.to_string(),
-            problem: format!("has the wrong shape: {e}"),
+        Some(value) => T::deserialize(value).map_err(|e| {
+            bad_locale(field, value).unwrap_or_else(|| ReportError::InvalidField {
+                field: field.to_string(),
+                problem: format!("has the wrong shape: {e}"),
+            })
         }),
+    }
+}
+
+/// `owner.locale`'s own error, when that is what is wrong with `owner`.
+fn bad_locale(field: &str, value: &Value) -> Option<ReportError> {
+    match value.get("locale")? {
+        Value::String(tag) if field == "owner" => LanguageTag::parse(tag).err(),
+        _ => None,
     }
 }
 
@@ -387,6 +466,59 @@ mod tests {
         }
         let max = format!(r#"{{"id": "{}"}}"#, "é".repeat(128));
         assert!(LabReport::parse(max.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_owner_locale_must_have_the_shape_of_a_language_tag() {
+        for tag in [
+            "ko-KR",
+            "en",
+            "en-US",
+            "zh-Hant-TW",
+            "es-419",
+            "KO-kr",
+            "xx-YY",
+        ] {
+            let body = serde_json::json!({"id": 1, "owner": {"locale": tag}}).to_string();
+            let report = LabReport::parse(body.as_bytes()).unwrap();
+            assert_eq!(
+                report.owner.locale.as_ref().map(LanguageTag::as_str),
+                Some(tag)
+            );
+            let published = LabReport::from_published(body.into_bytes()).unwrap();
+            assert_eq!(published.owner, report.owner);
+        }
+        assert_eq!(LanguageTag::parse("KO-kr").unwrap().language(), "ko");
+        for bad in [
+            "",
+            "k",
+            "ko_KR",
+            "ko-",
+            "-KR",
+            "한국어",
+            "ko KR",
+            "ko-KR-toolongsubtag",
+            "1a",
+        ] {
+            let body = serde_json::json!({"id": 1, "owner": {"locale": bad}}).to_string();
+            let error = LabReport::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "`owner.locale` must be a BCP 47 language tag such as `ko-KR` or `en-US`",
+                "{bad:?}"
+            );
+            assert_eq!(
+                LabReport::from_published(body.into_bytes()).unwrap_err(),
+                error
+            );
+        }
+        let body = br#"{"id": 1, "owner": {"locale": 7}}"#;
+        assert!(
+            LabReport::parse(body)
+                .unwrap_err()
+                .to_string()
+                .contains("`owner`")
+        );
     }
 
     #[test]

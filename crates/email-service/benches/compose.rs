@@ -34,13 +34,15 @@ fn compose_email(c: &mut Criterion) {
         from: &from,
         reply_to: None,
     };
+    let templates = labrelay_email_service::render::templates(&Default::default())
+        .expect("the built-in templates");
     let mut group = c.benchmark_group("email");
     group.bench_function("compose", |b| {
-        b.iter(|| compose(black_box(&report), &sender).expect("composes"))
+        b.iter(|| compose(black_box(&report), &sender, &templates).expect("composes"))
     });
     group.bench_function("compose + format", |b| {
         b.iter(|| {
-            compose(black_box(&report), &sender)
+            compose(black_box(&report), &sender, &templates)
                 .expect("composes")
                 .message
                 .formatted()

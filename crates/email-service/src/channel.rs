@@ -13,6 +13,7 @@ use lettre::message::Mailbox;
 
 use crate::email::{self, ComposeError, Email, Sender};
 use crate::mailer::{Mailer, SendError};
+use crate::render;
 use crate::settings::Settings;
 use crate::smtp::Deadlines;
 
@@ -20,6 +21,7 @@ use crate::smtp::Deadlines;
 /// (scheduling, closing the connection), so that the mailer, not the
 /// handler, decides how it ended.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(5);
+use labrelay_templates::Templates;
 
 /// Email, through an SMTP server or into a directory outbox.
 pub(crate) struct EmailChannel {
@@ -28,11 +30,15 @@ pub(crate) struct EmailChannel {
     reply_to: Option<Mailbox>,
     send_timeout: Duration,
     deadlines: Deadlines,
+    templates: Templates,
 }
 
 impl EmailChannel {
-    /// Fails when the TLS settings cannot be built.
+    /// Fails when a template is broken (naming its file, line and
+    /// problem) or the TLS settings cannot be built.
     pub fn new(settings: &Settings) -> anyhow::Result<EmailChannel> {
+        let templates =
+            render::templates(&settings.templates).context("checking the email templates")?;
         let mailer = Mailer::new(&settings.delivery, settings.send_timeout)
             .context("setting up email delivery")?;
         Ok(EmailChannel {
@@ -46,6 +52,7 @@ impl EmailChannel {
                 envelope: attempt_limit(settings.send_timeout),
                 data: settings.data_timeout,
             },
+            templates,
         })
     }
 }
@@ -75,7 +82,7 @@ impl Channel for EmailChannel {
             from: &self.from,
             reply_to: self.reply_to.as_ref(),
         };
-        email::compose(report, &sender).map_err(not_sent)
+        email::compose(report, &sender, &self.templates).map_err(not_sent)
     }
 
     fn recipient<'m>(&self, email: &'m Email) -> &'m str {
@@ -122,6 +129,7 @@ fn not_sent(err: ComposeError) -> NotSent {
 /// is safe for both.
 fn failure_of(err: SendError) -> Failure {
     Failure {
+        suppress: err.suppress.map(String::into_boxed_str),
         class: err.class,
         label: err.label,
         // No answer to the data: the server may have the message.
@@ -154,6 +162,7 @@ mod tests {
         NotSent::Failed(failure_of(SendError {
             class,
             label,
+            suppress: None,
             summary: "the SMTP server answered 451".into(),
             maybe_sent: false,
             source: anyhow::anyhow!("451 try later"),

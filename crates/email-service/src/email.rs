@@ -10,6 +10,7 @@
 
 use labrelay_contract::LabReport;
 use labrelay_receiver::notify_log::notification_hash;
+use labrelay_templates::Templates;
 use lettre::Message;
 use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, Header, HeaderName, HeaderValue};
@@ -27,7 +28,7 @@ pub enum ComposeError {
     #[error("the owner email is not a valid address")]
     InvalidAddress,
     #[error("rendering the email failed")]
-    Render(#[from] askama::Error),
+    Render(#[from] labrelay_templates::TemplateError),
     #[error("building the email failed")]
     Build(#[from] lettre::error::Error),
 }
@@ -81,9 +82,15 @@ pub struct Sender<'a> {
     pub reply_to: Option<&'a Mailbox>,
 }
 
-pub fn compose(report: &LabReport, sender: &Sender<'_>) -> Result<Email, ComposeError> {
+/// `report`'s email from `sender`, in the owner's locale (else the
+/// clinic's default).
+pub fn compose(
+    report: &LabReport,
+    sender: &Sender<'_>,
+    templates: &Templates,
+) -> Result<Email, ComposeError> {
     let Recipient(to) = Recipient::from_report(report)?;
-    let rendered = render::render(report)?;
+    let rendered = render::render(templates, templates.locale_for(report), report)?;
     let report_id = one_line(&report.id.to_string()).unwrap_or_default();
     let recipient = to.email.to_string();
     let message_id = message_id(&notification_hash(report, &recipient));
@@ -209,12 +216,14 @@ mod tests {
 
     fn compose_json(json: &str) -> Result<Email, ComposeError> {
         let (from, reply_to) = sender();
+        let templates = render::templates(&Default::default()).unwrap();
         compose(
             &LabReport::parse(json.as_bytes()).unwrap(),
             &Sender {
                 from: &from,
                 reply_to: Some(&reply_to),
             },
+            &templates,
         )
     }
 

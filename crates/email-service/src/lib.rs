@@ -16,8 +16,9 @@
 //! - `channel`: the email-service's part of the one push handler
 //!   ([`labrelay_receiver`]): compose a report's email, deliver it once,
 //!   classify a failed delivery.
-//! - `render`: subject, plain text and HTML from the askama templates in
-//!   `templates/`.
+//! - [`render`]: subject, plain text and HTML from the templates of the
+//!   report's locale ([`labrelay_templates`]: built in, or the clinic's
+//!   `TEMPLATES_DIR`), checked at start against sample reports.
 //! - [`email`]: the addressed message, its content-derived Message-ID and the
 //!   `X-Report-Id` and `Auto-Submitted` headers.
 //! - `mailer`: SMTP or directory delivery, and the transient/permanent
@@ -52,7 +53,7 @@
 mod channel;
 pub mod email;
 mod mailer;
-mod render;
+pub mod render;
 pub mod settings;
 mod smtp;
 

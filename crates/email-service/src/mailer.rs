@@ -49,6 +49,9 @@ pub struct SendError {
     /// The server (or the outbox) may have taken the message all the
     /// same: the attempt ended without its answer.
     pub maybe_sent: bool,
+    /// The recipient's mailbox does not exist, and why (`smtp 550
+    /// 5.1.1`): the push handler suppresses the address.
+    pub suppress: Option<String>,
     #[source]
     pub source: anyhow::Error,
 }
@@ -133,6 +136,7 @@ impl Mailer {
                         label: "timeout",
                         summary: format!("writing to the outbox did not finish within {timeout:?}"),
                         maybe_sent: true,
+                        suppress: None,
                         source: anyhow::anyhow!("timed out"),
                     }),
                 }
@@ -212,6 +216,14 @@ async fn send_smtp(pool: &SmtpPool, email: &Email, deadlines: Deadlines) -> Resu
                     "the conversation with the SMTP server failed".into()
                 }
             };
+            let suppress = match (&err, failure) {
+                (SendFailure::Smtp(smtp), SmtpFailure::Reply(code))
+                    if class_of(failure) == Class::Permanent =>
+                {
+                    suppression_reason(code, &server_text(smtp))
+                }
+                _ => None,
+            };
             Err(SendError {
                 class: class_of(failure),
                 label: label_of(failure),
@@ -219,9 +231,41 @@ async fn send_smtp(pool: &SmtpPool, email: &Email, deadlines: Deadlines) -> Resu
                 // Only once the server waits for the data can it take the
                 // message; a timeout before that is a plain "not sent".
                 maybe_sent: matches!(err, SendFailure::DataTimeout(_)),
+                suppress,
                 source: anyhow::Error::new(err),
             })
         }
+    }
+}
+
+/// What the server said after the reply code (lettre keeps it as the
+/// error's source); it may quote the address, so it is never logged above
+/// debug.
+fn server_text(err: &lettre::transport::smtp::Error) -> String {
+    std::error::Error::source(err).map_or_else(String::new, |source| source.to_string())
+}
+
+/// The enhanced status code (RFC 3463) that opens a reply's text: `5.1.1`.
+pub fn enhanced_status(text: &str) -> Option<(u8, u16, u16)> {
+    let token = text.split_whitespace().next()?;
+    let mut parts = token.split('.');
+    let class = parts.next()?.parse::<u8>().ok()?;
+    let subject = parts.next()?.parse::<u16>().ok()?;
+    let detail = parts.next()?.parse::<u16>().ok()?;
+    (parts.next().is_none() && matches!(class, 2 | 4 | 5) && subject < 1000 && detail < 1000)
+        .then_some((class, subject, detail))
+}
+
+/// A permanent reply whose enhanced status says the recipient's mailbox
+/// or domain does not take mail (5.1.1 no such mailbox, 5.1.2 no such
+/// domain, 5.1.3 a malformed address, 5.1.6 mailbox moved, 5.1.10 null
+/// MX): the address is suppressed, with this reason. The other 5.1.x are
+/// about the sender (5.1.7, 5.1.8) or say too little (5.1.0, 5.1.4), and
+/// every other permanent error stays a failure.
+pub fn suppression_reason(code: u16, text: &str) -> Option<String> {
+    match enhanced_status(text)? {
+        (5, 1, detail @ (1 | 2 | 3 | 6 | 10)) => Some(format!("smtp {code} 5.1.{detail}")),
+        _ => None,
     }
 }
 
@@ -257,6 +301,7 @@ async fn write_file(writer: &GroupWriter, email: &Email) -> Result<(), SendError
             label: "outbox_error",
             summary: "writing to the outbox directory failed".into(),
             maybe_sent: false,
+            suppress: None,
             source: anyhow::Error::new(err),
         })
 }
@@ -291,6 +336,37 @@ mod tests {
         for (failure, want) in cases {
             assert_eq!(class_of(failure), want, "{failure:?}");
         }
+    }
+
+    #[test]
+    fn only_a_missing_recipient_mailbox_is_suppressed() {
+        let cases = [
+            (
+                550,
+                "5.1.1 <alex@example.com>: Recipient address rejected",
+                Some("smtp 550 5.1.1"),
+            ),
+            (550, "5.1.10 null MX", Some("smtp 550 5.1.10")),
+            (553, "5.1.3 bad address syntax", Some("smtp 553 5.1.3")),
+            (551, "5.1.6 moved", Some("smtp 551 5.1.6")),
+            (556, "5.1.2 no such domain", Some("smtp 556 5.1.2")),
+            // The sender's address, or too vague.
+            (553, "5.1.7 bad sender", None),
+            (553, "5.1.8 bad sender domain", None),
+            (550, "5.1.0 address rejected", None),
+            // Other permanent errors stay failures.
+            (554, "5.7.1 rejected by policy", None),
+            (552, "5.2.2 mailbox full", None),
+            (550, "Mailbox unavailable", None),
+            (550, "", None),
+            (550, "5.1 short", None),
+            (550, "5.1.1.1 long", None),
+        ];
+        for (code, text, want) in cases {
+            assert_eq!(suppression_reason(code, text).as_deref(), want, "{text}");
+        }
+        assert_eq!(enhanced_status("4.2.0 try later"), Some((4, 2, 0)));
+        assert_eq!(enhanced_status("6.1.1 nope"), None);
     }
 
     #[test]

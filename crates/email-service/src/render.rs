@@ -1,12 +1,14 @@
-//! The words of the email: subject, plain text and HTML, rendered from the
-//! askama templates in `templates/` (HTML auto-escaped).
+//! The words of the email: subject, plain text and HTML, rendered from
+//! the templates of the report's locale ([`labrelay_templates`]: built in,
+//! or the clinic's), the HTML auto-escaped and then written as 7-bit ASCII
+//! in short lines.
 //!
-//! Rendering is a pure function of the report, so a redelivered report
-//! renders to the same bytes and gets the same Message-ID.
+//! Rendering is a pure function of the report and the templates, so a
+//! redelivered report renders to the same bytes; the Message-ID does not
+//! depend on either (see [`crate::email`]).
 
-use askama::Template;
 use labrelay_contract::LabReport;
-use labrelay_contract::report::TestResult;
+use labrelay_templates::{Kind, Locale, ReportView, TemplateError, TemplateSettings, Templates};
 
 /// A rendered email, before addressing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,16 +18,51 @@ pub struct Rendered {
     pub html: String,
 }
 
-/// Longest pet name put into a subject line.
-const SUBJECT_NAME_CHARS: usize = 60;
+/// The templates an email is made of.
+pub const KINDS: [Kind; 3] = [Kind::EmailSubject, Kind::EmailText, Kind::EmailHtml];
 
-pub fn render(report: &LabReport) -> Result<Rendered, askama::Error> {
-    let view = View::new(report);
+/// `report`'s email in `locale`: the subject on one line (a header), the
+/// text and HTML bodies with the subject in their context.
+pub fn render(
+    templates: &Templates,
+    locale: &Locale,
+    report: &LabReport,
+) -> Result<Rendered, TemplateError> {
+    let view = minijinja::Value::from(minijinja::value::Serde(ReportView::new(report, locale)));
+    let subject = templates.render(locale, Kind::EmailSubject, view.clone())?;
+    let subject = one_line(&subject).unwrap_or_default();
+    let body = minijinja::context! { subject => subject.clone(), ..view };
     Ok(Rendered {
-        subject: view.subject.clone(),
-        text: TextEmail { v: &view }.render()?,
-        html: seven_bit_html(&HtmlEmail { v: &view }.render()?),
+        text: templates.render(locale, Kind::EmailText, body.clone())?,
+        html: seven_bit_html(&templates.render(locale, Kind::EmailHtml, body)?),
+        subject,
     })
+}
+
+/// The email templates, built in and the clinic's, compiled and checked
+/// ([`check`]): what the service renders with, or why it cannot start.
+pub fn templates(settings: &TemplateSettings) -> Result<Templates, TemplateError> {
+    let templates = Templates::load(settings, &KINDS)?;
+    check(&templates)?;
+    Ok(templates)
+}
+
+/// Checks every locale's email templates at start, by rendering the
+/// sample reports: a template that fails, or whose subject is empty, is
+/// an error naming its file.
+pub fn check(templates: &Templates) -> Result<(), TemplateError> {
+    for locale in templates.locales() {
+        for sample in labrelay_templates::sample_reports() {
+            let rendered = render(templates, locale, &sample)?;
+            if rendered.subject.is_empty() {
+                return Err(TemplateError::Unusable {
+                    file: templates.file(locale, Kind::EmailSubject),
+                    problem: "the subject is empty".into(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Longest line of the HTML part. lettre sends a part whose lines are all
@@ -77,277 +114,7 @@ fn seven_bit_html(html: &str) -> String {
     out
 }
 
-#[derive(Template)]
-#[template(path = "report.txt")]
-struct TextEmail<'a> {
-    v: &'a View,
-}
-
-#[derive(Template)]
-#[template(path = "report.html")]
-struct HtmlEmail<'a> {
-    v: &'a View,
-}
-
-impl std::ops::Deref for TextEmail<'_> {
-    type Target = View;
-    fn deref(&self) -> &View {
-        self.v
-    }
-}
-
-impl std::ops::Deref for HtmlEmail<'_> {
-    type Target = View;
-    fn deref(&self) -> &View {
-        self.v
-    }
-}
-
-/// What the templates show, every field already on one line.
-struct View {
-    subject: String,
-    headline: String,
-    greeting_name: String,
-    pet_line: Option<String>,
-    clinic_name: Option<String>,
-    clinic_line: Option<String>,
-    clinic_phone: Option<String>,
-    clinic_or_us: String,
-    issued: Option<String>,
-    report_id: String,
-    tests: Vec<TestRow>,
-    flagged_count: usize,
-    flagged_note: String,
-}
-
-struct TestRow {
-    name: String,
-    value: String,
-    range: String,
-    flag: Flag,
-    flag_label: String,
-    marker: &'static str,
-}
-
-impl TestRow {
-    fn value_or_dash(&self) -> &str {
-        if self.value.is_empty() {
-            "—"
-        } else {
-            &self.value
-        }
-    }
-
-    fn marker_text(&self) -> String {
-        if self.flag.is_flagged() {
-            format!("{} ", self.marker)
-        } else {
-            "- ".into()
-        }
-    }
-}
-
-/// How a result compares with its reference range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Flag {
-    /// No flag was sent.
-    None,
-    Normal,
-    High,
-    Low,
-    /// Any other flag ("abnormal", "positive", ...), shown as sent and
-    /// treated as needing attention.
-    Other(String),
-}
-
-impl Flag {
-    pub fn parse(flag: Option<&str>) -> Flag {
-        let Some(sent) = flag.and_then(one_line) else {
-            return Flag::None;
-        };
-        match sent.to_ascii_lowercase().as_str() {
-            "normal" | "n" | "ok" | "wnl" | "within range" | "within normal limits" => Flag::Normal,
-            "high" | "h" | "hi" | "hh" | "above" | "elevated" | "critical high" => Flag::High,
-            "low" | "l" | "lo" | "ll" | "below" | "decreased" | "critical low" => Flag::Low,
-            _ => Flag::Other(sent),
-        }
-    }
-
-    pub fn is_flagged(&self) -> bool {
-        !matches!(self, Flag::None | Flag::Normal)
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Flag::None => String::new(),
-            Flag::Normal => "Normal".into(),
-            Flag::High => "High".into(),
-            Flag::Low => "Low".into(),
-            Flag::Other(sent) => sent.clone(),
-        }
-    }
-
-    fn marker(&self) -> &'static str {
-        match self {
-            Flag::High => "▲",
-            Flag::Low => "▼",
-            Flag::Other(_) => "!",
-            Flag::None | Flag::Normal => "",
-        }
-    }
-}
-
-impl View {
-    fn new(report: &LabReport) -> View {
-        let pet_name = report.pet.name.as_deref().and_then(one_line);
-        let species = report.pet.species.as_deref().and_then(one_line);
-        let clinic_name = report.clinic.name.as_deref().and_then(one_line);
-        let clinic_phone = report.clinic.phone.as_deref().and_then(one_line);
-
-        let subject = match &pet_name {
-            Some(name) => format!(
-                "Lab results for {} are ready",
-                truncate(name, SUBJECT_NAME_CHARS)
-            ),
-            None => "Your pet's lab results are ready".to_string(),
-        };
-        let pet_line = match (&pet_name, &species) {
-            (Some(name), Some(species)) => Some(format!("{name} ({species})")),
-            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-            (None, None) => None,
-        };
-        let clinic_line = match (&clinic_name, &clinic_phone) {
-            (Some(name), Some(phone)) => Some(format!("{name}, {phone}")),
-            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-            (None, None) => None,
-        };
-        let tests: Vec<TestRow> = report
-            .tests
-            .iter()
-            .enumerate()
-            .map(|(i, t)| row(i, t))
-            .collect();
-        let flagged_count = tests.iter().filter(|t| t.flag.is_flagged()).count();
-        let flagged_note = match flagged_count {
-            1 => "1 result is outside its reference range and is marked.".to_string(),
-            n => format!("{n} results are outside their reference ranges and are marked."),
-        };
-        View {
-            headline: subject.clone(),
-            subject,
-            greeting_name: report
-                .owner
-                .name
-                .as_deref()
-                .and_then(one_line)
-                .unwrap_or_else(|| "there".into()),
-            pet_line,
-            clinic_or_us: clinic_name.clone().unwrap_or_else(|| "your clinic".into()),
-            clinic_name,
-            clinic_line,
-            clinic_phone,
-            issued: report
-                .issued_at
-                .as_deref()
-                .and_then(one_line)
-                .map(|t| format_issued(&t)),
-            report_id: one_line(&report.id.to_string()).unwrap_or_default(),
-            tests,
-            flagged_count,
-            flagged_note,
-        }
-    }
-}
-
-fn row(index: usize, test: &TestResult) -> TestRow {
-    let value = one_line(&test.value_text()).unwrap_or_default();
-    let unit = test.unit.as_deref().and_then(one_line);
-    let flag = Flag::parse(test.flag.as_deref());
-    TestRow {
-        name: test
-            .name
-            .as_deref()
-            .and_then(one_line)
-            .unwrap_or_else(|| format!("Test {}", index + 1)),
-        value: match unit {
-            Some(unit) if !value.is_empty() => format!("{value} {unit}"),
-            _ => value,
-        },
-        range: test.range.as_deref().and_then(one_line).unwrap_or_default(),
-        flag_label: flag.label(),
-        marker: flag.marker(),
-        flag,
-    }
-}
-
-/// Collapses all whitespace and control characters (line breaks included)
-/// into single spaces; `None` when nothing is left.
-pub fn one_line(text: &str) -> Option<String> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect();
-    (!words.is_empty()).then(|| words.join(" "))
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
-        None => text.to_string(),
-    }
-}
-
-/// `2026-11-24T10:00:00Z` → `24 November 2026, 10:00 UTC`; an offset is
-/// kept (`10:00 (UTC+02:00)`); anything else is shown as sent.
-pub fn format_issued(sent: &str) -> String {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let parse = || -> Option<String> {
-        let (date, time) = sent.split_once(['T', 't', ' '])?;
-        let mut ymd = date.splitn(3, '-');
-        let (y, m, d) = (ymd.next()?, ymd.next()?, ymd.next()?);
-        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-        if !(digits(y, 4) && digits(m, 2) && digits(d, 2)) {
-            return None;
-        }
-        let month = MONTHS.get(m.parse::<usize>().ok()?.checked_sub(1)?)?;
-        let day: u32 = d.parse().ok().filter(|d| (1..=31).contains(d))?;
-        let (hh, mm) = (time.get(0..2)?, time.get(3..5)?);
-        if !(digits(hh, 2) && digits(mm, 2) && time.get(2..3) == Some(":")) {
-            return None;
-        }
-        let zone_at = time.find(['Z', 'z', '+', '-']);
-        let clock = &time[..zone_at.unwrap_or(time.len())];
-        if !clock
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
-        {
-            return None;
-        }
-        let zone = match zone_at.map(|i| &time[i..]) {
-            Some("Z" | "z" | "+00:00") => " UTC".to_string(),
-            Some(offset) if offset.len() == 6 && offset.as_bytes()[3] == b':' => {
-                format!(" (UTC{offset})")
-            }
-            None => String::new(),
-            Some(_) => return None,
-        };
-        Some(format!("{day} {month} {y}, {hh}:{mm}{zone}"))
-    };
-    parse().unwrap_or_else(|| sent.to_string())
-}
+pub use labrelay_templates::one_line;
 
 #[cfg(test)]
 mod tests {
@@ -357,9 +124,16 @@ mod tests {
         LabReport::parse(json.as_bytes()).unwrap()
     }
 
-    /// The HTML's text as a browser reads it: a line break is a space.
+    /// `report`'s email in its locale, from the built-in templates.
+    fn render(report: &LabReport) -> Result<Rendered, TemplateError> {
+        let templates = templates(&Default::default()).unwrap();
+        super::render(&templates, templates.locale_for(report), report)
+    }
+
+    /// The HTML's text as a browser reads it: a line break is a space, an
+    /// escaped `/` (minijinja escapes it too) a `/`.
     fn as_read(html: &str) -> String {
-        html.replace('\n', " ")
+        html.replace('\n', " ").replace("&#x2f;", "/")
     }
 
     const FULL: &str = r#"{
@@ -547,60 +321,5 @@ Questions? Contact your clinic.
             render(&report(FULL)).unwrap(),
             render(&report(FULL)).unwrap()
         );
-    }
-
-    #[test]
-    fn classifies_flags() {
-        let cases = [
-            (None, Flag::None),
-            (Some("  "), Flag::None),
-            (Some("normal"), Flag::Normal),
-            (Some("N"), Flag::Normal),
-            (Some("High"), Flag::High),
-            (Some("H"), Flag::High),
-            (Some("critical high"), Flag::High),
-            (Some("LOW"), Flag::Low),
-            (Some("l"), Flag::Low),
-            (Some("abnormal"), Flag::Other("abnormal".into())),
-        ];
-        for (sent, want) in cases {
-            assert_eq!(Flag::parse(sent), want, "{sent:?}");
-        }
-        assert!(!Flag::Normal.is_flagged() && !Flag::None.is_flagged());
-        assert!(
-            Flag::High.is_flagged()
-                && Flag::Low.is_flagged()
-                && Flag::Other("x".into()).is_flagged()
-        );
-    }
-
-    #[test]
-    fn formats_issue_times() {
-        let cases = [
-            ("2026-11-24T10:00:00Z", "24 November 2026, 10:00 UTC"),
-            ("2026-01-05T07:30:12.345Z", "5 January 2026, 07:30 UTC"),
-            (
-                "2026-06-01T23:59:00+02:00",
-                "1 June 2026, 23:59 (UTC+02:00)",
-            ),
-            (
-                "2026-06-01T23:59:00-05:30",
-                "1 June 2026, 23:59 (UTC-05:30)",
-            ),
-            ("2026-06-01 08:15", "1 June 2026, 08:15"),
-            ("2026-13-01T00:00:00Z", "2026-13-01T00:00:00Z"),
-            ("yesterday", "yesterday"),
-            ("2026-06-01", "2026-06-01"),
-            ("2026-06-01T08:15:00 garbage", "2026-06-01T08:15:00 garbage"),
-        ];
-        for (sent, want) in cases {
-            assert_eq!(format_issued(sent), want, "{sent}");
-        }
-    }
-
-    #[test]
-    fn one_line_collapses_whitespace_and_controls() {
-        assert_eq!(one_line("  a\r\n\tb \u{7}c "), Some("a b c".into()));
-        assert_eq!(one_line(" \n "), None);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use labrelay_receiver::ReceiverSettings;
 use labrelay_runtime::secret::{Secret, secret_from_vars};
+use labrelay_templates::TemplateSettings;
 use lettre::message::Mailbox;
 
 /// `EMAIL_FROM` when unset.
@@ -59,6 +60,9 @@ pub struct Settings {
     /// verified by default when read from the environment; everything is
     /// off in [`Settings::new`], for code and tests.
     pub receiver: ReceiverSettings,
+    /// The clinic's default locale (`DEFAULT_LOCALE`) and its own
+    /// templates (`TEMPLATES_DIR`); checked when the service starts.
+    pub templates: TemplateSettings,
 }
 
 /// Where messages go.
@@ -110,6 +114,7 @@ impl fmt::Debug for Settings {
             .field("send_timeout", &self.send_timeout)
             .field("data_timeout", &self.data_timeout)
             .field("receiver", &self.receiver)
+            .field("templates", &self.templates)
             .finish()
     }
 }
@@ -124,6 +129,7 @@ impl Settings {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             data_timeout: DEFAULT_DATA_TIMEOUT,
             receiver: ReceiverSettings::default(),
+            templates: TemplateSettings::default(),
         }
     }
 
@@ -150,6 +156,8 @@ impl Settings {
     ///   `PUSH_*`, `NOTIFY_LOG` (records every email sent and does not send
     ///   it again), `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`) and
     ///   `ALLOWED_HOSTS`.
+    /// - `DEFAULT_LOCALE` (default `en`) and `TEMPLATES_DIR`
+    ///   ([`TemplateSettings::from_vars`]).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let url = get("SMTP_URL")
@@ -189,6 +197,7 @@ impl Settings {
             settings.data_timeout =
                 parse_timeout("SMTP_DATA_TIMEOUT_SECS", &secs, MAX_DATA_TIMEOUT)?;
         }
+        settings.templates = TemplateSettings::from_vars(get)?;
         settings.receiver = ReceiverSettings::from_vars(get)?;
         Ok(settings)
     }

@@ -71,6 +71,15 @@ pub trait Channel: Send + Sync + 'static {
     /// Where messages go, for the start-up line; never a secret.
     fn describe(&self) -> String;
 
+    /// Routes of the channel's own beside `POST /` (a provider's
+    /// webhooks), served without the push-token check: they check their
+    /// caller themselves. `facts` reaches the notification log's
+    /// suppressions and receipts, when `NOTIFY_LOG` is set.
+    fn webhooks(&self, facts: Option<crate::facts::Facts>) -> axum::Router {
+        let _ = facts;
+        axum::Router::new()
+    }
+
     /// Called once the server has stopped: closes what the channel keeps
     /// open (pooled connections).
     fn shutdown(&self) -> impl Future<Output = ()> + Send {
@@ -123,6 +132,10 @@ pub struct Failure {
     /// claim until its lease lapses, so redeliveries wait instead of
     /// sending again.
     pub maybe_sent: bool,
+    /// The recipient is not to be notified again, and why (`twilio
+    /// 21610`, `smtp 550 5.1.1`): a fact, not a failure. The push handler
+    /// records the suppression and answers `suppressed` (204).
+    pub suppress: Option<Box<str>>,
 }
 
 impl Failure {
@@ -153,6 +166,15 @@ impl Failure {
         }
     }
 
+    /// The same failure, saying the recipient is to be suppressed, and
+    /// why.
+    pub fn suppresses(self, reason: impl Into<String>) -> Failure {
+        Failure {
+            suppress: Some(reason.into().into_boxed_str()),
+            ..self
+        }
+    }
+
     fn new(class: Class, label: &'static str, public: String, detail: String) -> Failure {
         Failure {
             class,
@@ -162,6 +184,7 @@ impl Failure {
             provider_code: None,
             retry_after: None,
             maybe_sent: false,
+            suppress: None,
         }
     }
 }

@@ -22,6 +22,9 @@
 //!   status, the `X-Labrelay-Outcome` header, the metrics and the log line.
 //! - [`push_auth`]: the OIDC bearer-token check in front of every push
 //!   endpoint (RS256, JWKS cached, issuer, audience, service account).
+//! - [`facts`]: what providers say after the send, kept in the
+//!   notification log: suppressed recipients (opt-outs, mailboxes that do
+//!   not exist) and delivery receipts.
 //! - [`dead_letter`]: parking a push no delivery can ever send on the
 //!   dead-letter topic, so the subscriptions can retry outages for hours.
 //! - [`notify_log`]: which notifications were sent (report id, channel,
@@ -35,6 +38,7 @@
 
 pub mod channel;
 pub mod dead_letter;
+pub mod facts;
 pub mod group_write;
 pub mod notify_log;
 pub mod outcome;
@@ -49,6 +53,7 @@ use anyhow::Context as _;
 use labrelay_runtime::origin_guard::AllowedHosts;
 
 pub use channel::{Channel, Class, Failure, NotSent};
+pub use facts::Facts;
 pub use routes::MAX_PUSH_BODY;
 pub use settings::ReceiverSettings;
 

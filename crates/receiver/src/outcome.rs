@@ -5,6 +5,7 @@
 //! | outcome (`outcome` in the log) | HTTP | broker |
 //! | --- | --- | --- |
 //! | sent (`sent`); skipped: nothing to send, no owner address or a destination the settings do not allow (`skipped`); sent before, says the notification log (`duplicate`) | 204 | ack |
+//! | the recipient is suppressed: opted out, or their mailbox does not exist, found before the send or said by the provider (`suppressed`, with `X-Labrelay-Reason`) | 204 | ack; never dead-lettered |
 //! | malformed envelope, base64 or report (`malformed`) | 400 | retries, then dead-letters |
 //! | the channel can never send it: an invalid address, the provider refused the message (the channel's label: `invalid_address`, `invalid_number`, `refused`, ...) | 422 | retries, then dead-letters |
 //! | the channel may send it later: the provider down, slow or limiting, our configuration, the outbox (the channel's label: `timeout`, `rate_limited`, `misconfigured`, `outbox_error`, ...) | 503 | retries with backoff |
@@ -34,6 +35,9 @@ pub enum Outcome {
     Sent(Option<String>),
     /// Nothing to send, and why.
     Skipped(&'static str),
+    /// Not sent, now or later: the recipient is suppressed, for this
+    /// reason (`twilio 21610`, `inbound STOP`, `smtp 550 5.1.1`).
+    Suppressed(String),
     /// Sent before, says the notification log (with the id recorded then):
     /// not sent again.
     Duplicate(Option<String>),
@@ -69,6 +73,7 @@ impl Outcome {
             Outcome::Sent(_)
             | Outcome::Skipped(_)
             | Outcome::Duplicate(_)
+            | Outcome::Suppressed(_)
             | Outcome::Parked { .. } => StatusCode::NO_CONTENT,
             Outcome::LogUnavailable(_) | Outcome::InProgress(_) | Outcome::ParkFailed { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -90,6 +95,7 @@ impl Outcome {
             Outcome::Sent(_) => Notification::Sent,
             Outcome::Skipped(_) => Notification::Skipped,
             Outcome::Duplicate(_) => Notification::Duplicate,
+            Outcome::Suppressed(_) => Notification::Suppressed,
             Outcome::Parked { .. } => Notification::DeadLettered,
             _ if self.status().is_server_error() => Notification::FailedTransient,
             _ => Notification::FailedPermanent,
@@ -115,6 +121,7 @@ impl Outcome {
             Outcome::Sent(_) => "sent",
             Outcome::Skipped(_) => "skipped",
             Outcome::Duplicate(_) => "duplicate",
+            Outcome::Suppressed(_) => "suppressed",
             Outcome::LogUnavailable(error) if error.is::<ClaimHeld>() => "claim_held",
             Outcome::LogUnavailable(_) => "notify_log_error",
             Outcome::InProgress(_) => "in_progress",
@@ -132,6 +139,7 @@ impl Outcome {
             Outcome::Sent(_)
             | Outcome::Skipped(_)
             | Outcome::Duplicate(_)
+            | Outcome::Suppressed(_)
             | Outcome::Parked { .. } => None,
             Outcome::ParkFailed { .. } => Some(format!(
                 "the {noun} can never be sent, and parking it on the dead-letter topic failed; retry later"
@@ -157,6 +165,7 @@ impl Outcome {
             Outcome::Sent(_) => None,
             Outcome::Skipped(reason) => Some((*reason).to_string()),
             Outcome::Duplicate(_) => Some("duplicate, not sent again".to_string()),
+            Outcome::Suppressed(reason) => Some(format!("the recipient is suppressed: {reason}")),
             Outcome::LogUnavailable(error) => Some(format!("{error:#}")),
             Outcome::InProgress(waited) => Some(format!(
                 "the {noun} was not sent within {waited:?}; the attempt goes on"
@@ -243,6 +252,13 @@ impl Outcome {
         response
             .headers_mut()
             .insert(OUTCOME_HEADER, self.notification().header_value());
+        if let Outcome::Suppressed(reason) = self
+            && let Ok(value) = axum::http::HeaderValue::from_str(reason)
+        {
+            response
+                .headers_mut()
+                .insert(labrelay_contract::headers::REASON, value);
+        }
         response
     }
 }
@@ -276,6 +292,11 @@ mod tests {
             (Outcome::Sent(Some("SM1".into())), 204, "sent"),
             (Outcome::Skipped("no owner phone"), 204, "skipped"),
             (Outcome::Duplicate(Some("SM1".into())), 204, "duplicate"),
+            (
+                Outcome::Suppressed("twilio 21610".into()),
+                204,
+                "suppressed",
+            ),
             (
                 Outcome::LogUnavailable(anyhow::anyhow!("disk I/O error")),
                 503,
@@ -329,6 +350,7 @@ mod tests {
             (Outcome::Sent(None), "sent"),
             (Outcome::Duplicate(None), "duplicate"),
             (Outcome::Skipped("no email"), "skipped"),
+            (Outcome::Suppressed("smtp 550 5.1.1".into()), "suppressed"),
             (Outcome::Malformed(DecodeError::Base64), "failed"),
             (
                 Outcome::Failed(Failure::permanent("refused", "p", "p")),

@@ -6,7 +6,9 @@
 //! | metric | labels | what |
 //! | --- | --- | --- |
 //! | `labrelay_push_requests_total` | `status` | every `POST /`, by the HTTP status answered (token refusals, overload and timeouts included) |
-//! | `labrelay_notifications_total` | `channel`, `outcome` (`sent`, `skipped`, `duplicate`, `failed_transient`, `failed_permanent`, `dead_lettered`) | every push that got past authentication |
+//! | `labrelay_notifications_total` | `channel`, `outcome` (`sent`, `skipped`, `duplicate`, `suppressed`, `failed_transient`, `failed_permanent`, `dead_lettered`) | every push that got past authentication |
+//! | `labrelay_delivery_receipts_total` | `channel`, `status` (`delivered`, `undelivered`, `failed`) | final statuses the provider reported, each message counted once |
+//! | `labrelay_suppression_changes_total` | `channel`, `change` (`added`, `lifted`) | recipients suppressed (an opt-out, a mailbox that does not exist) and lifted, by this service |
 //! | `labrelay_notification_send_duration_seconds` | `channel` | histogram: one call to the provider (SMTP server, Twilio or an outbox), success or not |
 //! | `labrelay_notification_delivery_latency_seconds` | `channel` | histogram: the message's `publishTime` to the notification sent |
 //! | `labrelay_push_delivery_attempt` | | histogram: the envelope's `deliveryAttempt`, when the subscription sets it |
@@ -38,6 +40,8 @@ pub enum Notification {
     Sent,
     Skipped,
     Duplicate,
+    /// Not sent: the recipient is suppressed (204).
+    Suppressed,
     /// The broker should redeliver (5xx).
     FailedTransient,
     /// It never can succeed (4xx); the broker dead-letters it eventually.
@@ -53,6 +57,7 @@ impl Notification {
             Notification::Sent => "sent",
             Notification::Skipped => "skipped",
             Notification::Duplicate => "duplicate",
+            Notification::Suppressed => "suppressed",
             Notification::FailedTransient => "failed_transient",
             Notification::FailedPermanent => "failed_permanent",
             Notification::DeadLettered => "dead_lettered",
@@ -65,6 +70,7 @@ impl Notification {
             Notification::Sent => outcome::SENT,
             Notification::Skipped => outcome::SKIPPED,
             Notification::Duplicate => outcome::DUPLICATE,
+            Notification::Suppressed => outcome::SUPPRESSED,
             Notification::FailedTransient | Notification::FailedPermanent => outcome::FAILED,
             Notification::DeadLettered => outcome::DEAD_LETTERED,
         })
@@ -80,6 +86,18 @@ struct StatusLabels {
 struct NotificationLabels {
     channel: &'static str,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiptLabels {
+    channel: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SuppressionLabels {
+    channel: &'static str,
+    change: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +121,8 @@ pub struct Metrics {
     send_duration: Latencies,
     delivery_latency: Latencies,
     delivery_attempt: Histogram,
+    receipts: Family<ReceiptLabels, Counter>,
+    suppression_changes: Family<SuppressionLabels, Counter>,
 }
 
 impl Metrics {
@@ -116,6 +136,8 @@ impl Metrics {
             send_duration: Family::new_with_constructor(latency_histogram),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             delivery_attempt: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 50.0, 100.0]),
+            receipts: Family::default(),
+            suppression_changes: Family::default(),
         };
         registry.register(
             "labrelay_push_requests",
@@ -142,7 +164,38 @@ impl Metrics {
             "The deliveryAttempt of push envelopes (set when the subscription has a dead-letter policy)",
             metrics.delivery_attempt.clone(),
         );
+        registry.register(
+            "labrelay_delivery_receipts",
+            "Final statuses providers reported for sent notifications, each message once",
+            metrics.receipts.clone(),
+        );
+        registry.register(
+            "labrelay_suppression_changes",
+            "Recipients suppressed (opted out, no such mailbox) and lifted",
+            metrics.suppression_changes.clone(),
+        );
         metrics
+    }
+
+    /// A provider reported `status` (`delivered`, ...) as a message's
+    /// final one.
+    pub fn final_status(&self, status: &'static str) {
+        self.receipts
+            .get_or_create(&ReceiptLabels {
+                channel: self.channel,
+                status,
+            })
+            .inc();
+    }
+
+    /// A recipient was suppressed (`added`) or lifted (`lifted`).
+    pub fn suppression_changed(&self, change: &'static str) {
+        self.suppression_changes
+            .get_or_create(&SuppressionLabels {
+                channel: self.channel,
+                change,
+            })
+            .inc();
     }
 
     pub fn notification(&self, outcome: Notification) {
@@ -250,6 +303,7 @@ mod tests {
             Notification::Sent,
             Notification::Skipped,
             Notification::Duplicate,
+            Notification::Suppressed,
             Notification::FailedTransient,
             Notification::FailedPermanent,
             Notification::DeadLettered,
@@ -263,6 +317,7 @@ mod tests {
                 "sent",
                 "skipped",
                 "duplicate",
+                "suppressed",
                 "failed",
                 "failed",
                 "dead-lettered"

@@ -19,6 +19,7 @@ use tracing::field::Empty;
 
 use crate::channel::{Channel, Failure, NotSent};
 use crate::dead_letter::{DeadLetters, PARK_TIMEOUT};
+use crate::facts::Facts;
 use crate::notify_log::{ClaimLimits, Dedupe, NotificationKey, SentRecord};
 use crate::outcome::Outcome;
 use crate::push_metrics::{self, Metrics};
@@ -40,6 +41,8 @@ pub(crate) struct Receiver<C: Channel> {
     pub channel: C,
     /// The notification log, when `NOTIFY_LOG` is set.
     pub dedupe: Option<Dedupe>,
+    /// Its suppressions and receipts, on this channel.
+    pub facts: Option<Facts>,
     /// Where permanent failures are parked, when `DEAD_LETTER_TOPIC` is
     /// set.
     pub dead_letters: Option<DeadLetters>,
@@ -60,6 +63,20 @@ pub(crate) fn build<C: Channel>(
         Dedupe::open_setting(&settings.notify_log, C::NOUN)?.map(|d| d.with_limits(limits));
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, C::NAME));
+    let facts = dedupe.as_ref().map(|dedupe| {
+        let key = settings.suppression_key.as_ref().map_or_else(
+            || {
+                tracing::warn!(
+                    "SUPPRESSION_KEY is not set: suppressed recipients are stored under an unkeyed hash, \
+                     which whoever reads the notification log can test guessed numbers and addresses against"
+                );
+                &[][..]
+            },
+            |key| key.expose().as_bytes(),
+        );
+        Facts::new(dedupe.log(), key, C::NAME, Arc::clone(&metrics))
+    });
+    let webhooks = channel.webhooks(facts.clone());
     let answer_within = match settings.push_answer {
         PushAnswer::Early => channel.answer_within(),
         // Claim, the channel's whole attempt and record at their limits,
@@ -73,6 +90,7 @@ pub(crate) fn build<C: Channel>(
     let receiver = Arc::new(Receiver {
         channel,
         dedupe,
+        facts,
         dead_letters: settings.dead_letters.clone().map(DeadLetters::new),
         answer_within,
         metrics: Arc::clone(&metrics),
@@ -84,7 +102,9 @@ pub(crate) fn build<C: Channel>(
         .protect(pushes)
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
-        .with_state(Arc::clone(&receiver));
+        .with_state(Arc::clone(&receiver))
+        // Outside the push-token check: a provider signs its own calls.
+        .merge(webhooks);
     let router = Limits {
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         request_timeout,
@@ -213,16 +233,24 @@ impl<C: Channel> Receiver<C> {
                 return Outcome::Internal("rendering the notification failed");
             }
         };
+        let recipient = self.channel.recipient(&message);
+        if let Some(facts) = &self.facts {
+            // Before any provider call: an opt-out is answered, not retried.
+            match facts.suppression(recipient).await {
+                Ok(Some(suppression)) => return Outcome::Suppressed(suppression.reason),
+                Ok(None) => {}
+                Err(error) => return Outcome::LogUnavailable(error),
+            }
+        }
         let Some(dedupe) = &self.dedupe else {
-            return self.send(&message).await;
+            return self
+                .suppress_if_told(self.send(&message).await, recipient)
+                .await;
         };
         let key = NotificationKey {
             report_id: report.id.to_string(),
             channel: C::NAME,
-            content_hash: crate::notify_log::notification_hash(
-                report,
-                self.channel.recipient(&message),
-            ),
+            content_hash: crate::notify_log::notification_hash(report, recipient),
         };
         // Held across lookup, send and record: a concurrent delivery of the
         // same notification waits here and then finds the record.
@@ -266,7 +294,29 @@ impl<C: Channel> Receiver<C> {
             // Not sent: the claim is released when the guard drops.
             _ => {}
         }
-        outcome
+        self.suppress_if_told(outcome, recipient).await
+    }
+
+    /// A send the provider refused because the recipient opted out (or
+    /// has no mailbox) suppresses the recipient and is answered
+    /// `suppressed`. If the suppression cannot be recorded the push is
+    /// retried: the provider refuses it again, and it is recorded then.
+    async fn suppress_if_told(&self, outcome: Outcome, recipient: &str) -> Outcome {
+        let Outcome::Failed(Failure {
+            suppress: Some(reason),
+            ..
+        }) = &outcome
+        else {
+            return outcome;
+        };
+        if let Some(facts) = &self.facts
+            && let Err(error) = facts.suppress(recipient, reason).await
+        {
+            return Outcome::LogUnavailable(
+                error.context(format!("recording the suppression ({reason})")),
+            );
+        }
+        Outcome::Suppressed(reason.to_string())
     }
 
     /// Parks a permanent failure on the dead-letter topic, when one is

@@ -2,6 +2,7 @@
 //! what its channel needs (`SMTP_*`, `EMAIL_*`; `TWILIO_*`, `SMS_*`).
 
 use labrelay_runtime::origin_guard::AllowedHosts;
+use labrelay_runtime::secret::{Secret, secret_from_vars};
 use labrelay_runtime::trace;
 
 use crate::dead_letter::DeadLetterSetting;
@@ -36,6 +37,13 @@ pub struct ReceiverSettings {
     /// [`labrelay_runtime::origin_guard`]). `None`: loopback names on a
     /// loopback address, any host beyond it.
     pub allowed_hosts: Option<AllowedHosts>,
+    /// The key of the hash suppressed recipients are stored under
+    /// (`SUPPRESSION_KEY` or `SUPPRESSION_KEY_FILE`; see
+    /// [`subject_hash`](crate::notify_log::subject_hash)). Every service and
+    /// `labrelay suppressions` sharing a notification log must use the same
+    /// one; changing it forgets every suppression. `None`: an empty key,
+    /// with a warning at start.
+    pub suppression_key: Option<Secret>,
 }
 
 impl Default for ReceiverSettings {
@@ -49,6 +57,7 @@ impl Default for ReceiverSettings {
             push_answer: PushAnswer::Early,
             trace_project: None,
             allowed_hosts: None,
+            suppression_key: None,
         }
     }
 }
@@ -65,7 +74,9 @@ impl ReceiverSettings {
     ///   `when-done` on Cloud Run (`K_SERVICE` set), else `early`;
     /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
     ///   trace names in log lines belong to;
-    /// - `ALLOWED_HOSTS` ([`AllowedHosts::from_vars`]).
+    /// - `ALLOWED_HOSTS` ([`AllowedHosts::from_vars`]);
+    /// - `SUPPRESSION_KEY` or `SUPPRESSION_KEY_FILE`: the key suppressions
+    ///   are hashed with.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<ReceiverSettings> {
         Ok(ReceiverSettings {
             push_auth: PushAuth::from_vars(&get)?,
@@ -74,6 +85,7 @@ impl ReceiverSettings {
             push_answer: PushAnswer::from_vars(&get)?,
             trace_project: trace::project_from_vars(&get),
             allowed_hosts: AllowedHosts::from_vars(&get)?,
+            suppression_key: secret_from_vars(&get, "SUPPRESSION_KEY")?,
         })
     }
 }

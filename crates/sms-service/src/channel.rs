@@ -6,7 +6,8 @@
 //! | --- | --- | --- |
 //! | no owner phone; a number outside `SMS_ALLOWED_COUNTRIES` | `skipped` | 204 |
 //! | an invalid E.164 number | `invalid_number` | 422 |
-//! | Twilio refused the message (21211, 21610, 21614, other 4xx) | `refused` | 422 |
+//! | the owner's number is suppressed (opted out), or Twilio says so now (21610, which suppresses it) | `suppressed` | 204 |
+//! | Twilio refused the message (21211, 21614, other 4xx) | `refused` | 422 |
 //! | Twilio refused our credentials or sender (401/20003, 21606, ...): an operator can fix it | `misconfigured` | 503 |
 //! | Twilio 429 | `rate_limited` | 503 |
 //! | Twilio 5xx | `provider_error` | 503 |
@@ -16,14 +17,19 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use labrelay_contract::LabReport;
-use labrelay_receiver::{Channel, Failure, NotSent};
+use labrelay_receiver::notify_log::{NotifyLogSetting, notification_hash};
+use labrelay_receiver::{Channel, Facts, Failure, NotSent};
+use labrelay_runtime::secret::Secret;
+use labrelay_templates::Templates;
 
 use crate::notice;
 use crate::phone::{PhoneError, PhoneNumber};
 use crate::settings::countries::AllowedCountries;
 use crate::settings::{DEFAULT_TWILIO_TIMEOUT, Delivery, Settings};
 use crate::transport::{SendError, Transport};
+use crate::webhooks;
 
 /// One SMS to send.
 pub(crate) struct Sms {
@@ -32,6 +38,9 @@ pub(crate) struct Sms {
     pub message_id: String,
     pub to: PhoneNumber,
     pub body: String,
+    /// Where Twilio posts this message's delivery receipts, naming its
+    /// notification: `PUBLIC_URL/twilio/status?report=ID&n=HASH`.
+    pub status_callback: Option<String>,
 }
 
 /// SMS, through Twilio or into a directory outbox.
@@ -40,20 +49,41 @@ pub(crate) struct SmsChannel {
     /// Where SMS may go (`SMS_ALLOWED_COUNTRIES`).
     allowed_countries: AllowedCountries,
     answer_within: Duration,
+    templates: Templates,
+    /// With Twilio, `PUBLIC_URL` and the notification log: the auth token
+    /// webhooks are signed with, and where Twilio reaches them.
+    webhooks: Option<(Secret, String)>,
 }
 
 impl SmsChannel {
-    /// Fails on invalid settings or an outbox directory that cannot be
-    /// created.
+    /// Fails on a broken template (naming its file, line and problem),
+    /// invalid settings or an outbox directory that cannot be created.
     pub fn new(settings: &Settings) -> anyhow::Result<SmsChannel> {
+        let templates =
+            notice::templates(&settings.templates).context("checking the SMS templates")?;
         let transport = Transport::new(settings)?;
         if let Delivery::Twilio(_) = settings.delivery {
             settings.allowed_countries.log_at_start();
         }
+        let webhooks = match &settings.delivery {
+            Delivery::Twilio(twilio) => match (&twilio.public_url, &settings.receiver.notify_log) {
+                (Some(_), NotifyLogSetting::Off) => {
+                    tracing::warn!(
+                        "PUBLIC_URL is set but NOTIFY_LOG is not: no delivery receipts or inbound opt-outs, which are kept in the notification log"
+                    );
+                    None
+                }
+                (Some(url), _) => Some((twilio.auth_token.clone(), url.clone())),
+                (None, _) => None,
+            },
+            Delivery::Outbox(_) => None,
+        };
         Ok(SmsChannel {
             transport,
             allowed_countries: settings.allowed_countries.clone(),
             answer_within: answer_within(&settings.delivery),
+            templates,
+            webhooks,
         })
     }
 }
@@ -100,11 +130,28 @@ impl Channel for SmsChannel {
                 "the owner's phone number is outside SMS_ALLOWED_COUNTRIES",
             ));
         }
+        let status_callback = self.webhooks.as_ref().map(|(_, public_url)| {
+            let mut url = format!("{public_url}{}?", webhooks::STATUS_PATH);
+            // The notification's key in the log, as the push handler makes
+            // it: a receipt attaches to it whichever send's SID it carries.
+            url.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .append_pair("report", &report.id.to_string())
+                    .append_pair("n", &notification_hash(report, to.as_str()))
+                    .finish(),
+            );
+            url
+        });
         Ok(Sms {
             report_id: report.id.to_string(),
             message_id: message_id.to_string(),
-            body: notice::compose(report),
+            body: notice::compose(&self.templates, self.templates.locale_for(report), report)
+                .map_err(|error| {
+                    tracing::error!(error = %error, "rendering the SMS failed");
+                    NotSent::Internal
+                })?,
             to,
+            status_callback,
         })
     }
 
@@ -122,12 +169,25 @@ impl Channel for SmsChannel {
     fn describe(&self) -> String {
         self.transport.describe()
     }
+
+    fn webhooks(&self, facts: Option<Facts>) -> axum::Router {
+        match (&self.webhooks, facts) {
+            (Some((auth_token, public_url)), Some(facts)) => {
+                webhooks::router(auth_token.clone(), public_url, facts)
+            }
+            _ => axum::Router::new(),
+        }
+    }
 }
 
 fn invalid_number(error: &PhoneError) -> Failure {
     let text = format!("owner.phone {error}");
     Failure::permanent("invalid_number", text.clone(), text)
 }
+
+/// Twilio's "Attempt to send to unsubscribed recipient": the owner texted
+/// STOP to our sender.
+const OPTED_OUT: u32 = 21610;
 
 /// What the broker is told and the log says about a send that failed.
 /// Only Twilio refusing the message itself is permanent; everything else
@@ -146,6 +206,13 @@ fn failure_of(error: &SendError) -> Failure {
         SendError::Outbox(_) => Failure::transient("outbox_error", RETRY_LATER, detail),
     };
     failure.provider_code = error.twilio_code();
+    if let SendError::Refused {
+        code: Some(code @ OPTED_OUT),
+        ..
+    } = error
+    {
+        failure = failure.suppresses(format!("twilio {code}"));
+    }
     if let SendError::RateLimited { retry_after, .. } = error {
         failure.retry_after.clone_from(retry_after);
     }
@@ -267,6 +334,12 @@ mod tests {
             "Twilio refused the message (HTTP 400, code 21610)"
         );
         assert_eq!(refused.provider_code, Some(21610));
+        assert_eq!(refused.suppress.as_deref(), Some("twilio 21610"));
+        let invalid = failure_of(&SendError::Refused {
+            status: 400,
+            code: Some(21211),
+        });
+        assert_eq!(invalid.suppress, None);
         let limited = failure_of(&SendError::RateLimited {
             code: Some(20429),
             retry_after: Some("5".into()),

@@ -35,6 +35,8 @@
 //! - [`notice`]: the SMS text, shortened to fit one segment.
 //! - `transport`: Twilio or the outbox, and how sending fails.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
+//! - [`webhooks`]: Twilio's calls to us (`POST /twilio/status`, delivery
+//!   receipts; `POST /twilio/inbound`, STOP and START), signature-checked.
 //! - `outbox`: one JSON file per message, written atomically.
 //!   It writes through [`labrelay_receiver::group_write`] (group commit).
 //!
@@ -52,6 +54,7 @@ pub mod segments;
 pub mod settings;
 mod transport;
 mod twilio;
+pub mod webhooks;
 
 use std::future::Future;
 

@@ -1,10 +1,15 @@
 //! The text of the SMS: a short notice that results are ready, never the
 //! results themselves, always one segment long.
 //!
-//! The full form is
+//! The words are the `sms.txt` template of the report's locale
+//! ([`labrelay_templates`]); line breaks and runs of spaces in what it
+//! renders become one space. The built-in English one reads
 //! `"{clinic}: {pet}'s lab results are ready. Check your email or call {clinic phone}. Ref {id}"`;
 //! parts the report lacks are left out ("Your pet's", "Check your email."
-//! or "Call {phone}." alone, nothing when neither is known).
+//! or "Call {phone}." alone, nothing when neither is known). The template
+//! sees only `clinic.name`, `clinic.phone`, `pet.name`, `report_id`,
+//! `has_email` and `locale`, and each optional part may be `none`: it is
+//! dropped to make room.
 //!
 //! When that does not fit one segment (see [`crate::segments`]) the notice
 //! keeps the most useful parts that fit, in this order of importance: the
@@ -21,6 +26,8 @@
 //! would, so that pasted punctuation does not halve the room.
 
 use labrelay_contract::LabReport;
+use labrelay_templates::{Kind, Locale, TemplateError, TemplateSettings, Templates};
+use serde::Serialize;
 
 use crate::segments::{self, Encoding};
 
@@ -39,34 +46,104 @@ const REFERENCE: u8 = 4;
 const PHONE: u8 = 2;
 const CLINIC: u8 = 1;
 
-/// The SMS body for `report`.
-pub fn compose(report: &LabReport) -> String {
+/// The SMS templates, built in and the clinic's, compiled and checked
+/// ([`check`]): what the service renders with, or why it cannot start.
+pub fn templates(settings: &TemplateSettings) -> Result<Templates, TemplateError> {
+    let templates = Templates::load(settings, &[Kind::Sms])?;
+    check(&templates)?;
+    Ok(templates)
+}
+
+/// Checks every locale's `sms.txt` at start: it renders the sample
+/// reports, and the notice without its optional parts (which is all a
+/// report with long names may keep) fits one segment.
+pub fn check(templates: &Templates) -> Result<(), TemplateError> {
+    for locale in templates.locales() {
+        for sample in labrelay_templates::sample_reports() {
+            compose(templates, locale, &sample)?;
+        }
+        for has_email in [true, false] {
+            let fields = Fields {
+                has_email,
+                ..Fields::default()
+            };
+            let bare = fields.render(templates, locale, &Plan::new(&fields, 0), "...")?;
+            let length = segments::measure(&bare);
+            if !length.fits_one_segment() {
+                return Err(TemplateError::Unusable {
+                    file: templates.file(locale, Kind::Sms),
+                    problem: format!(
+                        "without the optional parts (clinic, pet, phone, reference) the notice is \
+                         {} units of {}, more than one segment ({}): {bare:?}",
+                        length.units,
+                        match length.encoding {
+                            Encoding::Gsm7 => "GSM-7",
+                            Encoding::Ucs2 => "UCS-2",
+                        },
+                        length.single_segment_limit()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SMS body for `report`, in `locale`.
+pub fn compose(
+    templates: &Templates,
+    locale: &Locale,
+    report: &LabReport,
+) -> Result<String, TemplateError> {
     let fields = Fields::from_report(report);
     let available = fields.available();
     for parts in (0..=available).rev().filter(|p| p & !available == 0) {
         let mut plan = Plan::new(&fields, parts);
-        let ellipsis = match segments::measure(&fields.render(&plan, "...")).encoding {
+        let probe = fields.render(templates, locale, &plan, "...")?;
+        let ellipsis = match segments::measure(&probe).encoding {
             Encoding::Gsm7 => "...",
             // Already UCS-2: the one-character ellipsis costs nothing extra.
             Encoding::Ucs2 => "\u{2026}",
         };
         loop {
-            let text = fields.render(&plan, ellipsis);
+            let text = fields.render(templates, locale, &plan, ellipsis)?;
             let length = segments::measure(&text);
             if length.fits_one_segment() {
-                return text;
+                return Ok(text);
             }
             if !plan.cut(length.units - length.single_segment_limit()) {
                 break;
             }
         }
     }
-    // Not reached: without optional parts (tried last) the notice is at most
-    // 51 characters of GSM-7.
-    fields.render(&Plan::new(&fields, 0), "...")
+    // Not reached: without optional parts (tried last) the notice fits, as
+    // `check` made sure at start.
+    fields.render(templates, locale, &Plan::new(&fields, 0), "...")
+}
+
+/// What `sms.txt` sees.
+#[derive(Serialize)]
+struct Context<'a> {
+    locale: &'a str,
+    report_id: Option<&'a str>,
+    clinic: ClinicContext,
+    pet: PetContext,
+    has_email: bool,
+}
+
+#[derive(Serialize)]
+struct ClinicContext {
+    name: Option<String>,
+    phone: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PetContext {
+    name: Option<String>,
 }
 
 /// What the notice may mention, cleaned up.
+#[derive(Default)]
 struct Fields {
     clinic: Option<String>,
     pet: Option<String>,
@@ -112,39 +189,38 @@ impl Fields {
         .fold(0, |bits, (_, bit)| bits | bit)
     }
 
-    fn render(&self, plan: &Plan, ellipsis: &str) -> String {
-        let mut text = String::with_capacity(2 * FIELD_CAP);
-        if let (Some(clinic), Some(max)) = (&self.clinic, plan.clinic) {
-            text.push_str(&truncate(clinic, max, ellipsis));
-            text.push_str(": ");
-        }
-        match (&self.pet, plan.pet) {
-            (Some(pet), Some(max)) => {
-                text.push_str(&truncate(pet, max, ellipsis));
-                text.push_str("'s lab results are ready.");
-            }
-            _ => text.push_str("Your pet's lab results are ready."),
-        }
-        let phone = self.clinic_phone.as_deref().filter(|_| plan.phone);
-        match (self.has_email, phone) {
-            (true, Some(phone)) => {
-                text.push_str(" Check your email or call ");
-                text.push_str(phone);
-                text.push('.');
-            }
-            (true, None) => text.push_str(" Check your email."),
-            (false, Some(phone)) => {
-                text.push_str(" Call ");
-                text.push_str(phone);
-                text.push('.');
-            }
-            (false, None) => {}
-        }
-        if let (Some(id), true) = (&self.id, plan.reference) {
-            text.push_str(" Ref ");
-            text.push_str(id);
-        }
-        text
+    /// The notice showing what `plan` keeps, on one line.
+    fn render(
+        &self,
+        templates: &Templates,
+        locale: &Locale,
+        plan: &Plan,
+        ellipsis: &str,
+    ) -> Result<String, TemplateError> {
+        let cut = |field: &Option<String>, max: Option<usize>| {
+            field
+                .as_deref()
+                .zip(max)
+                .map(|(text, max)| truncate(text, max, ellipsis))
+        };
+        let context = Context {
+            locale: locale.name(),
+            report_id: self.id.as_deref().filter(|_| plan.reference),
+            clinic: ClinicContext {
+                name: cut(&self.clinic, plan.clinic),
+                phone: self.clinic_phone.clone().filter(|_| plan.phone),
+            },
+            pet: PetContext {
+                name: cut(&self.pet, plan.pet),
+            },
+            has_email: self.has_email,
+        };
+        let text = templates.render(
+            locale,
+            Kind::Sms,
+            minijinja::Value::from(minijinja::value::Serde(&context)),
+        )?;
+        Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 }
 
@@ -251,8 +327,15 @@ mod tests {
         LabReport::parse(json.to_string().as_bytes()).unwrap()
     }
 
+    fn built_in() -> Templates {
+        templates(&TemplateSettings::default()).unwrap()
+    }
+
+    /// The notice in the report's locale, from the built-in templates.
     fn notice(json: serde_json::Value) -> String {
-        let text = compose(&report(json));
+        let report = report(json);
+        let templates = built_in();
+        let text = compose(&templates, templates.locale_for(&report), &report).unwrap();
         assert!(measure(&text).fits_one_segment(), "{text:?}");
         text
     }
@@ -381,7 +464,13 @@ mod tests {
         let fields = Fields::from_report(&report(serde_json::json!({
             "id": "🐶", "owner": {"email": "a@example.com"}
         })));
-        let bare = fields.render(&Plan::new(&fields, 0), "...");
+        let templates = built_in();
+        let english = templates
+            .locale_for(&report(serde_json::json!({"id": 1})))
+            .clone();
+        let bare = fields
+            .render(&templates, &english, &Plan::new(&fields, 0), "...")
+            .unwrap();
         assert_eq!(bare, "Your pet's lab results are ready. Check your email.");
         assert!(bare.chars().count() <= segments::UCS2_SINGLE);
     }
@@ -394,6 +483,75 @@ mod tests {
         }));
         assert_eq!(text, "\"Bud\" O'Malley...'s lab results are ready. Ref A-1");
         assert_eq!(measure(&text).encoding, Encoding::Gsm7);
+    }
+
+    #[test]
+    fn a_korean_notice_is_ucs2_and_fits_one_segment_with_ordinary_names() {
+        let korean = |pet: &str, clinic: &str| {
+            serde_json::json!({
+                "id": 12,
+                "clinic": {"name": clinic, "phone": "+8225550000"},
+                "pet": {"name": pet},
+                "owner": {"name": "김민준", "email": "a@example.com", "locale": "ko-KR"},
+            })
+        };
+        let text = notice(korean("초코", "펫시어리 강남점"));
+        assert_eq!(
+            text,
+            "[펫시어리 강남점] 초코의 검사 결과가 나왔습니다. 이메일을 확인해 주세요. 문의 +8225550000 참조 12"
+        );
+        let length = measure(&text);
+        assert_eq!((length.encoding, length.units), (Encoding::Ucs2, 63));
+        for pet in [
+            "보리",
+            "콩이",
+            "나비",
+            "두부",
+            "망고",
+            "해피",
+            "뭉치",
+            "까미",
+            "초롱이",
+        ] {
+            let text = notice(korean(pet, "펫시어리 강남점"));
+            assert!(
+                text.starts_with(&format!("[펫시어리 강남점] {pet}의 ")),
+                "{text}"
+            );
+            assert!(text.ends_with("참조 12"), "{text}");
+        }
+        // A long English clinic name gives way to the pet and the reference.
+        let text = notice(korean("초코", "Pet Theory Downtown"));
+        assert_eq!(
+            text,
+            "초코의 검사 결과가 나왔습니다. 이메일을 확인해 주세요. 문의 +8225550000 참조 12"
+        );
+    }
+
+    #[test]
+    fn a_clinic_template_that_cannot_fit_one_segment_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let sms = dir.path().join("ko/sms.txt");
+        std::fs::create_dir_all(sms.parent().unwrap()).unwrap();
+        std::fs::write(&sms, format!("{} {{{{ report_id }}}}", "가".repeat(71))).unwrap();
+        let settings = TemplateSettings {
+            dir: Some(dir.path().to_path_buf()),
+            ..TemplateSettings::default()
+        };
+        let error = templates(&settings).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("template {}: ", sms.display()))
+                && error.contains("71 units of UCS-2, more than one segment (70)"),
+            "{error}"
+        );
+        // Within a segment once the reference is dropped: accepted, and the
+        // reference gives way when it does not fit.
+        std::fs::write(&sms, format!("{} {{{{ report_id }}}}", "가".repeat(60))).unwrap();
+        let templates = templates(&settings).unwrap();
+        let json = serde_json::json!({"id": "R-123456789", "owner": {"locale": "ko"}});
+        let report = report(json);
+        let text = compose(&templates, templates.locale_for(&report), &report).unwrap();
+        assert_eq!(text, "가".repeat(60));
     }
 
     #[test]

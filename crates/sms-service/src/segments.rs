@@ -148,6 +148,14 @@ mod tests {
             (format!("{}a", gsm(35, "🐶")), Encoding::Ucs2, 71, 2),
             (gsm(134, "中"), Encoding::Ucs2, 134, 2),
             (gsm(135, "中"), Encoding::Ucs2, 135, 3),
+            // Hangul is UCS-2, one code unit a syllable: 70 in one
+            // segment, 67 a segment once split.
+            ("검사 결과가 나왔습니다".into(), Encoding::Ucs2, 12, 1),
+            (gsm(70, "한"), Encoding::Ucs2, 70, 1),
+            (gsm(71, "한"), Encoding::Ucs2, 71, 2),
+            (gsm(134, "한"), Encoding::Ucs2, 134, 2),
+            (gsm(135, "한"), Encoding::Ucs2, 135, 3),
+            (format!("{}a", gsm(69, "한")), Encoding::Ucs2, 70, 1),
         ];
         for (text, encoding, units, segments) in cases {
             let length = measure(&text);

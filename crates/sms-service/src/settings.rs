@@ -5,8 +5,10 @@
 //! `SMS_FROM` as the sender it records), or Twilio (`TWILIO_ACCOUNT_SID`,
 //! `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`, `TWILIO_FROM` or
 //! `TWILIO_MESSAGING_SERVICE_SID`, optional `TWILIO_API_BASE` and
-//! `TWILIO_TIMEOUT_SECS`). `SMS_ALLOWED_COUNTRIES` limits the destinations
-//! (see [`countries`]). Empty variables count as unset.
+//! `TWILIO_TIMEOUT_SECS`, and `PUBLIC_URL`, where Twilio reaches this
+//! service's webhooks). `SMS_ALLOWED_COUNTRIES` limits the destinations
+//! (see [`countries`]). `DEFAULT_LOCALE` and `TEMPLATES_DIR` choose the
+//! words ([`TemplateSettings`]). Empty variables count as unset.
 
 pub mod countries;
 
@@ -17,6 +19,7 @@ use anyhow::{Context as _, bail};
 
 use labrelay_receiver::ReceiverSettings;
 use labrelay_runtime::secret::{Secret, secret_from_vars};
+use labrelay_templates::TemplateSettings;
 
 use crate::phone::PhoneNumber;
 use countries::AllowedCountries;
@@ -47,6 +50,9 @@ pub struct Settings {
     /// verified by default when read from the environment; everything is
     /// off in the constructors for code and tests.
     pub receiver: ReceiverSettings,
+    /// The clinic's default locale (`DEFAULT_LOCALE`) and its own
+    /// templates (`TEMPLATES_DIR`); checked when the service starts.
+    pub templates: TemplateSettings,
 }
 
 /// How messages leave the service.
@@ -75,6 +81,13 @@ pub struct TwilioSettings {
     pub api_base: String,
     /// `TWILIO_TIMEOUT_SECS`; see [`DEFAULT_TWILIO_TIMEOUT`].
     pub timeout: Duration,
+    /// `PUBLIC_URL`: where Twilio reaches this service (on Cloud Run, the
+    /// service's URL), without a trailing path. With it and `NOTIFY_LOG`,
+    /// every message asks for delivery receipts at
+    /// `PUBLIC_URL/twilio/status`, and STOP/START texted to the sender
+    /// are taken at `PUBLIC_URL/twilio/inbound`; both check Twilio's
+    /// signature against this URL. `None`: neither.
+    pub public_url: Option<String>,
 }
 
 /// Who the message is from, as Twilio's `From` or `MessagingServiceSid`.
@@ -95,6 +108,7 @@ impl Settings {
             }),
             allowed_countries: AllowedCountries::default(),
             receiver: ReceiverSettings::default(),
+            templates: TemplateSettings::default(),
         }
     }
 
@@ -107,9 +121,11 @@ impl Settings {
                 sender,
                 api_base: DEFAULT_TWILIO_API_BASE.to_string(),
                 timeout: DEFAULT_TWILIO_TIMEOUT,
+                public_url: None,
             }),
             allowed_countries: AllowedCountries::default(),
             receiver: ReceiverSettings::default(),
+            templates: TemplateSettings::default(),
         }
     }
 
@@ -140,6 +156,7 @@ impl Settings {
             delivery,
             allowed_countries,
             receiver,
+            templates: TemplateSettings::from_vars(&get)?,
         };
         settings.validate()?;
         Ok(settings)
@@ -176,6 +193,20 @@ impl Settings {
         }
         if base.query().is_some() || !base.username().is_empty() || base.password().is_some() {
             bail!("TWILIO_API_BASE must not carry a query or credentials");
+        }
+        if let Some(public) = &twilio.public_url {
+            let url = reqwest::Url::parse(public)
+                .with_context(|| format!("PUBLIC_URL {public:?} is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.cannot_be_a_base()
+                || url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+            {
+                bail!(
+                    "PUBLIC_URL must be an http:// or https:// URL without a query or credentials, like https://sms-service-abc-uc.a.run.app"
+                );
+            }
         }
         Ok(())
     }
@@ -215,6 +246,7 @@ fn twilio_from_vars(
             .map(|b| b.trim().to_string())
             .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.to_string()),
         timeout,
+        public_url: var("PUBLIC_URL").map(|u| u.trim().trim_end_matches('/').to_string()),
     })
 }
 

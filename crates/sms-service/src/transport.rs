@@ -70,7 +70,11 @@ impl Transport {
     /// Sends `sms`; on success, Twilio's message SID or the outbox file name.
     pub async fn send(&self, sms: &Sms) -> Result<Option<String>, SendError> {
         match self {
-            Transport::Twilio(client) => client.send(&sms.to, &sms.body).await,
+            Transport::Twilio(client) => {
+                client
+                    .send(&sms.to, &sms.body, sms.status_callback.as_deref())
+                    .await
+            }
             Transport::Outbox(outbox) => outbox.write(sms).await.map(Some),
         }
     }

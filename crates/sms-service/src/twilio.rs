@@ -81,17 +81,28 @@ impl TwilioClient {
         &self.api_base
     }
 
-    /// Creates the message; returns its SID (`SM...`) when Twilio gives one.
-    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Option<String>, SendError> {
+    /// Creates the message, asking for its delivery receipts at
+    /// `status_callback` when given; returns its SID (`SM...`) when Twilio
+    /// gives one.
+    pub async fn send(
+        &self,
+        to: &PhoneNumber,
+        body: &str,
+        status_callback: Option<&str>,
+    ) -> Result<Option<String>, SendError> {
         let sender = match &self.sender {
             TwilioSender::From(from) => ("From", from.as_str()),
             TwilioSender::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
         };
+        let mut form = vec![("To", to.as_str()), sender, ("Body", body)];
+        if let Some(url) = status_callback {
+            form.push(("StatusCallback", url));
+        }
         let response = self
             .http
             .post(self.messages_url.clone())
             .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-            .form(&[("To", to.as_str()), sender, ("Body", body)])
+            .form(&form)
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
@@ -246,6 +257,7 @@ mod tests {
                 sender: TwilioSender::From("+15551230000".into()),
                 api_base: base.into(),
                 timeout: Duration::from_secs(1),
+                public_url: None,
             };
             TwilioClient::new(&settings)
                 .unwrap()

@@ -33,8 +33,10 @@ pub enum Mode {
     Accept,
     /// 451, a temporary failure.
     TempFail,
-    /// 550, a permanent failure.
+    /// 550, a permanent failure (5.7.1, rejected by policy).
     PermFail,
+    /// 550 5.1.1 to RCPT: no such mailbox.
+    NoSuchMailbox,
     /// 451 to the end of DATA only, once the client has sent the whole
     /// message; RCPT is accepted.
     TempFailAfterData,
@@ -49,6 +51,7 @@ impl Mode {
             Mode::Accept => "accept".into(),
             Mode::TempFail => "451".into(),
             Mode::PermFail => "550".into(),
+            Mode::NoSuchMailbox => "550-mailbox".into(),
             Mode::TempFailAfterData => "451-data".into(),
             Mode::Slow(delay) => format!("slow {}", delay.as_secs_f64()),
         }

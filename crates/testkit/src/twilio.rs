@@ -14,6 +14,14 @@
 //!
 //! Segments are counted here independently of the sms-service, so a test can
 //! check the service's own counting against `SentSms::num_segments`.
+//!
+//! Like Twilio, it calls a message's `StatusCallback` (form-encoded
+//! `MessageSid`, `MessageStatus`, `ErrorCode`, `To`, ... signed with
+//! `X-Twilio-Signature`, computed here independently of the sms-service),
+//! once per status of the [`set_callbacks`](TwilioStandIn::set_callbacks)
+//! plan, in its order, duplicates included: by default `sent` then
+//! `delivered`. [`inbound`](TwilioStandIn::inbound) posts a text to the
+//! clinic's number as Twilio would.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher as _, RandomState};
@@ -71,6 +79,8 @@ pub struct SentSms {
     pub num_segments: u32,
     /// When the stand-in accepted it.
     pub accepted_at: SystemTime,
+    /// The `StatusCallback` it was sent with.
+    pub status_callback: Option<String>,
 }
 
 struct Shared {
@@ -81,6 +91,10 @@ struct Shared {
     script: Mutex<VecDeque<Mode>>,
     requests: watch::Sender<usize>,
     messages: watch::Sender<Vec<SentSms>>,
+    /// The statuses each accepted message's callback is called with.
+    callbacks: Mutex<Vec<Callback>>,
+    /// The HTTP status of every callback call, in order.
+    callback_answers: watch::Sender<Vec<u16>>,
     stopping: watch::Sender<bool>,
 }
 
@@ -105,6 +119,11 @@ impl TwilioStandIn {
             script: Mutex::new(VecDeque::new()),
             requests: watch::Sender::new(0),
             messages: watch::Sender::new(Vec::new()),
+            callbacks: Mutex::new(vec![
+                Callback::status("sent"),
+                Callback::status("delivered"),
+            ]),
+            callback_answers: watch::Sender::new(Vec::new()),
             stopping: watch::Sender::new(false),
         });
         let app = Router::new()
@@ -140,6 +159,72 @@ impl TwilioStandIn {
             .lock()
             .unwrap()
             .extend(std::iter::repeat_n(mode, n));
+    }
+
+    /// The statuses each message accepted from now on is reported with,
+    /// in this order (late, repeated or out of order as a test likes).
+    pub fn set_callbacks(&self, plan: Vec<Callback>) {
+        *self.shared.callbacks.lock().unwrap() = plan;
+    }
+
+    /// The HTTP status of every status callback call so far.
+    pub fn callback_answers(&self) -> Vec<u16> {
+        self.shared.callback_answers.borrow().clone()
+    }
+
+    /// Waits until `n` status callbacks were answered; returns the answers.
+    pub async fn wait_for_callback_answers(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<u16>> {
+        let mut answers = self.shared.callback_answers.subscribe();
+        match tokio::time::timeout(timeout, answers.wait_for(|a| a.len() >= n)).await {
+            Ok(Ok(answers)) => Ok(answers.clone()),
+            _ => anyhow::bail!(
+                "{} of {n} status callbacks were answered within {timeout:?}",
+                self.callback_answers().len()
+            ),
+        }
+    }
+
+    /// `X-Twilio-Signature` of a request to `url` with `params`, signed
+    /// with this stand-in's auth token.
+    pub fn sign(&self, url: &str, params: &[(&str, &str)]) -> String {
+        sign(&self.shared.auth_token, url, params)
+    }
+
+    /// Posts `params` to `url` as Twilio posts a webhook, with
+    /// `signature` (a forged one) or else a valid one; the HTTP status.
+    pub async fn post_webhook(
+        &self,
+        url: &str,
+        params: &[(&str, &str)],
+        signature: Option<&str>,
+    ) -> anyhow::Result<u16> {
+        let signature = signature.map_or_else(|| self.sign(url, params), str::to_string);
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("X-Twilio-Signature", signature)
+            .form(params)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
+    /// `from` texts `body` to the clinic's number: Twilio's inbound
+    /// message webhook at `url`, signed. The HTTP status.
+    pub async fn inbound(&self, url: &str, from: &str, body: &str) -> anyhow::Result<u16> {
+        let account = self.shared.account_sid.clone();
+        let params = [
+            ("AccountSid", account.as_str()),
+            ("MessageSid", "SMinbound0000000000000000000000000"),
+            ("From", from),
+            ("To", "+15005550006"),
+            ("Body", body),
+            ("NumMedia", "0"),
+        ];
+        self.post_webhook(url, &params, None).await
     }
 
     /// The messages accepted so far, in order.
@@ -245,6 +330,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let Some(body) = body else {
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     };
+    let callback = param("StatusCallback");
     if body.chars().count() > 1600 {
         return twilio_error(
             StatusCode::BAD_REQUEST,
@@ -296,7 +382,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             let shared = Arc::clone(&shared);
             let accepting = tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                accept(&shared, to, from, service, body)
+                accept(&shared, to, from, service, body, callback)
             });
             return accepting
                 .await
@@ -304,7 +390,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
     }
     let cut = mode == Mode::CutBody;
-    let response = accept(&shared, to, from, service, body);
+    let response = accept(&shared, to, from, service, body, callback);
     if cut {
         cut_body(response).await
     } else {
@@ -348,6 +434,7 @@ fn accept(
     from: Option<String>,
     service: Option<String>,
     body: String,
+    callback: Option<String>,
 ) -> Response {
     let sent = SentSms {
         sid: message_sid(),
@@ -357,10 +444,100 @@ fn accept(
         messaging_service_sid: service,
         body,
         accepted_at: SystemTime::now(),
+        status_callback: callback.clone(),
     };
     let resource = message_resource(&shared.account_sid, &sent);
+    if let Some(url) = callback {
+        let plan = shared.callbacks.lock().unwrap().clone();
+        tokio::spawn(call_back(
+            shared.auth_token.clone(),
+            shared.account_sid.clone(),
+            shared.callback_answers.clone(),
+            url,
+            sent.clone(),
+            plan,
+        ));
+    }
     shared.messages.send_modify(|m| m.push(sent));
     (StatusCode::CREATED, Json(resource)).into_response()
+}
+
+/// One status callback call: the status, and Twilio's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub status: &'static str,
+    pub error_code: Option<u32>,
+}
+
+impl Callback {
+    pub fn status(status: &'static str) -> Callback {
+        Callback {
+            status,
+            error_code: None,
+        }
+    }
+
+    /// `undelivered` or `failed` with this error code (30003, 21610, ...).
+    pub fn error(status: &'static str, code: u32) -> Callback {
+        Callback {
+            status,
+            error_code: Some(code),
+        }
+    }
+}
+
+/// Calls `url` once per status of `plan`, in order, after the 201 went
+/// out, each call signed as Twilio signs it.
+async fn call_back(
+    auth_token: String,
+    account_sid: String,
+    answers: watch::Sender<Vec<u16>>,
+    url: String,
+    sms: SentSms,
+    plan: Vec<Callback>,
+) {
+    let client = reqwest::Client::new();
+    let sender = sms.from.clone().unwrap_or_default();
+    for callback in plan {
+        let code = callback.error_code.map(|c| c.to_string());
+        let mut params = vec![
+            ("AccountSid", account_sid.as_str()),
+            ("ApiVersion", "2010-04-01"),
+            ("From", sender.as_str()),
+            ("MessageSid", sms.sid.as_str()),
+            ("MessageStatus", callback.status),
+            ("SmsSid", sms.sid.as_str()),
+            ("SmsStatus", callback.status),
+            ("To", sms.to.as_str()),
+        ];
+        if let Some(code) = &code {
+            params.push(("ErrorCode", code));
+        }
+        let status = client
+            .post(&url)
+            .header("X-Twilio-Signature", sign(&auth_token, &url, &params))
+            .form(&params)
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        answers.send_modify(|a| a.push(status));
+    }
+}
+
+/// Base64(HMAC-SHA1(auth token, URL + each parameter's name and value,
+/// sorted by name)): Twilio's `X-Twilio-Signature`.
+pub fn sign(auth_token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    use hmac::Mac as _;
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    STANDARD.encode(mac.finalize().into_bytes())
 }
 
 fn authorized(headers: &HeaderMap, shared: &Shared) -> bool {

@@ -105,7 +105,7 @@ pub(super) fn overview(console: &Console) -> Overview {
 pub(super) struct Channel {
     pub(super) subscription: String,
     /// `pending`, `retrying`, `delivered`, `skipped`, `duplicate`,
-    /// `acked` (by a pull subscriber), `dead-lettered`, `parked` or
+    /// `suppressed` (the recipient opted out or has no mailbox), `acked` (by a pull subscriber), `dead-lettered`, `parked` or
     /// `replayed`.
     pub(super) state: &'static str,
     pub(super) attempts: u32,
@@ -157,6 +157,7 @@ pub(crate) fn channels(message: &JournalMessage) -> Vec<Channel> {
                 match acked.outcome.as_deref() {
                     Some("skipped") => "skipped",
                     Some("duplicate") => "duplicate",
+                    Some("suppressed") => "suppressed",
                     // The receiver parked it on the dead-letter topic.
                     Some("dead-lettered") => "dead-lettered",
                     _ => "delivered",
@@ -336,6 +337,14 @@ mod tests {
                 ],
                 &[],
                 ["delivered", "duplicate"],
+            ),
+            (
+                vec![
+                    event("email", "push", Some(204), Some("suppressed")),
+                    event("sms", "push", Some(204), Some("sent")),
+                ],
+                &[],
+                ["suppressed", "delivered"],
             ),
             (
                 vec![

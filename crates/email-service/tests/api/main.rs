@@ -10,3 +10,4 @@ mod log_forging;
 mod metrics;
 mod outbox;
 mod smtp;
+mod suppression;

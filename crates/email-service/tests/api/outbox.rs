@@ -80,3 +80,53 @@ async fn an_unwritable_outbox_is_transient() {
     let response = app.push(&envelope(&full_report("LR-22"), "1", 1)).await;
     assert_eq!(response.status(), 503);
 }
+
+/// A clinic's template that does not compile stops the service before it
+/// serves, with an error naming the file, the line and the problem; a
+/// good one is what owners get.
+#[tokio::test]
+async fn a_clinic_template_is_checked_at_start_and_then_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let templates = dir.path().join("templates");
+    let subject = templates.join("en").join("email_subject.txt");
+    std::fs::create_dir_all(subject.parent().unwrap()).unwrap();
+    std::fs::write(&subject, "Results\n{% if pet.name %}for {{ pet.name }}").unwrap();
+    let vars = |templates: &Path| {
+        settings(&[
+            ("SMTP_URL", &format!("file://{}", outbox.display())),
+            ("TEMPLATES_DIR", templates.to_str().unwrap()),
+        ])
+    };
+    let error = format!(
+        "{:#}",
+        labrelay_email_service::app(vars(&templates)).unwrap_err()
+    );
+    assert!(
+        error.contains(&format!(
+            "template {}, line 2: syntax error",
+            subject.display()
+        )),
+        "{error}"
+    );
+
+    std::fs::write(
+        &subject,
+        "Results for {{ pet.name or 'your pet' }} ({{ report_id }})",
+    )
+    .unwrap();
+    let app = spawn_app(vars(&templates)).await;
+    assert_eq!(
+        app.push(&envelope(&full_report("LR-21"), "1", 1))
+            .await
+            .status(),
+        204
+    );
+    let eml = std::fs::read_to_string(outbox.join(&files(&outbox)[0])).unwrap();
+    assert!(
+        eml.contains("Subject: Results for Max (LR-21)\r\n"),
+        "{eml}"
+    );
+    // The other files are still the built-in ones.
+    assert!(eml.contains("Hello Alex Kim,"), "{eml}");
+}

@@ -8,6 +8,13 @@
 //! `sentAtMs` (once sent).
 //! No addresses, phone numbers or content.
 //!
+//! Beside it, two collections of their own: `COLLECTION-suppressions`, one
+//! document per suppressed recipient (id `<channel>-<keyed hash>`; fields
+//! `channel`, `subject`, `reason`, `sinceMs`), and `COLLECTION-receipts`,
+//! one document per provider message (id: Twilio's SID; fields `channel`,
+//! `reportId`, `contentHash`, `status`, `errorCode`, `atMs`), written
+//! with the same preconditions so a status never goes backwards.
+//!
 //! A claim's lease is measured on Firestore's clock alone, never on an
 //! instance's: it ends `leaseMs` after the claim's commit (the document's
 //! `updateTime`), and a claim is found expired when the `readTime` of the
@@ -37,7 +44,10 @@ use anyhow::Context as _;
 use google_cloud_auth::credentials::AccessTokenCredentials;
 use serde_json::{Value, json};
 
-use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord};
+use super::{
+    Claim, ClaimToken, DeliveryStatus, LogFuture, NotificationKey, NotificationLog, Receipt,
+    ReceiptApplied, SentRecord, Suppression,
+};
 
 /// The collection used unless the setting names another.
 pub const DEFAULT_COLLECTION: &str = "labrelay-notifications";
@@ -379,19 +389,110 @@ impl FirestoreLog {
         precondition: Precondition,
         what: &str,
     ) -> anyhow::Result<Result<String, RpcStatus>> {
-        let current = match precondition {
-            Precondition::Absent => json!({"exists": false}),
-            Precondition::UpdatedAt(time) => json!({"updateTime": time}),
-        };
-        let write = json!({
-            "update": {"name": self.document_name(key), "fields": fields},
-            "currentDocument": current,
-        });
+        self.put_named(self.document_name(key), fields, Some(precondition), what)
+            .await
+    }
+
+    async fn put_named(
+        &self,
+        name: String,
+        fields: Value,
+        precondition: Option<Precondition>,
+        what: &str,
+    ) -> anyhow::Result<Result<String, RpcStatus>> {
+        let mut write = json!({"update": {"name": name, "fields": fields}});
+        match precondition {
+            Some(Precondition::Absent) => write["currentDocument"] = json!({"exists": false}),
+            Some(Precondition::UpdatedAt(time)) => {
+                write["currentDocument"] = json!({"updateTime": time});
+            }
+            None => {}
+        }
         Ok(self
             .commit(write, what)
             .await?
             .map(|time| time.unwrap_or_default()))
     }
+
+    /// The document `name`, if it exists.
+    async fn fetch(&self, name: String, what: &str) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}{}/documents:batchGet", self.api, self.database);
+        let body = json!({"documents": [name]});
+        let answer = match self.call(self.http.post(url).json(&body), what).await? {
+            Ok(answer) => answer,
+            Err(status) => return Err(status.into_error(what)),
+        };
+        match &answer[0]["found"] {
+            Value::Null if answer[0]["missing"].is_string() => Ok(None),
+            Value::Null => anyhow::bail!("Firestore's answer to {what} has no document"),
+            document => Ok(Some(document.clone())),
+        }
+    }
+
+    fn suppression_name(&self, channel: &str, subject: &str) -> String {
+        format!(
+            "{}/documents/{}-suppressions/{channel}-{subject}",
+            self.database, self.collection
+        )
+    }
+
+    /// A SID is letters and digits; anything else is hashed into an id.
+    fn receipt_name(&self, provider_id: &str) -> String {
+        let id = if !provider_id.is_empty()
+            && provider_id.len() <= 64
+            && provider_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            provider_id.to_string()
+        } else {
+            super::content_hash(&["labrelay-receipt/1", provider_id])
+        };
+        format!(
+            "{}/documents/{}-receipts/{id}",
+            self.database, self.collection
+        )
+    }
+}
+
+fn string_field(document: &Value, name: &str) -> Option<String> {
+    document["fields"][name]["stringValue"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn integer_field(document: &Value, name: &str) -> Option<i64> {
+    let value = &document["fields"][name]["integerValue"];
+    value
+        .as_str()
+        .and_then(|s| s.parse::<i64>().ok())
+        .or_else(|| value.as_i64())
+}
+
+fn optional_string(value: Option<&str>) -> Value {
+    match value {
+        Some(value) => json!({"stringValue": value}),
+        None => json!({"nullValue": null}),
+    }
+}
+
+fn parse_suppression(document: &Value) -> Option<Suppression> {
+    Some(Suppression {
+        channel: string_field(document, "channel")?,
+        subject: string_field(document, "subject")?,
+        reason: string_field(document, "reason")?,
+        since_ms: integer_field(document, "sinceMs")?,
+    })
+}
+
+fn parse_receipt(provider_id: &str, document: &Value) -> Option<Receipt> {
+    Some(Receipt {
+        provider_id: provider_id.to_string(),
+        channel: string_field(document, "channel")?,
+        report_id: string_field(document, "reportId"),
+        content_hash: string_field(document, "contentHash"),
+        status: DeliveryStatus::parse(&string_field(document, "status")?)?,
+        error_code: integer_field(document, "errorCode").and_then(|c| u32::try_from(c).ok()),
+        at_ms: integer_field(document, "atMs")?,
+    })
 }
 
 fn key_fields(key: &NotificationKey) -> serde_json::Map<String, Value> {
@@ -598,6 +699,137 @@ impl NotificationLog for FirestoreLog {
                 }
             }
             anyhow::bail!("the notification's document kept changing while recording it")
+        })
+    }
+
+    fn suppression<'a>(
+        &'a self,
+        channel: &'a str,
+        subject: &'a str,
+    ) -> LogFuture<'a, Option<Suppression>> {
+        const WHAT: &str = "read a suppression";
+        Box::pin(async move {
+            let document = self
+                .fetch(self.suppression_name(channel, subject), WHAT)
+                .await?;
+            Ok(document.as_ref().and_then(parse_suppression))
+        })
+    }
+
+    fn suppress<'a>(&'a self, suppression: Suppression) -> LogFuture<'a, ()> {
+        const WHAT: &str = "record a suppression";
+        Box::pin(async move {
+            let fields = json!({
+                "channel": {"stringValue": suppression.channel},
+                "subject": {"stringValue": suppression.subject},
+                "reason": {"stringValue": suppression.reason},
+                "sinceMs": {"integerValue": suppression.since_ms.to_string()},
+            });
+            let name = self.suppression_name(&suppression.channel, &suppression.subject);
+            match self.put_named(name, fields, None, WHAT).await? {
+                Ok(_) => Ok(()),
+                Err(status) => Err(status.into_error(WHAT)),
+            }
+        })
+    }
+
+    fn lift<'a>(&'a self, channel: &'a str, subject: &'a str) -> LogFuture<'a, bool> {
+        const WHAT: &str = "lift a suppression";
+        Box::pin(async move {
+            let write = json!({
+                "delete": self.suppression_name(channel, subject),
+                "currentDocument": {"exists": true},
+            });
+            match self.commit(write, WHAT).await? {
+                Ok(_) => Ok(true),
+                Err(status) if status.lost_race() => Ok(false),
+                Err(status) => Err(status.into_error(WHAT)),
+            }
+        })
+    }
+
+    fn suppressions(&self) -> LogFuture<'_, Vec<Suppression>> {
+        const WHAT: &str = "list the suppressions";
+        Box::pin(async move {
+            let url = format!(
+                "{}{}/documents/{}-suppressions",
+                self.api, self.database, self.collection
+            );
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let mut query = vec![("pageSize", "300".to_string())];
+                if !page_token.is_empty() {
+                    query.push(("pageToken", page_token.clone()));
+                }
+                let page = match self.call(self.http.get(&url).query(&query), WHAT).await? {
+                    Ok(page) => page,
+                    Err(status) => return Err(status.into_error(WHAT)),
+                };
+                if let Some(documents) = page["documents"].as_array() {
+                    all.extend(documents.iter().filter_map(parse_suppression));
+                }
+                match page["nextPageToken"].as_str() {
+                    Some(next) if !next.is_empty() => page_token = next.to_string(),
+                    _ => break,
+                }
+            }
+            all.sort_by(|a, b| {
+                (a.since_ms, &a.channel, &a.subject).cmp(&(b.since_ms, &b.channel, &b.subject))
+            });
+            Ok(all)
+        })
+    }
+
+    fn record_receipt<'a>(&'a self, receipt: Receipt) -> LogFuture<'a, ReceiptApplied> {
+        const WHAT: &str = "record a delivery receipt";
+        Box::pin(async move {
+            let name = self.receipt_name(&receipt.provider_id);
+            let mut fields = json!({
+                "channel": {"stringValue": receipt.channel},
+                "reportId": optional_string(receipt.report_id.as_deref()),
+                "contentHash": optional_string(receipt.content_hash.as_deref()),
+                "status": {"stringValue": receipt.status.as_str()},
+                "atMs": {"integerValue": receipt.at_ms.to_string()},
+            });
+            if let Some(code) = receipt.error_code {
+                fields["errorCode"] = json!({"integerValue": code.to_string()});
+            }
+            for _ in 0..ROUNDS {
+                let precondition = match self.fetch(name.clone(), WHAT).await? {
+                    None => Precondition::Absent,
+                    Some(document) => {
+                        if let Some(stored) = parse_receipt(&receipt.provider_id, &document)
+                            && stored.status.rank() >= receipt.status.rank()
+                        {
+                            return Ok(ReceiptApplied::Stale {
+                                current: stored.status,
+                            });
+                        }
+                        let time = document["updateTime"].as_str().unwrap_or_default();
+                        Precondition::UpdatedAt(time.to_string())
+                    }
+                };
+                match self
+                    .put_named(name.clone(), fields.clone(), Some(precondition), WHAT)
+                    .await?
+                {
+                    Ok(_) => return Ok(ReceiptApplied::Applied),
+                    Err(status) if status.is("ALREADY_EXISTS") || status.lost_race() => {}
+                    Err(status) => return Err(status.into_error(WHAT)),
+                }
+            }
+            anyhow::bail!("the receipt's document kept changing while recording it")
+        })
+    }
+
+    fn receipt<'a>(&'a self, provider_id: &'a str) -> LogFuture<'a, Option<Receipt>> {
+        const WHAT: &str = "read a delivery receipt";
+        Box::pin(async move {
+            let document = self.fetch(self.receipt_name(provider_id), WHAT).await?;
+            Ok(document
+                .as_ref()
+                .and_then(|d| parse_receipt(provider_id, d)))
         })
     }
 

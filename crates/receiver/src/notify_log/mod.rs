@@ -5,7 +5,9 @@
 //! A notification is identified by a [`NotificationKey`]: the report id,
 //! the channel (`email`, `sms`) and a SHA-256 of the report's content and
 //! the recipient ([`notification_hash`]), not of the rendered text, so a
-//! template change does not make a sent notification new. The same report
+//! template change does not make a sent notification new. Nor does the
+//! owner's `locale`: a report corrected only to change the language says
+//! nothing new, and the owner has the results already. The same report
 //! posted again finds its record and is acknowledged without sending; a
 //! corrected report (different content) is a new notification.
 //!
@@ -213,6 +215,126 @@ impl SentRecord {
     }
 }
 
+/// A recipient who is not to be notified on a channel: they opted out
+/// (Twilio's 21610, a STOP texted to the clinic's number), their mailbox
+/// does not exist (an SMTP 5.1.x), or an operator said so. Stored under a
+/// keyed hash of the recipient ([`subject_hash`]), never the address or
+/// number itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    /// `email` or `sms`.
+    pub channel: String,
+    /// [`subject_hash`] of the recipient.
+    pub subject: String,
+    /// Why, in words safe to show and log: `twilio 21610`, `inbound STOP`,
+    /// `smtp 550 5.1.1`, `operator`.
+    pub reason: String,
+    /// Milliseconds since the Unix epoch.
+    pub since_ms: i64,
+}
+
+/// The keyed hash a suppression is stored under: hex HMAC-SHA256, keyed
+/// with `SUPPRESSION_KEY`, of the channel and the normalized recipient (an
+/// E.164 number, a lowercased email address). Unkeyed, a hash of a phone
+/// number is reversed by trying every number; with the key, whoever reads
+/// the store without it learns nothing but how many there are.
+pub fn subject_hash(key: &[u8], channel: &str, recipient: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac =
+        hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    for field in ["labrelay-suppression/1", channel, recipient] {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Where a provider's message stands, as its delivery receipts say
+/// (Twilio's `MessageStatus`). Receipts arrive late, twice or out of
+/// order; a status only ever moves forward ([`rank`](Self::rank)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Undelivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Twilio's `MessageStatus` value; `None` for the statuses of messages
+    /// we do not send (`received`, `read`, ...).
+    pub fn parse(status: &str) -> Option<DeliveryStatus> {
+        Some(match status {
+            "queued" | "accepted" | "scheduled" => DeliveryStatus::Queued,
+            "sending" => DeliveryStatus::Sending,
+            "sent" => DeliveryStatus::Sent,
+            "delivered" => DeliveryStatus::Delivered,
+            "undelivered" => DeliveryStatus::Undelivered,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Undelivered => "undelivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// How far along: a receipt replaces the stored status only if it
+    /// ranks higher. The three final statuses rank alike, so the first one
+    /// stands: a late `sent` never undoes `delivered`, and a carrier's
+    /// second opinion does not rewrite the first.
+    pub fn rank(self) -> u8 {
+        match self {
+            DeliveryStatus::Queued => 0,
+            DeliveryStatus::Sending => 1,
+            DeliveryStatus::Sent => 2,
+            DeliveryStatus::Delivered | DeliveryStatus::Undelivered | DeliveryStatus::Failed => 3,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self.rank() == 3
+    }
+}
+
+/// One provider message's latest status, stored by the provider's id
+/// (Twilio's SID). It names the notification it belongs to (the
+/// [`NotificationKey`]'s report id and content hash), which the status
+/// callback's URL carries: a notification sent twice (the duplicate window
+/// of the module doc) has two SIDs, both attached to it, even the one
+/// whose send was never recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub provider_id: String,
+    /// `email` or `sms`.
+    pub channel: String,
+    pub report_id: Option<String>,
+    pub content_hash: Option<String>,
+    pub status: DeliveryStatus,
+    /// The provider's error code (Twilio's `ErrorCode`, e.g. 30003).
+    pub error_code: Option<u32>,
+    /// When this status was recorded, in ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// What [`NotificationLog::record_receipt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptApplied {
+    /// Stored: it is the message's status now.
+    Applied,
+    /// Not newer than what is stored (a duplicate, or late): ignored.
+    Stale { current: DeliveryStatus },
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -239,6 +361,10 @@ pub fn content_hash(fields: &[&str]) -> String {
 /// may show: clinic, pet, owner's name, results, issue time) is a new
 /// notification. The owner's email and phone count only as the recipient
 /// of their own channel, and fields the receivers do not read not at all.
+/// The owner's `locale` is left out on purpose: it chooses the words, as a
+/// template does, so a report re-posted with only its language changed is
+/// not sent again (and keys recorded before there were locales still
+/// match).
 pub fn notification_hash(report: &LabReport, recipient: &str) -> String {
     let mut hash = Fields::default();
     hash.text("labrelay-notification/2");
@@ -366,6 +492,24 @@ pub trait NotificationLog: Send + Sync {
     /// the future completes. Recording a key again keeps the first record.
     fn record_sent<'a>(&'a self, key: &'a NotificationKey, record: SentRecord)
     -> LogFuture<'a, ()>;
+    /// The suppression of `subject` on `channel`, if any.
+    fn suppression<'a>(
+        &'a self,
+        channel: &'a str,
+        subject: &'a str,
+    ) -> LogFuture<'a, Option<Suppression>>;
+    /// Records `suppression`, replacing any earlier one of its subject.
+    fn suppress<'a>(&'a self, suppression: Suppression) -> LogFuture<'a, ()>;
+    /// Lifts the suppression of `subject` on `channel`; whether there was
+    /// one.
+    fn lift<'a>(&'a self, channel: &'a str, subject: &'a str) -> LogFuture<'a, bool>;
+    /// Every suppression, oldest first.
+    fn suppressions(&self) -> LogFuture<'_, Vec<Suppression>>;
+    /// Stores `receipt` unless the message's stored status ranks as high
+    /// ([`DeliveryStatus::rank`]); atomic against every other client.
+    fn record_receipt<'a>(&'a self, receipt: Receipt) -> LogFuture<'a, ReceiptApplied>;
+    /// The stored status of the provider's message `provider_id`.
+    fn receipt<'a>(&'a self, provider_id: &'a str) -> LogFuture<'a, Option<Receipt>>;
     /// For the startup log line.
     fn describe(&self) -> String;
 }
@@ -614,6 +758,11 @@ impl Dedupe {
 
     pub fn describe(&self) -> String {
         self.log.describe()
+    }
+
+    /// The store itself, for what else it keeps (suppressions, receipts).
+    pub fn log(&self) -> Arc<dyn NotificationLog> {
+        Arc::clone(&self.log)
     }
 
     fn state(&self, key: &NotificationKey) -> Arc<KeyState> {
@@ -1046,9 +1195,11 @@ mod tests {
         assert_eq!(hash.len(), 64);
 
         // The same report: other spacing and order, a field the receivers
-        // do not read, the other channel's address.
+        // do not read, the other channel's address, another language (the
+        // owner has the results already; words are not content).
         let same = r#"{"tests": [{"flag": "high", "value": 42, "name": "ALT"}], "id": "R-1",
-            "owner": {"phone": "+15559999999", "email": "z@example.com", "name": "Alex"},
+            "owner": {"phone": "+15559999999", "email": "z@example.com", "name": "Alex",
+                "locale": "ko-KR"},
             "pet": {"name": "Max"}, "lab": "y"}"#;
         assert_eq!(notification_hash(&report(same), "a@example.com"), hash);
         let published = LabReport::from_published(base.as_bytes().to_vec()).unwrap();

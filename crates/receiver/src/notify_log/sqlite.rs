@@ -48,7 +48,10 @@ use rusqlite::{OptionalExtension as _, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::holder::{HolderLock, Holders};
-use super::{Claim, ClaimToken, LogFuture, NotificationKey, NotificationLog, SentRecord, now_ms};
+use super::{
+    Claim, ClaimToken, DeliveryStatus, LogFuture, NotificationKey, NotificationLog, Receipt,
+    ReceiptApplied, SentRecord, Suppression, now_ms,
+};
 
 /// How long a write waits for another connection (another process sharing
 /// the file) to finish its transaction.
@@ -87,6 +90,12 @@ enum Call {
         Reply<Option<ClaimToken>>,
     ),
     RecordSent(NotificationKey, SentRecord, Reply<()>),
+    Suppression(String, String, Reply<Option<Suppression>>),
+    Suppress(Suppression, Reply<()>),
+    Lift(String, String, Reply<bool>),
+    Suppressions(Reply<Vec<Suppression>>),
+    RecordReceipt(Receipt, Reply<ReceiptApplied>),
+    Receipt(String, Reply<Option<Receipt>>),
 }
 
 type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
@@ -97,11 +106,22 @@ enum Answer {
     Claim(Claim),
     Renewed(Option<ClaimToken>),
     Done,
+    Suppression(Option<Suppression>),
+    Lifted(bool),
+    Suppressions(Vec<Suppression>),
+    ReceiptApplied(ReceiptApplied),
+    Receipt(Option<Receipt>),
 }
 
 impl Call {
     fn writes(&self) -> bool {
-        !matches!(self, Call::AlreadySent(..))
+        !matches!(
+            self,
+            Call::AlreadySent(..)
+                | Call::Suppression(..)
+                | Call::Suppressions(..)
+                | Call::Receipt(..)
+        )
     }
 
     fn run(&self, conn: &rusqlite::Connection, holders: &Holders) -> rusqlite::Result<Answer> {
@@ -115,6 +135,16 @@ impl Call {
             Call::RecordSent(key, record, _) => {
                 record_sent(conn, key, record).map(|()| Answer::Done)
             }
+            Call::Suppression(channel, subject, _) => {
+                suppression(conn, channel, subject).map(Answer::Suppression)
+            }
+            Call::Suppress(suppression, _) => suppress(conn, suppression).map(|()| Answer::Done),
+            Call::Lift(channel, subject, _) => lift(conn, channel, subject).map(Answer::Lifted),
+            Call::Suppressions(_) => suppressions(conn).map(Answer::Suppressions),
+            Call::RecordReceipt(receipt, _) => {
+                record_receipt(conn, receipt).map(Answer::ReceiptApplied)
+            }
+            Call::Receipt(provider_id, _) => receipt(conn, provider_id).map(Answer::Receipt),
         }
     }
 
@@ -150,9 +180,44 @@ impl Call {
                     _ => Err(mismatch()),
                 }),
             ),
-            Call::Release(_, _, reply) | Call::RecordSent(_, _, reply) => {
-                send(reply, answer.map(|_| ()))
-            }
+            Call::Release(_, _, reply)
+            | Call::RecordSent(_, _, reply)
+            | Call::Suppress(_, reply) => send(reply, answer.map(|_| ())),
+            Call::Suppression(_, _, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::Suppression(found) => Ok(found),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::Lift(_, _, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::Lifted(lifted) => Ok(lifted),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::Suppressions(reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::Suppressions(all) => Ok(all),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::RecordReceipt(_, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::ReceiptApplied(applied) => Ok(applied),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Call::Receipt(_, reply) => send(
+                reply,
+                answer.and_then(|a| match a {
+                    Answer::Receipt(found) => Ok(found),
+                    _ => Err(mismatch()),
+                }),
+            ),
         }
     }
 }
@@ -196,6 +261,22 @@ impl SqliteLog {
                  lease_until_ms INTEGER NOT NULL,
                  holder         TEXT    NOT NULL,
                  PRIMARY KEY (report_id, channel, content_hash)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS suppressions (
+                 channel  TEXT    NOT NULL,
+                 subject  TEXT    NOT NULL,
+                 reason   TEXT    NOT NULL,
+                 since_ms INTEGER NOT NULL,
+                 PRIMARY KEY (channel, subject)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS delivery_receipts (
+                 provider_id  TEXT    NOT NULL PRIMARY KEY,
+                 channel      TEXT    NOT NULL,
+                 report_id    TEXT,
+                 content_hash TEXT,
+                 status       TEXT    NOT NULL,
+                 error_code   INTEGER,
+                 at_ms        INTEGER NOT NULL
              ) WITHOUT ROWID;",
         )
         .context("creating the notification log's tables")?;
@@ -491,6 +572,109 @@ fn record_sent(
     Ok(())
 }
 
+fn suppression(
+    conn: &rusqlite::Connection,
+    channel: &str,
+    subject: &str,
+) -> rusqlite::Result<Option<Suppression>> {
+    conn.prepare_cached(
+        "SELECT reason, since_ms FROM suppressions WHERE channel = ?1 AND subject = ?2",
+    )?
+    .query_row((channel, subject), |row| {
+        Ok(Suppression {
+            channel: channel.to_string(),
+            subject: subject.to_string(),
+            reason: row.get(0)?,
+            since_ms: row.get(1)?,
+        })
+    })
+    .optional()
+}
+
+fn suppress(conn: &rusqlite::Connection, suppression: &Suppression) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO suppressions (channel, subject, reason, since_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute((
+        &suppression.channel,
+        &suppression.subject,
+        &suppression.reason,
+        suppression.since_ms,
+    ))
+    .map(|_| ())
+}
+
+fn lift(conn: &rusqlite::Connection, channel: &str, subject: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("DELETE FROM suppressions WHERE channel = ?1 AND subject = ?2")?
+        .execute((channel, subject))
+        .map(|deleted| deleted > 0)
+}
+
+fn suppressions(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Suppression>> {
+    conn.prepare_cached(
+        "SELECT channel, subject, reason, since_ms FROM suppressions
+         ORDER BY since_ms, channel, subject",
+    )?
+    .query_map([], |row| {
+        Ok(Suppression {
+            channel: row.get(0)?,
+            subject: row.get(1)?,
+            reason: row.get(2)?,
+            since_ms: row.get(3)?,
+        })
+    })?
+    .collect()
+}
+
+fn receipt(conn: &rusqlite::Connection, provider_id: &str) -> rusqlite::Result<Option<Receipt>> {
+    conn.prepare_cached(
+        "SELECT channel, report_id, content_hash, status, error_code, at_ms
+         FROM delivery_receipts WHERE provider_id = ?1",
+    )?
+    .query_row([provider_id], |row| {
+        let status: String = row.get(3)?;
+        Ok(Receipt {
+            provider_id: provider_id.to_string(),
+            channel: row.get(0)?,
+            report_id: row.get(1)?,
+            content_hash: row.get(2)?,
+            // Only this log writes the column, from a parsed status.
+            status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Queued),
+            error_code: row.get(4)?,
+            at_ms: row.get(5)?,
+        })
+    })
+    .optional()
+}
+
+/// In the batch's transaction, so the read and the write are one step for
+/// every other process sharing the file.
+fn record_receipt(conn: &rusqlite::Connection, new: &Receipt) -> rusqlite::Result<ReceiptApplied> {
+    if let Some(stored) = receipt(conn, &new.provider_id)?
+        && stored.status.rank() >= new.status.rank()
+    {
+        return Ok(ReceiptApplied::Stale {
+            current: stored.status,
+        });
+    }
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO delivery_receipts
+         (provider_id, channel, report_id, content_hash, status, error_code, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute((
+        &new.provider_id,
+        &new.channel,
+        &new.report_id,
+        &new.content_hash,
+        new.status.as_str(),
+        new.error_code,
+        new.at_ms,
+    ))?;
+    Ok(ReceiptApplied::Applied)
+}
+
 /// Unique among the claims of every holder: its holder's random id and a
 /// count.
 fn new_token(holders: &Holders) -> String {
@@ -526,6 +710,34 @@ impl NotificationLog for SqliteLog {
         record: SentRecord,
     ) -> LogFuture<'a, ()> {
         self.call(|reply| Call::RecordSent(key.clone(), record, reply))
+    }
+
+    fn suppression<'a>(
+        &'a self,
+        channel: &'a str,
+        subject: &'a str,
+    ) -> LogFuture<'a, Option<Suppression>> {
+        self.call(|reply| Call::Suppression(channel.to_string(), subject.to_string(), reply))
+    }
+
+    fn suppress<'a>(&'a self, suppression: Suppression) -> LogFuture<'a, ()> {
+        self.call(|reply| Call::Suppress(suppression, reply))
+    }
+
+    fn lift<'a>(&'a self, channel: &'a str, subject: &'a str) -> LogFuture<'a, bool> {
+        self.call(|reply| Call::Lift(channel.to_string(), subject.to_string(), reply))
+    }
+
+    fn suppressions(&self) -> LogFuture<'_, Vec<Suppression>> {
+        self.call(Call::Suppressions)
+    }
+
+    fn record_receipt<'a>(&'a self, receipt: Receipt) -> LogFuture<'a, ReceiptApplied> {
+        self.call(|reply| Call::RecordReceipt(receipt, reply))
+    }
+
+    fn receipt<'a>(&'a self, provider_id: &'a str) -> LogFuture<'a, Option<Receipt>> {
+        self.call(|reply| Call::Receipt(provider_id.to_string(), reply))
     }
 
     fn describe(&self) -> String {
@@ -1020,5 +1232,68 @@ mod tests {
             log.claim(&keys[1], far).await.unwrap(),
             Claim::Claimed(_)
         ));
+    }
+
+    fn receipt_of(sid: &str, status: DeliveryStatus, report: &str) -> Receipt {
+        Receipt {
+            provider_id: sid.into(),
+            channel: "sms".into(),
+            report_id: Some(report.into()),
+            content_hash: Some("hh".into()),
+            status,
+            error_code: (status == DeliveryStatus::Undelivered).then_some(30003),
+            at_ms: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_never_goes_backwards() {
+        use DeliveryStatus::*;
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteLog::open(&dir.path().join("log.db")).unwrap();
+        // Late, twice and out of order, as Twilio's callbacks may come.
+        let arrivals = [
+            (Sent, ReceiptApplied::Applied),
+            (Queued, ReceiptApplied::Stale { current: Sent }),
+            (Delivered, ReceiptApplied::Applied),
+            (Delivered, ReceiptApplied::Stale { current: Delivered }),
+            (Sent, ReceiptApplied::Stale { current: Delivered }),
+            (Undelivered, ReceiptApplied::Stale { current: Delivered }),
+        ];
+        for (status, want) in arrivals {
+            let applied = log
+                .record_receipt(receipt_of("SM1", status, "R-1"))
+                .await
+                .unwrap();
+            assert_eq!(applied, want, "{status:?}");
+        }
+        let stored = log.receipt("SM1").await.unwrap().unwrap();
+        assert_eq!((stored.status, stored.error_code), (Delivered, None));
+        assert_eq!(log.receipt("SM2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn suppressions_are_added_listed_and_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let log = SqliteLog::open(&path).unwrap();
+        let stop = Suppression {
+            channel: "sms".into(),
+            subject: "s1".into(),
+            reason: "inbound STOP".into(),
+            since_ms: 5,
+        };
+        log.suppress(stop.clone()).await.unwrap();
+        assert_eq!(
+            log.suppression("sms", "s1").await.unwrap(),
+            Some(stop.clone())
+        );
+        assert_eq!(log.suppression("email", "s1").await.unwrap(), None);
+        // Shared by every process on the file.
+        let other = SqliteLog::open(&path).unwrap();
+        assert_eq!(other.suppressions().await.unwrap(), vec![stop]);
+        assert!(other.lift("sms", "s1").await.unwrap());
+        assert!(!log.lift("sms", "s1").await.unwrap());
+        assert_eq!(log.suppression("sms", "s1").await.unwrap(), None);
     }
 }

@@ -25,6 +25,11 @@ pub struct TestApp {
 /// returns once it answers.
 pub async fn spawn_app(settings: Settings) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_app_on(listener, settings).await
+}
+
+/// The same, on a listener the caller bound (to know its address first).
+pub async fn spawn_app_on(listener: tokio::net::TcpListener, settings: Settings) -> TestApp {
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(labrelay_sms_service::run(settings, listener, async move {

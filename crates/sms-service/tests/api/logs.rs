@@ -25,7 +25,7 @@ async fn logs_one_line_per_push_without_personal_data() {
     );
     twilio.set_mode(Mode::Reject {
         status: 400,
-        code: 21610,
+        code: 21614,
     });
     assert_eq!(
         app.push(&envelope(&report("LR-41", Some("+15551234567")), "m41", 2))
@@ -69,7 +69,7 @@ async fn logs_one_line_per_push_without_personal_data() {
         assert!(line.contains(&format!("outcome=\"{outcome}\"")), "{line}");
         assert!(line.contains("delivery_attempt="), "{line}");
     }
-    assert!(pushes[1].contains("provider_code=21610"), "{}", pushes[1]);
+    assert!(pushes[1].contains("provider_code=21614"), "{}", pushes[1]);
     assert!(pushes[0].contains("sent_id=\"SM"), "{}", pushes[0]);
     assert!(!logs.contains("555123456"), "a phone number leaked: {logs}");
     assert!(

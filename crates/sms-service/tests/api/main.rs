@@ -8,6 +8,8 @@ mod log_forging;
 mod logs;
 mod metrics;
 mod oneshot;
+mod opt_out;
 mod outbox;
+mod receipts;
 mod shutdown;
 mod twilio;

@@ -1,0 +1,149 @@
+//! `labrelay suppressions`: the recipients not to be notified, as the
+//! receivers keep them in the notification log (see
+//! `labrelay_receiver::facts`). Adding and removing hash the recipient
+//! with `SUPPRESSION_KEY` as the services do, so it must be the same key;
+//! the store never holds the address or number, and `list` cannot show it.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use labrelay_receiver::notify_log::{
+    self, Dedupe, NotificationLog, NotifyLogSetting, Suppression, now_ms, subject_hash,
+};
+use labrelay_runtime::secret::secret_from_vars;
+
+/// `email` or `sms`, and the notification log of each to act on.
+pub struct Target {
+    pub logs: Vec<(&'static str, std::sync::Arc<dyn NotificationLog>)>,
+    key: Vec<u8>,
+}
+
+impl Target {
+    /// `NOTIFY_LOG` when set (one store for both channels, as on Cloud
+    /// Run); else the two SQLite logs `labrelay up` keeps under
+    /// `data_dir`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Target> {
+        let get = |name: &str| std::env::var(name).ok();
+        let key = secret_from_vars(&get, "SUPPRESSION_KEY")?
+            .map(|k| k.expose().as_bytes().to_vec())
+            .unwrap_or_default();
+        let open = |setting: &NotifyLogSetting| -> anyhow::Result<_> {
+            Ok(Dedupe::open_setting(setting, "notification")?
+                .context("NOTIFY_LOG is off: there are no suppressions")?
+                .log())
+        };
+        let logs = match notify_log::setting_from_vars(get)? {
+            NotifyLogSetting::Off => {
+                let mut logs = Vec::new();
+                for channel in ["email", "sms"] {
+                    let path = data_dir
+                        .join(format!("{channel}-service"))
+                        .join("notifications.sqlite3");
+                    if path.exists() {
+                        logs.push((channel, open(&NotifyLogSetting::Sqlite(path))?));
+                    }
+                }
+                anyhow::ensure!(
+                    !logs.is_empty(),
+                    "no notification log: set NOTIFY_LOG, or --data-dir to where `labrelay up` keeps its data"
+                );
+                logs
+            }
+            setting => {
+                let log = open(&setting)?;
+                vec![("email", log.clone()), ("sms", log)]
+            }
+        };
+        Ok(Target { logs, key })
+    }
+
+    fn log(&self, channel: &str) -> anyhow::Result<&dyn NotificationLog> {
+        self.logs
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, log)| log.as_ref())
+            .with_context(|| format!("no notification log for the {channel} channel here"))
+    }
+}
+
+/// The recipient as the channel's push handler names it: an E.164 number,
+/// an email address as written in the report.
+fn normalized(channel: &str, recipient: &str) -> anyhow::Result<String> {
+    match channel {
+        "sms" => Ok(labrelay_sms_service::PhoneNumber::parse(recipient)
+            .context("not an E.164 phone number")?
+            .as_str()
+            .to_string()),
+        "email" => Ok(recipient.trim().to_string()),
+        other => anyhow::bail!("the channel is email or sms, not {other:?}"),
+    }
+}
+
+fn time(ms: i64) -> String {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: 0,
+    }
+    .to_string()
+}
+
+pub async fn list(target: &Target) -> anyhow::Result<()> {
+    let mut all: Vec<Suppression> = Vec::new();
+    for (channel, log) in &target.logs {
+        all.extend(
+            log.suppressions()
+                .await?
+                .into_iter()
+                .filter(|s| s.channel == *channel),
+        );
+    }
+    if all.is_empty() {
+        println!("no suppressions");
+        return Ok(());
+    }
+    println!(
+        "{:<6} {:<20} {:<16} reason",
+        "channel", "since", "recipient hash"
+    );
+    for s in all {
+        println!(
+            "{:<7} {:<20} {:<16} {}",
+            s.channel,
+            time(s.since_ms),
+            &s.subject[..16.min(s.subject.len())],
+            s.reason
+        );
+    }
+    Ok(())
+}
+
+pub async fn add(
+    target: &Target,
+    channel: &str,
+    recipient: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let recipient = normalized(channel, recipient)?;
+    target
+        .log(channel)?
+        .suppress(Suppression {
+            channel: channel.to_string(),
+            subject: subject_hash(&target.key, channel, &recipient),
+            reason: reason.to_string(),
+            since_ms: now_ms(),
+        })
+        .await?;
+    println!("suppressed on {channel}");
+    Ok(())
+}
+
+pub async fn remove(target: &Target, channel: &str, recipient: &str) -> anyhow::Result<()> {
+    let recipient = normalized(channel, recipient)?;
+    let subject = subject_hash(&target.key, channel, &recipient);
+    if target.log(channel)?.lift(channel, &subject).await? {
+        println!("lifted on {channel}");
+    } else {
+        println!("was not suppressed on {channel}");
+    }
+    Ok(())
+}
