@@ -134,15 +134,19 @@ enum DeadLetterCommand {
 
 #[derive(Subcommand)]
 enum SuppressionCommand {
-    /// Show each suppression: channel, since when, its hash, the reason.
+    /// Show each suppression: channel, since when, the first 16 digits of
+    /// its recipient's keyed hash, the reason (never the number or address).
     List(SuppressionArgs),
     /// Suppress a phone number (sms) or an email address (email).
     Add {
         #[command(flatten)]
         target: SuppressionArgs,
+        /// `email` or `sms`.
         #[arg(value_parser = ["email", "sms"])]
         channel: String,
+        /// An E.164 phone number, or an email address as the reports write it.
         recipient: String,
+        /// The reason recorded, shown by `list`.
         #[arg(long, default_value = "operator")]
         reason: String,
     },
@@ -150,15 +154,19 @@ enum SuppressionCommand {
     Remove {
         #[command(flatten)]
         target: SuppressionArgs,
+        /// `email` or `sms`.
         #[arg(value_parser = ["email", "sms"])]
         channel: String,
+        /// An E.164 phone number, or an email address as the reports write it.
         recipient: String,
     },
 }
 
 #[derive(Args)]
 struct SuppressionArgs {
-    /// Where `labrelay up` keeps its data, when NOTIFY_LOG is not set.
+    /// Where `labrelay up` keeps its data: its two notification logs (when
+    /// NOTIFY_LOG is not set) and its suppression key (when neither
+    /// SUPPRESSION_KEY nor SUPPRESSION_KEY_FILE is set).
     #[arg(long, env = "LABRELAY_DATA_DIR", default_value = "./labrelay-data")]
     data_dir: PathBuf,
 }

@@ -1,12 +1,14 @@
 //! `labrelay suppressions`: the recipients not to be notified, as the
 //! receivers keep them in the notification log (see
 //! `labrelay_receiver::facts`). Adding and removing hash the recipient
-//! with `SUPPRESSION_KEY` as the services do, so it must be the same key;
-//! the store never holds the address or number, and `list` cannot show it.
+//! with the services' key (`SUPPRESSION_KEY`, or the one `labrelay up`
+//! keeps in its data directory), so it must be the same key; the store
+//! never holds the address or number, and `list` cannot show it.
 
 use std::path::Path;
 
 use anyhow::Context as _;
+use labrelay::up;
 use labrelay_receiver::notify_log::{
     self, Dedupe, NotificationLog, NotifyLogSetting, Suppression, now_ms, subject_hash,
 };
@@ -21,12 +23,11 @@ pub struct Target {
 impl Target {
     /// `NOTIFY_LOG` when set (one store for both channels, as on Cloud
     /// Run); else the two SQLite logs `labrelay up` keeps under
-    /// `data_dir`.
+    /// `data_dir`. The key is found as `up` gives it to its services
+    /// ([`up::suppression_key_file`]): `SUPPRESSION_KEY` or
+    /// `SUPPRESSION_KEY_FILE` when set, else `data_dir`'s key file.
     pub fn open(data_dir: &Path) -> anyhow::Result<Target> {
         let get = |name: &str| std::env::var(name).ok();
-        let key = secret_from_vars(&get, "SUPPRESSION_KEY")?
-            .map(|k| k.expose().as_bytes().to_vec())
-            .unwrap_or_default();
         let open = |setting: &NotifyLogSetting| -> anyhow::Result<_> {
             Ok(Dedupe::open_setting(setting, "notification")?
                 .context("NOTIFY_LOG is off: there are no suppressions")?
@@ -54,6 +55,26 @@ impl Target {
                 vec![("email", log.clone()), ("sms", log)]
             }
         };
+        let key = match up::suppression_key_file(data_dir, get) {
+            Some(path) if path.exists() => {
+                let file = path.display().to_string();
+                let as_up_sets_it =
+                    |name: &str| (name == "SUPPRESSION_KEY_FILE").then(|| file.clone());
+                secret_from_vars(&as_up_sets_it, "SUPPRESSION_KEY")?
+            }
+            Some(path) => {
+                eprintln!(
+                    "warning: no suppression key (SUPPRESSION_KEY, SUPPRESSION_KEY_FILE, or {}): \
+                     recipients are hashed without one, as by services that have none",
+                    path.display()
+                );
+                None
+            }
+            None => secret_from_vars(&get, "SUPPRESSION_KEY")?,
+        };
+        let key = key
+            .map(|k| k.expose().as_bytes().to_vec())
+            .unwrap_or_default();
         Ok(Target { logs, key })
     }
 
@@ -102,7 +123,7 @@ pub async fn list(target: &Target) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<6} {:<20} {:<16} reason",
+        "{:<7} {:<20} {:<16} reason",
         "channel", "since", "recipient hash"
     );
     for s in all {

@@ -119,14 +119,19 @@ pub const LOCAL_LAB: &str = "local-lab";
 pub const API_KEY_FILE: &str = "ingest-api-key";
 
 /// Reads `<data_dir>/ingest-api-key`, or creates it with a new random key
+/// ([`load_or_create_key`]).
+pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
+    load_or_create_key(&data_dir.join(API_KEY_FILE))
+}
+
+/// Reads the key file at `path`, or creates it with a new random key
 /// (32 bytes, hex) as the broker creates its signing key: mode 0600,
 /// through a temporary file and a rename, never through a symlink. An
 /// existing key file that is a symlink is refused; one with group or
 /// other permissions is tightened.
-pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join(API_KEY_FILE);
+fn load_or_create_key(path: &Path) -> anyhow::Result<String> {
     let existing =
-        private_fs::read_private(&path).with_context(|| format!("reading {}", path.display()))?;
+        private_fs::read_private(path).with_context(|| format!("reading {}", path.display()))?;
     if let Some(key) = existing {
         let key = String::from_utf8_lossy(&key).trim().to_string();
         if !key.is_empty() {
@@ -134,9 +139,39 @@ pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
         }
     }
     let key = hex::encode(rand::random::<[u8; 32]>());
-    private_fs::write_atomic(&path, format!("{key}\n").as_bytes())
+    private_fs::write_atomic(path, format!("{key}\n").as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
+}
+
+/// The file in the data directory holding the key `up`'s push services
+/// hash suppressed recipients with.
+pub const SUPPRESSION_KEY_FILE: &str = "suppression-key";
+
+/// Where `up`'s push services, and `labrelay suppressions` on its data,
+/// find the suppression key: `<data_dir>/suppression-key`, unless the
+/// operator set `SUPPRESSION_KEY` or `SUPPRESSION_KEY_FILE` (say, for a
+/// `NOTIFY_LOG` shared with services elsewhere, which must hash with their
+/// key): then that, and `None`. `get` reads the environment.
+pub fn suppression_key_file(
+    data_dir: &Path,
+    get: impl Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
+    let set = |name: &str| get(name).is_some_and(|value| !value.trim().is_empty());
+    (!set("SUPPRESSION_KEY") && !set("SUPPRESSION_KEY_FILE"))
+        .then(|| data_dir.join(SUPPRESSION_KEY_FILE))
+}
+
+/// `SUPPRESSION_KEY_FILE` for both push services: `up`'s own key file
+/// (created on the first run and kept, since a new key forgets every
+/// suppression), unless the operator set a key of their own.
+fn suppression_key_vars(data_dir: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let Some(path) = suppression_key_file(data_dir, |name| std::env::var(name).ok()) else {
+        return Ok(Vec::new());
+    };
+    load_or_create_key(&path)?;
+    let path = std::path::absolute(&path).context("resolving the data directory")?;
+    Ok(vec![("SUPPRESSION_KEY_FILE", path.display().to_string())])
 }
 
 /// The key `labrelay post` presents: `<data_dir>/ingest-api-key`, if `up`
@@ -295,12 +330,13 @@ fn dead_letter_vars(project: &str, broker: SocketAddr) -> Vec<(&'static str, Str
 }
 
 /// What `up` keeps in the data directory, besides the directory itself.
-const DATA_DIR_ENTRIES: [&str; 5] = [
+const DATA_DIR_ENTRIES: [&str; 6] = [
     "broker",
     "email-service",
     "sms-service",
     "outbox",
     API_KEY_FILE,
+    SUPPRESSION_KEY_FILE,
 ];
 
 /// Creates the data directory (0700), or tightens it and what `up` keeps
@@ -358,6 +394,7 @@ pub async fn run(
     ensure_topology(&broker, &project, email_addr, sms_addr).await?;
 
     let api_key = load_or_create_api_key(&data_dir)?;
+    let suppression_key = suppression_key_vars(&data_dir)?;
     let email_outbox = data_dir.join("outbox").join("email");
     let sms_outbox = data_dir.join("outbox").join("sms");
     let mut lab_defaults = vec![
@@ -405,6 +442,7 @@ pub async fn run(
         [
             push_auth_vars(&project, &issuer, broker_addr, email_addr),
             dead_letter_vars(&project, broker_addr),
+            suppression_key.clone(),
             hosts_var.clone(),
         ]
         .concat(),
@@ -419,6 +457,7 @@ pub async fn run(
         [
             push_auth_vars(&project, &issuer, broker_addr, sms_addr),
             dead_letter_vars(&project, broker_addr),
+            suppression_key,
             hosts_var,
         ]
         .concat(),

@@ -131,6 +131,7 @@ fn up_keeps_every_directory_0700_and_every_file_0600() {
         "broker/journal.sqlite3-shm",
         "broker/oidc-signing-key.pem",
         "ingest-api-key",
+        "suppression-key",
         "email-service",
         "email-service/notifications.sqlite3",
         "email-service/notifications.sqlite3-wal",

@@ -21,6 +21,7 @@
 //! - `lab_outage`: the lab's outage under `labrelay up`'s own settings.
 //! - `logs`: what a full run writes to its logs, and what it never writes.
 //! - `resilience`: the lab's resilience test (SMTP failing, then healing).
+//! - `suppressions`: `labrelay suppressions` beside a running `labrelay up`.
 //! - `up`: `labrelay up` and `labrelay post` as a newcomer runs them.
 
 /// The `labrelay` binary the tests run.
@@ -39,5 +40,6 @@ mod hostile;
 mod lab_outage;
 mod logs;
 mod resilience;
+mod suppressions;
 mod templates;
 mod up;

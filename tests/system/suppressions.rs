@@ -1,0 +1,209 @@
+//! `labrelay suppressions list | add | remove` against a running
+//! `labrelay up` and its data directory, as an operator runs them: a
+//! number added is not texted (its push answered `suppressed`, the SMS
+//! outbox empty, the email sent as usual), also after a restart, since
+//! `up` keeps its suppression key; `list` shows it without the number;
+//! once removed, the same report posted again is texted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use labrelay_receiver::notify_log::subject_hash;
+use labrelay_testkit::metrics::Samples;
+use labrelay_testkit::up;
+
+use crate::LABRELAY;
+
+/// A report `labrelay post` makes, and its owner's number.
+const REPORT: &str = "12";
+
+fn start_up(data_dir: &Path, log: &Path) -> up::Up {
+    let mut command = up::up_command(LABRELAY, data_dir);
+    command
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .env_remove("K_SERVICE")
+        .env_remove("NOTIFY_LOG")
+        .env_remove("SUPPRESSION_KEY")
+        .env_remove("SUPPRESSION_KEY_FILE")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    up::Up::start(command, data_dir)
+}
+
+/// `labrelay suppressions <args> --data-dir <data_dir>`, as an operator
+/// runs it beside `up`: nothing but the data directory to go on.
+fn suppressions(data_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(LABRELAY)
+        .arg("suppressions")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("NOTIFY_LOG")
+        .env_remove("SUPPRESSION_KEY")
+        .env_remove("SUPPRESSION_KEY_FILE")
+        .env_remove("LABRELAY_DATA_DIR")
+        .output()
+        .unwrap();
+    let text = printed(&output);
+    assert!(output.status.success(), "suppressions {args:?}:\n{text}");
+    assert!(
+        !text.contains("warning"),
+        "suppressions {args:?} found the key:\n{text}"
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn post(data_dir: &Path, id: &str) {
+    let posted = Command::new(LABRELAY)
+        .args(["post", "--data-dir"])
+        .arg(data_dir)
+        .arg(id)
+        .env_remove("LABRELAY_API_KEY")
+        .env_remove("LABRELAY_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&posted.stdout);
+    assert!(stdout.starts_with(&format!("{id}\t204")), "{stdout}");
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml" || x == "json"))
+        .collect()
+}
+
+/// Waits up to 30 s for `until` to hold.
+async fn wait_for(what: &str, mut until: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !until().await {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sms_pushes(up: &up::Up, outcome: &str) -> f64 {
+    Samples::scrape(&format!("{}/metrics", up.url("sms-service")))
+        .await
+        .sum(
+            "labrelay_notifications_total",
+            &format!("outcome=\"{outcome}\""),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_suppresses_a_number_lists_it_and_lifts_it() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let log = root.path().join("up.log");
+    let (email_outbox, sms_outbox) = (data.join("outbox/email"), data.join("outbox/sms"));
+    let report = labrelay::post::sample_report(REPORT);
+    let phone = report["owner"]["phone"].as_str().unwrap().to_string();
+
+    let up = start_up(&data, &log);
+    assert_eq!(suppressions(&data, &["list"]), "no suppressions\n");
+    assert_eq!(
+        suppressions(&data, &["add", "sms", &phone]),
+        "suppressed on sms\n"
+    );
+
+    // The key `up` made is kept: a suppression added on one run holds on
+    // the next.
+    let key_file = data.join("suppression-key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.trim().len(), 64, "32 bytes, hex");
+    up.kill();
+    let up = start_up(&data, &log);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+
+    post(&data, REPORT);
+    wait_for("the email", async || files(&email_outbox).len() == 1).await;
+    wait_for("the SMS push answered suppressed", async || {
+        sms_pushes(&up, "suppressed").await == 1.0
+    })
+    .await;
+    assert_eq!(files(&sms_outbox), Vec::<PathBuf>::new());
+    assert_eq!(sms_pushes(&up, "sent").await, 0.0);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text
+            .lines()
+            .any(|l| l.contains("outcome=\"suppressed\"") && l.contains("report_id=\"12\"")),
+        "{log_text}"
+    );
+
+    // Channel, since, the hash's first 16 digits under `up`'s key, the
+    // reason; never the number.
+    let listed = suppressions(&data, &["list"]);
+    let hash = subject_hash(key.trim().as_bytes(), "sms", &phone);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(lines[0].starts_with("channel"), "{listed}");
+    let fields: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "{listed}");
+    assert_eq!(
+        (fields[0], fields[2], fields[3]),
+        ("sms", &hash[..16], "operator")
+    );
+    let digits = phone.trim_start_matches('+');
+    for shown in [&phone[..], digits, &digits[digits.len() - 7..]] {
+        assert!(!listed.contains(shown), "{shown} in:\n{listed}");
+    }
+    assert!(
+        !log_text.contains("SUPPRESSION_KEY"),
+        "no warning about the key:\n{log_text}"
+    );
+    assert!(!log_text.contains(digits), "the number in up's log");
+
+    assert_eq!(
+        suppressions(&data, &["remove", "sms", &phone]),
+        "lifted on sms\n"
+    );
+    assert_eq!(
+        suppressions(&data, &["remove", "sms", &phone]),
+        "was not suppressed on sms\n"
+    );
+    assert_eq!(suppressions(&data, &["list"]), "no suppressions\n");
+
+    // The same report again: texted now; its email was sent already.
+    post(&data, REPORT);
+    wait_for("the SMS", async || files(&sms_outbox).len() == 1).await;
+    let sms: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files(&sms_outbox)[0]).unwrap()).unwrap();
+    assert_eq!(sms["to"], phone.as_str());
+    assert_eq!(sms["reportId"], REPORT);
+    assert_eq!(sms_pushes(&up, "sent").await, 1.0);
+    assert_eq!(files(&email_outbox).len(), 1, "the email is not sent twice");
+}
+
+#[test]
+fn without_up_data_or_a_log_it_says_what_is_missing() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(LABRELAY)
+        .args(["suppressions", "list", "--data-dir"])
+        .arg(empty.path())
+        .env_remove("NOTIFY_LOG")
+        .env_remove("SUPPRESSION_KEY")
+        .env_remove("SUPPRESSION_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = printed(&output);
+    assert!(
+        text.contains("NOTIFY_LOG") && text.contains("--data-dir"),
+        "{text}"
+    );
+}
