@@ -103,8 +103,13 @@ function renderSubscriptions(overview) {
 }
 
 function channelBadge(c) {
-  return h("span", { class: `channel state-${c.state}`, "data-subscription": c.subscription, "data-state": c.state,
-    title: c.last_error ? `last error: ${c.last_error}` : "" }, `${short(c.subscription)}: ${c.state}`);
+  const title = c.last_error ? `last error: ${c.last_error}` : c.reason ? `reason: ${c.reason}` : "";
+  return h("span", { class: `channel state-${c.state}`, "data-subscription": c.subscription, "data-state": c.state, title },
+    `${short(c.subscription)}: ${c.state}`, c.reason ? h("span", { class: "reason" }, ` (${c.reason})`) : null);
+}
+
+function stepLine(s) {
+  return h("li", { "data-step": s.kind, "data-ok": String(s.ok), title: s.provider_id }, `${time(s.at_ms)} · ${s.label}`);
 }
 
 function renderRecent(recent) {
@@ -139,8 +144,10 @@ function renderJourney(journey) {
     h("ul", { class: "attributes" }, Object.entries(m.attributes).map(([k, v]) => h("li", {}, h("code", {}, k), " = ", h("code", {}, v)))),
     m.data !== undefined ? h("pre", { class: "data" }, m.data) : null,
     m.channels.map((c) => h("div", { class: "channel-journey", "data-subscription": c.subscription, "data-state": c.state },
-      h("h4", {}, h("span", { class: `badge state-${c.state}` }, c.state), " ", short(c.subscription)),
-      h("ol", { class: "attempts" }, m.events.filter((e) => e.subscription === c.subscription).map(eventLine))))));
+      h("h4", {}, h("span", { class: `badge state-${c.state}` }, c.state), " ", short(c.subscription),
+        c.reason ? h("span", { class: "reason" }, ` (${c.reason})`) : null),
+      h("ol", { class: "attempts" }, m.events.filter((e) => e.subscription === c.subscription).map(eventLine)),
+      c.steps.length ? h("ol", { class: "steps" }, c.steps.map(stepLine)) : null))));
   const target = document.getElementById("journey");
   if (messages.length === 0) target.replaceChildren(h("p", { class: "empty" }, "Nothing journaled for this report (yet)."));
   else target.replaceChildren(...messages);

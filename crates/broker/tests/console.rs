@@ -23,11 +23,12 @@ const DEAD_SUB: &str = "projects/p/subscriptions/reports-dead-sub";
 const EMAIL: &str = "projects/p/subscriptions/email";
 
 /// A push receiver answering with a status that can be switched, and
-/// `X-Labrelay-Outcome: <outcome>` on success.
+/// `X-Labrelay-Outcome: <outcome>` (and any other headers set) on success.
 struct Receiver {
     addr: std::net::SocketAddr,
     status: Arc<AtomicU16>,
     outcome: Arc<std::sync::Mutex<&'static str>>,
+    headers: Arc<std::sync::Mutex<Vec<(&'static str, String)>>>,
 }
 
 impl Receiver {
@@ -36,13 +37,21 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let status = Arc::new(AtomicU16::new(204));
         let outcome = Arc::new(std::sync::Mutex::new("sent"));
-        let (s, o) = (status.clone(), outcome.clone());
+        let headers = Arc::new(std::sync::Mutex::new(Vec::<(&str, String)>::new()));
+        let (s, o, h) = (status.clone(), outcome.clone(), headers.clone());
         let app = axum::Router::new().fallback(move || {
-            let (s, o) = (s.clone(), o.clone());
+            let (s, o, h) = (s.clone(), o.clone(), h.clone());
             async move {
                 let code = axum::http::StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap();
-                let outcome = *o.lock().unwrap();
-                (code, [("x-labrelay-outcome", outcome)])
+                let mut answer = axum::http::HeaderMap::new();
+                answer.insert("x-labrelay-outcome", (*o.lock().unwrap()).parse().unwrap());
+                for (name, value) in h.lock().unwrap().iter() {
+                    answer.insert(
+                        *name,
+                        axum::http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                    );
+                }
+                (code, answer)
             }
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -50,7 +59,13 @@ impl Receiver {
             addr,
             status,
             outcome,
+            headers,
         }
+    }
+
+    /// Headers answered with every push from now on, besides the outcome.
+    fn headers(&self, headers: &[(&'static str, &str)]) {
+        *self.headers.lock().unwrap() = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
     }
 
     fn answer(&self, status: u16, outcome: &'static str) {
@@ -117,13 +132,20 @@ impl Client {
     }
 
     async fn publish(&self, report: &str, data: &str) -> String {
-        let body = json!({"messages": [{
-            "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "attributes": {"reportId": report},
-        }]});
+        self.publish_to(
+            TOPIC,
+            json!({"messages": [{
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+                "attributes": {"reportId": report},
+            }]}),
+        )
+        .await
+    }
+
+    async fn publish_to(&self, topic: &str, body: Value) -> String {
         let response = self
             .http
-            .post(format!("{}/v1/{TOPIC}:publish", self.base))
+            .post(format!("{}/v1/{topic}:publish", self.base))
             .json(&body)
             .send()
             .await
@@ -704,5 +726,110 @@ fn a_dead_letter_topic_without_a_subscription_is_flagged_and_its_losses_counted(
         assert_eq!(subscription(&overview, EMAIL)["drops_dead_letters"], false);
         let (_, _, scrape) = client.text("/metrics").await;
         assert_eq!(metric(&scrape, &gauge), Some(0.0));
+    });
+}
+
+/// The channel of `sub` in the journey's first message.
+fn journey_channel<'a>(journey: &'a Value, sub: &str) -> Option<&'a Value> {
+    journey["messages"]
+        .get(0)?
+        .get("channels")?
+        .as_array()?
+        .iter()
+        .find(|c| c["subscription"] == sub)
+}
+
+fn step_labels(journey: &Value, sub: &str) -> Vec<String> {
+    journey_channel(journey, sub)
+        .and_then(|c| c["steps"].as_array())
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| s["label"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 26: what the provider said after the push. The receiver answers
+/// `sent` with the provider's id; receipts published to a topic without
+/// subscriptions (as the sms-service publishes them to `RECEIPTS_TOPIC`)
+/// become the channel's steps, after "accepted by provider". A suppressed
+/// push keeps the receiver's reason; a reason that is not short printable
+/// ASCII is dropped.
+#[test]
+fn receipts_are_steps_of_the_journey_and_a_suppression_shows_its_reason() {
+    run(async {
+        let broker = spawn_broker().await;
+        let client = Client::new(&broker);
+        let receiver = Receiver::start().await;
+        topology(&client, &receiver).await;
+        let receipts = "projects/p/topics/receipts";
+        client.put(receipts, json!({})).await;
+
+        receiver.headers(&[("x-labrelay-provider-id", "SM0001")]);
+        client.publish("R-RECEIPT", "{}").await;
+        let path = "/console/api/journey?report=R-RECEIPT";
+        client
+            .until("the push accepted", path, |j| {
+                step_labels(j, EMAIL) == ["accepted by provider"]
+            })
+            .await;
+        for (status, code) in [("sent", None), ("undelivered", Some("30003"))] {
+            let mut attributes = json!({
+                "reportId": "R-RECEIPT", "sid": "SM0001", "status": status, "channel": "sms",
+            });
+            if let Some(code) = code {
+                attributes["errorCode"] = json!(code);
+            }
+            client
+                .publish_to(receipts, json!({"messages": [{"attributes": attributes}]}))
+                .await;
+        }
+        let journey = client
+            .until("the receipts as steps", path, |j| {
+                step_labels(j, EMAIL).len() == 3
+            })
+            .await;
+        assert_eq!(
+            step_labels(&journey, EMAIL),
+            [
+                "accepted by provider",
+                "sent to carrier",
+                "undelivered (30003)"
+            ]
+        );
+        let steps = &journey_channel(&journey, EMAIL).unwrap()["steps"];
+        assert_eq!(steps[2]["ok"], false);
+        assert_eq!(steps[2]["provider_id"], "SM0001");
+        assert_eq!(
+            journey["messages"].as_array().unwrap().len(),
+            1,
+            "claimed receipts are not listed as messages: {journey:#}"
+        );
+        let (_, _, html) = client.text("/console?report=R-RECEIPT").await;
+        assert!(html.contains("undelivered (30003)"), "{html}");
+
+        receiver.answer(204, "suppressed");
+        for (report, reason, kept) in [
+            ("R-OPTED-OUT", "twilio 21610", Some("twilio 21610")),
+            ("R-LONG", &"x".repeat(129) as &str, None),
+            ("R-CONTROL", "smtp\t550", None),
+        ] {
+            receiver.headers(&[("x-labrelay-reason", reason)]);
+            client.publish(report, "{}").await;
+            let path = format!("/console/api/journey?report={report}");
+            let journey = client
+                .until("the suppression", &path, |j| {
+                    has_state(j, EMAIL, "suppressed")
+                })
+                .await;
+            let channel = journey_channel(&journey, EMAIL).unwrap();
+            assert_eq!(channel["reason"].as_str(), kept, "{report}");
+        }
+        let recent = client.ok("/console/api/recent").await;
+        assert!(recent.to_string().contains("twilio 21610"), "{recent:#}");
+        let (_, _, html) = client.text("/console?report=R-OPTED-OUT").await;
+        assert!(html.contains("(twilio 21610)"), "{html}");
     });
 }

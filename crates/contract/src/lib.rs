@@ -17,6 +17,8 @@
 //!   broker or a push receiver parked it.
 //! - [`headers`]: the header names processes read from each other
 //!   (`X-Labrelay-Outcome` and its values, the trace headers).
+//! - [`receipt`]: a provider's delivery receipt as a channel service
+//!   publishes it to `RECEIPTS_TOPIC` for the broker's console.
 //! - [`up_file`]: `<data-dir>/up.json`, where a running `labrelay up`
 //!   can be reached (written by `up`, read by `post`, `dead-letters`, the
 //!   bench and the tests).
@@ -24,6 +26,7 @@
 pub mod dead_letter;
 pub mod headers;
 pub mod push;
+pub mod receipt;
 pub mod report;
 pub mod up_file;
 

@@ -1,10 +1,21 @@
 //! What the console shows, computed from the engine and the observers:
 //! the overview of topics and subscriptions, each journaled message with
 //! the state of its channels, a report's journey, and the dead letters.
+//!
+//! A journey also shows what the provider said after the push: the
+//! channel services publish each delivery receipt that moves a
+//! notification forward to `RECEIPTS_TOPIC`
+//! ([`labrelay_contract::receipt`]), journaled under the report's id like
+//! the report itself. Each receipt becomes a step of the channel whose push
+//! answered with the receipt's provider id (`X-Labrelay-Provider-Id`), after
+//! the push's own "accepted by provider"; a receipt no push of the journey
+//! claims stays a message of its own.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+use labrelay_contract::headers::outcome;
+use labrelay_contract::receipt::ReceiptAttributes;
 use serde::Serialize;
 
 use super::{Console, ConsoleError, Search};
@@ -111,6 +122,52 @@ pub(super) struct Channel {
     pub(super) attempts: u32,
     pub(super) last_status: Option<u16>,
     pub(super) last_error: Option<String>,
+    /// Why `suppressed` (`twilio 21610`, `smtp 550 5.1.1`), as the
+    /// receiver said in `X-Labrelay-Reason`.
+    pub(super) reason: Option<String>,
+    /// What became of the notification after the push, oldest first:
+    /// accepted by the provider, then its delivery receipts (journeys only).
+    pub(super) steps: Vec<Step>,
+}
+
+/// One step of a notification after its push.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct Step {
+    /// `accepted` (the push answered `sent`), else the receipt's status:
+    /// `queued`, `sending`, `sent`, `delivered`, `undelivered`, `failed`.
+    pub(super) kind: String,
+    /// What the console prints: `accepted by provider`, `delivered to
+    /// handset`, `undelivered (30003)`.
+    pub(super) label: String,
+    pub(super) at_ms: i64,
+    /// False for `undelivered` and `failed`.
+    pub(super) ok: bool,
+    pub(super) provider_id: String,
+    pub(super) error_code: Option<String>,
+}
+
+impl Step {
+    fn of_receipt(receipt: &ReceiptAttributes<'_>, at_ms: i64) -> Step {
+        let code = receipt
+            .error_code
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        let label = match receipt.status {
+            "queued" => "queued by provider".to_string(),
+            "sent" => "sent to carrier".to_string(),
+            "delivered" if receipt.channel == "sms" => "delivered to handset".to_string(),
+            "undelivered" | "failed" => format!("{}{code}", receipt.status),
+            other => other.to_string(),
+        };
+        Step {
+            kind: receipt.status.to_string(),
+            label,
+            at_ms,
+            ok: !matches!(receipt.status, "undelivered" | "failed"),
+            provider_id: receipt.sid.to_string(),
+            error_code: receipt.error_code.map(str::to_string),
+        }
+    }
 }
 
 /// A journaled message with the state of each of its channels.
@@ -172,12 +229,28 @@ pub(crate) fn channels(message: &JournalMessage) -> Vec<Channel> {
                 "pending"
             };
             let last = pushes.last();
+            let accepted = acked
+                .filter(|e| e.outcome.as_deref() == Some(outcome::SENT))
+                .and_then(|e| {
+                    Some(Step {
+                        kind: "accepted".into(),
+                        label: "accepted by provider".into(),
+                        at_ms: e.at_ms,
+                        ok: true,
+                        provider_id: e.provider_id.clone()?,
+                        error_code: None,
+                    })
+                });
             Channel {
                 subscription: name.to_string(),
                 state,
                 attempts: pushes.len() as u32,
                 last_status: last.and_then(|e| e.status),
                 last_error: last.and_then(|e| e.error.clone()),
+                reason: acked
+                    .filter(|_| state == "suppressed")
+                    .and_then(|e| e.reason.clone()),
+                steps: accepted.into_iter().collect(),
             }
         })
         .collect()
@@ -191,6 +264,54 @@ pub(super) fn views(messages: Vec<JournalMessage>) -> Vec<MessageView> {
             message,
         })
         .collect()
+}
+
+/// The views of a report's messages, each delivery receipt
+/// ([`ReceiptAttributes`]) turned into a step of the channel whose push
+/// answered with its provider id (`sent`, or `duplicate` when the
+/// notification had gone out before). The first such channel takes it;
+/// receipts no channel claims are left as messages.
+pub(super) fn journey_views(messages: Vec<JournalMessage>) -> Vec<MessageView> {
+    let mut views = views(messages);
+    let mut kept = Vec::with_capacity(views.len());
+    let mut receipts = Vec::new();
+    for view in views.drain(..) {
+        let attributes = &view.message.attributes;
+        if ReceiptAttributes::parse(|k| attributes.get(k).map(String::as_str)).is_some() {
+            receipts.push(view);
+        } else {
+            kept.push(view);
+        }
+    }
+    for receipt in receipts {
+        let attributes = &receipt.message.attributes;
+        let Some(parsed) = ReceiptAttributes::parse(|k| attributes.get(k).map(String::as_str))
+        else {
+            continue;
+        };
+        let claimed = kept.iter_mut().find_map(|view| {
+            let events = &view.message.events;
+            view.channels.iter_mut().find(|channel| {
+                events.iter().any(|e| {
+                    e.subscription == channel.subscription
+                        && e.kind == "push"
+                        && e.status.is_some_and(crate::retry::is_push_ack)
+                        && matches!(
+                            e.outcome.as_deref(),
+                            Some(outcome::SENT | outcome::DUPLICATE)
+                        )
+                        && e.provider_id.as_deref() == Some(parsed.sid)
+                })
+            })
+        });
+        match claimed {
+            Some(channel) => channel
+                .steps
+                .push(Step::of_receipt(&parsed, receipt.message.published_ms)),
+            None => kept.push(receipt),
+        }
+    }
+    kept
 }
 
 #[derive(Debug, Serialize)]
@@ -207,7 +328,7 @@ pub(super) async fn journey(console: &Console, search: &Search) -> Result<Journe
         Search::Report(report) => Journey {
             report: Some(report.0.clone()),
             message: None,
-            messages: views(observer.journal.by_report(report.0.clone(), show).await?),
+            messages: journey_views(observer.journal.by_report(report.0.clone(), show).await?),
         },
         Search::Message(id) => {
             // A message id leads to its whole report when it has one.
@@ -218,7 +339,7 @@ pub(super) async fn journey(console: &Console, search: &Search) -> Result<Journe
             Journey {
                 report: messages.first().and_then(|m| m.report_id.clone()),
                 message: Some(id.to_string()),
-                messages: views(messages),
+                messages: journey_views(messages),
             }
         }
     })
@@ -293,6 +414,8 @@ mod tests {
             latency_ms: Some(1.0),
             outcome: outcome.map(Into::into),
             related_id: None,
+            reason: None,
+            provider_id: None,
         }
     }
 
@@ -385,5 +508,113 @@ mod tests {
                 .collect();
             assert_eq!(states, expected, "{events:?}");
         }
+    }
+
+    fn receipt(
+        id: &str,
+        sid: &str,
+        status: &str,
+        code: Option<&str>,
+        at_ms: i64,
+    ) -> JournalMessage {
+        let attributes = ReceiptAttributes {
+            report_id: "12",
+            sid,
+            status,
+            error_code: code,
+            channel: "sms",
+        }
+        .to_attributes()
+        .into_iter()
+        .collect();
+        JournalMessage {
+            message_id: id.into(),
+            topic: "projects/p/topics/receipts".into(),
+            report_id: Some("12".into()),
+            published_ms: at_ms,
+            attributes,
+            subscriptions: Vec::new(),
+            data: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn sent(sub: &str, sid: &str, at_ms: i64) -> JournalEvent {
+        JournalEvent {
+            at_ms,
+            provider_id: Some(sid.into()),
+            ..event(sub, "push", Some(204), Some("sent"))
+        }
+    }
+
+    fn steps(view: &MessageView, sub: &str) -> Vec<(String, String, i64, bool)> {
+        let channel = view
+            .channels
+            .iter()
+            .find(|c| c.subscription == sub)
+            .unwrap();
+        channel
+            .steps
+            .iter()
+            .map(|s| (s.kind.clone(), s.label.clone(), s.at_ms, s.ok))
+            .collect()
+    }
+
+    #[test]
+    fn receipts_become_steps_of_the_channel_that_sent_them() {
+        let report = message(
+            vec![sent("email", "<m1@example>", 5), sent("sms", "SM1", 10)],
+            &[],
+        );
+        let views = journey_views(vec![
+            report,
+            receipt("2", "SM1", "sent", None, 20),
+            receipt("3", "SM1", "delivered", None, 30),
+            // Another provider message, sent by no push of this journey.
+            receipt("4", "SM9", "undelivered", Some("30003"), 40),
+        ]);
+        let ids: Vec<_> = views
+            .iter()
+            .map(|v| v.message.message_id.as_str())
+            .collect();
+        assert_eq!(ids, ["1", "4"], "claimed receipts are steps, not messages");
+        let step = |kind: &str, label: &str, at: i64, ok: bool| (kind.into(), label.into(), at, ok);
+        assert_eq!(
+            steps(&views[0], "sms"),
+            [
+                step("accepted", "accepted by provider", 10, true),
+                step("sent", "sent to carrier", 20, true),
+                step("delivered", "delivered to handset", 30, true),
+            ]
+        );
+        assert_eq!(
+            steps(&views[0], "email"),
+            [step("accepted", "accepted by provider", 5, true)]
+        );
+
+        let views = journey_views(vec![
+            message(vec![sent("sms", "SM2", 10)], &[]),
+            receipt("2", "SM2", "undelivered", Some("30003"), 20),
+        ]);
+        assert_eq!(
+            steps(&views[0], "sms"),
+            [
+                step("accepted", "accepted by provider", 10, true),
+                step("undelivered", "undelivered (30003)", 20, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_suppressed_channel_keeps_its_reason() {
+        let suppressed = JournalEvent {
+            reason: Some("twilio 21610".into()),
+            ..event("sms", "push", Some(204), Some("suppressed"))
+        };
+        let channels = channels(&message(vec![suppressed], &[]));
+        assert_eq!(channels[1].state, "suppressed");
+        assert_eq!(channels[1].reason.as_deref(), Some("twilio 21610"));
+        assert!(channels[1].steps.is_empty());
+        assert_eq!(channels[0].reason, None);
     }
 }

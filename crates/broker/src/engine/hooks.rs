@@ -79,6 +79,11 @@ pub(crate) struct PushTrace {
     /// `X-Labrelay-Outcome` (`sent`, `skipped`, `duplicate`), when present
     /// and a short token.
     pub receiver_outcome: Option<String>,
+    /// `X-Labrelay-Reason` (why `suppressed`: `twilio 21610`), when
+    /// present and short printable ASCII.
+    pub receiver_reason: Option<String>,
+    /// `X-Labrelay-Provider-Id` (Twilio's SID of what was sent), likewise.
+    pub provider_id: Option<String>,
 }
 
 /// Pushes the messages of push subscriptions.

@@ -2,8 +2,11 @@
 //! report search. Per message: its topic, report id (the `reportId`
 //! attribute), publish time, attributes and the subscriptions it was fanned
 //! out to; per delivery: each push attempt (time, HTTP status or error,
-//! latency, the receiver's `X-Labrelay-Outcome`), acknowledgements by pull
-//! subscribers, dead-lettering and replay.
+//! latency, the receiver's `X-Labrelay-Outcome` with its
+//! `X-Labrelay-Reason` and `X-Labrelay-Provider-Id`), acknowledgements by
+//! pull subscribers, dead-lettering and replay. A message published to a
+//! topic without subscriptions is journaled too: that is how the channels'
+//! delivery receipts (`RECEIPTS_TOPIC`) reach the console.
 //!
 //! The journal is kept off the durable path on purpose. It has its own
 //! SQLite file (`<data-dir>/journal.sqlite3`, WAL, `synchronous=NORMAL`: a
@@ -70,6 +73,8 @@ pub(crate) enum Event {
         error: Option<String>,
         latency: Duration,
         outcome: Option<String>,
+        reason: Option<String>,
+        provider_id: Option<String>,
     },
     DeadLettered {
         message_id: u64,
@@ -136,6 +141,10 @@ pub(crate) struct JournalEvent {
     pub latency_ms: Option<f64>,
     /// The receiver's `X-Labrelay-Outcome` on a push.
     pub outcome: Option<String>,
+    /// Its `X-Labrelay-Reason` (why `suppressed`).
+    pub reason: Option<String>,
+    /// Its `X-Labrelay-Provider-Id` (what the provider calls what it sent).
+    pub provider_id: Option<String>,
     /// The dead letter's id (dead-lettered) or the new message's (replayed).
     pub related_id: Option<String>,
 }
@@ -166,10 +175,30 @@ const SCHEMA: &str = "
         error TEXT,
         latency_ms REAL,
         outcome TEXT,
-        related_id TEXT
+        related_id TEXT,
+        reason TEXT,
+        provider_id TEXT
     );
     CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
 ";
+
+/// Columns added to `events` since its first version, for journals
+/// written by an earlier broker.
+const ADDED_EVENT_COLUMNS: [&str; 2] = ["reason", "provider_id"];
+
+/// Adds the [`ADDED_EVENT_COLUMNS`] a journal lacks.
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let existing: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('events')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for column in ADDED_EVENT_COLUMNS {
+        if !existing.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT"))?;
+        }
+    }
+    Ok(())
+}
 
 impl Journal {
     /// Opens (or creates) the journal at `path` and starts its writer.
@@ -186,6 +215,7 @@ impl Journal {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         writer
             .execute_batch(SCHEMA)
+            .and_then(|()| add_missing_columns(&writer))
             .with_context(|| format!("preparing {}", path.display()))?;
         let reader = Connection::open_with_flags(
             path,
@@ -342,8 +372,8 @@ fn select_messages(
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut events = conn.prepare_cached(
-        "SELECT subscription, kind, at_ms, attempt, status, error, latency_ms, outcome, related_id \
-         FROM events WHERE message_id = ?1 ORDER BY id",
+        "SELECT subscription, kind, at_ms, attempt, status, error, latency_ms, outcome, related_id, \
+         reason, provider_id FROM events WHERE message_id = ?1 ORDER BY id",
     )?;
     for message in &mut messages {
         let id: i64 = message.message_id.parse().unwrap_or(-1);
@@ -359,6 +389,8 @@ fn select_messages(
                     latency_ms: row.get(6)?,
                     outcome: row.get(7)?,
                     related_id: row.get(8)?,
+                    reason: row.get(9)?,
+                    provider_id: row.get(10)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -433,8 +465,8 @@ impl Writer {
             )?;
             let mut event = tx.prepare_cached(
                 "INSERT INTO events (message_id, subscription, kind, at_ms, attempt, status, \
-                 error, latency_ms, outcome, related_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 error, latency_ms, outcome, related_id, reason, provider_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for item in batch {
                 match item.as_ref() {
@@ -473,6 +505,8 @@ impl Writer {
                         error,
                         latency,
                         outcome,
+                        reason,
+                        provider_id,
                     } => {
                         event.execute(params![
                             *message_id as i64,
@@ -485,6 +519,8 @@ impl Writer {
                             latency.as_secs_f64() * 1000.0,
                             outcome,
                             None::<String>,
+                            reason,
+                            provider_id,
                         ])?;
                     }
                     Event::DeadLettered {
@@ -510,6 +546,8 @@ impl Writer {
                             None::<f64>,
                             None::<String>,
                             dead_letter_id,
+                            None::<String>,
+                            None::<String>,
                         ])?;
                     }
                     Event::Acked {
@@ -527,6 +565,8 @@ impl Writer {
                                 None::<u16>,
                                 None::<String>,
                                 None::<f64>,
+                                None::<String>,
+                                None::<String>,
                                 None::<String>,
                                 None::<String>,
                             ])?;
@@ -549,6 +589,8 @@ impl Writer {
                             None::<f64>,
                             None::<String>,
                             new_id,
+                            None::<String>,
+                            None::<String>,
                         ])?;
                     }
                 }
@@ -680,6 +722,8 @@ mod tests {
             error: Some("HTTP 503".into()),
             latency: Duration::from_millis(3),
             outcome: None,
+            reason: None,
+            provider_id: None,
         });
         journal.send(Event::Attempt {
             message_id: 7,
@@ -690,6 +734,8 @@ mod tests {
             error: None,
             latency: Duration::from_millis(2),
             outcome: Some("sent".into()),
+            reason: None,
+            provider_id: Some("SM1".into()),
         });
         journal.close().await;
         let found = journal.by_report("LR-1".into(), true).await.unwrap();
@@ -699,6 +745,7 @@ mod tests {
         let statuses: Vec<_> = found[0].events.iter().map(|e| e.status).collect();
         assert_eq!(statuses, [Some(503), Some(204)]);
         assert_eq!(found[0].events[1].outcome.as_deref(), Some("sent"));
+        assert_eq!(found[0].events[1].provider_id.as_deref(), Some("SM1"));
         assert_eq!(
             journal.by_message(8, false).await.unwrap()[0]
                 .report_id
@@ -780,6 +827,8 @@ mod tests {
                 error: None,
                 latency: Duration::from_millis(1),
                 outcome: None,
+                reason: None,
+                provider_id: None,
             });
         }
         journal.close().await;
@@ -797,5 +846,54 @@ mod tests {
         // Nothing left to drop: a second prune keeps everything.
         writer.prune(now).unwrap();
         assert_eq!(journal.recent(10, false).await.unwrap().len(), 1);
+    }
+
+    /// A journal written before the push events kept a reason and a
+    /// provider id gets the columns, and keeps its history.
+    #[tokio::test]
+    async fn an_older_journal_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            let schema = SCHEMA.replace(
+                "related_id TEXT,\n        reason TEXT,\n        provider_id TEXT",
+                "related_id TEXT",
+            );
+            assert_ne!(schema, SCHEMA, "the old schema differs");
+            old.execute_batch(&schema).unwrap();
+            old.execute(
+                "INSERT INTO events (message_id, subscription, kind, at_ms) VALUES (1, 's', 'push', ?1)",
+                [unix_millis(SystemTime::now())],
+            )
+            .unwrap();
+        }
+        let journal = journal(dir.path(), 100, false);
+        journal.send(Event::Published {
+            topic: "t".into(),
+            messages: vec![message(1, "R1")],
+            subscriptions: Vec::new(),
+            wanted: Vec::new(),
+        });
+        journal.send(Event::Attempt {
+            message_id: 1,
+            subscription: "s".into(),
+            attempt: 2,
+            at: SystemTime::now(),
+            status: Some(204),
+            error: None,
+            latency: Duration::from_millis(1),
+            outcome: Some("suppressed".into()),
+            reason: Some("twilio 21610".into()),
+            provider_id: None,
+        });
+        journal.close().await;
+        let found = journal.by_report("R1".into(), false).await.unwrap();
+        let reasons: Vec<_> = found[0]
+            .events
+            .iter()
+            .map(|e| e.reason.as_deref())
+            .collect();
+        assert_eq!(reasons, [None, Some("twilio 21610")]);
     }
 }

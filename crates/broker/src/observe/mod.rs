@@ -145,6 +145,8 @@ impl Observer for Observers {
             error,
             latency: trace.latency,
             outcome: trace.receiver_outcome,
+            reason: trace.receiver_reason,
+            provider_id: trace.provider_id,
         });
     }
 
@@ -244,6 +246,7 @@ mod tests {
             let trace = PushTrace {
                 latency: Duration::from_millis(2),
                 receiver_outcome: Some("sent".into()),
+                ..PushTrace::default()
             };
             observer.pushed(&sub, &delivery, PushResult::Status(204), trace);
         }

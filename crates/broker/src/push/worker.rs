@@ -108,7 +108,7 @@ pub(crate) async fn run(pusher: Arc<Pusher>, engine: Engine, sub: Arc<Subscripti
                         if trace.latency.is_zero() {
                             trace = PushTrace {
                                 latency: started.elapsed(),
-                                receiver_outcome: None,
+                                ..PushTrace::default()
                             };
                         }
                         (delivery, outcome, trace)
@@ -193,22 +193,36 @@ async fn settle(
 }
 
 /// The push's latency, and what the receiver says it did
-/// (`X-Labrelay-Outcome`) when that is a short token.
+/// (`X-Labrelay-Outcome`) when that is a short token, with its reason and
+/// the provider's id when those are short printable ASCII. Receivers write
+/// only ids and codes there; a value that could be anything else (too
+/// long, control characters, non-ASCII) is dropped rather than kept.
 fn trace_of(response: &reqwest::Response, started: Instant) -> PushTrace {
-    let receiver_outcome = response
-        .headers()
-        .get(labrelay_contract::headers::OUTCOME)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    use labrelay_contract::headers;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let receiver_outcome = header(headers::OUTCOME)
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 32
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .map(str::to_ascii_lowercase);
+    let text = |name: &str| {
+        header(name)
+            .filter(|v| headers::is_token_text(v))
+            .map(str::to_string)
+    };
     PushTrace {
         latency: started.elapsed(),
         receiver_outcome,
+        receiver_reason: text(headers::REASON),
+        provider_id: text(headers::PROVIDER_ID),
     }
 }
 
