@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use labrelay_receiver::notify_log::{
-    Claim, ClaimHeld, ClaimLimits, ClaimToken, DEFAULT_COLLECTION, Dedupe, FirestoreLog,
-    FirestoreSetting, NotificationKey, NotificationLog, NotifyLogSetting, SentRecord, now_ms,
-    setting_from_vars,
+    Claim, ClaimHeld, ClaimLimits, ClaimToken, DEFAULT_COLLECTION, Dedupe, DeliveryStatus,
+    FirestoreLog, FirestoreSetting, NotificationKey, NotificationLog, NotifyLogSetting, Receipt,
+    ReceiptApplied, SentRecord, Suppression, now_ms, setting_from_vars, subject_hash,
 };
 
 /// The official emulator, in its own process group, killed with it.
@@ -159,6 +159,14 @@ async fn firestore_log_against_the_official_emulator() {
     a_slow_claim_and_a_slow_send_are_sent_once(&emulator).await;
     eprintln!("scenario: a claim renewed while its send runs, and only by its holder");
     a_claim_is_renewed_while_its_send_runs_and_only_by_its_holder(&emulator).await;
+    eprintln!("scenario: suppressions by keyed hash, shared by two instances");
+    suppressions_are_kept_by_hash_and_shared(&emulator).await;
+    eprintln!("scenario: more suppressions than one page lists");
+    suppressions_are_listed_past_one_page(&emulator).await;
+    eprintln!("scenario: receipts never go backwards, from two instances");
+    receipts_never_go_backwards(&emulator).await;
+    eprintln!("scenario: racing receipts: one final status, counted once");
+    racing_receipts_apply_one_final_status(&emulator).await;
     eprintln!("scenario: NOTIFY_LOG=firestore://... with a named database and collection");
     opened_from_the_setting(&emulator).await;
     eprintln!("all scenarios in {:?}", started.elapsed());
@@ -669,6 +677,229 @@ async fn opened_from_the_setting(emulator: &Emulator) {
         ..firestore.clone()
     };
     assert_eq!(open(&default_db).already_sent(&k).await.unwrap(), None);
+}
+
+/// Every document of the log's collection `suffix` (`-suppressions`,
+/// `-receipts`) as the emulator has it, read over its REST API.
+async fn raw_collection(setting: &FirestoreSetting, suffix: &str) -> Vec<serde_json::Value> {
+    let url = format!(
+        "http://{}/v1/{}/documents/{}{suffix}?pageSize=1000",
+        setting.emulator_host.as_deref().unwrap(),
+        setting.database_path(),
+        setting.collection,
+    );
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth("owner")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page: serde_json::Value = response.json().await.unwrap();
+    page["documents"].as_array().cloned().unwrap_or_default()
+}
+
+fn suppression(channel: &str, subject: &str, reason: &str, since_ms: i64) -> Suppression {
+    Suppression {
+        channel: channel.into(),
+        subject: subject.into(),
+        reason: reason.into(),
+        since_ms,
+    }
+}
+
+async fn suppressions_are_kept_by_hash_and_shared(emulator: &Emulator) {
+    let setting = setting(emulator, "suppressions");
+    // Two instances of the services, one store.
+    let (a, b) = (open(&setting), open(&setting));
+    let key = b"a suppression key";
+    let phone = "+15550001111";
+    let subject = subject_hash(key, "sms", phone);
+    assert_eq!(a.suppression("sms", &subject).await.unwrap(), None);
+    assert_eq!(a.suppressions().await.unwrap(), Vec::new());
+    assert!(!a.lift("sms", &subject).await.unwrap(), "nothing to lift");
+
+    a.suppress(suppression("sms", &subject, "twilio 21610", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.suppression("sms", &subject).await.unwrap(),
+        Some(suppression("sms", &subject, "twilio 21610", 1_000)),
+        "the other instance finds it"
+    );
+    // The hash is of the channel and the recipient, under the key.
+    for (channel, other) in [
+        ("email", subject.clone()),
+        ("sms", subject_hash(key, "sms", "+15550001112")),
+        ("sms", subject_hash(b"another key", "sms", phone)),
+    ] {
+        assert_eq!(b.suppression(channel, &other).await.unwrap(), None);
+    }
+    // Suppressed again (a STOP after the 21610): replaced, still one.
+    b.suppress(suppression("sms", &subject, "inbound STOP", 2_000))
+        .await
+        .unwrap();
+    let email_subject = subject_hash(key, "email", "alex@example.com");
+    a.suppress(suppression(
+        "email",
+        &email_subject,
+        "smtp 550 5.1.1",
+        1_500,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        a.suppressions().await.unwrap(),
+        vec![
+            suppression("email", &email_subject, "smtp 550 5.1.1", 1_500),
+            suppression("sms", &subject, "inbound STOP", 2_000),
+        ],
+        "oldest first"
+    );
+    // The store holds hashes, never the number or the address.
+    let stored = serde_json::to_string(&raw_collection(&setting, "-suppressions").await).unwrap();
+    assert!(stored.contains(&subject), "{stored}");
+    for personal in ["15550001111", "5550001111", "alex", "example.com"] {
+        assert!(!stored.contains(personal), "{personal} in {stored}");
+    }
+
+    assert!(b.lift("sms", &subject).await.unwrap());
+    assert!(!a.lift("sms", &subject).await.unwrap(), "lifted once");
+    assert_eq!(a.suppression("sms", &subject).await.unwrap(), None);
+    assert_eq!(
+        b.suppressions().await.unwrap(),
+        vec![suppression(
+            "email",
+            &email_subject,
+            "smtp 550 5.1.1",
+            1_500
+        )]
+    );
+}
+
+async fn suppressions_are_listed_past_one_page(emulator: &Emulator) {
+    let setting = setting(emulator, "many-suppressions");
+    let log = Arc::new(open(&setting));
+    // The log asks for pages of 300.
+    const COUNT: i64 = 320;
+    let mut writes = tokio::task::JoinSet::new();
+    for n in 0..COUNT {
+        let log = Arc::clone(&log);
+        writes.spawn(async move {
+            let subject = subject_hash(b"k", "sms", &format!("+1555{n:07}"));
+            log.suppress(suppression("sms", &subject, "operator", n))
+                .await
+                .unwrap();
+        });
+    }
+    writes.join_all().await;
+    let listed = log.suppressions().await.unwrap();
+    assert_eq!(listed.len(), COUNT as usize);
+    assert!(listed.windows(2).all(|w| w[0].since_ms < w[1].since_ms));
+}
+
+fn receipt(sid: &str, status: DeliveryStatus, at_ms: i64) -> Receipt {
+    Receipt {
+        provider_id: sid.into(),
+        channel: "sms".into(),
+        report_id: Some("LR-1".into()),
+        content_hash: Some("c0ffee".into()),
+        status,
+        error_code: None,
+        at_ms,
+    }
+}
+
+async fn receipts_never_go_backwards(emulator: &Emulator) {
+    use DeliveryStatus::*;
+    let setting = setting(emulator, "receipts");
+    let (a, b) = (open(&setting), open(&setting));
+    let sid = "SM0123456789abcdef0123456789abcdef";
+    assert_eq!(a.receipt(sid).await.unwrap(), None);
+    assert_eq!(
+        a.record_receipt(receipt(sid, Sent, 1)).await.unwrap(),
+        ReceiptApplied::Applied
+    );
+    assert_eq!(
+        b.record_receipt(receipt(sid, Delivered, 2)).await.unwrap(),
+        ReceiptApplied::Applied
+    );
+    // Late, twice, or a second final opinion: the first final stands.
+    for (log, late) in [(&a, Sent), (&b, Queued), (&a, Delivered), (&b, Failed)] {
+        assert_eq!(
+            log.record_receipt(receipt(sid, late, 3)).await.unwrap(),
+            ReceiptApplied::Stale { current: Delivered },
+            "{late:?}"
+        );
+    }
+    assert_eq!(
+        b.receipt(sid).await.unwrap(),
+        Some(receipt(sid, Delivered, 2))
+    );
+
+    // A failure keeps its error code; an id that is not a plain SID is
+    // stored under a hash of it and found again.
+    let odd = "not/a sid";
+    let mut failed = receipt(odd, Undelivered, 4);
+    failed.error_code = Some(30003);
+    failed.report_id = None;
+    failed.content_hash = None;
+    assert_eq!(
+        a.record_receipt(failed.clone()).await.unwrap(),
+        ReceiptApplied::Applied
+    );
+    assert_eq!(b.receipt(odd).await.unwrap(), Some(failed));
+    let ids: Vec<String> = raw_collection(&setting, "-receipts")
+        .await
+        .iter()
+        .map(|d| {
+            d["name"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&sid.to_string()), "{ids:?}");
+    assert!(!ids.iter().any(|id| id.contains("sid")), "{ids:?}");
+}
+
+async fn racing_receipts_apply_one_final_status(emulator: &Emulator) {
+    use DeliveryStatus::*;
+    let setting = setting(emulator, "racing-receipts");
+    let logs = [Arc::new(open(&setting)), Arc::new(open(&setting))];
+    let sid = "SMracing";
+    let mut racers = tokio::task::JoinSet::new();
+    for (n, status) in [Queued, Sending, Sent, Delivered, Undelivered, Failed]
+        .into_iter()
+        .cycle()
+        .take(24)
+        .enumerate()
+    {
+        let log = Arc::clone(&logs[n % 2]);
+        racers.spawn(async move {
+            let applied = log.record_receipt(receipt(sid, status, n as i64)).await;
+            (status, applied.unwrap())
+        });
+    }
+    let results = racers.join_all().await;
+    let finals: Vec<_> = results
+        .iter()
+        .filter(|(status, applied)| status.is_final() && *applied == ReceiptApplied::Applied)
+        .collect();
+    assert_eq!(finals.len(), 1, "{results:?}");
+    let stored = logs[0].receipt(sid).await.unwrap().unwrap();
+    assert_eq!(stored.status, finals[0].0, "{results:?}");
+    // Every applied write ranked above the one before it, so no more
+    // than one per rank was applied.
+    let applied = results
+        .iter()
+        .filter(|(_, applied)| *applied == ReceiptApplied::Applied)
+        .count();
+    assert!((1..=4).contains(&applied), "{results:?}");
 }
 
 #[tokio::test]

@@ -234,10 +234,12 @@ pub struct Suppression {
 }
 
 /// The keyed hash a suppression is stored under: hex HMAC-SHA256, keyed
-/// with `SUPPRESSION_KEY`, of the channel and the normalized recipient (an
-/// E.164 number, a lowercased email address). Unkeyed, a hash of a phone
-/// number is reversed by trying every number; with the key, whoever reads
-/// the store without it learns nothing but how many there are.
+/// with `SUPPRESSION_KEY`, of the channel and the recipient as the
+/// channel names it (an E.164 number; an email address as the report
+/// writes it, case kept, since a mailbox's local part may be
+/// case-sensitive). Unkeyed, a hash of a phone number is reversed by
+/// trying every number; with the key, whoever reads the store without it
+/// learns nothing but how many there are.
 pub fn subject_hash(key: &[u8], channel: &str, recipient: &str) -> String {
     use hmac::Mac as _;
     let mut mac =
