@@ -13,12 +13,14 @@
 #   deploy/cloudrun/deploy.sh --dry-run --project PROJECT --region REGION   # print the plan only
 #
 # Secrets are never arguments: on the first run SMTP_PASSWORD and
-# TWILIO_AUTH_TOKEN are read from the environment and handed to Secret
-# Manager on standard input. Every step looks before it creates, and what
+# TWILIO_AUTH_TOKEN are read from the environment, and the suppression key
+# is made from /dev/urandom, and each is handed to Secret Manager on
+# standard input. Every step looks before it creates, and what
 # exists is brought to the kit's settings (printing what changed), so a
 # re-run converges and a project that ran the lab is taken over with a
 # warning; a look-up that fails for any reason but "not found" stops the
-# script. A secret gets a new version only with --rotate-secrets. The
+# script. A secret gets a new version only with --rotate-secrets, and the
+# suppression key (made on the first run) never does. The
 # deployer's permissions are checked first (testIamPermissions), naming any
 # that is missing. --dry-run prints every gcloud command, one per line after
 # "+ ", runs none and needs neither gcloud nor a login; look-ups are printed
@@ -45,7 +47,8 @@ Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
                                unset: every country but the non-geographic codes); match Twilio's SMS Geo Permissions
   --ingest-keys-file FILE      first version of the ingest keys secret: lines of lab-name:sha256-hex-of-key
   --rotate-secrets             add the given secrets (SMTP_PASSWORD, TWILIO_AUTH_TOKEN, --ingest-keys-file) as new
-                               versions of secrets that have one already; without it a re-run never adds a version
+                               versions of secrets that have one already; without it a re-run never adds a version.
+                               The suppression key is never rotated: a new one would forget every opt-out
   --max-delivery-attempts N    push attempts before a message is dead-lettered (5-100; default 100: an outage of about
                                15 h 40 min parks nothing; a message that can never be sent is parked at once)
   --notify-log firestore|off   env NOTIFY_LOG (default firestore): the push services share a notification log in
@@ -255,6 +258,7 @@ INGEST_KEYS_SECRET=labrelay-ingest-api-keys
 INGEST_KEYS_PATH=/secrets/ingest/keys
 SMTP_SECRET=labrelay-smtp-password
 TWILIO_SECRET=labrelay-twilio-auth-token
+SUPPRESSION_SECRET=labrelay-suppression-key
 APIS=(run pubsub cloudbuild artifactregistry secretmanager iam)
 [[ -z $NOTIFY_LOG ]] || APIS+=(firestore)
 if [[ -n $NOTIFY_LOG && $FIRESTORE_DATABASE != '(default)' ]]; then
@@ -592,12 +596,57 @@ secret() {
         --member="serviceAccount:$reader" --role=roles/secretmanager.secretAccessor
 }
 
-step "Secrets in Secret Manager, each readable by its service alone"
+# $1 bytes from /dev/urandom as lower-case hex, with bash alone: read one
+# byte at a time in the C locale (a NUL byte reads as the empty string,
+# whose code is 0).
+random_hex() {
+    local LC_ALL=C count=$1 byte code hex=
+    while ((count-- > 0)); do
+        IFS= read -r -d '' -n 1 byte || return 1
+        printf -v code '%d' "'$byte"
+        printf -v hex '%s%02x' "$hex" "$((code & 255))"
+    done </dev/urandom
+    printf '%s\n' "$hex"
+}
+
+# A secret nobody types: the key the push services hash suppressed
+# recipients with. Created with a first version of 32 random bytes (hex) on
+# the first run, handed to Secret Manager on standard input and never
+# shown; readable by each account after $1. Never given a new version, not
+# even with --rotate-secrets: under a new key the stored hashes match no
+# one, and every opt-out would be forgotten (docs/production.md).
+generated_secret() {
+    local name=$1 reader
+    shift
+    if ! exists secrets describe "$name" "$P"; then
+        change secrets create "$name" "$P" --replication-policy=automatic --labels=app=labrelay
+    fi
+    if ! exists secrets versions describe latest --secret="$name" "$P"; then
+        # Shown as what the services read it as; the value is made here.
+        SHOW_SUFFIX=" <<<\"\$SUPPRESSION_KEY\"" show gcloud secrets versions add "$name" "$P" --data-file=-
+        if ((!DRY_RUN)); then
+            local key
+            if ! key=$(random_hex 32) || [[ ! $key =~ ^[0-9a-f]{64}$ ]]; then
+                die "could not read 32 bytes from /dev/urandom"
+            fi
+            printf '%s' "$key" | gcloud secrets versions add "$name" "$P" --data-file=- >/dev/null
+        fi
+    elif ((ROTATE_SECRETS)); then
+        note "secret $name is not rotated: a new key would forget every suppression"
+    fi
+    for reader in "$@"; do
+        grant secrets add-iam-policy-binding "$name" "$P" \
+            --member="serviceAccount:$reader" --role=roles/secretmanager.secretAccessor
+    done
+}
+
+step "Secrets in Secret Manager, each readable by its service alone (the suppression key by both push services)"
 secret "$INGEST_KEYS_SECRET" "" "$INGEST_KEYS_FILE" "$INGEST_SA"
 if [[ -n $SMTP_USERNAME ]]; then
     secret "$SMTP_SECRET" SMTP_PASSWORD "" "$EMAIL_SA"
 fi
 secret "$TWILIO_SECRET" TWILIO_AUTH_TOKEN "" "$SMS_SA"
+generated_secret "$SUPPRESSION_SECRET" "$EMAIL_SA" "$SMS_SA"
 
 # --- 6. Services --------------------------------------------------------------
 
@@ -682,9 +731,11 @@ email_settings=("SMTP_URL=$SMTP_URL" "SMTP_DATA_TIMEOUT_SECS=$SMTP_DATA_TIMEOUT_
 [[ -z $SMTP_USERNAME ]] || email_settings+=("SMTP_USERNAME=$SMTP_USERNAME")
 [[ -z $EMAIL_FROM ]] || email_settings+=("EMAIL_FROM=$EMAIL_FROM")
 [[ -z $EMAIL_REPLY_TO ]] || email_settings+=("EMAIL_REPLY_TO=$EMAIL_REPLY_TO")
-smtp_secret=
-[[ -z $SMTP_USERNAME ]] || smtp_secret="SMTP_PASSWORD=$SMTP_SECRET:latest"
-push_service email-service "$EMAIL_SA" "$smtp_secret" "$EMAIL_PUSH_URL" "${email_settings[@]}"
+# Both push services hash suppressed recipients with the one key.
+suppression_secret="SUPPRESSION_KEY=$SUPPRESSION_SECRET:latest"
+email_secrets=$suppression_secret
+[[ -z $SMTP_USERNAME ]] || email_secrets="SMTP_PASSWORD=$SMTP_SECRET:latest,$email_secrets"
+push_service email-service "$EMAIL_SA" "$email_secrets" "$EMAIL_PUSH_URL" "${email_settings[@]}"
 email_url=$PUSH_URL
 
 step "sms-service: private, reached by Pub/Sub push only"
@@ -693,7 +744,8 @@ sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID")
 [[ -z $TWILIO_FROM ]] || sms_settings+=("TWILIO_FROM=$TWILIO_FROM")
 [[ -z $TWILIO_MESSAGING_SERVICE_SID ]] || sms_settings+=("TWILIO_MESSAGING_SERVICE_SID=$TWILIO_MESSAGING_SERVICE_SID")
 [[ -z $SMS_ALLOWED_COUNTRIES ]] || sms_settings+=("SMS_ALLOWED_COUNTRIES=$SMS_ALLOWED_COUNTRIES")
-push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest" "$SMS_PUSH_URL" "${sms_settings[@]}"
+push_service sms-service "$SMS_SA" "TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest,$suppression_secret" \
+    "$SMS_PUSH_URL" "${sms_settings[@]}"
 sms_url=$PUSH_URL
 
 # --- 7. Push subscriptions ------------------------------------------------------

@@ -444,7 +444,8 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             // The services refuse to start without an audience; the real
             // one is known after the first deploy (the update below).
             "PUSH_AUDIENCE=",
-            "--set-secrets=SMTP_PASSWORD=labrelay-smtp-password:latest",
+            "--set-secrets=SMTP_PASSWORD=labrelay-smtp-password:latest,\
+             SUPPRESSION_KEY=labrelay-suppression-key:latest",
         ],
     );
     let sms = line_with(
@@ -460,7 +461,8 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
             &format!("PUSH_ALLOWED_SERVICE_ACCOUNTS={invoker}"),
             "DEAD_LETTER_TOPIC=projects/demo-project/topics/new-lab-report-dead-letter",
             "PUSH_AUDIENCE=",
-            "--set-secrets=TWILIO_AUTH_TOKEN=labrelay-twilio-auth-token:latest",
+            "--set-secrets=TWILIO_AUTH_TOKEN=labrelay-twilio-auth-token:latest,\
+             SUPPRESSION_KEY=labrelay-suppression-key:latest",
         ],
     );
     for name in ["email-service", "sms-service"] {
@@ -578,6 +580,37 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
     );
     assert!(
         position(&plan, "secrets create labrelay-smtp-password ")
+            < position(&plan, "run deploy email-service ")
+    );
+    // The suppression key: made on the first run (its value never in the
+    // plan: on standard input, made by the script), read by both push
+    // services, before they start.
+    line_with(
+        &plan,
+        "secrets create labrelay-suppression-key ",
+        &["--replication-policy=automatic"],
+    );
+    let added = line_with(
+        &plan,
+        "secrets versions add labrelay-suppression-key ",
+        &["--data-file=-"],
+    );
+    assert!(
+        added.ends_with(r#" --data-file=- <<<"$SUPPRESSION_KEY""#),
+        "{added}"
+    );
+    for account in ["labrelay-email", "labrelay-sms"] {
+        line_with(
+            &plan,
+            "secrets add-iam-policy-binding labrelay-suppression-key ",
+            &[
+                &format!("--member=serviceAccount:{account}@demo-project.iam.gserviceaccount.com"),
+                "--role=roles/secretmanager.secretAccessor",
+            ],
+        );
+    }
+    assert!(
+        position(&plan, "secrets versions add labrelay-suppression-key ")
             < position(&plan, "run deploy email-service ")
     );
     assert!(position(&plan, "builds submit") < position(&plan, "run deploy "));
@@ -1005,6 +1038,63 @@ fn secrets_get_a_new_version_only_when_asked() {
         "{}",
         run.stdin
     );
+}
+
+/// The suppression key is made by the script on the first run (32 random
+/// bytes, hex: a fresh one each time), reaches Secret Manager on standard
+/// input alone, and is never given a new version, not even with
+/// --rotate-secrets: a new key would forget every opt-out.
+#[test]
+fn the_suppression_key_is_made_once_never_shown_and_never_rotated() {
+    let made = |run: &FakeRun| -> String {
+        run.assert_success();
+        let keys: Vec<&str> = run
+            .stdin
+            .lines()
+            .filter(|line| line.len() == 64 && line.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        assert_eq!(keys.len(), 1, "{:?}", run.stdin);
+        let key = keys[0].to_string();
+        assert!(!key.bytes().any(|b| b.is_ascii_uppercase()), "{key}");
+        let shown = [&run.output.stdout[..], &run.output.stderr[..]].concat();
+        assert!(
+            !String::from_utf8_lossy(&shown).contains(&key),
+            "the key was printed"
+        );
+        for call in run.joined() {
+            assert!(!call.contains(&key), "the key on a command line: {call}");
+        }
+        key
+    };
+    let first = made(&fake_run("empty", &[], &[]));
+    let second = made(&fake_run("empty", &[], &[]));
+    assert_ne!(first, second, "each first run makes its own key");
+
+    let run = fake_run("existing", &converged(), &["--rotate-secrets"]);
+    run.assert_success();
+    let calls = run.joined();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("secrets versions add labrelay-suppression-key ")),
+        "{calls:#?}"
+    );
+    assert!(
+        run.stderr()
+            .contains("secret labrelay-suppression-key is not rotated"),
+        "{}",
+        run.stderr()
+    );
+    for name in ["email-service", "sms-service"] {
+        let deploy = calls
+            .iter()
+            .find(|c| c.starts_with(&format!("run deploy {name} ")))
+            .unwrap();
+        assert!(
+            deploy.contains("SUPPRESSION_KEY=labrelay-suppression-key:latest"),
+            "{deploy}"
+        );
+    }
 }
 
 /// Without the shared notification log each push service runs on one
