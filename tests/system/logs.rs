@@ -134,9 +134,16 @@ async fn a_full_run_logs_no_personal_data_and_no_secrets() {
         !logs.contains('\u{1b}'),
         "a log written to a file carries no terminal colour codes: {logs}"
     );
+    assert!(
+        !logs.contains("SUPPRESSION_KEY"),
+        "`up` gives both push services its suppression key: {logs}"
+    );
+    let suppression_key =
+        std::fs::read_to_string(data.path().join("data/suppression-key")).unwrap();
     let mut forbidden = vec![
         // `up` names the key's file; the key stays in it.
         api_key.trim().to_string(),
+        suppression_key.trim().to_string(),
         SMTP_PASSWORD.to_string(),
         TWILIO_TOKEN.to_string(),
         "owner.zyxwv9@example.com".to_string(),
