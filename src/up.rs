@@ -20,6 +20,10 @@ pub const DEAD_LETTER_TOPIC: &str = "new-lab-report-dead-letter";
 /// Keeps what reaches the dead-letter topic: Pub/Sub drops messages
 /// published to a topic without subscriptions.
 pub const DEAD_LETTER_SUBSCRIPTION: &str = "new-lab-report-dead-letter-sub";
+/// Where the sms-service publishes the delivery receipts it records
+/// (`RECEIPTS_TOPIC`). It has no subscription: the broker journals what is
+/// published there under the report's id, which is all the console needs.
+pub const RECEIPTS_TOPIC: &str = "lab-report-receipts";
 
 /// Who may talk to the system's ports, and where the broker may push.
 #[derive(Default)]
@@ -200,6 +204,7 @@ pub async fn ensure_topology(
     for name in [
         topic_name(project, TOPIC),
         topic_name(project, DEAD_LETTER_TOPIC),
+        topic_name(project, RECEIPTS_TOPIC),
     ] {
         ignore_exists(
             broker
@@ -452,11 +457,18 @@ pub async fn run(
     if !twilio {
         sms_defaults.push(("SMS_URL", file_url(&sms_outbox)?));
     }
+    // Twilio's receipts come back to PUBLIC_URL. Only a stand-in on this
+    // machine (TWILIO_API_BASE set) can reach the sms-service's loopback
+    // address; real Twilio needs a public URL the operator sets.
+    if twilio && std::env::var_os("TWILIO_API_BASE").is_some() {
+        sms_defaults.push(("PUBLIC_URL", format!("http://{sms_addr}")));
+    }
     let sms_settings = labrelay_sms_service::Settings::from_vars(env_with(
         sms_defaults,
         [
             push_auth_vars(&project, &issuer, broker_addr, sms_addr),
             dead_letter_vars(&project, broker_addr),
+            vec![("RECEIPTS_TOPIC", topic_name(&project, RECEIPTS_TOPIC))],
             suppression_key,
             hosts_var,
         ]

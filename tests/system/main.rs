@@ -20,6 +20,8 @@
 //! - `hostile`: hostile requests at every endpoint of `labrelay up`.
 //! - `lab_outage`: the lab's outage under `labrelay up`'s own settings.
 //! - `logs`: what a full run writes to its logs, and what it never writes.
+//! - `receipts`: Twilio's delivery receipts as steps of a report's journey
+//!   on the console, and how long a callback takes to show there.
 //! - `resilience`: the lab's resilience test (SMTP failing, then healing).
 //! - `suppressions`: `labrelay suppressions` beside a running `labrelay up`.
 //! - `up`: `labrelay up` and `labrelay post` as a newcomer runs them.
@@ -39,6 +41,7 @@ mod faults;
 mod hostile;
 mod lab_outage;
 mod logs;
+mod receipts;
 mod resilience;
 mod suppressions;
 mod templates;

@@ -21,14 +21,11 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::RetryPolicyExt as _;
-use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
-use google_cloud_pubsub::retry_policy::RetryableErrors;
 use labrelay_contract::dead_letter;
 use labrelay_contract::push::PushEnvelope;
-use tokio::sync::OnceCell;
+
+use crate::publish::{TopicPublisher, TopicSetting};
 
 /// How long parking one message may take before the push is answered 503.
 pub const PARK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,75 +33,35 @@ pub const PARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where permanent failures are parked: `DEAD_LETTER_TOPIC`, published to
 /// through `PUBSUB_EMULATOR_HOST` when set, else Google Cloud Pub/Sub with
 /// Application Default Credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetterSetting {
-    /// The topic's full name, `projects/{project}/topics/{id}`.
-    pub topic: String,
-    /// A local broker's gRPC endpoint (`http://host:port`).
-    pub emulator_endpoint: Option<String>,
-}
+pub type DeadLetterSetting = TopicSetting;
 
-impl DeadLetterSetting {
-    /// Reads `DEAD_LETTER_TOPIC` and `PUBSUB_EMULATOR_HOST` through `get`
-    /// (blank values count as unset). `None` when `DEAD_LETTER_TOPIC` is
-    /// unset: permanent failures are answered 422 and parked by the
-    /// subscription's dead-letter policy once its attempts run out.
-    pub fn from_vars(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Option<DeadLetterSetting>> {
-        let get = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let Some(topic) = get("DEAD_LETTER_TOPIC") else {
-            return Ok(None);
-        };
-        if !is_topic_name(&topic) {
-            anyhow::bail!(
-                "DEAD_LETTER_TOPIC must be a full topic name such as \
-                 `projects/my-project/topics/new-lab-report-dead-letter`, not {topic:?}"
-            );
-        }
-        let emulator_endpoint = get("PUBSUB_EMULATOR_HOST")
-            .map(|host| labrelay_runtime::emulator::endpoint(&host))
-            .transpose()?;
-        Ok(Some(DeadLetterSetting {
-            topic,
-            emulator_endpoint,
-        }))
-    }
-}
-
-fn is_topic_name(name: &str) -> bool {
-    let Some((project, id)) = name
-        .strip_prefix("projects/")
-        .and_then(|rest| rest.split_once("/topics/"))
-    else {
-        return false;
-    };
-    !project.is_empty() && !id.is_empty() && !id.contains('/')
+/// Reads `DEAD_LETTER_TOPIC` and `PUBSUB_EMULATOR_HOST` through `get`
+/// (blank values count as unset). `None` when `DEAD_LETTER_TOPIC` is
+/// unset: permanent failures are answered 422 and parked by the
+/// subscription's dead-letter policy once its attempts run out.
+pub fn setting_from_vars(
+    get: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<DeadLetterSetting>> {
+    TopicSetting::from_vars(get, "DEAD_LETTER_TOPIC", "new-lab-report-dead-letter")
 }
 
 /// Publishes dead letters to one topic. The client is built on the first
 /// one, so a receiver that never parks anything never connects.
 #[derive(Debug)]
 pub(crate) struct DeadLetters {
-    setting: DeadLetterSetting,
-    publisher: OnceCell<Publisher>,
+    publisher: TopicPublisher,
 }
 
 impl DeadLetters {
     pub(crate) fn new(setting: DeadLetterSetting) -> DeadLetters {
         DeadLetters {
-            setting,
-            publisher: OnceCell::new(),
+            publisher: TopicPublisher::new(setting, PARK_TIMEOUT),
         }
     }
 
     /// The topic, for the start-up line.
     pub(crate) fn topic(&self) -> &str {
-        &self.setting.topic
+        self.publisher.topic()
     }
 
     /// Publishes the pushed message to the dead-letter topic with the
@@ -138,49 +95,11 @@ impl DeadLetters {
             .filter(|(k, _)| !dead_letter::is_source_attribute(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain(source.map(|(k, v)| (k.to_string(), v)));
-        let ordering_key = pushed.ordering_key.clone().unwrap_or_default();
         let message = Message::new()
             .set_data(data)
             .set_attributes(attributes)
-            .set_ordering_key(ordering_key.clone());
-        let publish = async {
-            let publisher = self.publisher.get_or_try_init(|| self.build()).await?;
-            let published = publisher.publish(message).await;
-            if published.is_err() && !ordering_key.is_empty() {
-                // A failed publish pauses its ordering key until resumed.
-                publisher.resume_publish(ordering_key.clone());
-            }
-            published.with_context(|| format!("publishing to {}", self.setting.topic))
-        };
-        tokio::time::timeout(PARK_TIMEOUT, publish)
-            .await
-            .with_context(|| {
-                format!(
-                    "{} did not confirm the dead letter within {PARK_TIMEOUT:?}",
-                    self.setting.topic
-                )
-            })?
-    }
-
-    async fn build(&self) -> anyhow::Result<Publisher> {
-        let topic = &self.setting.topic;
-        let backoff = ExponentialBackoffBuilder::new()
-            .with_initial_delay(Duration::from_millis(50))
-            .with_maximum_delay(Duration::from_secs(1))
-            .with_scaling(2.0)
-            .clamp();
-        let mut builder = Publisher::builder(topic.clone())
-            .with_retry_policy(RetryableErrors.with_time_limit(PARK_TIMEOUT))
-            .with_backoff_policy(backoff);
-        if let Some(endpoint) = &self.setting.emulator_endpoint {
-            builder = builder.with_endpoint(endpoint).with_credentials(
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            );
-        }
-        builder
-            .build()
-            .await
-            .with_context(|| format!("building a publisher for {topic}"))
+            .set_ordering_key(pushed.ordering_key.clone().unwrap_or_default());
+        self.publisher.publish(message).await
     }
 }
 
@@ -188,48 +107,15 @@ impl DeadLetters {
 mod tests {
     use super::*;
 
-    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
     #[test]
-    fn a_full_topic_name_and_the_emulator() {
-        assert_eq!(DeadLetterSetting::from_vars(vars(&[])).unwrap(), None);
-        let setting = DeadLetterSetting::from_vars(vars(&[
-            ("DEAD_LETTER_TOPIC", " projects/p/topics/dl "),
-            ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(setting.topic, "projects/p/topics/dl");
+    fn dead_letter_topic_is_read_from_its_variable() {
+        let get =
+            |name: &str| (name == "DEAD_LETTER_TOPIC").then(|| "projects/p/topics/dl".to_string());
         assert_eq!(
-            setting.emulator_endpoint.as_deref(),
-            Some("http://127.0.0.1:8085")
+            setting_from_vars(get).unwrap().unwrap().topic,
+            "projects/p/topics/dl"
         );
-        for bad in [
-            "dl",
-            "projects/p/subscriptions/dl",
-            "projects//topics/dl",
-            "projects/p/topics/",
-        ] {
-            let error = DeadLetterSetting::from_vars(vars(&[("DEAD_LETTER_TOPIC", bad)]))
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains("DEAD_LETTER_TOPIC"), "{error}");
-        }
-        let error = DeadLetterSetting::from_vars(vars(&[
-            ("DEAD_LETTER_TOPIC", "projects/p/topics/dl"),
-            ("PUBSUB_EMULATOR_HOST", "nowhere"),
-        ]))
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("PUBSUB_EMULATOR_HOST"),
-            "{error}"
-        );
+        let error = setting_from_vars(|_| Some("dl".into())).unwrap_err();
+        assert!(error.to_string().contains("DEAD_LETTER_TOPIC"), "{error}");
     }
 }

@@ -9,13 +9,30 @@
 //! Suppressions are stored under a keyed hash of the recipient
 //! ([`subject_hash`]), so the store holds no address or number; receipts
 //! under the provider's id, naming the notification they belong to.
+//!
+//! With `RECEIPTS_TOPIC` set, each receipt that moves a notification
+//! forward (not a stale or repeated one) is also published there, with the
+//! attributes of [`labrelay_contract::receipt`] and no data, for the
+//! broker's console, which shows them as the channel's steps after the
+//! push. Publishing is best effort: the receipt is recorded first, and a
+//! publish that fails (or takes longer than [`RECEIPT_PUBLISH_LIMIT`]) is
+//! logged and leaves the console a step short, nothing else.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use google_cloud_pubsub::model::Message;
+use labrelay_contract::receipt::ReceiptAttributes;
 
 use crate::notify_log::{
     NotificationLog, Receipt, ReceiptApplied, Suppression, now_ms, subject_hash,
 };
+use crate::publish::{TopicPublisher, TopicSetting};
 use crate::push_metrics::Metrics;
+
+/// How long publishing one receipt may take. The provider's callback waits
+/// for it (Twilio gives up on a webhook after 15 s).
+pub const RECEIPT_PUBLISH_LIMIT: Duration = Duration::from_secs(5);
 
 /// One channel's suppressions and receipts, over the notification log.
 /// Cheap to clone.
@@ -25,6 +42,7 @@ pub struct Facts {
     key: Arc<[u8]>,
     channel: &'static str,
     metrics: Arc<Metrics>,
+    receipts: Option<Arc<TopicPublisher>>,
 }
 
 impl Facts {
@@ -33,12 +51,15 @@ impl Facts {
         key: &[u8],
         channel: &'static str,
         metrics: Arc<Metrics>,
+        receipts: Option<TopicSetting>,
     ) -> Facts {
         Facts {
             log,
             key: Arc::from(key),
             channel,
             metrics,
+            receipts: receipts
+                .map(|setting| Arc::new(TopicPublisher::new(setting, RECEIPT_PUBLISH_LIMIT))),
         }
     }
 
@@ -79,14 +100,43 @@ impl Facts {
     }
 
     /// Records a delivery receipt unless it is stale; a final status is
-    /// counted once, when it is first recorded.
+    /// counted once, when it is first recorded. One recorded is published
+    /// to `RECEIPTS_TOPIC` when that is set (see the module doc).
     pub async fn receipt(&self, receipt: Receipt) -> anyhow::Result<ReceiptApplied> {
         let status = receipt.status;
-        let applied = self.log.record_receipt(receipt).await?;
-        if applied == ReceiptApplied::Applied && status.is_final() {
-            self.metrics.final_status(status.as_str());
+        let applied = self.log.record_receipt(receipt.clone()).await?;
+        if applied == ReceiptApplied::Applied {
+            if status.is_final() {
+                self.metrics.final_status(status.as_str());
+            }
+            self.publish(&receipt).await;
         }
         Ok(applied)
+    }
+
+    /// Publishes `receipt` to `RECEIPTS_TOPIC`, if set and the receipt
+    /// names its report; logs a failure.
+    async fn publish(&self, receipt: &Receipt) {
+        let (Some(publisher), Some(report_id)) = (&self.receipts, &receipt.report_id) else {
+            return;
+        };
+        let error_code = receipt.error_code.map(|c| c.to_string());
+        let attributes = ReceiptAttributes {
+            report_id,
+            sid: &receipt.provider_id,
+            status: receipt.status.as_str(),
+            error_code: error_code.as_deref(),
+            channel: &receipt.channel,
+        }
+        .to_attributes();
+        let message = Message::new().set_attributes(attributes);
+        if let Err(error) = publisher.publish(message).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                report_id = report_id.as_str(),
+                "could not publish a delivery receipt; the console will not show it"
+            );
+        }
     }
 
     /// The stored status of the provider's message `provider_id`.

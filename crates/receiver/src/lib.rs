@@ -24,9 +24,12 @@
 //!   endpoint (RS256, JWKS cached, issuer, audience, service account).
 //! - [`facts`]: what providers say after the send, kept in the
 //!   notification log: suppressed recipients (opt-outs, mailboxes that do
-//!   not exist) and delivery receipts.
+//!   not exist) and delivery receipts, each receipt that moves a
+//!   notification forward also published to `RECEIPTS_TOPIC`.
 //! - [`dead_letter`]: parking a push no delivery can ever send on the
 //!   dead-letter topic, so the subscriptions can retry outages for hours.
+//! - [`publish`]: publishing to a topic of the receivers' own (dead
+//!   letters, delivery receipts): the setting and the one client.
 //! - [`notify_log`]: which notifications were sent (report id, channel,
 //!   content hash), so redeliveries do not notify twice; SQLite or
 //!   Firestore, and the claim protocol around them.
@@ -42,6 +45,7 @@ pub mod facts;
 pub mod group_write;
 pub mod notify_log;
 pub mod outcome;
+pub mod publish;
 pub mod push_auth;
 pub mod push_metrics;
 mod routes;

@@ -4,7 +4,7 @@
 //!
 //! | outcome (`outcome` in the log) | HTTP | broker |
 //! | --- | --- | --- |
-//! | sent (`sent`); skipped: nothing to send, no owner address or a destination the settings do not allow (`skipped`); sent before, says the notification log (`duplicate`) | 204 | ack |
+//! | sent (`sent`); skipped: nothing to send, no owner address or a destination the settings do not allow (`skipped`); sent before, says the notification log (`duplicate`); `sent` and `duplicate` with the provider's id in `X-Labrelay-Provider-Id` | 204 | ack |
 //! | the recipient is suppressed: opted out, or their mailbox does not exist, found before the send or said by the provider (`suppressed`, with `X-Labrelay-Reason`) | 204 | ack; never dead-lettered |
 //! | malformed envelope, base64 or report (`malformed`) | 400 | retries, then dead-letters |
 //! | the channel can never send it: an invalid address, the provider refused the message (the channel's label: `invalid_address`, `invalid_number`, `refused`, ...) | 422 | retries, then dead-letters |
@@ -21,6 +21,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use labrelay_contract::ReportError;
+use labrelay_contract::headers;
 use labrelay_contract::push::DecodeError;
 
 use crate::channel::{Class, Failure};
@@ -252,12 +253,15 @@ impl Outcome {
         response
             .headers_mut()
             .insert(OUTCOME_HEADER, self.notification().header_value());
-        if let Outcome::Suppressed(reason) = self
-            && let Ok(value) = axum::http::HeaderValue::from_str(reason)
+        let (header, text) = match self {
+            Outcome::Suppressed(reason) => (headers::REASON, Some(reason)),
+            Outcome::Sent(id) | Outcome::Duplicate(id) => (headers::PROVIDER_ID, id.as_ref()),
+            _ => (headers::REASON, None),
+        };
+        if let Some(text) = text.filter(|t| headers::is_token_text(t))
+            && let Ok(value) = axum::http::HeaderValue::from_str(text)
         {
-            response
-                .headers_mut()
-                .insert(labrelay_contract::headers::REASON, value);
+            response.headers_mut().insert(header, value);
         }
         response
     }
@@ -374,6 +378,37 @@ mod tests {
             Outcome::InProgress(Duration::from_secs(1)).notification(),
             Notification::FailedTransient
         );
+    }
+
+    #[test]
+    fn the_reason_and_the_provider_id_go_in_their_headers() {
+        let header = |outcome: Outcome, name: &str| {
+            outcome
+                .answer("SMS")
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let sent = || Outcome::Sent(Some("SM0001".into()));
+        assert_eq!(
+            header(sent(), headers::PROVIDER_ID).as_deref(),
+            Some("SM0001")
+        );
+        assert_eq!(header(sent(), headers::REASON), None);
+        let duplicate = Outcome::Duplicate(Some("<m1@example.com>".into()));
+        assert_eq!(
+            header(duplicate, headers::PROVIDER_ID).as_deref(),
+            Some("<m1@example.com>")
+        );
+        let suppressed = || Outcome::Suppressed("twilio 21610".into());
+        assert_eq!(
+            header(suppressed(), headers::REASON).as_deref(),
+            Some("twilio 21610")
+        );
+        assert_eq!(header(suppressed(), headers::PROVIDER_ID), None);
+        // An id the broker would not keep is not sent (an outbox path, say).
+        let long = Outcome::Sent(Some("x".repeat(headers::MAX_TEXT + 1)));
+        assert_eq!(header(long, headers::PROVIDER_ID), None);
     }
 
     #[test]

@@ -74,7 +74,13 @@ pub(crate) fn build<C: Channel>(
             },
             |key| key.expose().as_bytes(),
         );
-        Facts::new(dedupe.log(), key, C::NAME, Arc::clone(&metrics))
+        Facts::new(
+            dedupe.log(),
+            key,
+            C::NAME,
+            Arc::clone(&metrics),
+            settings.receipts.clone(),
+        )
     });
     let webhooks = channel.webhooks(facts.clone());
     let answer_within = match settings.push_answer {

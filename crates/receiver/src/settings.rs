@@ -5,8 +5,9 @@ use labrelay_runtime::origin_guard::AllowedHosts;
 use labrelay_runtime::secret::{Secret, secret_from_vars};
 use labrelay_runtime::trace;
 
-use crate::dead_letter::DeadLetterSetting;
+use crate::dead_letter::{self, DeadLetterSetting};
 use crate::notify_log::{self, NotifyLogSetting};
+use crate::publish::TopicSetting;
 use crate::push_auth::PushAuth;
 
 /// What a push receiver needs besides its channel.
@@ -27,6 +28,11 @@ pub struct ReceiverSettings {
     /// subscription's dead-letter policy parks it once its attempts run
     /// out.
     pub dead_letters: Option<DeadLetterSetting>,
+    /// Where each delivery receipt that moves a notification forward is
+    /// published, for the broker's console (`RECEIPTS_TOPIC`, through
+    /// `PUBSUB_EMULATOR_HOST` when set; see [`crate::facts`]). `None`:
+    /// receipts are only recorded in the notification log.
+    pub receipts: Option<TopicSetting>,
     /// The project in the trace names of log lines
     /// (`logging.googleapis.com/trace`): `GOOGLE_CLOUD_PROJECT`, else
     /// `PUBSUB_PROJECT_ID`. `None`: log lines name no trace.
@@ -54,6 +60,7 @@ impl Default for ReceiverSettings {
             push_auth: PushAuth::Off,
             notify_log: NotifyLogSetting::Off,
             dead_letters: None,
+            receipts: None,
             push_answer: PushAnswer::Early,
             trace_project: None,
             allowed_hosts: None,
@@ -69,7 +76,9 @@ impl ReceiverSettings {
     /// - `NOTIFY_LOG`: `sqlite:///path/to/file.db` or `firestore[://...]`
     ///   ([`notify_log::setting_from_vars`]); unset or `off`: no log;
     /// - `DEAD_LETTER_TOPIC` and `PUBSUB_EMULATOR_HOST`
-    ///   ([`DeadLetterSetting::from_vars`]);
+    ///   ([`dead_letter::setting_from_vars`]);
+    /// - `RECEIPTS_TOPIC` (a full topic name), through the same
+    ///   `PUBSUB_EMULATOR_HOST`;
     /// - `PUSH_ANSWER`: `early` or `when-done` ([`PushAnswer`]); unset:
     ///   `when-done` on Cloud Run (`K_SERVICE` set), else `early`;
     /// - `GOOGLE_CLOUD_PROJECT` (else `PUBSUB_PROJECT_ID`): the project the
@@ -81,7 +90,8 @@ impl ReceiverSettings {
         Ok(ReceiverSettings {
             push_auth: PushAuth::from_vars(&get)?,
             notify_log: notify_log::setting_from_vars(&get)?,
-            dead_letters: DeadLetterSetting::from_vars(&get)?,
+            dead_letters: dead_letter::setting_from_vars(&get)?,
+            receipts: TopicSetting::from_vars(&get, "RECEIPTS_TOPIC", "lab-report-receipts")?,
             push_answer: PushAnswer::from_vars(&get)?,
             trace_project: trace::project_from_vars(&get),
             allowed_hosts: AllowedHosts::from_vars(&get)?,

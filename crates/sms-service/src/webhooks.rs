@@ -6,8 +6,10 @@
 //!   SID against the notification the callback URL names (`report`, `n`:
 //!   the report id and the notification's content hash, set when the
 //!   message was sent). A status never goes backwards; a final one is
-//!   counted once. A message that failed with 21610 (unsubscribed)
-//!   suppresses its number.
+//!   counted once; with `RECEIPTS_TOPIC` set, each status recorded is
+//!   also published there for the broker's console (see
+//!   [`labrelay_receiver::facts`]). A message that failed with 21610
+//!   (unsubscribed) suppresses its number.
 //! - `POST /twilio/inbound`: a text to the clinic's number. The whole
 //!   message STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT suppresses the
 //!   sender's number; START, YES or UNSTOP lifts that. Anything else is
