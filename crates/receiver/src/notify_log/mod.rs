@@ -792,7 +792,7 @@ impl Dedupe {
     /// went away is released when the key's lock is dropped. Bounded by
     /// [`ClaimLimits::claim`]: a claim that takes longer fails, and if it
     /// was written all the same it lapses with its lease. A claim taken is
-    /// renewed ([`renew_while_held`]) until it is recorded, released or
+    /// renewed (`renew_while_held`) until it is recorded, released or
     /// kept.
     pub async fn already_sent(&self, key: &NotificationKey) -> anyhow::Result<Option<SentRecord>> {
         let limits = self.limits;
