@@ -17,7 +17,8 @@ use labrelay_runtime::secret::secret_from_vars;
 /// `email` or `sms`, and the notification log of each to act on.
 pub struct Target {
     pub logs: Vec<(&'static str, std::sync::Arc<dyn NotificationLog>)>,
-    key: Vec<u8>,
+    /// The services' key, if found; `list` needs none.
+    key: Option<Vec<u8>>,
 }
 
 impl Target {
@@ -62,20 +63,25 @@ impl Target {
                     |name: &str| (name == "SUPPRESSION_KEY_FILE").then(|| file.clone());
                 secret_from_vars(&as_up_sets_it, "SUPPRESSION_KEY")?
             }
-            Some(path) => {
-                eprintln!(
-                    "warning: no suppression key (SUPPRESSION_KEY, SUPPRESSION_KEY_FILE, or {}): \
-                     recipients are hashed without one, as by services that have none",
-                    path.display()
-                );
-                None
-            }
+            Some(_) => None,
             None => secret_from_vars(&get, "SUPPRESSION_KEY")?,
         };
-        let key = key
-            .map(|k| k.expose().as_bytes().to_vec())
-            .unwrap_or_default();
+        let key = key.map(|k| k.expose().as_bytes().to_vec());
         Ok(Target { logs, key })
+    }
+
+    /// The key to hash a recipient with. Without one, a hash would match
+    /// nothing the services look up (they hash with theirs): refused
+    /// rather than printing "suppressed" for a suppression that holds no
+    /// one back.
+    fn key(&self) -> anyhow::Result<&[u8]> {
+        self.key.as_deref().with_context(|| {
+            format!(
+                "no suppression key: set SUPPRESSION_KEY or SUPPRESSION_KEY_FILE to the services' \
+                 key, or --data-dir to where `labrelay up` keeps its {}",
+                up::SUPPRESSION_KEY_FILE
+            )
+        })
     }
 
     fn log(&self, channel: &str) -> anyhow::Result<&dyn NotificationLog> {
@@ -149,7 +155,7 @@ pub async fn add(
         .log(channel)?
         .suppress(Suppression {
             channel: channel.to_string(),
-            subject: subject_hash(&target.key, channel, &recipient),
+            subject: subject_hash(target.key()?, channel, &recipient),
             reason: reason.to_string(),
             since_ms: now_ms(),
         })
@@ -160,7 +166,7 @@ pub async fn add(
 
 pub async fn remove(target: &Target, channel: &str, recipient: &str) -> anyhow::Result<()> {
     let recipient = normalized(channel, recipient)?;
-    let subject = subject_hash(&target.key, channel, &recipient);
+    let subject = subject_hash(target.key()?, channel, &recipient);
     if target.log(channel)?.lift(channel, &subject).await? {
         println!("lifted on {channel}");
     } else {

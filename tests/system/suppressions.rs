@@ -189,21 +189,76 @@ async fn an_operator_suppresses_a_number_lists_it_and_lifts_it() {
     assert_eq!(files(&email_outbox).len(), 1, "the email is not sent twice");
 }
 
+/// `labrelay suppressions` with `env` set (and no key or log inherited).
+fn suppressions_with(env: &[(&str, String)], data_dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(LABRELAY);
+    command
+        .arg("suppressions")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("NOTIFY_LOG")
+        .env_remove("SUPPRESSION_KEY")
+        .env_remove("SUPPRESSION_KEY_FILE");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
 #[test]
 fn without_up_data_or_a_log_it_says_what_is_missing() {
     let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(LABRELAY)
-        .args(["suppressions", "list", "--data-dir"])
-        .arg(empty.path())
-        .env_remove("NOTIFY_LOG")
-        .env_remove("SUPPRESSION_KEY")
-        .env_remove("SUPPRESSION_KEY_FILE")
-        .output()
-        .unwrap();
+    let output = suppressions_with(&[], empty.path(), &["list"]);
     assert!(!output.status.success());
     let text = printed(&output);
     assert!(
         text.contains("NOTIFY_LOG") && text.contains("--data-dir"),
         "{text}"
+    );
+}
+
+/// A log named by NOTIFY_LOG (a shared store) and no key anywhere: `list`
+/// works, `add` and `remove` refuse, since a hash under no key would match
+/// nothing the services look up; with the services' key they work.
+#[test]
+fn adding_or_removing_needs_the_services_key() {
+    let empty = tempfile::tempdir().unwrap();
+    let log = format!(
+        "sqlite://{}",
+        empty.path().join("notifications.sqlite3").display()
+    );
+    let keyless = [("NOTIFY_LOG", log.clone())];
+    let listed = suppressions_with(&keyless, empty.path(), &["list"]);
+    assert!(listed.status.success(), "{}", printed(&listed));
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "no suppressions\n");
+    for args in [
+        ["add", "sms", "+15550001111"],
+        ["remove", "sms", "+15550001111"],
+    ] {
+        let refused = suppressions_with(&keyless, empty.path(), &args);
+        assert!(!refused.status.success(), "{args:?}");
+        let text = printed(&refused);
+        assert!(
+            text.contains("no suppression key") && text.contains("SUPPRESSION_KEY"),
+            "{text}"
+        );
+    }
+
+    let keyed = [
+        ("NOTIFY_LOG", log),
+        ("SUPPRESSION_KEY", "the services' key".to_string()),
+    ];
+    let added = suppressions_with(&keyed, empty.path(), &["add", "sms", "+15550001111"]);
+    assert_eq!(
+        String::from_utf8_lossy(&added.stdout),
+        "suppressed on sms\n"
+    );
+    let listed = suppressions_with(&keyed, empty.path(), &["list"]);
+    let hash = subject_hash(b"the services' key", "sms", "+15550001111");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&hash[..16]),
+        "{}",
+        printed(&listed)
     );
 }
