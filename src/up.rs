@@ -123,7 +123,7 @@ pub const LOCAL_LAB: &str = "local-lab";
 pub const API_KEY_FILE: &str = "ingest-api-key";
 
 /// Reads `<data_dir>/ingest-api-key`, or creates it with a new random key
-/// ([`load_or_create_key`]).
+/// (32 bytes, hex, mode 0600), as every key `up` keeps.
 pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
     load_or_create_key(&data_dir.join(API_KEY_FILE))
 }
