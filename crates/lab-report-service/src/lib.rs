@@ -151,7 +151,7 @@ fn with_metrics(router: axum::Router, registry: Arc<Registry>) -> axum::Router {
 ///
 /// With [`MetricsAt::Port`], `/metrics` is served on `listeners.metrics`
 /// only, and answered there until the service has drained (plus
-/// [`METRICS_LINGER`]), so a last scrape sees every answer.
+/// `METRICS_LINGER`), so a last scrape sees every answer.
 pub async fn run(
     settings: Settings,
     listeners: impl Into<Listeners>,
