@@ -71,6 +71,9 @@ enum Command {
     EmailService(ServiceArgs),
     /// Run the sms-service alone, configured by environment (PORT, TWILIO_*, SMS_URL, ...).
     SmsService(ServiceArgs),
+    /// Serve only Twilio's webhooks (receipts, STOP/START) for an sms-service
+    /// Twilio cannot reach, configured by environment (PORT, PUBLIC_URL, NOTIFY_LOG, ...).
+    SmsWebhooks(ServiceArgs),
 }
 
 #[derive(Args)]
@@ -348,6 +351,11 @@ fn main() -> anyhow::Result<()> {
                 let settings = labrelay_sms_service::Settings::from_env()?;
                 let listener = bind_service(&args, "sms-service").await?;
                 labrelay_sms_service::run(settings, listener, shutdown::signal()).await
+            }
+            Command::SmsWebhooks(args) => {
+                let settings = labrelay_sms_service::WebhookSettings::from_env()?;
+                let listener = bind_service(&args, "sms-webhooks").await?;
+                labrelay_sms_service::run_webhooks(settings, listener, shutdown::signal()).await
             }
         }
     })

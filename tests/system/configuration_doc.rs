@@ -113,6 +113,19 @@ fn every_variable_a_service_reads_is_documented() {
         },
     );
     assert_documented(&doc, "sms-service", &sms);
+    let webhooks = asked_for(
+        &[&[
+            ("PUBLIC_URL", "https://sms-webhooks.example"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("NOTIFY_LOG", "sqlite:///tmp/labrelay-doc-check.db"),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+        ]],
+        |get| {
+            let _ = labrelay_sms_service::WebhookSettings::from_vars(get);
+        },
+    );
+    assert!(webhooks.contains("NOTIFY_LOG"), "{webhooks:?}");
+    assert_documented(&doc, "sms-webhooks", &webhooks);
     for (service, names) in [("email", &email), ("sms", &sms)] {
         assert!(
             names.contains("PUSH_AUDIENCE") && names.contains("NOTIFY_LOG"),

@@ -3,7 +3,9 @@
 //! number added is not texted (its push answered `suppressed`, the SMS
 //! outbox empty, the email sent as usual), also after a restart, since
 //! `up` keeps its suppression key; `list` shows it without the number;
-//! once removed, the same report posted again is texted.
+//! once removed, the same report posted again is texted. `labrelay
+//! sms-webhooks` takes a signed STOP into a shared log and refuses a forged
+//! one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -261,4 +263,134 @@ fn adding_or_removing_needs_the_services_key() {
         "{}",
         printed(&listed)
     );
+}
+
+/// `labrelay sms-webhooks` as the Cloud Run kit runs it, the public half
+/// of an sms-service only Pub/Sub reaches: PUBLIC_URL its own URL (here
+/// a name only; Twilio signs what it calls, whatever reaches us), the
+/// shared log and the services' key. A signed STOP suppresses the number
+/// in that log; a forged one is refused and records nothing; there is no
+/// push endpoint.
+#[tokio::test]
+async fn sms_webhooks_takes_a_signed_stop_into_the_shared_log() {
+    use std::io::BufRead as _;
+
+    const PUBLIC_URL: &str = "https://sms-webhooks.example";
+    const TOKEN: &str = "the auth token";
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("sqlite://{}", dir.path().join("n.sqlite3").display());
+    let key = "the services' key".to_string();
+    let mut child = Command::new(LABRELAY)
+        .arg("sms-webhooks")
+        .env_clear()
+        .env("PORT", "0")
+        .env("PUBLIC_URL", PUBLIC_URL)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .env("NOTIFY_LOG", &log)
+        .env("SUPPRESSION_KEY", &key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("sms-webhooks listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .trim()
+        .to_string();
+    let http = reqwest::Client::new();
+    let stop: Vec<(String, String)> = [
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("From", "+15550001111"),
+        ("To", "+15005550006"),
+        ("Body", "STOP"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let post = |signature: String| {
+        http.post(format!("http://{addr}/twilio/inbound"))
+            .header("X-Twilio-Signature", signature)
+            .form(&stop)
+            .send()
+    };
+    let signed = labrelay_sms_service::webhooks::signature(
+        TOKEN,
+        &format!("{PUBLIC_URL}/twilio/inbound"),
+        &stop,
+    );
+    let forged = labrelay_sms_service::webhooks::signature(
+        "another token",
+        &format!("{PUBLIC_URL}/twilio/inbound"),
+        &stop,
+    );
+
+    assert_eq!(post(forged).await.unwrap().status(), 403);
+    let keyed = [
+        ("NOTIFY_LOG", log.clone()),
+        ("SUPPRESSION_KEY", key.clone()),
+    ];
+    let listed = suppressions_with(&keyed, dir.path(), &["list"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "no suppressions\n");
+
+    let answer = post(signed).await.unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    assert!(answer.text().await.unwrap().contains("<Response"));
+    let listed = suppressions_with(&keyed, dir.path(), &["list"]);
+    let hash = subject_hash(key.as_bytes(), "sms", "+15550001111");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&hash[..16]),
+        "{}",
+        printed(&listed)
+    );
+
+    let push = http
+        .post(format!("http://{addr}/"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(push.status().as_u16(), 404 | 405),
+        "{}",
+        push.status()
+    );
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Without its own URL or the shared log it would take calls it cannot
+/// check or keep: it refuses to start and says which is missing.
+#[test]
+fn sms_webhooks_needs_its_public_url_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("sqlite://{}", dir.path().join("n.sqlite3").display());
+    for (missing, env) in [
+        ("PUBLIC_URL", vec![("NOTIFY_LOG", log.as_str())]),
+        (
+            "NOTIFY_LOG",
+            vec![("PUBLIC_URL", "https://sms-webhooks.example")],
+        ),
+    ] {
+        let output = Command::new(LABRELAY)
+            .arg("sms-webhooks")
+            .env_clear()
+            .env("PORT", "0")
+            .env("TWILIO_AUTH_TOKEN", "t")
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "started without {missing}");
+        let text = printed(&output);
+        assert!(text.contains(&format!("{missing} is required")), "{text}");
+    }
 }

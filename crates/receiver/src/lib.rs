@@ -17,7 +17,7 @@
 //! - [`settings`]: [`ReceiverSettings`], what both services read the same
 //!   way (`PUSH_*`, `NOTIFY_LOG`, the trace project, `ALLOWED_HOSTS`).
 //! - `routes`: `POST /`, `GET /healthz`, `GET /metrics`, and the push
-//!   handler.
+//!   handler; or a channel's webhooks alone ([`run_webhooks`]).
 //! - [`outcome`]: what became of a push, and the one mapping to the HTTP
 //!   status, the `X-Labrelay-Outcome` header, the metrics and the log line.
 //! - [`push_auth`]: the OIDC bearer-token check in front of every push
@@ -106,5 +106,34 @@ pub async fn run<C: Channel>(
         .context("serving HTTP")?;
     receiver.channel.shutdown().await;
     tracing::info!("{} stopped", C::SERVICE);
+    Ok(())
+}
+
+/// Serves a channel's provider webhooks alone (the router `webhooks`
+/// builds over the channel's [`Facts`], and `GET /healthz`) on `listener`
+/// until `shutdown` completes: for a public service beside an internal
+/// push receiver, sharing its notification log. `channel` is the
+/// channel's [`Channel::NAME`], `service` the name it logs. Only the
+/// notification log, `RECEIPTS_TOPIC`, `SUPPRESSION_KEY`, the trace
+/// project and `ALLOWED_HOSTS` of `settings` count; fails without a
+/// notification log.
+pub async fn run_webhooks(
+    channel: &'static str,
+    service: &str,
+    settings: ReceiverSettings,
+    webhooks: impl FnOnce(Facts) -> axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let router = routes::build_webhooks(channel, &settings, webhooks)?;
+    let hosts = AllowedHosts::or_default_for(settings.allowed_hosts, addr);
+    tracing::info!(%addr, "{service} listening");
+    labrelay_runtime::serve::serve(listener, router, hosts, shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("{service} stopped");
     Ok(())
 }

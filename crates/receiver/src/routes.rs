@@ -63,25 +63,9 @@ pub(crate) fn build<C: Channel>(
         Dedupe::open_setting(&settings.notify_log, C::NOUN)?.map(|d| d.with_limits(limits));
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, C::NAME));
-    let facts = dedupe.as_ref().map(|dedupe| {
-        let key = settings.suppression_key.as_ref().map_or_else(
-            || {
-                tracing::warn!(
-                    "SUPPRESSION_KEY is not set: suppressed recipients are stored under an unkeyed hash, \
-                     which whoever reads the notification log can test guessed numbers and addresses against"
-                );
-                &[][..]
-            },
-            |key| key.expose().as_bytes(),
-        );
-        Facts::new(
-            dedupe.log(),
-            key,
-            C::NAME,
-            Arc::clone(&metrics),
-            settings.receipts.clone(),
-        )
-    });
+    let facts = dedupe
+        .as_ref()
+        .map(|dedupe| facts_over(dedupe, settings, C::NAME, Arc::clone(&metrics)));
     let webhooks = channel.webhooks(facts.clone());
     let answer_within = match settings.push_answer {
         PushAnswer::Early => channel.answer_within(),
@@ -126,6 +110,67 @@ pub(crate) fn build<C: Channel>(
     let router = labrelay_runtime::trace::apply(router, settings.trace_project.as_deref());
     Ok((router, receiver))
 }
+
+/// `channel`'s suppressions and receipts in the notification log of
+/// `dedupe`, hashed with `SUPPRESSION_KEY` (an empty key, with a warning,
+/// when it is not set).
+pub(crate) fn facts_over(
+    dedupe: &Dedupe,
+    settings: &ReceiverSettings,
+    channel: &'static str,
+    metrics: Arc<Metrics>,
+) -> Facts {
+    let key = settings.suppression_key.as_ref().map_or_else(
+        || {
+            tracing::warn!(
+                "SUPPRESSION_KEY is not set: suppressed recipients are stored under an unkeyed hash, \
+                 which whoever reads the notification log can test guessed numbers and addresses against"
+            );
+            &[][..]
+        },
+        |key| key.expose().as_bytes(),
+    );
+    Facts::new(
+        dedupe.log(),
+        key,
+        channel,
+        metrics,
+        settings.receipts.clone(),
+    )
+}
+
+/// A channel's provider webhooks alone, with `GET /healthz`: no push
+/// endpoint, so no push-token check. Fails without a notification log,
+/// where everything the webhooks learn is kept.
+pub(crate) fn build_webhooks(
+    channel: &'static str,
+    settings: &ReceiverSettings,
+    webhooks: impl FnOnce(Facts) -> Router,
+) -> anyhow::Result<Router> {
+    let dedupe = Dedupe::open_setting(&settings.notify_log, "notification")?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "NOTIFY_LOG is required: receipts and opt-outs are kept in the notification log"
+        )
+    })?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry, channel));
+    let router =
+        webhooks(facts_over(&dedupe, settings, channel, metrics)).route("/healthz", get(healthz));
+    let router = Limits {
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: WEBHOOK_TIMEOUT,
+    }
+    .apply(router);
+    Ok(labrelay_runtime::trace::apply(
+        router,
+        settings.trace_project.as_deref(),
+    ))
+}
+
+/// How long a provider's call may take: recording it and publishing its
+/// receipt ([`RECEIPT_PUBLISH_LIMIT`](crate::facts::RECEIPT_PUBLISH_LIMIT)),
+/// within Twilio's 15 s.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(14);
 
 async fn healthz() -> &'static str {
     "ok"

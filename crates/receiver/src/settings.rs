@@ -100,6 +100,27 @@ impl ReceiverSettings {
     }
 }
 
+impl ReceiverSettings {
+    /// What a server of a channel's webhooks alone reads through `get`
+    /// ([`run_webhooks`](crate::run_webhooks)): `NOTIFY_LOG`,
+    /// `RECEIPTS_TOPIC` and `PUBSUB_EMULATOR_HOST`, the trace project,
+    /// `ALLOWED_HOSTS`, `SUPPRESSION_KEY` or `SUPPRESSION_KEY_FILE`, each as
+    /// [`ReceiverSettings::from_vars`] reads it. It serves no pushes, so
+    /// it reads no `PUSH_*`, `DEAD_LETTER_TOPIC` or `PUSH_ANSWER`.
+    pub fn webhooks_from_vars(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<ReceiverSettings> {
+        Ok(ReceiverSettings {
+            notify_log: notify_log::setting_from_vars(&get)?,
+            receipts: TopicSetting::from_vars(&get, "RECEIPTS_TOPIC", "lab-report-receipts")?,
+            trace_project: trace::project_from_vars(&get),
+            allowed_hosts: AllowedHosts::from_vars(&get)?,
+            suppression_key: secret_from_vars(&get, "SUPPRESSION_KEY")?,
+            ..ReceiverSettings::default()
+        })
+    }
+}
+
 /// When a push is answered while its notification is still being sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushAnswer {

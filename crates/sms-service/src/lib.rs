@@ -36,7 +36,9 @@
 //! - `transport`: Twilio or the outbox, and how sending fails.
 //! - `twilio`: the Twilio Messages API client and how its errors classify.
 //! - [`webhooks`]: Twilio's calls to us (`POST /twilio/status`, delivery
-//!   receipts; `POST /twilio/inbound`, STOP and START), signature-checked.
+//!   receipts; `POST /twilio/inbound`, STOP and START), signature-checked;
+//!   served with the push endpoint, or alone by [`run_webhooks`] for a
+//!   service Twilio cannot reach.
 //! - `outbox`: one JSON file per message, written atomically.
 //!   It writes through [`labrelay_receiver::group_write`] (group commit).
 //!
@@ -63,7 +65,9 @@ use channel::SmsChannel;
 pub use labrelay_receiver::ReceiverSettings;
 pub use labrelay_runtime::secret::Secret;
 pub use phone::{PhoneError, PhoneNumber};
-pub use settings::{Delivery, OutboxSettings, Settings, TwilioSender, TwilioSettings};
+pub use settings::{
+    Delivery, OutboxSettings, Settings, TwilioSender, TwilioSettings, WebhookSettings,
+};
 
 /// The service as a router, ready to serve or to test with `oneshot`.
 /// Fails on invalid settings, an outbox directory that cannot be created
@@ -85,4 +89,30 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let channel = SmsChannel::new(&settings)?;
     labrelay_receiver::run(channel, settings.receiver, listener, shutdown).await
+}
+
+/// Serves Twilio's webhooks alone (`POST /twilio/status`,
+/// `POST /twilio/inbound`, `GET /healthz`; no push endpoint) on `listener`
+/// until `shutdown` completes: `labrelay sms-webhooks`, the public half of
+/// an sms-service that Pub/Sub alone may reach. The handlers are the
+/// sms-service's own ([`webhooks`]), over the same notification log.
+pub async fn run_webhooks(
+    settings: WebhookSettings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let WebhookSettings {
+        auth_token,
+        public_url,
+        receiver,
+    } = settings;
+    labrelay_receiver::run_webhooks(
+        "sms",
+        "sms-webhooks",
+        receiver,
+        |facts| webhooks::router(auth_token, &public_url, facts),
+        listener,
+        shutdown,
+    )
+    .await
 }

@@ -81,8 +81,11 @@ pub struct TwilioSettings {
     pub api_base: String,
     /// `TWILIO_TIMEOUT_SECS`; see [`DEFAULT_TWILIO_TIMEOUT`].
     pub timeout: Duration,
-    /// `PUBLIC_URL`: where Twilio reaches this service (on Cloud Run, the
-    /// service's URL), without a trailing path. With it and `NOTIFY_LOG`,
+    /// `PUBLIC_URL`: where Twilio reaches the webhooks, without a
+    /// trailing path: this service's URL, or (on Cloud Run, where only
+    /// Pub/Sub reaches the sms-service) that of a `labrelay sms-webhooks`
+    /// sharing its log; the service serves them whenever this is set,
+    /// unreachably and harmlessly in the second case. With it and `NOTIFY_LOG`,
     /// every message asks for delivery receipts at
     /// `PUBLIC_URL/twilio/status`, and STOP/START texted to the sender
     /// are taken at `PUBLIC_URL/twilio/inbound`; both check Twilio's
@@ -195,21 +198,77 @@ impl Settings {
             bail!("TWILIO_API_BASE must not carry a query or credentials");
         }
         if let Some(public) = &twilio.public_url {
-            let url = reqwest::Url::parse(public)
-                .with_context(|| format!("PUBLIC_URL {public:?} is not a URL"))?;
-            if !matches!(url.scheme(), "http" | "https")
-                || url.cannot_be_a_base()
-                || url.query().is_some()
-                || url.fragment().is_some()
-                || !url.username().is_empty()
-            {
-                bail!(
-                    "PUBLIC_URL must be an http:// or https:// URL without a query or credentials, like https://sms-service-abc-uc.a.run.app"
-                );
-            }
+            check_public_url(public)?;
         }
         Ok(())
     }
+}
+
+/// What `labrelay sms-webhooks` needs: Twilio's webhooks alone, on a
+/// public service beside an internal sms-service that shares its
+/// notification log (on Cloud Run, where Pub/Sub alone reaches the
+/// sms-service). It sends nothing, so it reads no sender or push settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// `TWILIO_AUTH_TOKEN` or `TWILIO_AUTH_TOKEN_FILE`: what Twilio signs
+    /// its calls with.
+    pub auth_token: Secret,
+    /// `PUBLIC_URL`: this service's own URL, as Twilio calls it, without a
+    /// trailing `/` (the sms-service's `PUBLIC_URL` names it too).
+    pub public_url: String,
+    /// The notification log (`NOTIFY_LOG`, required), `RECEIPTS_TOPIC`,
+    /// `SUPPRESSION_KEY`, the trace project and `ALLOWED_HOSTS`
+    /// ([`ReceiverSettings::webhooks_from_vars`]).
+    pub receiver: ReceiverSettings,
+}
+
+impl WebhookSettings {
+    pub fn from_env() -> anyhow::Result<WebhookSettings> {
+        WebhookSettings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `get`; fails without `PUBLIC_URL`,
+    /// `NOTIFY_LOG` or the auth token.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<WebhookSettings> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let public_url = var("PUBLIC_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .context(
+                "PUBLIC_URL is required: this service's own URL, which Twilio calls and signs (like https://sms-webhooks-abc-uc.a.run.app)",
+            )?;
+        check_public_url(&public_url)?;
+        let auth_token = secret_from_vars(&var, "TWILIO_AUTH_TOKEN")?
+            .filter(|token| !token.expose().is_empty())
+            .context("TWILIO_AUTH_TOKEN (or TWILIO_AUTH_TOKEN_FILE) is required: Twilio signs its calls with it")?;
+        let receiver = ReceiverSettings::webhooks_from_vars(&get)?;
+        if receiver.notify_log == labrelay_receiver::notify_log::NotifyLogSetting::Off {
+            bail!(
+                "NOTIFY_LOG is required: the notification log the sms-service writes, where receipts and opt-outs are kept"
+            );
+        }
+        Ok(WebhookSettings {
+            auth_token,
+            public_url,
+            receiver,
+        })
+    }
+}
+
+/// `PUBLIC_URL`: http or https, without a query, fragment or credentials.
+fn check_public_url(public: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(public)
+        .with_context(|| format!("PUBLIC_URL {public:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.cannot_be_a_base()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        bail!(
+            "PUBLIC_URL must be an http:// or https:// URL without a query or credentials, like https://sms-service-abc-uc.a.run.app"
+        );
+    }
+    Ok(())
 }
 
 fn twilio_from_vars(
