@@ -60,6 +60,8 @@ Usage: deploy/cloudrun/deploy.sh --project PROJECT [options]
                                (a load balancer in front of them; docs/production.md, "Past one region")
   --email-push-url URL         where Pub/Sub pushes email-service's messages, and their token's audience (default: the
   --sms-push-url URL           service's own URL; a load balancer's URL when one is in front); given on every run
+  --templates-bucket BUCKET    the clinic's templates: a Cloud Storage bucket mounted read-only at /templates in both
+                               push services (TEMPLATES_DIR=/templates), readable by their accounts; given on every run
   --dry-run                    print the gcloud commands instead of running them
   -h, --help                   this text
 EOF
@@ -98,6 +100,7 @@ ROTATE_SECRETS=0
 PUSH_INGRESS=internal
 EMAIL_PUSH_URL=
 SMS_PUSH_URL=
+TEMPLATES_BUCKET=
 
 set_option() {
     case $1 in
@@ -120,6 +123,7 @@ set_option() {
         --push-ingress) PUSH_INGRESS=$2 ;;
         --email-push-url) EMAIL_PUSH_URL=$2 ;;
         --sms-push-url) SMS_PUSH_URL=$2 ;;
+        --templates-bucket) TEMPLATES_BUCKET=$2 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 }
@@ -202,6 +206,10 @@ for url in "$EMAIL_PUSH_URL" "$SMS_PUSH_URL"; do
         die "a push URL must be https://host[/path], not '$url'"
 done
 
+TEMPLATES_BUCKET=${TEMPLATES_BUCKET#gs://}
+[[ -z $TEMPLATES_BUCKET || $TEMPLATES_BUCKET =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]] ||
+    die "--templates-bucket must be a bucket name (like my-clinic-templates), not '$TEMPLATES_BUCKET'"
+
 # A provider setting that must be there. A dry run shows a placeholder
 # instead of stopping, so the whole plan can be read before anything is set.
 require() {
@@ -253,6 +261,7 @@ SA_DOMAIN=$PROJECT.iam.gserviceaccount.com
 INGEST_SA=labrelay-lab-report@$SA_DOMAIN
 EMAIL_SA=labrelay-email@$SA_DOMAIN
 SMS_SA=labrelay-sms@$SA_DOMAIN
+WEBHOOKS_SA=labrelay-sms-webhooks@$SA_DOMAIN
 INVOKER_SA=pubsub-cloud-run-invoker@$SA_DOMAIN
 INGEST_KEYS_SECRET=labrelay-ingest-api-keys
 INGEST_KEYS_PATH=/secrets/ingest/keys
@@ -392,6 +401,7 @@ PERMISSIONS=(
     "resourcemanager.projects.setIamPolicy|roles/resourcemanager.projectIamAdmin"
 )
 [[ -z $NOTIFY_LOG ]] || PERMISSIONS+=("datastore.databases.create|roles/datastore.owner")
+[[ -z $TEMPLATES_BUCKET ]] || PERMISSIONS+=("storage.buckets.setIamPolicy|roles/storage.admin")
 
 # Asks Resource Manager which of PERMISSIONS the logged-in account holds on
 # the project (testIamPermissions) and stops, naming every one missing with
@@ -525,11 +535,16 @@ fi
 # --- 4. Service accounts ------------------------------------------------------
 
 step "Service accounts: one per service, and the identity Pub/Sub pushes with"
-for account in \
-    "$INGEST_SA|labrelay lab-report-service" \
-    "$EMAIL_SA|labrelay email-service" \
-    "$SMS_SA|labrelay sms-service" \
-    "$INVOKER_SA|Cloud Run Pub/Sub Invoker"; do
+ACCOUNTS=(
+    "$INGEST_SA|labrelay lab-report-service"
+    "$EMAIL_SA|labrelay email-service"
+    "$SMS_SA|labrelay sms-service"
+)
+# Twilio's webhooks are served only over the shared log, where they keep
+# what they learn.
+[[ -z $NOTIFY_LOG ]] || ACCOUNTS+=("$WEBHOOKS_SA|labrelay sms-webhooks")
+ACCOUNTS+=("$INVOKER_SA|Cloud Run Pub/Sub Invoker")
+for account in "${ACCOUNTS[@]}"; do
     email=${account%%|*}
     if ! exists iam service-accounts describe "$email" "$P"; then
         change iam service-accounts create "${email%%@*}" "$P" --display-name="${account#*|}"
@@ -548,7 +563,7 @@ if [[ -n $NOTIFY_LOG ]]; then
         [[ $mode == FIRESTORE_NATIVE ]] ||
             die "Firestore database $FIRESTORE_DATABASE is in $mode mode; the notification log needs Native mode: pass --firestore-database labrelay to use (and create) a database of its own"
     fi
-    for account in "$EMAIL_SA" "$SMS_SA"; do
+    for account in "$EMAIL_SA" "$SMS_SA" "$WEBHOOKS_SA"; do
         grant projects add-iam-policy-binding "$PROJECT" --condition=None \
             --member="serviceAccount:$account" --role=roles/datastore.user
     done
@@ -560,9 +575,11 @@ fi
 # one: from the environment variable $2 (on standard input, never on a
 # command line) or from the file $3. A secret that has a version gets a new
 # one only with --rotate-secrets (docs/production.md, "Rotating"), so a
-# re-run never brings back an old key. The service account $4 may read it.
+# re-run never brings back an old key. The service accounts after $3 may
+# read it.
 secret() {
-    local name=$1 variable=$2 file=$3 reader=$4 given=0
+    local name=$1 variable=$2 file=$3 reader given=0
+    shift 3
     [[ -n $variable && -n ${!variable:-} ]] || [[ -n $file ]] && given=1
     if ! exists secrets describe "$name" "$P"; then
         # Automatic replication: credentials, not personal data, and a
@@ -592,8 +609,10 @@ secret() {
             note "secret $name has no version yet: a real run needs you to $how"
         fi
     fi
-    grant secrets add-iam-policy-binding "$name" "$P" \
-        --member="serviceAccount:$reader" --role=roles/secretmanager.secretAccessor
+    for reader in "$@"; do
+        grant secrets add-iam-policy-binding "$name" "$P" \
+            --member="serviceAccount:$reader" --role=roles/secretmanager.secretAccessor
+    done
 }
 
 # $1 bytes from /dev/urandom as lower-case hex, with bash alone: read one
@@ -645,8 +664,20 @@ secret "$INGEST_KEYS_SECRET" "" "$INGEST_KEYS_FILE" "$INGEST_SA"
 if [[ -n $SMTP_USERNAME ]]; then
     secret "$SMTP_SECRET" SMTP_PASSWORD "" "$EMAIL_SA"
 fi
-secret "$TWILIO_SECRET" TWILIO_AUTH_TOKEN "" "$SMS_SA"
-generated_secret "$SUPPRESSION_SECRET" "$EMAIL_SA" "$SMS_SA"
+# The webhooks service checks Twilio's signatures with the token and
+# suppresses STOP's sender under the push services' key.
+webhooks_readers=()
+[[ -z $NOTIFY_LOG ]] || webhooks_readers=("$WEBHOOKS_SA")
+secret "$TWILIO_SECRET" TWILIO_AUTH_TOKEN "" "$SMS_SA" "${webhooks_readers[@]}"
+generated_secret "$SUPPRESSION_SECRET" "$EMAIL_SA" "$SMS_SA" "${webhooks_readers[@]}"
+
+if [[ -n $TEMPLATES_BUCKET ]]; then
+    step "The clinic's templates: gs://$TEMPLATES_BUCKET, readable by both push services (docs/templates.md)"
+    for account in "$EMAIL_SA" "$SMS_SA"; do
+        grant storage buckets add-iam-policy-binding "gs://$TEMPLATES_BUCKET" "$P" \
+            --member="serviceAccount:$account" --role=roles/storage.objectViewer
+    done
+fi
 
 # --- 6. Services --------------------------------------------------------------
 
@@ -713,7 +744,7 @@ push_service() {
     change run deploy "$name" "${COMMON[@]}" --args="$name" \
         --service-account="$account" --no-allow-unauthenticated --ingress="$PUSH_INGRESS" \
         --concurrency=20 --timeout="${PUSH_TIMEOUT}s" --max-instances="$PUSH_MAX_INSTANCES" \
-        --set-env-vars="$(env_list "${settings[@]}")" "$secret_flag"
+        --set-env-vars="$(env_list "${settings[@]}")" "$secret_flag" "${TEMPLATE_VOLUME[@]}"
     if [[ -n $push_url ]]; then
         # Behind a load balancer: Cloud Run's own IAM check accepts tokens
         # for the balancer's URL too.
@@ -725,21 +756,63 @@ push_service() {
     PUSH_URL=${push_url:-$url}
 }
 
+# The clinic's templates, mounted read-only; cleared first, so that a
+# re-run replaces the mount rather than adding a second one.
+TEMPLATE_VOLUME=()
+TEMPLATE_SETTINGS=()
+if [[ -n $TEMPLATES_BUCKET ]]; then
+    TEMPLATE_VOLUME=(--clear-volumes
+        --add-volume="name=templates,type=cloud-storage,bucket=$TEMPLATES_BUCKET,readonly=true"
+        --clear-volume-mounts "--add-volume-mount=volume=templates,mount-path=/templates")
+    TEMPLATE_SETTINGS=(TEMPLATES_DIR=/templates)
+fi
+
+# Both push services hash suppressed recipients with the one key.
+suppression_secret="SUPPRESSION_KEY=$SUPPRESSION_SECRET:latest"
+
 step "email-service: private, reached by Pub/Sub push only"
-email_settings=("SMTP_URL=$SMTP_URL" "SMTP_DATA_TIMEOUT_SECS=$SMTP_DATA_TIMEOUT_SECS")
+email_settings=("SMTP_URL=$SMTP_URL" "SMTP_DATA_TIMEOUT_SECS=$SMTP_DATA_TIMEOUT_SECS" "${TEMPLATE_SETTINGS[@]}")
 [[ -z $NOTIFY_LOG ]] || email_settings+=("NOTIFY_LOG=$NOTIFY_LOG")
 [[ -z $SMTP_USERNAME ]] || email_settings+=("SMTP_USERNAME=$SMTP_USERNAME")
 [[ -z $EMAIL_FROM ]] || email_settings+=("EMAIL_FROM=$EMAIL_FROM")
 [[ -z $EMAIL_REPLY_TO ]] || email_settings+=("EMAIL_REPLY_TO=$EMAIL_REPLY_TO")
-# Both push services hash suppressed recipients with the one key.
-suppression_secret="SUPPRESSION_KEY=$SUPPRESSION_SECRET:latest"
 email_secrets=$suppression_secret
 [[ -z $SMTP_USERNAME ]] || email_secrets="SMTP_PASSWORD=$SMTP_SECRET:latest,$email_secrets"
 push_service email-service "$EMAIL_SA" "$email_secrets" "$EMAIL_PUSH_URL" "${email_settings[@]}"
 email_url=$PUSH_URL
 
+# Twilio's calls (delivery receipts, STOP and START) reach a service of
+# their own, public, which the sms-service's messages name as PUBLIC_URL:
+# Twilio signs every call and the service checks it, so it admits anyone
+# (--allow-unauthenticated). It exists before the sms-service, which needs
+# its URL. Its own PUBLIC_URL, which signatures are checked against, is
+# known once it exists: a first run deploys it with a URL no signature
+# matches and sets the real one right after, as for PUSH_AUDIENCE.
+PENDING_PUBLIC_URL=https://pending-first-deploy.invalid
+webhooks_url=
+if [[ -n $NOTIFY_LOG ]]; then
+    step "sms-webhooks: public, for Twilio's delivery receipts and STOP/START, each call checked against Twilio's signature"
+    if service_exists sms-webhooks; then
+        webhooks_url=$(service_url sms-webhooks)
+    fi
+    change run deploy sms-webhooks "${COMMON[@]}" --args=sms-webhooks \
+        --service-account="$WEBHOOKS_SA" --allow-unauthenticated --ingress=all \
+        --concurrency=20 --timeout=30s --max-instances=2 \
+        --set-env-vars="$(env_list "GOOGLE_CLOUD_PROJECT=$PROJECT" "NOTIFY_LOG=$NOTIFY_LOG" \
+            "PUBLIC_URL=${webhooks_url:-$PENDING_PUBLIC_URL}")" \
+        --set-secrets="TWILIO_AUTH_TOKEN=$TWILIO_SECRET:latest,$suppression_secret"
+    if [[ -z $webhooks_url ]]; then
+        webhooks_url=$(service_url sms-webhooks)
+        change run services update sms-webhooks "$P" "$R" --update-env-vars="PUBLIC_URL=$webhooks_url"
+    fi
+else
+    note "--notify-log off: no sms-webhooks service, so no delivery receipts or inbound STOP/START" \
+        "(both are kept in the shared notification log); opt-outs go through labrelay suppressions"
+fi
+
 step "sms-service: private, reached by Pub/Sub push only"
-sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID")
+sms_settings=("TWILIO_ACCOUNT_SID=$TWILIO_ACCOUNT_SID" "${TEMPLATE_SETTINGS[@]}")
+[[ -z $webhooks_url ]] || sms_settings+=("PUBLIC_URL=$webhooks_url")
 [[ -z $NOTIFY_LOG ]] || sms_settings+=("NOTIFY_LOG=$NOTIFY_LOG")
 [[ -z $TWILIO_FROM ]] || sms_settings+=("TWILIO_FROM=$TWILIO_FROM")
 [[ -z $TWILIO_MESSAGING_SERVICE_SID ]] || sms_settings+=("TWILIO_MESSAGING_SERVICE_SID=$TWILIO_MESSAGING_SERVICE_SID")
@@ -801,6 +874,10 @@ done
 
 ingest_url=$(service_url lab-report-service)
 step "Done. Labs POST reports to $ingest_url/ with 'Authorization: Bearer <key>'."
+if [[ -n $webhooks_url ]]; then
+    printf '# In Twilio, set the number'"'"'s messaging webhook ("A message comes in", HTTP POST) to %s/twilio/inbound\n' \
+        "$webhooks_url" >&3
+fi
 if ((DRY_RUN)); then
     printf '# Dry run: nothing was changed.\n' >&3
 fi

@@ -465,6 +465,84 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
              SUPPRESSION_KEY=labrelay-suppression-key:latest",
         ],
     );
+    // Twilio's webhooks: a public service of their own, with its own
+    // account, the token and the key, sharing the log; its URL is its own
+    // PUBLIC_URL (set after the first deploy) and the sms-service's, so it
+    // is deployed first.
+    let webhooks_url = "https://sms-webhooks-PROJECT_NUMBER.europe-west1.run.app";
+    let webhooks_sa = "labrelay-sms-webhooks@demo-project.iam.gserviceaccount.com";
+    line_with(
+        &plan,
+        "iam service-accounts create labrelay-sms-webhooks ",
+        &[],
+    );
+    let webhooks = line_with(
+        &plan,
+        "run deploy sms-webhooks ",
+        &[
+            "--command=/labrelay",
+            "--args=sms-webhooks",
+            "--allow-unauthenticated",
+            "--ingress=all",
+            "--max-instances=2",
+            &format!("--service-account={webhooks_sa}"),
+            "NOTIFY_LOG=firestore",
+            "PUBLIC_URL=https://pending-first-deploy.invalid",
+            "--set-secrets=TWILIO_AUTH_TOKEN=labrelay-twilio-auth-token:latest,\
+             SUPPRESSION_KEY=labrelay-suppression-key:latest",
+        ],
+    );
+    assert!(!webhooks.contains("PUSH_"), "{webhooks}");
+    line_with(
+        &plan,
+        "run services update sms-webhooks ",
+        &[&format!("--update-env-vars=PUBLIC_URL={webhooks_url}")],
+    );
+    assert!(sms.contains(&format!("PUBLIC_URL={webhooks_url}")), "{sms}");
+    assert!(
+        position(&plan, "run services update sms-webhooks ")
+            < position(&plan, "run deploy sms-service ")
+    );
+    for (prefix, role) in [
+        (
+            "projects add-iam-policy-binding demo-project ",
+            "roles/datastore.user",
+        ),
+        (
+            "secrets add-iam-policy-binding labrelay-twilio-auth-token ",
+            "roles/secretmanager.secretAccessor",
+        ),
+        (
+            "secrets add-iam-policy-binding labrelay-suppression-key ",
+            "roles/secretmanager.secretAccessor",
+        ),
+    ] {
+        line_with(
+            &plan,
+            prefix,
+            &[
+                &format!("--member=serviceAccount:{webhooks_sa}"),
+                &format!("--role={role}"),
+            ],
+        );
+    }
+    let granted_to_webhooks = plan
+        .iter()
+        .filter(|l| l.contains(&format!("serviceAccount:{webhooks_sa}")))
+        .count();
+    assert_eq!(granted_to_webhooks, 3, "least privilege: {plan:#?}");
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains(&format!(
+            "messaging webhook (\"A message comes in\", HTTP POST) to {webhooks_url}/twilio/inbound"
+        )),
+        "the Twilio URL is not printed"
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|l| l.contains("TEMPLATES_DIR") || l.contains("volume"))
+    );
+
     for name in ["email-service", "sms-service"] {
         let url = format!("https://{name}-PROJECT_NUMBER.europe-west1.run.app");
         line_with(
@@ -914,6 +992,18 @@ fn a_real_run_does_what_the_dry_run_says_and_a_rerun_creates_nothing() {
             "{deploy}"
         );
     }
+    // The webhooks service keeps its own URL, and the sms-service names it.
+    for name in ["sms-webhooks", "sms-service"] {
+        let deploy = calls
+            .iter()
+            .map(|call| call.join(" "))
+            .find(|c| c.starts_with(&format!("run deploy {name} ")))
+            .unwrap_or_else(|| panic!("{name} not deployed on a re-run"));
+        assert!(
+            deploy.contains("PUBLIC_URL=https://sms-webhooks-123456789012.europe-west1.run.app"),
+            "{deploy}"
+        );
+    }
     let (again, _) = run_against_fake("existing");
     assert_eq!(calls, again, "two re-runs made different calls");
 }
@@ -1115,6 +1205,17 @@ fn once_holds_without_the_shared_log_by_running_one_instance() {
         assert!(!deploy.contains("NOTIFY_LOG"), "{deploy}");
     }
     assert!(!plan.iter().any(|l| l.contains("firestore")), "{plan:#?}");
+    // Receipts and STOP are kept in the shared log: no log, no webhooks.
+    assert!(
+        !plan.iter().any(|l| l.contains("sms-webhooks")),
+        "{plan:#?}"
+    );
+    assert!(
+        !line_with(&plan, "run deploy sms-service ", &[]).contains("PUBLIC_URL"),
+        "{plan:#?}"
+    );
+    let said = String::from_utf8_lossy(&off.stderr);
+    assert!(said.contains("no sms-webhooks service"), "{said}");
 
     let named = run_deploy(
         &bin,
@@ -1563,4 +1664,83 @@ fn the_image_builds_and_runs_where_docker_is() {
     }
     let config = String::from_utf8_lossy(&inspect.stdout);
     assert_eq!(config.trim(), r#"nonroot:nonroot ["/labrelay"]"#);
+}
+
+/// The clinic's templates from a bucket: mounted read-only at /templates
+/// in both push services, which read them there, and readable by their
+/// accounts alone; the deployer may grant that.
+#[test]
+fn a_templates_bucket_is_mounted_read_only_in_both_push_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = bare_path_dir(dir.path());
+    let run = run_deploy(
+        &bin,
+        dir.path(),
+        &[],
+        &["--dry-run", "--templates-bucket", "gs://clinic-templates"],
+    );
+    let plan = plan_commands(&run.stdout);
+    for (name, account) in [
+        ("email-service", "labrelay-email"),
+        ("sms-service", "labrelay-sms"),
+    ] {
+        line_with(
+            &plan,
+            &format!("run deploy {name} "),
+            &[
+                "TEMPLATES_DIR=/templates",
+                "--clear-volumes",
+                "--add-volume=name=templates,type=cloud-storage,bucket=clinic-templates,readonly=true",
+                "--clear-volume-mounts",
+                "--add-volume-mount=volume=templates,mount-path=/templates",
+            ],
+        );
+        line_with(
+            &plan,
+            "storage buckets add-iam-policy-binding gs://clinic-templates ",
+            &[
+                &format!("--member=serviceAccount:{account}@demo-project.iam.gserviceaccount.com"),
+                "--role=roles/storage.objectViewer",
+            ],
+        );
+        assert!(
+            position(&plan, "storage buckets add-iam-policy-binding ")
+                < position(&plan, &format!("run deploy {name} "))
+        );
+    }
+    assert_eq!(
+        plan.iter()
+            .filter(|l| l.contains("storage buckets"))
+            .count(),
+        2,
+        "{plan:#?}"
+    );
+    for name in ["lab-report-service", "sms-webhooks"] {
+        let deploy = line_with(&plan, &format!("run deploy {name} "), &[]);
+        assert!(
+            !deploy.contains("volume") && !deploy.contains("TEMPLATES_DIR"),
+            "{deploy}"
+        );
+    }
+    // The deployer needs to grant on the bucket: checked first.
+    let run = fake_run(
+        "empty",
+        &[("FAKE_DENY", "storage.buckets.setIamPolicy".to_string())],
+        &["--templates-bucket", "clinic-templates"],
+    );
+    assert!(!run.output.status.success());
+    assert!(
+        run.stderr().contains("storage.buckets.setIamPolicy"),
+        "{}",
+        run.stderr()
+    );
+
+    let bad = try_deploy(
+        &bin,
+        dir.path(),
+        &[],
+        &["--dry-run", "--templates-bucket", "Not A Bucket"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--templates-bucket"));
 }
