@@ -756,14 +756,14 @@ push_service() {
     PUSH_URL=${push_url:-$url}
 }
 
-# The clinic's templates, mounted read-only; cleared first, so that a
-# re-run replaces the mount rather than adding a second one.
-TEMPLATE_VOLUME=()
+# The clinic's templates, mounted read-only. Volumes are cleared on every
+# run, so a re-run replaces the mount rather than adding a second one, and a
+# run without --templates-bucket takes it away with TEMPLATES_DIR.
+TEMPLATE_VOLUME=(--clear-volumes --clear-volume-mounts)
 TEMPLATE_SETTINGS=()
 if [[ -n $TEMPLATES_BUCKET ]]; then
-    TEMPLATE_VOLUME=(--clear-volumes
-        --add-volume="name=templates,type=cloud-storage,bucket=$TEMPLATES_BUCKET,readonly=true"
-        --clear-volume-mounts "--add-volume-mount=volume=templates,mount-path=/templates")
+    TEMPLATE_VOLUME+=(--add-volume="name=templates,type=cloud-storage,bucket=$TEMPLATES_BUCKET,readonly=true"
+        "--add-volume-mount=volume=templates,mount-path=/templates")
     TEMPLATE_SETTINGS=(TEMPLATES_DIR=/templates)
 fi
 

@@ -537,10 +537,19 @@ fn dry_run_prints_the_whole_plan_without_gcloud_or_secrets() {
         )),
         "the Twilio URL is not printed"
     );
+    // Without --templates-bucket: no templates mounted, and a mount an
+    // earlier run made is cleared with TEMPLATES_DIR.
+    for name in ["email-service", "sms-service"] {
+        line_with(
+            &plan,
+            &format!("run deploy {name} "),
+            &["--clear-volumes", "--clear-volume-mounts"],
+        );
+    }
     assert!(
         !plan
             .iter()
-            .any(|l| l.contains("TEMPLATES_DIR") || l.contains("volume"))
+            .any(|l| l.contains("TEMPLATES_DIR") || l.contains("--add-volume"))
     );
 
     for name in ["email-service", "sms-service"] {
