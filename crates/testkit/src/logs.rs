@@ -1,10 +1,25 @@
 //! A log captured in memory, for tests that read what a service logged:
-//! a writer for `tracing_subscriber::fmt().with_writer(...)`.
+//! [`capture`] installs it as this thread's subscriber; [`Captured`] is
+//! also a writer for `tracing_subscriber::fmt().with_writer(...)`.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::fmt::MakeWriter;
+
+/// Captures what this thread logs at `level` and above, as text without
+/// colours, until the guard is dropped. A current-thread runtime's tasks
+/// run on the test's thread, so their events are captured and no other
+/// test's are.
+pub fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
 
 /// Everything written to it, shared by its clones.
 #[derive(Clone, Default)]

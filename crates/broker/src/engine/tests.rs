@@ -315,12 +315,7 @@ async fn a_store_stopped_inside_the_dead_letter_commit_keeps_the_source_and_no_d
 
 #[tokio::test]
 async fn a_dead_letter_topic_without_a_subscription_drops_the_dead_letter_and_says_so() {
-    let log = labrelay_testkit::logs::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (log, _logging) = labrelay_testkit::logs::capture(tracing::Level::INFO);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broker.sqlite3");
     let (engine, observer) = open_engine(&path);

@@ -4,7 +4,6 @@
 //! to the topic) chooses that text, and a report published straight to the
 //! topic never passed the ingest's checks.
 
-use labrelay_testkit::logs::Captured;
 use labrelay_testkit::push::Push;
 
 use crate::helpers::{SUBSCRIPTION, envelope, error_of, full_report, settings, spawn_app};
@@ -16,13 +15,7 @@ const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lo
 // thread-local subscriber sees their events.
 #[tokio::test(flavor = "current_thread")]
 async fn a_newline_in_pushed_text_cannot_start_a_log_line() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::DEBUG);
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox");
     let app = spawn_app(settings(&[(

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::helpers::{spawn_app, spawn_app_without_broker};
-use labrelay_testkit::logs::Captured;
 
 const OWNER_DETAILS: [&str; 4] = ["Alex", "alex@example.com", "+15551234567", "U/L"];
 
@@ -12,16 +11,7 @@ const OWNER_DETAILS: [&str; 4] = ["Alex", "alex@example.com", "+15551234567", "U
 // thread-local subscriber sees their events and no other test's.
 #[tokio::test]
 async fn logs_name_the_report_and_outcome_but_no_personal_data() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::INFO);
 
     let app = spawn_app().await;
     let full = r#"{"id": "LR-7", "owner": {"name": "Alex Kim", "email": "alex@example.com", "phone": "+15551234567"},
@@ -70,16 +60,7 @@ async fn logs_name_the_report_and_outcome_but_no_personal_data() {
 /// refused at parse, and the rejection's line does not repeat it.
 #[tokio::test]
 async fn an_id_with_a_newline_is_refused_and_forges_no_line() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::DEBUG);
 
     let app = spawn_app().await;
     let forged = "LR-9\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lost";

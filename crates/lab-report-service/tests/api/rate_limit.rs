@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use labrelay_lab_report_service::ingest_auth::{IngestAuth, IngestKeys};
 use labrelay_lab_report_service::rate_limit::{Per, RateLimit};
-use labrelay_testkit::logs::Captured;
 use labrelay_testkit::metrics::sample;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
@@ -28,16 +27,7 @@ fn one_a_second(burst: u32) -> RateLimit {
 // thread-local subscriber sees their events and no other test's.
 #[tokio::test]
 async fn a_lab_past_its_burst_gets_429_while_another_lab_posts() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::INFO);
 
     let app = spawn_app_with(|settings| {
         settings.ingest_auth = IngestAuth::Keys(

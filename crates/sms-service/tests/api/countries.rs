@@ -3,7 +3,6 @@
 
 use labrelay_sms_service::Settings;
 use labrelay_sms_service::settings::countries::AllowedCountries;
-use labrelay_testkit::logs::Captured;
 use labrelay_testkit::twilio::TwilioStandIn;
 
 use crate::helpers::*;
@@ -41,13 +40,7 @@ fn settings(twilio: &TwilioStandIn, extra: &[(&str, &str)]) -> Settings {
 /// tasks log to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn by_default_non_geographic_numbers_are_skipped_and_the_rest_sent() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::INFO);
     let twilio = TwilioStandIn::start(SID, TOKEN).await.unwrap();
     let app = spawn_app(settings(&twilio, &[])).await;
 

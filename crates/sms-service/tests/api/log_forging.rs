@@ -4,8 +4,6 @@
 //! text, and a report published straight to the topic never passed the
 //! ingest's checks.
 
-use labrelay_testkit::logs::Captured;
-
 use crate::helpers::{envelope, error_of, report, spawn_with_twilio};
 
 /// What a forger would like to see as a line of its own.
@@ -15,13 +13,7 @@ const FORGED: &str = "\n2026-01-01T00:00:00.000000Z ERROR forged: all reports lo
 // thread-local subscriber sees their events.
 #[tokio::test(flavor = "current_thread")]
 async fn a_newline_in_a_pushed_id_cannot_start_a_log_line() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::DEBUG);
     let (_twilio, app) = spawn_with_twilio().await;
 
     // A message id of the push's choosing, on a valid report.

@@ -1,4 +1,3 @@
-use labrelay_testkit::logs::Captured;
 use labrelay_testkit::twilio::Mode;
 
 use crate::helpers::*;
@@ -8,13 +7,7 @@ use crate::helpers::*;
 /// on one thread, so the server's tasks log to this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn logs_one_line_per_push_without_personal_data() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = labrelay_testkit::logs::capture(tracing::Level::INFO);
     let (twilio, app) = spawn_with_twilio().await;
 
     assert_eq!(
