@@ -153,71 +153,33 @@ impl Call {
         fn send<T>(reply: Reply<T>, answer: anyhow::Result<T>) {
             let _ = reply.send(answer);
         }
-        let mismatch = || {
-            anyhow::anyhow!(
-                "the notification log answered a call with another call's kind of answer"
-            )
-        };
+        // The answer of `$kind` to a call expecting it; another kind is a
+        // bug of the writer's, answered as an error.
+        macro_rules! answer_as {
+            ($reply:expr, $kind:path) => {
+                send(
+                    $reply,
+                    answer.and_then(|a| match a {
+                        $kind(value) => Ok(value),
+                        _ => Err(anyhow::anyhow!(
+                            "the notification log answered a call with another call's kind of answer"
+                        )),
+                    }),
+                )
+            };
+        }
         match self {
-            Call::AlreadySent(_, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::AlreadySent(record) => Ok(record),
-                    _ => Err(mismatch()),
-                }),
-            ),
-            Call::Claim(_, _, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::Claim(claim) => Ok(claim),
-                    _ => Err(mismatch()),
-                }),
-            ),
-            Call::Renew(_, _, _, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::Renewed(token) => Ok(token),
-                    _ => Err(mismatch()),
-                }),
-            ),
+            Call::AlreadySent(_, reply) => answer_as!(reply, Answer::AlreadySent),
+            Call::Claim(_, _, reply) => answer_as!(reply, Answer::Claim),
+            Call::Renew(_, _, _, reply) => answer_as!(reply, Answer::Renewed),
             Call::Release(_, _, reply)
             | Call::RecordSent(_, _, reply)
             | Call::Suppress(_, reply) => send(reply, answer.map(|_| ())),
-            Call::Suppression(_, _, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::Suppression(found) => Ok(found),
-                    _ => Err(mismatch()),
-                }),
-            ),
-            Call::Lift(_, _, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::Lifted(lifted) => Ok(lifted),
-                    _ => Err(mismatch()),
-                }),
-            ),
-            Call::Suppressions(reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::Suppressions(all) => Ok(all),
-                    _ => Err(mismatch()),
-                }),
-            ),
-            Call::RecordReceipt(_, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::ReceiptApplied(applied) => Ok(applied),
-                    _ => Err(mismatch()),
-                }),
-            ),
-            Call::Receipt(_, reply) => send(
-                reply,
-                answer.and_then(|a| match a {
-                    Answer::Receipt(found) => Ok(found),
-                    _ => Err(mismatch()),
-                }),
-            ),
+            Call::Suppression(_, _, reply) => answer_as!(reply, Answer::Suppression),
+            Call::Lift(_, _, reply) => answer_as!(reply, Answer::Lifted),
+            Call::Suppressions(reply) => answer_as!(reply, Answer::Suppressions),
+            Call::RecordReceipt(_, reply) => answer_as!(reply, Answer::ReceiptApplied),
+            Call::Receipt(_, reply) => answer_as!(reply, Answer::Receipt),
         }
     }
 }
