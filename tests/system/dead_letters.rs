@@ -54,10 +54,6 @@ async fn parked_reports_are_listed_with_the_reason_and_replayed() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let zero = Some(prost_types::Duration {
-        seconds: 0,
-        nanos: 0,
-    });
     for sub in [
         pb::Subscription {
             name: dead_sub.clone(),
@@ -69,23 +65,12 @@ async fn parked_reports_are_listed_with_the_reason_and_replayed() {
             topic: topic.clone(),
             ..Default::default()
         },
-        pb::Subscription {
-            name: format!("projects/{PROJECT}/subscriptions/email-service-sub"),
-            topic: topic.clone(),
-            push_config: Some(pb::PushConfig {
-                push_endpoint: format!("http://{closed}/"),
-                ..Default::default()
-            }),
-            retry_policy: Some(pb::RetryPolicy {
-                minimum_backoff: zero,
-                maximum_backoff: zero,
-            }),
-            dead_letter_policy: Some(pb::DeadLetterPolicy {
-                dead_letter_topic: dead.clone(),
-                max_delivery_attempts: 5,
-            }),
-            ..Default::default()
-        },
+        failing_push(
+            format!("projects/{PROJECT}/subscriptions/email-service-sub"),
+            topic.clone(),
+            closed,
+            &dead,
+        ),
     ] {
         subscriber.create_subscription(sub).await.unwrap();
     }
@@ -206,6 +191,34 @@ struct Parked {
 const SOURCES: [&str; 2] = ["new-lab-report", "lab-reports-eu"];
 const DEAD_SUB: &str = "new-lab-report-dead-letter-sub";
 
+/// A push subscription of `topic` to `closed` (nothing listens there),
+/// redelivering at once, that dead-letters to `dead` after 5 attempts.
+fn failing_push(
+    name: String,
+    topic: String,
+    closed: std::net::SocketAddr,
+    dead: &str,
+) -> pb::Subscription {
+    let zero = Some(prost_types::Duration::default());
+    pb::Subscription {
+        name,
+        topic,
+        push_config: Some(pb::PushConfig {
+            push_endpoint: format!("http://{closed}/"),
+            ..Default::default()
+        }),
+        retry_policy: Some(pb::RetryPolicy {
+            minimum_backoff: zero,
+            maximum_backoff: zero,
+        }),
+        dead_letter_policy: Some(pb::DeadLetterPolicy {
+            dead_letter_topic: dead.to_string(),
+            max_delivery_attempts: 5,
+        }),
+        ..Default::default()
+    }
+}
+
 fn name(kind: &str, id: &str) -> String {
     format!("projects/{PROJECT}/{kind}/{id}")
 }
@@ -238,7 +251,6 @@ impl Parked {
             .unwrap()
             .local_addr()
             .unwrap();
-        let zero = Some(prost_types::Duration::default());
         let mut subscriptions = vec![pb::Subscription {
             name: name("subscriptions", DEAD_SUB),
             topic: dead.clone(),
@@ -250,23 +262,12 @@ impl Parked {
                 topic: name("topics", source),
                 ..Default::default()
             });
-            subscriptions.push(pb::Subscription {
-                name: name("subscriptions", &format!("push-{source}")),
-                topic: name("topics", source),
-                push_config: Some(pb::PushConfig {
-                    push_endpoint: format!("http://{closed}/"),
-                    ..Default::default()
-                }),
-                retry_policy: Some(pb::RetryPolicy {
-                    minimum_backoff: zero,
-                    maximum_backoff: zero,
-                }),
-                dead_letter_policy: Some(pb::DeadLetterPolicy {
-                    dead_letter_topic: dead.clone(),
-                    max_delivery_attempts: 5,
-                }),
-                ..Default::default()
-            });
+            subscriptions.push(failing_push(
+                name("subscriptions", &format!("push-{source}")),
+                name("topics", source),
+                closed,
+                &dead,
+            ));
         }
         for sub in subscriptions {
             subscriber.create_subscription(sub).await.unwrap();
