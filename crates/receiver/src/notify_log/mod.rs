@@ -58,10 +58,19 @@
 //!   `firestore://projects/P/databases/D[/COLLECTION]`): one document per
 //!   notification in a Firestore collection, for many Cloud Run instances.
 //!   `FIRESTORE_EMULATOR_HOST=host:port` points it at the emulator.
+//!
+//! Beside the protocol and the store trait here: `key` (what a
+//! notification is keyed by), `limits` (each step's limit and the lease),
+//! `suppressions` and `receipts` (the other facts the stores keep),
+//! `holder` (the SQLite log's live-holder lock files).
 
 mod firestore;
 mod holder;
+mod key;
+mod limits;
+mod receipts;
 mod sqlite;
+mod suppressions;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -70,120 +79,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use labrelay_contract::LabReport;
-use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
 pub use firestore::{DEFAULT_COLLECTION, FirestoreLog, FirestoreSetting};
+pub use key::{content_hash, notification_hash};
+pub use limits::{CLAIM_LIMIT, ClaimLimits, LEASE_MARGIN, RECORD_LIMIT, attempt_limit};
+pub use receipts::{DeliveryStatus, Receipt, ReceiptApplied};
 pub use sqlite::SqliteLog;
-
-/// How long taking a claim may take, every store call (and fetching an
-/// access token) included. Past it the push is answered 503; a claim
-/// written all the same lapses with its lease.
-pub const CLAIM_LIMIT: Duration = Duration::from_secs(10);
-
-/// How long writing a record, or giving a claim back, may take. Past it
-/// the claim is left to lapse with its lease.
-pub const RECORD_LIMIT: Duration = Duration::from_secs(10);
-
-/// What a lease holds beyond its steps' limits: the moments between them
-/// (scheduling on a busy machine), and a store call answered at its limit.
-pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
-
-/// How much longer than its send timeout a provider attempt (an SMTP
-/// delivery, a Twilio request) may go on before it is cut off.
-const ATTEMPT_LIMIT_FACTOR: u32 = 4;
-
-/// The longest provider attempt, whatever the send timeout: it bounds how
-/// long a notification whose holder died waits for its lease to lapse.
-const MAX_ATTEMPT: Duration = Duration::from_secs(45);
-
-/// How long one provider attempt may take, answer included, unless its
-/// channel says otherwise ([`Channel::attempt_limit`](crate::Channel::attempt_limit)):
-/// four times the send timeout, 45 s at most. Both receivers answer the
-/// broker 503 at the send timeout and let the attempt go on to this limit:
-/// cut off at the send timeout, after the provider took the message and
-/// before its answer was read, the fault suite saw 7–30 duplicate emails
-/// per 300 reports on a loaded two-core machine. An attempt cut off at its
-/// limit keeps its claim until the lease lapses.
-pub fn attempt_limit(send_timeout: Duration) -> Duration {
-    send_timeout
-        .saturating_mul(ATTEMPT_LIMIT_FACTOR)
-        .min(MAX_ATTEMPT)
-}
-
-/// How long each step under a claim may take. The claim's lease is their
-/// sum ([`lease`](Self::lease)), so that even unrenewed it outlasts an
-/// attempt at the send timeout's [`attempt_limit`]; renewed every
-/// [`renew_every`](Self::renew_every), it outlasts any attempt its holder
-/// is still running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClaimLimits {
-    /// Taking the claim ([`CLAIM_LIMIT`]).
-    pub claim: Duration,
-    /// The provider attempt the lease covers without a renewal
-    /// ([`attempt_limit`] of the send timeout). A channel may let its
-    /// attempts run longer (the push handler cuts them off at
-    /// [`Channel::attempt_limit`](crate::Channel::attempt_limit)); the
-    /// renewals cover the rest.
-    pub attempt: Duration,
-    /// Writing the record ([`RECORD_LIMIT`]).
-    pub record: Duration,
-    /// [`LEASE_MARGIN`].
-    pub margin: Duration,
-}
-
-impl ClaimLimits {
-    /// The limits of a channel that answers a push within `send_timeout`.
-    pub fn for_send_timeout(send_timeout: Duration) -> ClaimLimits {
-        ClaimLimits {
-            claim: CLAIM_LIMIT,
-            attempt: attempt_limit(send_timeout),
-            record: RECORD_LIMIT,
-            margin: LEASE_MARGIN,
-        }
-    }
-
-    /// How long a claim keeps other instances from sending the same
-    /// notification unless it is renewed: 65 s at the default 10 s send
-    /// timeout, 70 s at most. It matters only when the holder died (or
-    /// could not renew), or could not tell whether the provider took the
-    /// notification: then the notification waits this long, and costs the
-    /// broker a few failed attempts, before another delivery sends it.
-    pub fn lease(&self) -> Duration {
-        self.task(self.attempt)
-    }
-
-    /// How often a live claim is renewed for another [`lease`](Self::lease):
-    /// a third of it, so that a renewal answered at its limit
-    /// ([`renew_limit`](Self::renew_limit)) still lands with a third of
-    /// the lease to spare.
-    pub fn renew_every(&self) -> Duration {
-        self.lease() / 3
-    }
-
-    /// How long one renewal may take: [`RECORD_LIMIT`], at most a third
-    /// of the lease.
-    pub fn renew_limit(&self) -> Duration {
-        self.record.min(self.renew_every())
-    }
-
-    /// Everything one delivery does under its claim when its provider
-    /// attempt may take `attempt`: claim, attempt, record and the margin.
-    pub fn task(&self, attempt: Duration) -> Duration {
-        self.claim
-            .saturating_add(attempt)
-            .saturating_add(self.record)
-            .saturating_add(self.margin)
-    }
-}
-
-impl Default for ClaimLimits {
-    /// Room for the longest attempt.
-    fn default() -> ClaimLimits {
-        ClaimLimits::for_send_timeout(Duration::MAX)
-    }
-}
+pub use suppressions::{Suppression, subject_hash};
 
 /// What identifies one notification.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -215,216 +118,12 @@ impl SentRecord {
     }
 }
 
-/// A recipient who is not to be notified on a channel: they opted out
-/// (Twilio's 21610, a STOP texted to the clinic's number), their mailbox
-/// does not exist (an SMTP 5.1.x), or an operator said so. Stored under a
-/// keyed hash of the recipient ([`subject_hash`]), never the address or
-/// number itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suppression {
-    /// `email` or `sms`.
-    pub channel: String,
-    /// [`subject_hash`] of the recipient.
-    pub subject: String,
-    /// Why, in words safe to show and log: `twilio 21610`, `inbound STOP`,
-    /// `smtp 550 5.1.1`, `operator`.
-    pub reason: String,
-    /// Milliseconds since the Unix epoch.
-    pub since_ms: i64,
-}
-
-/// The keyed hash a suppression is stored under: hex HMAC-SHA256, keyed
-/// with `SUPPRESSION_KEY`, of the channel and the recipient as the
-/// channel names it (an E.164 number; an email address as the report
-/// writes it, case kept, since a mailbox's local part may be
-/// case-sensitive). Unkeyed, a hash of a phone number is reversed by
-/// trying every number; with the key, whoever reads the store without it
-/// learns nothing but how many there are.
-pub fn subject_hash(key: &[u8], channel: &str, recipient: &str) -> String {
-    use hmac::Mac as _;
-    let mut mac =
-        hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    for field in ["labrelay-suppression/1", channel, recipient] {
-        mac.update(&(field.len() as u64).to_be_bytes());
-        mac.update(field.as_bytes());
-    }
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// Where a provider's message stands, as its delivery receipts say
-/// (Twilio's `MessageStatus`). Receipts arrive late, twice or out of
-/// order; a status only ever moves forward ([`rank`](Self::rank)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    Queued,
-    Sending,
-    Sent,
-    Delivered,
-    Undelivered,
-    Failed,
-}
-
-impl DeliveryStatus {
-    /// Twilio's `MessageStatus` value; `None` for the statuses of messages
-    /// we do not send (`received`, `read`, ...).
-    pub fn parse(status: &str) -> Option<DeliveryStatus> {
-        Some(match status {
-            "queued" | "accepted" | "scheduled" => DeliveryStatus::Queued,
-            "sending" => DeliveryStatus::Sending,
-            "sent" => DeliveryStatus::Sent,
-            "delivered" => DeliveryStatus::Delivered,
-            "undelivered" => DeliveryStatus::Undelivered,
-            "failed" => DeliveryStatus::Failed,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Queued => "queued",
-            DeliveryStatus::Sending => "sending",
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Undelivered => "undelivered",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    /// How far along: a receipt replaces the stored status only if it
-    /// ranks higher. The three final statuses rank alike, so the first one
-    /// stands: a late `sent` never undoes `delivered`, and a carrier's
-    /// second opinion does not rewrite the first.
-    pub fn rank(self) -> u8 {
-        match self {
-            DeliveryStatus::Queued => 0,
-            DeliveryStatus::Sending => 1,
-            DeliveryStatus::Sent => 2,
-            DeliveryStatus::Delivered | DeliveryStatus::Undelivered | DeliveryStatus::Failed => 3,
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        self.rank() == 3
-    }
-}
-
-/// One provider message's latest status, stored by the provider's id
-/// (Twilio's SID). It names the notification it belongs to (the
-/// [`NotificationKey`]'s report id and content hash), which the status
-/// callback's URL carries: a notification sent twice (the duplicate window
-/// of the module doc) has two SIDs, both attached to it, even the one
-/// whose send was never recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub provider_id: String,
-    /// `email` or `sms`.
-    pub channel: String,
-    pub report_id: Option<String>,
-    pub content_hash: Option<String>,
-    pub status: DeliveryStatus,
-    /// The provider's error code (Twilio's `ErrorCode`, e.g. 30003).
-    pub error_code: Option<u32>,
-    /// When this status was recorded, in ms since the Unix epoch.
-    pub at_ms: i64,
-}
-
-/// What [`NotificationLog::record_receipt`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReceiptApplied {
-    /// Stored: it is the message's status now.
-    Applied,
-    /// Not newer than what is stored (a duplicate, or late): ignored.
-    Stale { current: DeliveryStatus },
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
-}
-
-/// Hex SHA-256 over length-prefixed fields, so no two field lists hash alike.
-pub fn content_hash(fields: &[&str]) -> String {
-    let mut hash = Fields::default();
-    for field in fields {
-        hash.text(field);
-    }
-    hash.finish()
-}
-
-/// What identifies one report's notification to `recipient` (an email
-/// address, an E.164 number) in the log: a hex SHA-256 of the report's
-/// content and the recipient, never of the rendered text. A template
-/// changed between two deliveries of one message (a rolling deploy, a
-/// template edited at run time) leaves the key as it was, so the second
-/// delivery finds the record; a corrected report (any field a notification
-/// may show: clinic, pet, owner's name, results, issue time) is a new
-/// notification. The owner's email and phone count only as the recipient
-/// of their own channel, and fields the receivers do not read not at all.
-/// The owner's `locale` is left out on purpose: it chooses the words, as a
-/// template does, so a report re-posted with only its language changed is
-/// not sent again (and keys recorded before there were locales still
-/// match).
-pub fn notification_hash(report: &LabReport, recipient: &str) -> String {
-    let mut hash = Fields::default();
-    hash.text("labrelay-notification/2");
-    hash.text(&report.id.to_string());
-    hash.text(recipient);
-    let LabReport {
-        clinic, pet, owner, ..
-    } = report;
-    for field in [
-        &clinic.name,
-        &clinic.phone,
-        &pet.name,
-        &pet.species,
-        &owner.name,
-    ] {
-        hash.optional(field.as_deref());
-    }
-    hash.text(&report.tests.len().to_string());
-    for test in &report.tests {
-        hash.optional(test.name.as_deref());
-        hash.optional(
-            test.value
-                .as_ref()
-                .map(|value| value.to_string())
-                .as_deref(),
-        );
-        hash.optional(test.unit.as_deref());
-        hash.optional(test.range.as_deref());
-        hash.optional(test.flag.as_deref());
-    }
-    hash.optional(report.issued_at.as_deref());
-    hash.finish()
-}
-
-/// A SHA-256 of a sequence of fields, each length-prefixed, an absent one
-/// told apart from an empty one.
-#[derive(Default)]
-struct Fields(Sha256);
-
-impl Fields {
-    fn text(&mut self, text: &str) {
-        self.0.update((text.len() as u64).to_be_bytes());
-        self.0.update(text.as_bytes());
-    }
-
-    fn optional(&mut self, text: Option<&str>) {
-        match text {
-            None => self.0.update([0]),
-            Some(text) => {
-                self.0.update([1]);
-                self.text(text);
-            }
-        }
-    }
-
-    fn finish(self) -> String {
-        hex::encode(self.0.finalize())
-    }
 }
 
 /// Identifies one claim, so only its holder releases it. Opaque: each
@@ -870,6 +569,7 @@ impl Dedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use labrelay_contract::LabReport;
 
     #[test]
     fn an_attempt_goes_on_past_the_send_timeout_and_the_lease_covers_every_step() {
