@@ -20,12 +20,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message;
-use google_cloud_pubsub::retry_policy::RetryableErrors;
 use labrelay_contract::LabReport;
 
 use crate::settings::Settings;
@@ -55,21 +52,13 @@ impl ReportPublisher {
     /// Builds the client; it connects on the first publish.
     pub async fn new(settings: &Settings) -> anyhow::Result<ReportPublisher> {
         let topic = settings.topic_name();
-        let backoff = ExponentialBackoffBuilder::new()
-            .with_initial_delay(Duration::from_millis(50))
-            .with_maximum_delay(Duration::from_secs(1))
-            .with_scaling(2.0)
-            .clamp();
-        let mut builder = Publisher::builder(topic.clone())
-            .with_retry_policy(RetryableErrors.with_time_limit(settings.publish_timeout))
-            .with_backoff_policy(backoff)
-            .set_delay_threshold(settings.batch_delay);
         let endpoint = settings.emulator_endpoint()?;
-        if let Some(endpoint) = &endpoint {
-            builder = builder.with_endpoint(endpoint).with_credentials(
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            );
-        }
+        let builder = labrelay_runtime::pubsub::publisher(
+            &topic,
+            endpoint.as_deref(),
+            settings.publish_timeout,
+        )
+        .set_delay_threshold(settings.batch_delay);
         let publisher = builder.build().await.with_context(|| match &endpoint {
             Some(endpoint) => format!("building a publisher for {topic} at {endpoint}"),
             None => {

@@ -199,6 +199,6 @@ impl Settings {
         let Some(host) = &self.emulator_host else {
             return Ok(None);
         };
-        Ok(Some(labrelay_runtime::emulator::endpoint(host)?))
+        Ok(Some(labrelay_runtime::pubsub::endpoint(host)?))
     }
 }

@@ -7,11 +7,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::RetryPolicyExt as _;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
-use google_cloud_pubsub::retry_policy::RetryableErrors;
 use tokio::sync::OnceCell;
 
 /// A topic to publish to, published to through `PUBSUB_EMULATOR_HOST` when
@@ -48,7 +45,7 @@ impl TopicSetting {
             );
         }
         let emulator_endpoint = get("PUBSUB_EMULATOR_HOST")
-            .map(|host| labrelay_runtime::emulator::endpoint(&host))
+            .map(|host| labrelay_runtime::pubsub::endpoint(&host))
             .transpose()?;
         Ok(Some(TopicSetting {
             topic,
@@ -109,23 +106,14 @@ impl TopicPublisher {
 
     async fn build(&self) -> anyhow::Result<Publisher> {
         let topic = &self.setting.topic;
-        let backoff = ExponentialBackoffBuilder::new()
-            .with_initial_delay(Duration::from_millis(50))
-            .with_maximum_delay(Duration::from_secs(1))
-            .with_scaling(2.0)
-            .clamp();
-        let mut builder = Publisher::builder(topic.clone())
-            .with_retry_policy(RetryableErrors.with_time_limit(self.limit))
-            .with_backoff_policy(backoff);
-        if let Some(endpoint) = &self.setting.emulator_endpoint {
-            builder = builder.with_endpoint(endpoint).with_credentials(
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            );
-        }
-        builder
-            .build()
-            .await
-            .with_context(|| format!("building a publisher for {topic}"))
+        labrelay_runtime::pubsub::publisher(
+            topic,
+            self.setting.emulator_endpoint.as_deref(),
+            self.limit,
+        )
+        .build()
+        .await
+        .with_context(|| format!("building a publisher for {topic}"))
     }
 }
 

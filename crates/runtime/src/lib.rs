@@ -9,8 +9,9 @@
 //!   at once (idle ones closed while all are taken), and graceful shutdown;
 //!   `free_port` for servers told their port first; `Activity`, what a
 //!   connection is doing (the broker's push connections keep one too).
-//! - [`emulator`]: `PUBSUB_EMULATOR_HOST`, where a publisher finds a local
-//!   broker.
+//! - [`pubsub`]: `PUBSUB_EMULATOR_HOST`, where a publisher finds a local
+//!   broker, and the Publisher every publishing process builds the same
+//!   way.
 //! - [`origin_guard`]: refuses what a web page can make a browser send
 //!   (cross-site requests, DNS rebinding) on every port, before any
 //!   handler.
@@ -28,11 +29,11 @@
 //! - [`private_fs`]: the data directory's modes (directories 0700, files
 //!   0600, looser ones tightened) and keys written atomically.
 
-pub mod emulator;
 pub mod limits;
 pub mod metrics;
 pub mod origin_guard;
 pub mod private_fs;
+pub mod pubsub;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;
