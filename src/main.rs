@@ -364,7 +364,7 @@ fn main() -> anyhow::Result<()> {
 /// Binds a service's port and announces it on stdout (scripts and tests read
 /// the line to find a port chosen with `PORT=0`).
 async fn bind_service(args: &ServiceArgs, name: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let on_cloud_run = std::env::var_os("K_SERVICE").is_some();
+    let on_cloud_run = labrelay_runtime::on_cloud_run_env();
     let host = args.host.unwrap_or(if on_cloud_run {
         std::net::Ipv4Addr::UNSPECIFIED.into()
     } else {

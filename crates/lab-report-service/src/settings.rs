@@ -115,7 +115,9 @@ impl Settings {
         let project = get("PUBSUB_PROJECT_ID").or_else(|| get("GOOGLE_CLOUD_PROJECT"));
         // Cloud Run does not set the project; publishing to the local default
         // there would fail on every report, so refuse to start instead.
-        if project.is_none() && get("K_SERVICE").is_some() && get("PUBSUB_EMULATOR_HOST").is_none()
+        if project.is_none()
+            && labrelay_runtime::on_cloud_run(get)
+            && get("PUBSUB_EMULATOR_HOST").is_none()
         {
             bail!(
                 "set GOOGLE_CLOUD_PROJECT (or PUBSUB_PROJECT_ID): Cloud Run does not provide the project id"
@@ -165,7 +167,7 @@ impl Settings {
             Some(v) => MetricsAt::Port(v.parse::<u16>().with_context(|| {
                 format!("METRICS_PORT must be a port number (0 to 65535), not {v:?}")
             })?),
-            None if get("K_SERVICE").is_some() => MetricsAt::Nowhere,
+            None if labrelay_runtime::on_cloud_run(get) => MetricsAt::Nowhere,
             None => MetricsAt::ServicePort,
         };
         let trace_project = labrelay_runtime::trace::project_from_vars(get);

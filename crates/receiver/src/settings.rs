@@ -153,7 +153,7 @@ impl PushAnswer {
             Some(other) => {
                 anyhow::bail!("PUSH_ANSWER must be `early` or `when-done`, not {other:?}")
             }
-            None if set("K_SERVICE").is_some() => Ok(PushAnswer::WhenDone),
+            None if labrelay_runtime::on_cloud_run(&get) => Ok(PushAnswer::WhenDone),
             None => Ok(PushAnswer::Early),
         }
     }

@@ -39,3 +39,17 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+
+/// Whether this process runs on Cloud Run, which names every service's
+/// container in `K_SERVICE`; `get` reads a variable (blank counts as
+/// unset). There the services listen on all interfaces, log JSON, keep
+/// `/metrics` off the public port and answer a push only when its work is
+/// done.
+pub fn on_cloud_run(get: impl Fn(&str) -> Option<String>) -> bool {
+    get("K_SERVICE").is_some_and(|service| !service.trim().is_empty())
+}
+
+/// [`on_cloud_run`], reading the process environment.
+pub fn on_cloud_run_env() -> bool {
+    on_cloud_run(|name| std::env::var(name).ok())
+}

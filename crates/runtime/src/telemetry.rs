@@ -29,7 +29,7 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = wants_json(
         std::env::var("LOG_FORMAT").ok().as_deref(),
-        std::env::var_os("K_SERVICE").is_some_and(|s| !s.is_empty()),
+        crate::on_cloud_run_env(),
     );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
